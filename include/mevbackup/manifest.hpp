@@ -1,0 +1,40 @@
+// The manifest: the facts about one artifact, written beside it, last.
+// An artifact without a manifest is not a backup.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace mevbackup {
+
+struct Manifest {
+  static constexpr int kFormatVersion = 1;
+  std::string id;           // e.g. "mev_protection_20261127_020000"
+  std::string kind;         // "postgres"
+  std::string path;         // artifact key, relative to the repository
+  std::string format;       // payload format, e.g. "pg_dump-custom"
+  std::string compression;  // "gzip" | "none"
+  uint64_t size = 0;        // stored bytes
+  std::string sha256;       // of the stored bytes
+  uint64_t payload_size = 0;
+  std::string payload_sha256;
+  std::string started_at;   // RFC 3339 UTC
+  std::string finished_at;
+  std::string source_name;  // the database (or service) backed up
+  nlohmann::json source = nlohmann::json::object();  // kind-specific facts: versions, row counts...
+  nlohmann::json tool = nlohmann::json::object();    // {"name","version"}
+
+  // The key of this manifest in storage: "<path>.manifest.json".
+  std::string key() const { return path + kManifestSuffix; }
+  static constexpr const char* kManifestSuffix = ".manifest.json";
+
+  nlohmann::json to_json() const;
+  std::string to_string() const;  // pretty JSON, newline-terminated
+  // Throws corrupt naming `where` and the missing/invalid field.
+  static Manifest from_json(const nlohmann::json& j, const std::string& where);
+  static Manifest parse(const std::string& text, const std::string& where);
+};
+
+}  // namespace mevbackup

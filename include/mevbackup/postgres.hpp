@@ -1,0 +1,44 @@
+// PostgreSQL logical backup (pg_dump -Fc streamed into the repository) and restore
+// (repository -> gunzip -> pg_restore into a staging database swapped into place).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mevbackup/repository.hpp"
+
+namespace mevbackup {
+
+struct PgBackupOptions {
+  std::string conninfo;        // libpq conninfo or URI; PG* environment variables apply
+  std::string pg_dump_path;    // empty: the newest installed pg_dump that can dump the server
+  // Options after the fixed "-Fc -Z0"; connection and output options are refused here.
+  std::vector<std::string> pg_dump_args = {"--no-owner", "--no-acl"};
+  std::string name_prefix;     // empty: the database name (runbook: mev_protection_...)
+  Compression compression = Compression::gzip;
+  int level = -1;
+  // Tables up to this size (pg_total_relation_size) get an exact count(*); larger ones
+  // the planner's reltuples estimate, marked "exact": false.
+  uint64_t exact_count_max_bytes = 64ull << 20;
+};
+
+// Dumps the database into `repo`. Throws Error: connection/auth/not_found when the
+// database cannot be reached, version_mismatch when pg_dump is older than the server,
+// dump_failed (with pg_dump's stderr) when pg_dump fails.
+Manifest backup_postgres(Repository& repo, const PgBackupOptions& opts, const RunContext& ctx);
+
+struct PgRestoreOptions {
+  std::string conninfo;        // names the target database (dbname=...)
+  bool clean = false;          // replace a non-empty target
+  std::string pg_restore_path; // empty: the newest installed pg_restore
+  std::vector<std::string> pg_restore_args = {"--no-owner", "--no-acl"};
+};
+
+// Restores `backup` into the database that opts.conninfo names. The data goes into a
+// new staging database first; only when pg_restore and the checksum both succeeded is
+// the staging database renamed to the target (dropping the old one when clean=true).
+// A failure leaves the target exactly as it was.
+void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreOptions& opts, const RunContext& ctx);
+
+}  // namespace mevbackup

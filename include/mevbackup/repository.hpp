@@ -1,0 +1,73 @@
+// A repository: artifacts and their manifests in one Storage, laid out as the
+// runbook did (database/<db>_YYYYMMDD_HHMMSS.dump.gz, ...), plus the catalog.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mevbackup/clock.hpp"
+#include "mevbackup/compress.hpp"
+#include "mevbackup/manifest.hpp"
+#include "mevbackup/storage.hpp"
+#include "mevbackup/stream.hpp"
+
+namespace mevbackup {
+
+enum class LogLevel { debug = 0, info = 1, warning = 2, error = 3 };
+using LogFn = std::function<void(LogLevel, const std::string&)>;
+
+// What a Dumper asks the repository to store.
+struct ArtifactSpec {
+  std::string kind;         // "postgres"
+  std::string dir;          // "database"
+  std::string name_prefix;  // "mev_protection"
+  std::string extension;    // ".dump" (the compression suffix is appended)
+  std::string format;       // "pg_dump-custom"
+  Compression compression = Compression::gzip;
+  int level = -1;
+};
+
+// Everything a long operation takes besides its own options.
+struct RunContext {
+  CancelToken* cancel = nullptr;
+  ProgressFn progress;
+  LogFn log;
+  PipelineOptions pipeline;
+};
+
+class Repository {
+ public:
+  explicit Repository(std::unique_ptr<Storage> storage, Clock& clock = system_clock());
+  static Repository open(const std::string& url);
+
+  Storage& storage() { return *storage_; }
+  Clock& clock() { return clock_; }
+
+  // Streams `source` through compression into a new artifact, then writes its manifest.
+  // `complete` fills kind-specific manifest fields once the stream succeeded; it may
+  // throw to reject the artifact. On any failure nothing new remains in storage.
+  Manifest publish(Source& source, const ArtifactSpec& spec, const RunContext& ctx,
+                   const std::function<void(Manifest&)>& complete);
+
+  // Streams an artifact's payload (decompressed) into `sink`, checking size and SHA-256
+  // of the stored bytes against the manifest before the sink may commit.
+  void restore_stream(const Manifest& m, Sink& sink, const RunContext& ctx);
+
+  // The catalog: every manifest (optionally of one kind), oldest first. Unreadable
+  // manifests are reported through `log` and skipped.
+  std::vector<Manifest> list(const std::string& kind = "", const LogFn& log = {});
+  // "latest" or an id; `kind` and `source_name` (if not empty) narrow the search.
+  Manifest find(const std::string& id_or_latest, const std::string& kind, const std::string& source_name = "",
+                const LogFn& log = {});
+
+ private:
+  std::unique_ptr<Storage> storage_;
+  Clock& clock_;
+};
+
+// Directory of a kind in the repository ("postgres" -> "database").
+std::string kind_directory(const std::string& kind);
+
+}  // namespace mevbackup

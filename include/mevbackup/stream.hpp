@@ -1,0 +1,157 @@
+// The stream contract: Source -> Filter... -> Sink, run by a Pipeline.
+//
+// Thread safety: a Source, Filter, Observer or Sink is used by one thread at a time
+// (the pipeline gives each stage its own thread); CancelToken is safe from any thread.
+// Errors: every method reports failure by throwing mevbackup::Error.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mevbackup/error.hpp"
+
+namespace mevbackup {
+
+using Bytes = std::span<const std::byte>;
+using MutBytes = std::span<std::byte>;
+
+// Caller-owned buffers with a cursor, as zstd's ZSTD_inBuffer / ZSTD_outBuffer.
+struct InBuf {
+  const std::byte* p = nullptr;
+  size_t n = 0;
+  size_t pos = 0;
+  size_t left() const { return n - pos; }
+};
+struct OutBuf {
+  std::byte* p = nullptr;
+  size_t n = 0;
+  size_t pos = 0;
+  size_t room() const { return n - pos; }
+};
+
+// Produces bytes. read() fills part of `buf` and returns how many bytes it wrote;
+// 0 means the stream ended *successfully* (a source that can fail late, such as a
+// child process, checks its exit status before returning 0).
+class Source {
+ public:
+  virtual ~Source() = default;
+  virtual size_t read(MutBytes buf) = 0;
+  // Called when the pipeline stops early (error or cancel): release what is held.
+  virtual void abort() noexcept {}
+};
+
+// Transforms bytes. Consumes from `in`, produces into `out`. With finish=true the
+// input is the last; returns true once everything is flushed to `out`.
+class Filter {
+ public:
+  virtual ~Filter() = default;
+  virtual bool process(InBuf& in, OutBuf& out, bool finish) = 0;
+  virtual const char* name() const = 0;
+};
+
+// Watches bytes go by without changing them (hash, count); result read after the run.
+class Observer {
+ public:
+  virtual ~Observer() = default;
+  virtual void update(Bytes data) = 0;
+  virtual void finish() {}
+};
+
+// Consumes bytes and publishes them atomically: nothing is visible before commit()
+// succeeds; abort() leaves nothing behind and never throws.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  virtual void write(Bytes data) = 0;
+  virtual void commit() = 0;
+  virtual void abort() noexcept = 0;
+};
+
+// Cooperative cancellation, shared by everyone taking part in a run.
+class CancelToken {
+ public:
+  void cancel() noexcept { flag_.store(true, std::memory_order_relaxed); }
+  bool cancelled() const noexcept { return flag_.load(std::memory_order_relaxed); }
+  void reset() noexcept { flag_.store(false, std::memory_order_relaxed); }
+  // Throws Error(cancelled) when cancelled.
+  void check() const;
+
+ private:
+  std::atomic<bool> flag_{false};
+};
+
+struct Progress {
+  const char* stage = "";      // "backup", "restore", ...
+  uint64_t bytes_in = 0;       // read from the source so far
+  uint64_t bytes_out = 0;      // handed to the sink so far
+  double elapsed_s = 0;
+  bool done = false;
+};
+// Returning false cancels the run.
+using ProgressFn = std::function<bool(const Progress&)>;
+
+struct PipelineOptions {
+  size_t chunk_size = 256 * 1024;   // bytes per buffer between stages
+  size_t queue_depth = 4;           // buffers in flight between two stages
+  std::chrono::milliseconds progress_interval{200};
+  const char* stage_name = "";
+};
+
+// Runs source -> filters -> sink with a thread per transforming stage and bounded
+// queues between them, so memory stays at about
+// (stages x queue_depth x chunk_size) whatever the stream's length.
+// The sink and the progress callback run on the caller's thread.
+// On any error or cancellation every stage stops, the source and sink are aborted,
+// and the first error is thrown; the sink is committed only when everything,
+// including `before_commit`, succeeded.
+class Pipeline {
+ public:
+  explicit Pipeline(Source& source) : source_(source) {}
+  Pipeline& then(Filter& f);
+  Pipeline& observe(Observer& o);   // sees the bytes at this position of the chain
+  Pipeline& before_commit(std::function<void()> check);
+  void run(Sink& sink, CancelToken* cancel = nullptr, const ProgressFn& progress = {},
+           const PipelineOptions& opts = {});
+
+ private:
+  struct Step {
+    Filter* filter = nullptr;
+    std::vector<Observer*> observers;   // observe the output of this step
+  };
+  Source& source_;
+  std::vector<Observer*> source_observers_;
+  std::vector<Step> steps_;
+  std::function<void()> before_commit_;
+};
+
+// Convenience adapters used by tests and small tools.
+class MemorySource : public Source {
+ public:
+  explicit MemorySource(std::vector<std::byte> data, size_t max_read = SIZE_MAX)
+      : data_(std::move(data)), max_read_(max_read) {}
+  size_t read(MutBytes buf) override;
+
+ private:
+  std::vector<std::byte> data_;
+  size_t pos_ = 0;
+  size_t max_read_;
+};
+
+class MemorySink : public Sink {
+ public:
+  void write(Bytes data) override;
+  void commit() override { committed = true; }
+  void abort() noexcept override { aborted = true; }
+  std::vector<std::byte> data;
+  bool committed = false;
+  bool aborted = false;
+};
+
+}  // namespace mevbackup

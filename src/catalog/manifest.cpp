@@ -1,0 +1,78 @@
+#include "mevbackup/manifest.hpp"
+
+#include <fmt/format.h>
+
+#include "mevbackup/error.hpp"
+
+namespace mevbackup {
+
+nlohmann::json Manifest::to_json() const {
+  return nlohmann::json{
+      {"manifest_version", kFormatVersion},
+      {"id", id},
+      {"kind", kind},
+      {"path", path},
+      {"format", format},
+      {"compression", compression},
+      {"size", size},
+      {"sha256", sha256},
+      {"payload_size", payload_size},
+      {"payload_sha256", payload_sha256},
+      {"started_at", started_at},
+      {"finished_at", finished_at},
+      {"created_at", started_at},
+      {"source_name", source_name},
+      {"source", source},
+      {"tool", tool},
+  };
+}
+
+std::string Manifest::to_string() const { return to_json().dump(2) + "\n"; }
+
+Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) {
+  auto fail = [&](const std::string& what) {
+    return Error(Code::corrupt, fmt::format("manifest {} is invalid: {}", where, what));
+  };
+  if (!j.is_object()) throw fail("not a JSON object");
+  int version = j.value("manifest_version", 0);
+  if (version < 1) throw fail("missing manifest_version");
+  if (version > kFormatVersion)
+    throw Error(Code::unsupported,
+                fmt::format("manifest {} has version {}; this library reads up to {}", where, version, kFormatVersion));
+  Manifest m;
+  auto str = [&](const char* k, std::string& out) {
+    auto it = j.find(k);
+    if (it == j.end() || !it->is_string()) throw fail(fmt::format("field \"{}\" missing or not a string", k));
+    out = it->get<std::string>();
+  };
+  auto num = [&](const char* k, uint64_t& out) {
+    auto it = j.find(k);
+    if (it == j.end() || !it->is_number_unsigned())
+      throw fail(fmt::format("field \"{}\" missing or not a non-negative integer", k));
+    out = it->get<uint64_t>();
+  };
+  str("id", m.id);
+  str("kind", m.kind);
+  str("path", m.path);
+  str("format", m.format);
+  str("compression", m.compression);
+  num("size", m.size);
+  str("sha256", m.sha256);
+  num("payload_size", m.payload_size);
+  str("payload_sha256", m.payload_sha256);
+  str("started_at", m.started_at);
+  str("finished_at", m.finished_at);
+  str("source_name", m.source_name);
+  if (m.sha256.size() != 64) throw fail("sha256 is not 64 hex digits");
+  if (auto it = j.find("source"); it != j.end() && it->is_object()) m.source = *it;
+  if (auto it = j.find("tool"); it != j.end() && it->is_object()) m.tool = *it;
+  return m;
+}
+
+Manifest Manifest::parse(const std::string& text, const std::string& where) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) throw Error(Code::corrupt, fmt::format("manifest {} is not valid JSON", where));
+  return from_json(j, where);
+}
+
+}  // namespace mevbackup

@@ -1,0 +1,169 @@
+#include "mevbackup/repository.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "mevbackup/digest.hpp"
+#include "mevbackup/version.hpp"
+
+namespace mevbackup {
+
+std::string kind_directory(const std::string& kind) {
+  if (kind == "postgres") return "database";
+  if (kind == "redis") return "redis";
+  if (kind == "files") return "config";
+  throw Error(Code::invalid_argument, fmt::format("unknown backup kind \"{}\"", kind));
+}
+
+Repository::Repository(std::unique_ptr<Storage> storage, Clock& clock) : storage_(std::move(storage)), clock_(clock) {}
+
+Repository Repository::open(const std::string& url) { return Repository(open_storage(url)); }
+
+namespace {
+
+void check_name_prefix(const std::string& p) {
+  if (p.empty()) throw Error(Code::invalid_argument, "backup name prefix is empty");
+  for (char c : p) {
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+    if (!ok)
+      throw Error(Code::invalid_argument,
+                  fmt::format("backup name prefix \"{}\" may hold only letters, digits, '_', '-' and '.'", p));
+  }
+  if (p[0] == '.') throw Error(Code::invalid_argument, fmt::format("backup name prefix \"{}\" starts with '.'", p));
+}
+
+}  // namespace
+
+Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const RunContext& ctx,
+                             const std::function<void(Manifest&)>& complete) {
+  check_name_prefix(spec.name_prefix);
+  TimePoint started = clock_.now();
+  std::string base = spec.name_prefix + "_" + format_name_stamp(started);
+  std::string ext = spec.extension + std::string(compression_suffix(spec.compression));
+  Manifest m;
+  // Two runs in the same second get distinct names; an existing backup is never reused.
+  for (int i = 0;; ++i) {
+    m.id = i ? fmt::format("{}_{}", base, i) : base;
+    m.path = spec.dir + "/" + m.id + ext;
+    if (!storage_->stat(m.path) && !storage_->stat(m.key())) break;
+    if (i > 1000) throw Error(Code::exists, fmt::format("cannot find a free name for {} in {}", base, storage_->describe()));
+  }
+  m.kind = spec.kind;
+  m.format = spec.format;
+  m.compression = std::string(compression_name(spec.compression));
+  m.started_at = format_rfc3339(started);
+  m.source_name = spec.name_prefix;
+  m.tool = {{"name", "libmevbackup"}, {"version", kVersionString}};
+
+  Sha256 payload_sha, stored_sha;
+  ByteCounter payload_n, stored_n;
+  auto comp = make_compressor(spec.compression, spec.level);
+  Pipeline p(source);
+  p.observe(payload_sha).observe(payload_n);
+  if (comp) p.then(*comp);
+  p.observe(stored_sha).observe(stored_n);
+  p.before_commit([&] {
+    m.size = stored_n.count();
+    m.sha256 = stored_sha.hex();
+    m.payload_size = payload_n.count();
+    m.payload_sha256 = payload_sha.hex();
+    m.finished_at = format_rfc3339(clock_.now());
+    if (complete) complete(m);
+  });
+  auto sink = storage_->put(m.path);
+  PipelineOptions po = ctx.pipeline;
+  if (!*po.stage_name) po.stage_name = "backup";
+  p.run(*sink, ctx.cancel, ctx.progress, po);
+  try {
+    storage_->write_small(m.key(), m.to_string());
+  } catch (...) {
+    // Without its manifest the artifact is not a backup: take it back.
+    try {
+      storage_->remove(m.path);
+    } catch (...) {
+    }
+    throw;
+  }
+  if (ctx.log) ctx.log(LogLevel::info, fmt::format("stored {} ({} bytes) in {}", m.path, m.size, storage_->describe()));
+  return m;
+}
+
+void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext& ctx) {
+  auto info = storage_->stat(m.path);
+  if (!info)
+    throw Error(Code::not_found, fmt::format("artifact {} of backup {} is missing from {}", m.path, m.id, storage_->describe()));
+  if (info->size != m.size)
+    throw Error(Code::corrupt, fmt::format("artifact {} has {} bytes, its manifest says {}; refusing to restore it",
+                                           m.path, info->size, m.size));
+  auto src = storage_->get(m.path);
+  Sha256 sha;
+  ByteCounter n;
+  auto dec = make_decompressor(parse_compression(m.compression));
+  Pipeline p(*src);
+  p.observe(sha).observe(n);
+  if (dec) p.then(*dec);
+  p.before_commit([&] {
+    if (n.count() != m.size)
+      throw Error(Code::corrupt, fmt::format("artifact {}: read {} bytes, manifest says {}", m.path, n.count(), m.size));
+    if (sha.hex() != m.sha256)
+      throw Error(Code::corrupt, fmt::format("artifact {}: SHA-256 {} does not match the manifest's {}", m.path,
+                                             sha.hex(), m.sha256));
+  });
+  PipelineOptions po = ctx.pipeline;
+  if (!*po.stage_name) po.stage_name = "restore";
+  p.run(sink, ctx.cancel, ctx.progress, po);
+}
+
+std::vector<Manifest> Repository::list(const std::string& kind, const LogFn& log) {
+  std::string prefix = kind.empty() ? "" : kind_directory(kind) + "/";
+  std::vector<Manifest> out;
+  const std::string suffix = Manifest::kManifestSuffix;
+  for (auto& obj : storage_->list(prefix)) {
+    const std::string& k = obj.key;
+    if (k.size() <= suffix.size() || k.compare(k.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    try {
+      Manifest m = Manifest::parse(storage_->read_small(k, 64 << 20), k);
+      if (m.key() != k) throw Error(Code::corrupt, fmt::format("manifest {} describes another artifact ({})", k, m.path));
+      if (!kind.empty() && m.kind != kind) continue;
+      out.push_back(std::move(m));
+    } catch (const Error& e) {
+      if (log) log(LogLevel::warning, fmt::format("skipping {}: {}", k, e.what()));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const Manifest& a, const Manifest& b) {
+    return std::tie(a.started_at, a.id) < std::tie(b.started_at, b.id);
+  });
+  return out;
+}
+
+Manifest Repository::find(const std::string& id_or_latest, const std::string& kind, const std::string& source_name,
+                          const LogFn& log) {
+  if (id_or_latest.empty()) throw Error(Code::invalid_argument, "no backup named (give an id or \"latest\")");
+  auto all = list(kind, log);
+  std::vector<Manifest> match;
+  for (auto& m : all)
+    if (source_name.empty() || m.source_name == source_name) match.push_back(m);
+  std::string what = kind.empty() ? "backup" : kind + " backup";
+  if (id_or_latest == "latest") {
+    if (match.empty())
+      throw Error(Code::not_found, source_name.empty()
+                                       ? fmt::format("no {} in {}", what, storage_->describe())
+                                       : fmt::format("no {} of \"{}\" in {}", what, source_name, storage_->describe()));
+    std::set<std::string> sources;
+    for (auto& m : match) sources.insert(m.source_name);
+    if (sources.size() > 1) {
+      std::string names;
+      for (auto& s : sources) names += (names.empty() ? "" : ", ") + s;
+      throw Error(Code::invalid_argument,
+                  fmt::format("\"latest\" is ambiguous: {} holds backups of {}; name the source", storage_->describe(), names));
+    }
+    return match.back();
+  }
+  for (auto& m : match)
+    if (m.id == id_or_latest || m.path == id_or_latest) return m;
+  throw Error(Code::not_found, fmt::format("no {} \"{}\" in {}", what, id_or_latest, storage_->describe()));
+}
+
+}  // namespace mevbackup

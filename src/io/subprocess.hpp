@@ -1,0 +1,64 @@
+// A child process with piped stdin/stdout and captured stderr; no shell, and the
+// environment is given explicitly so secrets travel there and never through argv.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mevbackup/stream.hpp"
+
+namespace mevbackup {
+
+struct SpawnOptions {
+  std::vector<std::string> argv;                         // argv[0] is looked up in PATH
+  std::map<std::string, std::optional<std::string>> env; // overrides; nullopt removes
+  bool pipe_stdin = false;
+  bool pipe_stdout = false;
+  size_t stderr_limit = 16 * 1024;                      // bytes of stderr kept for messages
+};
+
+class Subprocess {
+ public:
+  explicit Subprocess(const SpawnOptions& opts);
+  ~Subprocess();
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+
+  // Reads the child's stdout; 0 at EOF. Throws io on read errors.
+  size_t read_stdout(MutBytes buf);
+  // Writes all of `data` to the child's stdin. Returns false when the child closed
+  // its end (EPIPE); SIGPIPE never reaches the process.
+  bool write_stdin(Bytes data);
+  void close_stdin();
+  // Waits for exit; returns the exit code, or 128+signal when killed by a signal.
+  int wait();
+  // Asks the child to stop (SIGTERM); safe from another thread.
+  void terminate() noexcept;
+  // stderr as captured so far (complete after wait()), trimmed.
+  std::string stderr_text();
+  const std::string& program() const { return program_; }
+
+ private:
+  std::string program_;
+  pid_t pid_ = -1;
+  int in_fd_ = -1, out_fd_ = -1, err_fd_ = -1;
+  std::thread err_thread_;
+  std::mutex err_m_;
+  std::string err_;
+  size_t err_limit_;
+  std::optional<int> status_;
+};
+
+// One line of text naming how the child ended, e.g. "exited with status 1".
+std::string describe_exit(int code);
+
+// The full path of `name` in PATH, or nullopt.
+std::optional<std::string> find_in_path(const std::string& name);
+
+}  // namespace mevbackup

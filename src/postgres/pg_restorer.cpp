@@ -1,0 +1,138 @@
+// PostgreSQL Restorer: repository -> verify -> gunzip -> pg_restore into a staging
+// database, then swap the staging database into the target's name. The target is
+// touched only after everything succeeded, so a failed restore leaves it as it was.
+#include <random>
+
+#include <fmt/format.h>
+
+#include "mevbackup/postgres.hpp"
+#include "pg_conn.hpp"
+#include "../io/subprocess.hpp"
+
+namespace mevbackup {
+
+namespace {
+
+// pg_restore's stdin as a Sink; commit() waits for pg_restore and checks its status.
+class PgRestoreSink final : public Sink {
+ public:
+  PgRestoreSink(const SpawnOptions& so, std::string target) : proc_(so), target_(std::move(target)) {}
+  void write(Bytes data) override {
+    if (!proc_.write_stdin(data)) fail();  // pg_restore stopped reading: it failed
+  }
+  void commit() override {
+    proc_.close_stdin();
+    if (proc_.wait() != 0) fail();
+  }
+  void abort() noexcept override {
+    proc_.terminate();
+    try {
+      proc_.wait();
+    } catch (...) {
+    }
+  }
+
+ private:
+  [[noreturn]] void fail() {
+    int rc = proc_.wait();
+    std::string err = proc_.stderr_text();
+    throw Error(Code::restore_failed, fmt::format("pg_restore {} restoring into database \"{}\"{}{}",
+                                                  rc == 0 ? "stopped reading its input" : describe_exit(rc), target_,
+                                                  err.empty() ? "" : ": ", err));
+  }
+  Subprocess proc_;
+  std::string target_;
+};
+
+const char* kMaintenanceDb = "postgres";
+
+std::string staging_name(const std::string& target) {
+  std::mt19937_64 rng{std::random_device{}()};
+  // NAMEDATALEN is 64: keep a recognisable prefix of the target, then a random tag.
+  return fmt::format("{}_mevb_restore_{:08x}", target.substr(0, 30), static_cast<uint32_t>(rng()));
+}
+
+bool database_exists(pg::Conn& c, const std::string& name) {
+  return c.value("SELECT count(*) FROM pg_database WHERE datname = $1", {name}) != "0";
+}
+
+}  // namespace
+
+void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreOptions& opts, const RunContext& ctx) {
+  if (backup.kind != "postgres")
+    throw Error(Code::invalid_argument, fmt::format("backup {} is a {} backup, not a postgres one", backup.id, backup.kind));
+  auto env = pg::conninfo_env(opts.conninfo);
+  std::string target = pg::conninfo_dbname(opts.conninfo);
+  if (target.empty())
+    throw Error(Code::invalid_argument, "the restore target names no database (give dbname=... in the connection string)");
+
+  pg::Conn admin = pg::Conn::connect(opts.conninfo, kMaintenanceDb);
+  std::string owner;
+  if (database_exists(admin, target)) {
+    owner = admin.value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", {target});
+    pg::Conn t = pg::Conn::connect(opts.conninfo);
+    std::string relations = t.value(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' "
+        "AND n.nspname NOT LIKE 'pg\\_temp%'");
+    if (relations != "0" && !opts.clean)
+      throw Error(Code::not_empty, fmt::format("target database \"{}\" is not empty ({} relations); use --clean to "
+                                               "replace it",
+                                               target, relations));
+  }
+
+  std::string pg_restore =
+      opts.pg_restore_path.empty() ? pg::find_tool("pg_restore", backup.source.value("pg_dump_version", 0))
+                                   : opts.pg_restore_path;
+  std::string staging = staging_name(target);
+  std::string create = fmt::format("CREATE DATABASE {} TEMPLATE template0", admin.quote_ident(staging));
+  if (!owner.empty()) {
+    try {
+      admin.exec(create + " OWNER " + admin.quote_ident(owner), {}, "creating the staging database");
+    } catch (const Error&) {
+      // Not allowed to give it the target's owner: the restoring user keeps it.
+      if (ctx.log) ctx.log(LogLevel::warning, fmt::format("cannot make {} the owner of the restored database", owner));
+      admin.exec(create, {}, "creating the staging database");
+    }
+  } else {
+    admin.exec(create, {}, "creating the staging database");
+  }
+  auto drop_staging = [&] {
+    try {
+      admin.exec(fmt::format("DROP DATABASE IF EXISTS {}", admin.quote_ident(staging)));
+    } catch (const Error& e) {
+      if (ctx.log) ctx.log(LogLevel::error, fmt::format("could not drop staging database {}: {}", staging, e.what()));
+    }
+  };
+
+  try {
+    SpawnOptions so;
+    so.argv = {pg_restore, "--single-transaction", "--exit-on-error", "-d", staging};
+    so.argv.insert(so.argv.end(), opts.pg_restore_args.begin(), opts.pg_restore_args.end());
+    so.env = env;
+    so.env["PGDATABASE"] = staging;
+    so.pipe_stdin = true;
+    if (ctx.log) ctx.log(LogLevel::info, fmt::format("restoring {} into database \"{}\"", backup.id, target));
+    {
+      PgRestoreSink sink(so, target);
+      repo.restore_stream(backup, sink, ctx);
+    }
+    if (ctx.cancel) ctx.cancel->check();
+    if (database_exists(admin, target)) {
+      admin.exec(fmt::format("DROP DATABASE {}", admin.quote_ident(target)), {},
+                 fmt::format("replacing database \"{}\" (is an application still connected?)", target).c_str());
+    }
+    admin.exec(fmt::format("ALTER DATABASE {} RENAME TO {}", admin.quote_ident(staging), admin.quote_ident(target)),
+               {}, "renaming the restored database into place");
+  } catch (const Error& e) {
+    drop_staging();
+    if (e.code() == Code::io)  // a failed SQL step of the swap
+      throw Error(Code::restore_failed, e.what());
+    throw;
+  } catch (...) {
+    drop_staging();
+    throw;
+  }
+}
+
+}  // namespace mevbackup

@@ -1,0 +1,61 @@
+#include <fmt/format.h>
+
+#include "mevbackup/storage.hpp"
+
+namespace mevbackup {
+
+void validate_key(const std::string& key) {
+  auto bad = [&](const char* why) {
+    return Error(Code::invalid_argument, fmt::format("invalid storage key \"{}\": {}", key, why));
+  };
+  if (key.empty()) throw bad("empty");
+  if (key.front() == '/') throw bad("must be relative");
+  if (key.find('\0') != std::string::npos) throw bad("contains NUL");
+  size_t start = 0;
+  while (start <= key.size()) {
+    size_t end = key.find('/', start);
+    if (end == std::string::npos) end = key.size();
+    std::string_view part(key.data() + start, end - start);
+    if (part.empty()) throw bad("empty path component");
+    if (part == "." || part == "..") throw bad("\".\" or \"..\" component");
+    start = end + 1;
+  }
+}
+
+std::string Storage::read_small(const std::string& key, size_t max_size) {
+  auto src = get(key);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    size_t n = src->read(MutBytes(reinterpret_cast<std::byte*>(buf), sizeof buf));
+    if (n == 0) break;
+    if (out.size() + n > max_size)
+      throw Error(Code::corrupt, fmt::format("{} in {} is larger than {} bytes", key, describe(), max_size));
+    out.append(buf, n);
+  }
+  return out;
+}
+
+void Storage::write_small(const std::string& key, const std::string& data) {
+  auto sink = put(key);
+  try {
+    sink->write(Bytes(reinterpret_cast<const std::byte*>(data.data()), data.size()));
+    sink->commit();
+  } catch (...) {
+    sink->abort();
+    throw;
+  }
+}
+
+std::unique_ptr<Storage> open_storage(const std::string& url) {
+  if (url.empty()) throw Error(Code::invalid_argument, "repository location is empty");
+  if (url.rfind("file://", 0) == 0) return make_local_storage(url.substr(7));
+  auto scheme = url.find("://");
+  if (scheme != std::string::npos)
+    throw Error(Code::unsupported,
+                fmt::format("repository \"{}\": scheme \"{}\" is not supported (use a local path)", url,
+                            url.substr(0, scheme)));
+  return make_local_storage(url);
+}
+
+}  // namespace mevbackup

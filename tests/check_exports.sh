@@ -1,0 +1,12 @@
+#!/bin/sh
+# The shared library exports mevb_* symbols and nothing else.
+set -eu
+lib="$1"
+syms=$(nm -D --defined-only "$lib" | awk '{print $3}' | sed 's/@.*//' | grep -v '^$')
+[ -n "$syms" ] || { echo "no exported symbols in $lib"; exit 1; }
+bad=$(printf '%s\n' "$syms" | grep -v '^mevb_' | grep -v '^MEVBACKUP_' || true)
+if [ -n "$bad" ]; then
+  echo "symbols other than mevb_* exported by $lib:"; printf '%s\n' "$bad"; exit 1
+fi
+printf '%s\n' "$syms" | grep -qx mevb_repo_backup_postgres || { echo "mevb_repo_backup_postgres missing"; exit 1; }
+echo "$(printf '%s\n' "$syms" | wc -l) symbols, all mevb_*"

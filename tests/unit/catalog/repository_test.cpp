@@ -1,0 +1,156 @@
+#include <doctest/doctest.h>
+
+#include "../helpers.hpp"
+
+using namespace mevbackup;
+using testutil::files_under;
+using testutil::FixedClock;
+using testutil::random_bytes;
+using testutil::TempDir;
+
+namespace {
+
+ArtifactSpec pg_spec() {
+  ArtifactSpec s;
+  s.kind = "postgres";
+  s.dir = "database";
+  s.name_prefix = "mev_protection";
+  s.extension = ".dump";
+  s.format = "pg_dump-custom";
+  return s;
+}
+
+class BrokenSource final : public Source {
+ public:
+  size_t read(MutBytes buf) override {
+    if (n_++ > 3) throw Error(Code::dump_failed, "pg_dump exited with status 1");
+    std::memset(buf.data(), 'z', buf.size());
+    return buf.size();
+  }
+
+ private:
+  int n_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("publish names the artifact as the runbook did and writes the manifest beside it") {
+  TempDir dir;
+  FixedClock clock("2026-11-27T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  auto data = random_bytes(500000);
+  MemorySource src(data);
+  Manifest m = repo.publish(src, pg_spec(), {}, [](Manifest& m) { m.source["extra"] = 1; });
+  CHECK(m.id == "mev_protection_20261127_020000");
+  CHECK(m.path == "database/mev_protection_20261127_020000.dump.gz");
+  CHECK(files_under(dir.path()) == std::vector<std::string>{"database/mev_protection_20261127_020000.dump.gz",
+                                                            "database/mev_protection_20261127_020000.dump.gz.manifest.json"});
+  std::string stored = testutil::slurp(dir / m.path);
+  CHECK(m.size == stored.size());
+  CHECK(m.sha256 == Sha256::of(Bytes(reinterpret_cast<const std::byte*>(stored.data()), stored.size())));
+  CHECK(m.payload_size == data.size());
+  CHECK(m.payload_sha256 == Sha256::of(Bytes(data.data(), data.size())));
+  CHECK(m.source["extra"] == 1);
+
+  // Same second: a distinct name; the first backup is untouched.
+  MemorySource src2(random_bytes(1000, 9));
+  Manifest m2 = repo.publish(src2, pg_spec(), {}, {});
+  CHECK(m2.id == "mev_protection_20261127_020000_1");
+  CHECK(testutil::slurp(dir / m.path) == stored);
+
+  // Restore stream gives back the payload.
+  MemorySink out;
+  repo.restore_stream(m, out, {});
+  CHECK(out.committed);
+  CHECK(out.data == data);
+}
+
+TEST_CASE("a failed source leaves nothing, and earlier backups are untouched") {
+  TempDir dir;
+  FixedClock clock("2026-11-27T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  MemorySource ok(random_bytes(1000));
+  repo.publish(ok, pg_spec(), {}, {});
+  auto before = files_under(dir.path());
+  clock.set("2026-11-28T02:00:00Z");
+  BrokenSource bad;
+  CHECK_THROWS_WITH_AS(repo.publish(bad, pg_spec(), {}, {}), "pg_dump exited with status 1", Error);
+  CHECK(files_under(dir.path()) == before);
+  CHECK(repo.list().size() == 1);
+}
+
+TEST_CASE("the catalog reads manifests only: an artifact without one is not a backup") {
+  TempDir dir;
+  FixedClock clock("2026-11-27T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  repo.storage().write_small("database/orphan_20261101_000000.dump.gz", "not a backup");
+  repo.storage().write_small("database/broken_20261101_000000.dump.gz.manifest.json", "{oops");
+  MemorySource a(random_bytes(100));
+  repo.publish(a, pg_spec(), {}, {});
+  clock.set("2026-11-28T02:00:00Z");
+  MemorySource b(random_bytes(100, 5));
+  repo.publish(b, pg_spec(), {}, {});
+  std::vector<std::string> warnings;
+  auto list = repo.list("postgres", [&](LogLevel, const std::string& m) { warnings.push_back(m); });
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].id == "mev_protection_20261127_020000");
+  CHECK(list[1].id == "mev_protection_20261128_020000");
+  CHECK(warnings.size() == 1);
+  CHECK(warnings[0].find("broken_20261101_000000") != std::string::npos);
+  CHECK(repo.find("latest", "postgres").id == "mev_protection_20261128_020000");
+  CHECK(repo.find("mev_protection_20261127_020000", "postgres").id == "mev_protection_20261127_020000");
+  CHECK_THROWS_WITH_AS(repo.find("nope", "postgres"),
+                       ("no postgres backup \"nope\" in " + dir.path()).c_str(), Error);
+  CHECK(repo.list("redis").empty());
+}
+
+TEST_CASE("latest is ambiguous across sources unless one is named") {
+  TempDir dir;
+  FixedClock clock("2026-11-27T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  auto spec = pg_spec();
+  MemorySource a(random_bytes(100));
+  repo.publish(a, spec, {}, {});
+  spec.name_prefix = "other";
+  MemorySource b(random_bytes(100));
+  repo.publish(b, spec, {}, {});
+  CHECK_THROWS_AS(repo.find("latest", "postgres"), Error);
+  CHECK(repo.find("latest", "postgres", "other").id == "other_20261127_020000");
+}
+
+TEST_CASE("restore_stream refuses an artifact whose bytes differ from the manifest") {
+  TempDir dir;
+  FixedClock clock("2026-11-27T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  MemorySource src(random_bytes(200000, 3, false));
+  Manifest m = repo.publish(src, pg_spec(), {}, {});
+  // Flip one byte in place (same size): only the checksum can tell.
+  FILE* f = fopen((dir / m.path).c_str(), "r+b");
+  REQUIRE(f);
+  fseek(f, 100, SEEK_SET);
+  int c = fgetc(f);
+  fseek(f, 100, SEEK_SET);
+  fputc(c ^ 1, f);
+  fclose(f);
+  MemorySink out;
+  try {
+    repo.restore_stream(m, out, {});
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::corrupt);
+  }
+  CHECK_FALSE(out.committed);
+  CHECK(out.aborted);
+}
+
+TEST_CASE("bad name prefixes are refused before anything is written") {
+  TempDir dir;
+  Repository repo(make_local_storage(dir.path()));
+  auto spec = pg_spec();
+  for (auto p : {"", "../x", "a/b", ".hidden", "sp ace"}) {
+    spec.name_prefix = p;
+    MemorySource src(random_bytes(10));
+    CHECK_THROWS_AS(repo.publish(src, spec, {}, {}), Error);
+  }
+  CHECK(files_under(dir.path()).empty());
+}

@@ -1,0 +1,134 @@
+#include <doctest/doctest.h>
+
+#include <cstdio>
+
+#include "../helpers.hpp"
+
+using namespace mevbackup;
+using testutil::random_bytes;
+
+namespace {
+
+// Drives a filter by hand with the given input slice size and output buffer size.
+std::vector<std::byte> run_filter(Filter& f, const std::vector<std::byte>& in, size_t in_step, size_t out_size) {
+  std::vector<std::byte> out, buf(out_size);
+  size_t fed = 0;
+  for (;;) {
+    size_t n = std::min(in_step, in.size() - fed);
+    bool last = fed + n == in.size();
+    InBuf ib{in.data() + fed, n, 0};
+    for (;;) {
+      OutBuf ob{buf.data(), buf.size(), 0};
+      bool done = f.process(ib, ob, last);
+      out.insert(out.end(), buf.begin(), buf.begin() + ob.pos);
+      if (last ? done : (ib.left() == 0 && ob.pos < ob.n)) break;
+    }
+    fed += n;
+    if (last) return out;
+  }
+}
+
+std::vector<std::byte> through_pipeline(Filter& f, const std::vector<std::byte>& in, size_t chunk) {
+  MemorySource src(in);
+  MemorySink sink;
+  PipelineOptions o;
+  o.chunk_size = chunk;
+  Pipeline(src).then(f).run(sink, nullptr, {}, o);
+  return sink.data;
+}
+
+std::string shell(const std::string& cmd, const std::vector<std::byte>& input) {
+  char name[] = "/tmp/mevb-gz-XXXXXX";
+  int fd = mkstemp(name);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, input.data(), input.size()) == static_cast<ssize_t>(input.size()));
+  ::close(fd);
+  FILE* p = popen((cmd + " < " + name).c_str(), "r");
+  std::string out;
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int rc = pclose(p);
+  ::unlink(name);
+  REQUIRE(rc == 0);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("gzip round-trips with input slices {1, 7, 4096, 1 MiB} and 1-byte output buffers") {
+  auto data = random_bytes(300000);
+  for (size_t step : {size_t(1), size_t(7), size_t(4096), size_t(1 << 20)}) {
+    CAPTURE(step);
+    auto c = make_compressor(Compression::gzip, 6);
+    auto d = make_decompressor(Compression::gzip);
+    auto input = step == 1 ? std::vector<std::byte>(data.begin(), data.begin() + 20000) : data;
+    auto z = run_filter(*c, input, step, step == 1 ? 1 : 65536);
+    CHECK(z.size() < input.size() * 3 / 5);
+    auto back = run_filter(*d, z, step, 1);
+    CHECK(back == input);
+  }
+}
+
+TEST_CASE("gzip output is read by stock gunzip, and stock gzip output is read by us") {
+  auto data = random_bytes(2 << 20, 7);
+  auto c = make_compressor(Compression::gzip, 1);
+  auto z = through_pipeline(*c, data, 4096);
+  CHECK(shell("gzip -dc", z) == testutil::to_string(data));
+
+  std::string stock = shell("gzip -c -9", data);
+  std::vector<std::byte> sv(reinterpret_cast<const std::byte*>(stock.data()),
+                            reinterpret_cast<const std::byte*>(stock.data()) + stock.size());
+  auto d = make_decompressor(Compression::gzip);
+  CHECK(through_pipeline(*d, sv, 1000) == data);
+}
+
+TEST_CASE("concatenated gzip members decompress to the concatenation, as gunzip does") {
+  auto a = random_bytes(10000, 1), b = random_bytes(20000, 2);
+  auto ca = make_compressor(Compression::gzip), cb = make_compressor(Compression::gzip);
+  auto za = through_pipeline(*ca, a, 4096), zb = through_pipeline(*cb, b, 4096);
+  za.insert(za.end(), zb.begin(), zb.end());
+  auto d = make_decompressor(Compression::gzip);
+  auto out = through_pipeline(*d, za, 777);
+  a.insert(a.end(), b.begin(), b.end());
+  CHECK(out == a);
+}
+
+TEST_CASE("truncated or bit-flipped gzip is reported as corrupt") {
+  auto data = random_bytes(100000, 3, false);
+  auto c = make_compressor(Compression::gzip);
+  auto z = through_pipeline(*c, data, 4096);
+  SUBCASE("truncated") {
+    z.resize(z.size() - 10);
+    auto d = make_decompressor(Compression::gzip);
+    try {
+      through_pipeline(*d, z, 4096);
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::corrupt);
+    }
+  }
+  SUBCASE("flipped byte") {
+    z[z.size() / 2] ^= std::byte{0x40};
+    auto d = make_decompressor(Compression::gzip);
+    try {
+      through_pipeline(*d, z, 4096);
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::corrupt);
+    }
+  }
+}
+
+TEST_CASE("codecs are chosen by name and detected by magic") {
+  CHECK(parse_compression("gzip") == Compression::gzip);
+  CHECK(parse_compression("none") == Compression::none);
+  CHECK_THROWS_WITH_AS(parse_compression("lz4"), "unknown compression \"lz4\" (expected gzip or none)", Error);
+  std::byte gz[] = {std::byte{0x1f}, std::byte{0x8b}, std::byte{8}};
+  std::byte pg[] = {std::byte{'P'}, std::byte{'G'}, std::byte{'D'}};
+  CHECK(detect_compression(Bytes(gz, 3)) == Compression::gzip);
+  CHECK(detect_compression(Bytes(pg, 3)) == Compression::none);
+  CHECK_FALSE(detect_compression(Bytes(gz, 1)).has_value());
+  CHECK_THROWS_AS(make_compressor(Compression::gzip, 12), Error);
+  CHECK(make_compressor(Compression::none) == nullptr);
+}

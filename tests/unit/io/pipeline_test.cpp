@@ -1,0 +1,205 @@
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "../helpers.hpp"
+
+using namespace mevbackup;
+using testutil::random_bytes;
+
+namespace {
+
+// Passes bytes through unchanged, at most `step` bytes per call: exercises partial
+// consumption and tiny outputs.
+class Copy final : public Filter {
+ public:
+  explicit Copy(size_t step = SIZE_MAX) : step_(step) {}
+  bool process(InBuf& in, OutBuf& out, bool finish) override {
+    size_t n = std::min({in.left(), out.room(), step_});
+    std::memcpy(out.p + out.pos, in.p + in.pos, n);
+    in.pos += n;
+    out.pos += n;
+    return finish && in.left() == 0;
+  }
+  const char* name() const override { return "copy"; }
+
+ private:
+  size_t step_;
+};
+
+class FailingSource final : public Source {
+ public:
+  explicit FailingSource(size_t fail_after) : fail_after_(fail_after) {}
+  size_t read(MutBytes buf) override {
+    if (given_ >= fail_after_) throw Error(Code::dump_failed, "source broke");
+    size_t n = std::min(buf.size(), fail_after_ - given_);
+    std::memset(buf.data(), 'x', n);
+    given_ += n;
+    return n;
+  }
+  void abort() noexcept override { aborted = true; }
+  std::atomic<bool> aborted{false};
+
+ private:
+  size_t fail_after_, given_ = 0;
+};
+
+// Never ends until aborted: like a stalled pg_dump.
+class EndlessSource final : public Source {
+ public:
+  size_t read(MutBytes buf) override {
+    if (aborted) return 0;
+    std::memset(buf.data(), 'y', buf.size());
+    reads++;
+    return buf.size();
+  }
+  void abort() noexcept override { aborted = true; }
+  std::atomic<bool> aborted{false};
+  std::atomic<size_t> reads{0};
+};
+
+class FailingSink final : public Sink {
+ public:
+  explicit FailingSink(size_t fail_after) : fail_after_(fail_after) {}
+  void write(Bytes d) override {
+    written += d.size();
+    if (written > fail_after_) throw Error(Code::no_space, "disk full");
+  }
+  void commit() override { committed = true; }
+  void abort() noexcept override { aborted = true; }
+  size_t written = 0;
+  bool committed = false, aborted = false;
+
+ private:
+  size_t fail_after_;
+};
+
+}  // namespace
+
+TEST_CASE("pipeline copies every byte through filters and observers, for any chunk size") {
+  for (size_t chunk : {size_t(1), size_t(7), size_t(4096), size_t(1 << 20)}) {
+    auto data = random_bytes(chunk < 4096 ? 20011 : 3 * 1024 * 1024 + 17, chunk);  // tiny chunks: less data
+    MemorySource src(data);
+    Copy c1, c2(3);
+    Sha256 before, after;
+    ByteCounter count;
+    MemorySink sink;
+    PipelineOptions o;
+    o.chunk_size = chunk;
+    Pipeline(src).observe(before).then(c1).then(c2).observe(after).observe(count).run(sink, nullptr, {}, o);
+    CHECK(sink.committed);
+    CHECK(sink.data == data);
+    CHECK(count.count() == data.size());
+    CHECK(before.hex() == after.hex());
+    CHECK(before.hex() == Sha256::of(Bytes(data.data(), data.size())));
+  }
+}
+
+TEST_CASE("SHA-256 matches the FIPS 180-2 test vector") {
+  std::string abc = "abc";
+  CHECK(Sha256::of(Bytes(reinterpret_cast<const std::byte*>(abc.data()), abc.size())) ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(Sha256::of(Bytes()) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+TEST_CASE("an empty source gives an empty, committed stream") {
+  MemorySource src({});
+  Copy c;
+  MemorySink sink;
+  Pipeline(src).then(c).run(sink);
+  CHECK(sink.committed);
+  CHECK(sink.data.empty());
+}
+
+TEST_CASE("a failing source aborts the sink and surfaces the source's error") {
+  FailingSource src(1 << 20);
+  Copy c;
+  MemorySink sink;
+  try {
+    Pipeline(src).then(c).run(sink);
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::dump_failed);
+    CHECK(std::string(e.what()) == "source broke");
+  }
+  CHECK(sink.aborted);
+  CHECK_FALSE(sink.committed);
+}
+
+TEST_CASE("a failing sink stops the source and is aborted, not committed") {
+  EndlessSource src;
+  FailingSink sink(5 << 20);
+  CHECK_THROWS_WITH_AS(Pipeline(src).run(sink), "disk full", Error);
+  CHECK(src.aborted);
+  CHECK(sink.aborted);
+  CHECK_FALSE(sink.committed);
+}
+
+TEST_CASE("before_commit can veto the commit") {
+  MemorySource src(random_bytes(1000));
+  MemorySink sink;
+  CHECK_THROWS_AS(Pipeline(src).before_commit([] { throw Error(Code::corrupt, "bad checksum"); }).run(sink), Error);
+  CHECK(sink.aborted);
+  CHECK_FALSE(sink.committed);
+}
+
+TEST_CASE("cancellation from another thread stops an endless stream") {
+  EndlessSource src;
+  MemorySink sink;
+  CancelToken cancel;
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    cancel.cancel();
+  });
+  try {
+    Pipeline(src).run(sink, &cancel);
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::cancelled);
+  }
+  t.join();
+  CHECK(sink.aborted);
+  CHECK_FALSE(sink.committed);
+}
+
+TEST_CASE("a progress callback returning false cancels the run") {
+  EndlessSource src;
+  FailingSink sink(SIZE_MAX);
+  PipelineOptions o;
+  o.progress_interval = std::chrono::milliseconds(1);
+  int calls = 0;
+  uint64_t last_in = 0;
+  try {
+    Pipeline(src).run(sink, nullptr, [&](const Progress& p) {
+      last_in = p.bytes_in;
+      return ++calls < 5;
+    }, o);
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::cancelled);
+  }
+  CHECK(calls == 5);
+  CHECK(last_in > 0);
+}
+
+TEST_CASE("buffers between stages are bounded: a stalled sink stalls the source") {
+  EndlessSource src;
+  class SlowSink final : public Sink {
+   public:
+    void write(Bytes) override {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      throw Error(Code::io, "stop");
+    }
+    void commit() override {}
+    void abort() noexcept override {}
+  } sink;
+  PipelineOptions o;
+  o.chunk_size = 1024;
+  o.queue_depth = 2;
+  Copy c;
+  CHECK_THROWS(Pipeline(src).then(c).run(sink, nullptr, {}, o));
+  // source queue (2) + the filter's input and output chunks + its output queue (2)
+  // + the chunk in the sink + one blocked read: a handful, never thousands.
+  CHECK(src.reads.load() <= 10);
+}
