@@ -47,4 +47,8 @@ class Error : public std::runtime_error {
 // ENOENT -> not_found, anything else -> io. `what` names the operation and the path.
 Error sys_error(int err, const std::string& what);
 
+// Folds a multi-line message (libpq's, a child's stderr) into one line: lines joined
+// with "; ", tabs and repeated blanks squeezed, trailing whitespace dropped.
+std::string one_line(const std::string& text);
+
 }  // namespace mevbackup

@@ -29,6 +29,28 @@ const char* code_name(Code c) noexcept {
   return "unknown status";
 }
 
+std::string one_line(const std::string& text) {
+  std::string out;
+  bool pending_sep = false;
+  for (char c : text) {
+    if (c == '\n' || c == '\r') {
+      if (!out.empty()) pending_sep = true;
+      continue;
+    }
+    if (c == '\t') c = ' ';
+    if (pending_sep) {
+      while (!out.empty() && out.back() == ' ') out.pop_back();
+      out += "; ";
+      pending_sep = false;
+      if (c == ' ') continue;
+    }
+    if (c == ' ' && !out.empty() && out.back() == ' ') continue;
+    out.push_back(c);
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
 Error sys_error(int err, const std::string& what) {
   Code code = Code::io;
   switch (err) {

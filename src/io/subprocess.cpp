@@ -224,9 +224,7 @@ void Subprocess::terminate() noexcept {
 
 std::string Subprocess::stderr_text() {
   std::lock_guard lk(err_m_);
-  std::string s = err_;
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
-  return s;
+  return one_line(err_);
 }
 
 }  // namespace mevbackup

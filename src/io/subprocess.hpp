@@ -40,7 +40,7 @@ class Subprocess {
   int wait();
   // Asks the child to stop (SIGTERM); safe from another thread.
   void terminate() noexcept;
-  // stderr as captured so far (complete after wait()), trimmed.
+  // stderr as captured so far (complete after wait()), folded into one line.
   std::string stderr_text();
   const std::string& program() const { return program_; }
 

@@ -13,10 +13,7 @@ namespace mevbackup::pg {
 
 namespace {
 
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
+std::string trim(const std::string& s) { return one_line(s); }
 
 struct ConnInfoOptions {
   PQconninfoOption* opts = nullptr;

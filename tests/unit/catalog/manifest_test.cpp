@@ -56,6 +56,12 @@ TEST_CASE("invalid manifests are rejected with the field named") {
   }
 }
 
+TEST_CASE("one_line folds multi-line messages") {
+  CHECK(one_line("a\n\tIs the server running?\n") == "a; Is the server running?");
+  CHECK(one_line("pg_dump: error: x\npg_dump: detail: y\n\n") == "pg_dump: error: x; pg_dump: detail: y");
+  CHECK(one_line("  lots   of\tspace ") == " lots of space");
+}
+
 TEST_CASE("RFC 3339 times parse and format in UTC") {
   auto t = parse_rfc3339("2026-11-27T04:27:23Z");
   CHECK(format_rfc3339(t) == "2026-11-27T04:27:23Z");

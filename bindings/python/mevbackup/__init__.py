@@ -1,0 +1,371 @@
+"""Python bindings of libmevbackup, through ctypes (no compiled extension).
+
+    import mevbackup
+    with mevbackup.Repository("/app/backups") as repo:
+        b = repo.backup_postgres(dbname="host=127.0.0.1 dbname=mev_protection")
+        repo.restore_postgres("latest", dbname="dbname=mev_protection_copy")
+
+The shared library is found through MEVBACKUP_LIBRARY (a path), then the build tree
+next to these sources, then the system's library path. Failures raise
+mevbackup.Error subclasses carrying the library's message.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
+
+__all__ = [
+    "Repository", "Backup", "Progress", "Error", "library_version", "__version__",
+    "InvalidArgument", "OutOfMemory", "InternalError", "IOError", "NotFound", "AlreadyExists",
+    "Cancelled", "ConnectionFailed", "AuthenticationFailed", "DumpFailed", "RestoreFailed",
+    "Corrupt", "VersionMismatch", "NotEmpty", "NoSpace", "PermissionDenied", "Unsupported",
+]
+
+# ---- errors --------------------------------------------------------------------------
+
+
+class Error(Exception):
+    """A failure reported by libmevbackup: `code` (mevb_status), `message`, `retriable`."""
+
+    code = -1
+
+    def __init__(self, message: str, code: Optional[int] = None, retriable: bool = False):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.retriable = retriable
+
+
+def _error_class(name: str, code: int, doc: str) -> type:
+    return type(name, (Error,), {"code": code, "__doc__": doc})
+
+
+InvalidArgument = _error_class("InvalidArgument", 1, "Bad input: an option, a name, a connection string.")
+OutOfMemory = _error_class("OutOfMemory", 2, "The library ran out of memory.")
+InternalError = _error_class("InternalError", 3, "A bug in the library.")
+IOError = _error_class("IOError", 4, "Reading or writing failed.")  # noqa: A001 - mirrors MEVB_ERR_IO
+NotFound = _error_class("NotFound", 5, "A backup, a file, a database or a program does not exist.")
+AlreadyExists = _error_class("AlreadyExists", 6, "Something would have been overwritten.")
+Cancelled = _error_class("Cancelled", 7, "The operation was cancelled.")
+ConnectionFailed = _error_class("ConnectionFailed", 8, "A server could not be reached.")
+AuthenticationFailed = _error_class("AuthenticationFailed", 9, "A server refused the credentials.")
+DumpFailed = _error_class("DumpFailed", 10, "The dump program failed.")
+RestoreFailed = _error_class("RestoreFailed", 11, "The restore program failed.")
+Corrupt = _error_class("Corrupt", 12, "Stored data does not match its manifest.")
+VersionMismatch = _error_class("VersionMismatch", 13, "Tool and server versions do not fit.")
+NotEmpty = _error_class("NotEmpty", 14, "The restore target is not empty (use clean=True).")
+NoSpace = _error_class("NoSpace", 15, "A disk is full.")
+PermissionDenied = _error_class("PermissionDenied", 16, "Permission denied.")
+Unsupported = _error_class("Unsupported", 17, "Not supported (yet).")
+
+_ERRORS = {c.code: c for c in (
+    InvalidArgument, OutOfMemory, InternalError, IOError, NotFound, AlreadyExists, Cancelled,
+    ConnectionFailed, AuthenticationFailed, DumpFailed, RestoreFailed, Corrupt, VersionMismatch,
+    NotEmpty, NoSpace, PermissionDenied, Unsupported)}
+
+# ---- C declarations ----------------------------------------------------------------
+
+
+class _Error(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char_p), ("retriable", ctypes.c_int)]
+
+
+class _Progress(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("stage", ctypes.c_char_p), ("bytes_in", ctypes.c_uint64),
+                ("bytes_out", ctypes.c_uint64), ("elapsed_seconds", ctypes.c_double), ("done", ctypes.c_int)]
+
+
+_PROGRESS_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_Progress), ctypes.c_void_p)
+_LOG_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+
+
+class _RepoOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("log", _LOG_CB), ("log_user", ctypes.c_void_p)]
+
+
+class _PgBackupOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("conninfo", ctypes.c_char_p), ("pg_dump_path", ctypes.c_char_p),
+                ("pg_dump_args", ctypes.POINTER(ctypes.c_char_p)), ("pg_dump_args_count", ctypes.c_size_t),
+                ("name_prefix", ctypes.c_char_p), ("compression", ctypes.c_char_p), ("level", ctypes.c_int),
+                ("exact_count_max_bytes", ctypes.c_uint64), ("progress", _PROGRESS_CB),
+                ("progress_user", ctypes.c_void_p)]
+
+
+class _PgRestoreOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("conninfo", ctypes.c_char_p), ("clean", ctypes.c_int),
+                ("source_name", ctypes.c_char_p), ("pg_restore_path", ctypes.c_char_p),
+                ("pg_restore_args", ctypes.POINTER(ctypes.c_char_p)), ("pg_restore_args_count", ctypes.c_size_t),
+                ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p)]
+
+
+def _candidates() -> Iterable[str]:
+    env = os.environ.get("MEVBACKUP_LIBRARY")
+    if env:
+        yield env
+        return
+    root = Path(__file__).resolve().parents[3]  # bindings/python/mevbackup -> source root
+    for build in ("build", "build-meson", "builddir"):
+        yield str(root / build / "libmevbackup.so")
+    found = ctypes.util.find_library("mevbackup")
+    yield found or "libmevbackup.so.0"
+
+
+def _load() -> ctypes.CDLL:
+    tried = []
+    for path in _candidates():
+        if "/" in path and not os.path.exists(path):
+            tried.append(path)
+            continue
+        try:
+            return ctypes.CDLL(path)
+        except OSError as e:
+            tried.append(f"{path} ({e})")
+    raise ImportError("libmevbackup not found; set MEVBACKUP_LIBRARY. Tried: " + ", ".join(tried))
+
+
+_lib = _load()
+_p = ctypes.c_void_p
+
+
+def _check(rc: int, func: Any, args: Any) -> int:
+    if rc != 0:
+        err = _lib.mevb_error_last().contents
+        message = err.message.decode("utf-8", "replace") if err.message else ""
+        cls = _ERRORS.get(rc, Error)
+        raise cls(message or _lib.mevb_status_str(rc).decode(), rc, bool(err.retriable))
+    return rc
+
+
+def _declare(name: str, restype: Any, argtypes: Sequence[Any], check: bool = False) -> None:
+    f = getattr(_lib, name)
+    f.restype = restype
+    f.argtypes = list(argtypes)
+    if check:
+        f.errcheck = _check
+
+
+_declare("mevb_status_str", ctypes.c_char_p, [ctypes.c_int])
+_declare("mevb_error_last", ctypes.POINTER(_Error), [])
+_declare("mevb_version", ctypes.c_char_p, [])
+_declare("mevb_version_number", ctypes.c_uint, [])
+_declare("mevb_repo_open", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p, ctypes.POINTER(_RepoOpts)], True)
+_declare("mevb_repo_free", None, [_p])
+_declare("mevb_repo_cancel", None, [_p])
+for _name in ("id", "kind", "path", "sha256", "created_at", "compression", "source_name", "manifest_json"):
+    _declare(f"mevb_backup_{_name}", ctypes.c_char_p, [_p])
+_declare("mevb_backup_size", ctypes.c_uint64, [_p])
+_declare("mevb_backup_free", None, [_p])
+_declare("mevb_repo_list", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_p)], True)
+_declare("mevb_backup_list_count", ctypes.c_size_t, [_p])
+_declare("mevb_backup_list_get", _p, [_p, ctypes.c_size_t])
+_declare("mevb_backup_list_free", None, [_p])
+_declare("mevb_repo_find", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_p)],
+         True)
+_declare("mevb_pg_backup_opts_init", ctypes.c_int, [ctypes.POINTER(_PgBackupOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_backup_postgres", ctypes.c_int, [_p, ctypes.POINTER(_PgBackupOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_pg_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_PgRestoreOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_restore_postgres", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_PgRestoreOpts)], True)
+
+__version__: str = _lib.mevb_version().decode()
+
+
+def library_version() -> str:
+    """The version of the shared library actually loaded."""
+    return _lib.mevb_version().decode()
+
+
+def _enc(s: Optional[str]) -> Optional[bytes]:
+    return None if s is None else os.fsencode(s) if isinstance(s, os.PathLike) else s.encode()
+
+
+def _argv(args: Optional[Sequence[str]]):
+    if args is None:
+        return None, 0, None
+    keep = [a.encode() for a in args]
+    arr = (ctypes.c_char_p * max(len(keep), 1))(*keep)
+    return ctypes.cast(arr, ctypes.POINTER(ctypes.c_char_p)), len(keep), (arr, keep)
+
+# ---- the Pythonic surface -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str
+    bytes_in: int
+    bytes_out: int
+    elapsed_seconds: float
+    done: bool
+
+
+@dataclass(frozen=True)
+class Backup:
+    """One backup in a repository, as its manifest describes it."""
+
+    id: str
+    kind: str
+    path: str
+    size: int
+    sha256: str
+    created_at: str
+    compression: str
+    source_name: str
+    manifest: dict = field(repr=False, compare=False)
+
+    @classmethod
+    def _from_handle(cls, h: int) -> "Backup":
+        s = lambda f: getattr(_lib, f"mevb_backup_{f}")(h).decode()  # noqa: E731
+        return cls(id=s("id"), kind=s("kind"), path=s("path"), size=int(_lib.mevb_backup_size(h)),
+                   sha256=s("sha256"), created_at=s("created_at"), compression=s("compression"),
+                   source_name=s("source_name"), manifest=json.loads(s("manifest_json")))
+
+
+ProgressFn = Callable[[Progress], Any]
+LogFn = Callable[[int, str], Any]
+
+
+class _Callbacks:
+    """Keeps ctypes callbacks alive for a call and carries a Python exception across it."""
+
+    def __init__(self, repo: "Repository", progress: Optional[ProgressFn]):
+        self.error: Optional[BaseException] = None
+        self.repo = repo
+
+        def on_progress(p, _user):
+            if progress is None:
+                return 0
+            try:
+                pr = p.contents
+                progress(Progress(pr.stage.decode() if pr.stage else "", pr.bytes_in, pr.bytes_out,
+                                  pr.elapsed_seconds, bool(pr.done)))
+                return 0
+            except BaseException as e:  # cancels the run; re-raised after it
+                self.error = e
+                return 1
+
+        self.c_progress = _PROGRESS_CB(on_progress)
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class Repository:
+    """A backup repository: a local directory (S3 once supported)."""
+
+    def __init__(self, location: Union[str, os.PathLike], log: Optional[LogFn] = None):
+        self._h = _p()
+        self._log_error: Optional[BaseException] = None
+
+        def on_log(level, message, _user):
+            if log is not None:
+                try:
+                    log(level, message.decode("utf-8", "replace"))
+                except BaseException as e:  # logging must not break the operation
+                    self._log_error = e
+
+        self._c_log = _LOG_CB(on_log)
+        opts = _RepoOpts(ctypes.sizeof(_RepoOpts), self._c_log, None)
+        _lib.mevb_repo_open(ctypes.byref(self._h), os.fsencode(location), ctypes.byref(opts))
+        self.location = os.fspath(location)
+
+    def close(self) -> None:
+        if self._h:
+            _lib.mevb_repo_free(self._h)
+            self._h = _p()
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _handle(self) -> _p:
+        if not self._h:
+            raise InvalidArgument("repository is closed", 1)
+        return self._h
+
+    def cancel(self) -> None:
+        """Stops the operation running on this repository (safe from another thread)."""
+        if self._h:
+            _lib.mevb_repo_cancel(self._h)
+
+    def list(self, kind: Optional[str] = None) -> List[Backup]:
+        """Every backup (of `kind`), oldest first, read from the manifests."""
+        lst = _p()
+        _lib.mevb_repo_list(self._handle(), _enc(kind), ctypes.byref(lst))
+        try:
+            return [Backup._from_handle(_lib.mevb_backup_list_get(lst, i))
+                    for i in range(_lib.mevb_backup_list_count(lst))]
+        finally:
+            _lib.mevb_backup_list_free(lst)
+
+    def find(self, backup: str = "latest", kind: str = "postgres", source: Optional[str] = None) -> Backup:
+        h = _p()
+        _lib.mevb_repo_find(self._handle(), _enc(backup), _enc(kind), _enc(source), ctypes.byref(h))
+        try:
+            return Backup._from_handle(h)
+        finally:
+            _lib.mevb_backup_free(h)
+
+    def backup_postgres(self, dbname: str, *, prefix: Optional[str] = None, compression: str = "gzip",
+                        level: Optional[int] = None, pg_dump: Optional[str] = None,
+                        pg_dump_args: Optional[Sequence[str]] = None, exact_count_max_bytes: int = 0,
+                        progress: Optional[ProgressFn] = None) -> Backup:
+        """Dumps the database `dbname` (a libpq conninfo or URI) into the repository."""
+        o = _PgBackupOpts()
+        _lib.mevb_pg_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.conninfo = _enc(dbname)
+        o.name_prefix = _enc(prefix)
+        o.compression = _enc(compression)
+        o.level = -1 if level is None else int(level)
+        o.pg_dump_path = _enc(pg_dump)
+        o.pg_dump_args, o.pg_dump_args_count, keep = _argv(pg_dump_args)
+        o.exact_count_max_bytes = exact_count_max_bytes
+        cb = _Callbacks(self, progress)
+        o.progress = cb.c_progress
+        h = _p()
+        try:
+            _lib.mevb_repo_backup_postgres(self._handle(), ctypes.byref(o), ctypes.byref(h))
+        except Error:
+            cb.reraise()
+            raise
+        del keep
+        try:
+            return Backup._from_handle(h)
+        finally:
+            _lib.mevb_backup_free(h)
+
+    def restore_postgres(self, backup: Union[str, Backup] = "latest", *, dbname: str, clean: bool = False,
+                         source: Optional[str] = None, pg_restore: Optional[str] = None,
+                         pg_restore_args: Optional[Sequence[str]] = None,
+                         progress: Optional[ProgressFn] = None) -> None:
+        """Restores `backup` (an id, a Backup or "latest") into the database `dbname` names."""
+        ident = backup.id if isinstance(backup, Backup) else backup
+        o = _PgRestoreOpts()
+        _lib.mevb_pg_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.conninfo = _enc(dbname)
+        o.clean = 1 if clean else 0
+        o.source_name = _enc(source)
+        o.pg_restore_path = _enc(pg_restore)
+        o.pg_restore_args, o.pg_restore_args_count, keep = _argv(pg_restore_args)
+        cb = _Callbacks(self, progress)
+        o.progress = cb.c_progress
+        try:
+            _lib.mevb_repo_restore_postgres(self._handle(), _enc(ident), ctypes.byref(o))
+        except Error:
+            cb.reraise()
+            raise
+        del keep
