@@ -1,0 +1,136 @@
+// Shared machinery of the C API shim: the handles' definitions, the guard that turns
+// exceptions into statuses, options-struct copying. Included only by capi/*.cpp.
+#pragma once
+
+#define MEVB_BUILDING_LIBRARY 1
+#include "mevbackup.h"
+
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "mevbackup/mevbackup.hpp"
+
+using namespace mevbackup;  // internal to the shim
+
+struct mevb_repo {
+  explicit mevb_repo(Repository r) : repo(std::move(r)) {}
+  Repository repo;
+  CancelToken cancel;
+  mevb_log_cb log = nullptr;
+  void* log_user = nullptr;
+};
+
+struct mevb_backup {
+  explicit mevb_backup(Manifest m) : manifest(std::move(m)), json(manifest.to_string()) {}
+  Manifest manifest;
+  std::string json;
+};
+
+struct mevb_backup_list {
+  std::vector<mevb_backup> items;
+};
+
+namespace mevb_capi {
+
+struct LastError {
+  mevb_error e{0, "", 0};
+  std::string message;
+};
+inline thread_local LastError t_error;
+
+inline void set_error(int code, std::string msg, bool retriable = false) {
+  t_error.message = std::move(msg);
+  t_error.e.code = code;
+  t_error.e.message = t_error.message.c_str();
+  t_error.e.retriable = retriable ? 1 : 0;
+}
+
+template <class F>
+inline int guard(F&& f) noexcept {
+  try {
+    set_error(MEVB_OK, "");
+    f();
+    return MEVB_OK;
+  } catch (const Error& e) {
+    set_error(static_cast<int>(e.code()), e.what(), e.retriable());
+    return static_cast<int>(e.code());
+  } catch (const std::bad_alloc&) {
+    set_error(MEVB_ERR_NOMEM, "out of memory");
+    return MEVB_ERR_NOMEM;
+  } catch (const std::exception& e) {
+    set_error(MEVB_ERR_INTERNAL, std::string("internal error: ") + e.what());
+    return MEVB_ERR_INTERNAL;
+  } catch (...) {
+    set_error(MEVB_ERR_INTERNAL, "internal error: unknown exception");
+    return MEVB_ERR_INTERNAL;
+  }
+}
+
+inline Error invalid(const std::string& what) { return Error(Code::invalid_argument, what); }
+
+inline void require(const void* p, const char* name) {
+  if (!p) throw invalid(std::string(name) + " must not be NULL");
+}
+
+// Copies a caller's options struct over `out` (already holding the defaults),
+// honouring struct_size: smaller (older) structs keep the defaults of the fields they
+// lack; larger (newer) ones are accepted only if every unknown byte is zero.
+template <class T>
+inline void read_opts(const T* in, T& out, const char* name) {
+  if (!in) return;
+  size_t size = in->struct_size;
+  if (size < sizeof(uint32_t)) throw invalid(std::string(name) + ".struct_size is too small");
+  if (size > sizeof(T)) {
+    auto* extra = reinterpret_cast<const unsigned char*>(in) + sizeof(T);
+    for (size_t i = 0; i < size - sizeof(T); ++i)
+      if (extra[i]) throw invalid(std::string(name) + " has fields this library version does not know");
+    size = sizeof(T);
+  }
+  std::memcpy(&out, in, size);
+  out.struct_size = sizeof(T);
+}
+
+template <class T>
+inline int opts_init(T* opts, size_t size, const T& defaults) {
+  return guard([&] {
+    require(opts, "opts");
+    if (size < sizeof(uint32_t)) throw invalid("opts size is too small");
+    std::memset(opts, 0, size);
+    std::memcpy(opts, &defaults, std::min(size, sizeof(T)));
+    opts->struct_size = static_cast<uint32_t>(std::min(size, sizeof(T)));
+  });
+}
+
+inline std::string str_or(const char* s, const char* dflt = "") { return s ? s : dflt; }
+
+inline RunContext make_context(mevb_repo* r, mevb_progress_cb cb, void* user) {
+  RunContext ctx;
+  r->cancel.reset();
+  ctx.cancel = &r->cancel;
+  if (r->log) {
+    auto log = r->log;
+    auto lu = r->log_user;
+    ctx.log = [log, lu](LogLevel lvl, const std::string& msg) { log(static_cast<int>(lvl), msg.c_str(), lu); };
+  }
+  if (cb) {
+    ctx.progress = [cb, user](const Progress& p) {
+      mevb_progress cp{sizeof(mevb_progress), p.stage, p.bytes_in, p.bytes_out, p.elapsed_s, p.done ? 1 : 0};
+      return cb(&cp, user) == 0;
+    };
+  }
+  return ctx;
+}
+
+inline std::vector<std::string> args_or(const char* const* args, size_t n, std::vector<std::string> dflt) {
+  if (!args) return dflt;
+  std::vector<std::string> out;
+  for (size_t i = 0; i < n; ++i) {
+    if (!args[i]) throw invalid("NULL entry in an argument list");
+    out.emplace_back(args[i]);
+  }
+  return out;
+}
+
+}  // namespace mevb_capi

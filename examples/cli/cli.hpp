@@ -1,0 +1,156 @@
+// Shared pieces of the mevbackup CLI: option parsing, callbacks, error reporting.
+#pragma once
+
+#include <mevbackup.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace cli {
+
+struct UsageError {
+  std::string msg;
+};
+
+struct Args {
+  std::map<std::string, std::string> one;
+  std::map<std::string, std::vector<std::string>> many;
+  std::map<std::string, bool> flags;
+};
+
+// Parses "--name value" / "--name=value" options; `takes_value` and `repeatable`
+// list the options this command knows, `flag_names` the boolean ones.
+inline Args parse(int argc, char** argv, int start, const std::vector<std::string>& takes_value,
+           const std::vector<std::string>& repeatable, const std::vector<std::string>& flag_names) {
+  Args a;
+  auto in = [](const std::vector<std::string>& v, const std::string& s) {
+    for (auto& x : v)
+      if (x == s) return true;
+    return false;
+  };
+  for (int i = start; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) throw UsageError{"unexpected argument \"" + arg + "\""};
+    std::string name = arg.substr(2), value;
+    bool has_value = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    if (in(flag_names, name)) {
+      if (has_value) throw UsageError{"option --" + name + " takes no value"};
+      a.flags[name] = true;
+      continue;
+    }
+    if (!in(takes_value, name) && !in(repeatable, name)) throw UsageError{"unknown option --" + name};
+    if (!has_value) {
+      if (i + 1 >= argc) throw UsageError{"option --" + name + " needs a value"};
+      value = argv[++i];
+    }
+    if (in(repeatable, name)) a.many[name].push_back(value);
+    else a.one[name] = value;
+  }
+  return a;
+}
+
+inline std::string need(const Args& a, const std::string& name, const char* env = nullptr) {
+  if (auto it = a.one.find(name); it != a.one.end()) return it->second;
+  if (env)
+    if (const char* e = std::getenv(env); e && *e) return e;
+  throw UsageError{"missing --" + name + (env ? std::string(" (or ") + env + ")" : "")};
+}
+
+inline const char* opt(const Args& a, const std::string& name) {
+  auto it = a.one.find(name);
+  return it == a.one.end() ? nullptr : it->second.c_str();
+}
+
+inline bool g_verbose = false;
+inline bool g_progress = false;
+
+inline void on_log(int level, const char* message, void*) {
+  if (level >= MEVB_LOG_WARNING || g_verbose) {
+    if (g_progress) std::fputs("\r\033[K", stderr);
+    std::fprintf(stderr, "mevbackup: %s%s\n", level >= MEVB_LOG_WARNING ? "warning: " : "", message);
+  }
+}
+
+inline int on_progress(const mevb_progress* p, void*) {
+  if (!g_progress) return 0;
+  double mib_in = p->bytes_in / 1048576.0, mib_out = p->bytes_out / 1048576.0;
+  double rate = p->elapsed_seconds > 0 ? mib_in / p->elapsed_seconds : 0;
+  std::fprintf(stderr, "\r\033[K%s: %.1f MiB read, %.1f MiB written, %.1f MiB/s, %.0f s", p->stage, mib_in, mib_out,
+               rate, p->elapsed_seconds);
+  if (p->done) std::fputc('\n', stderr);
+  std::fflush(stderr);
+  return 0;
+}
+
+[[noreturn]] inline void fail() {
+  const mevb_error* e = mevb_error_last();
+  if (g_progress) std::fputs("\r\033[K", stderr);
+  std::fprintf(stderr, "mevbackup: error: %s\n", e->message && *e->message ? e->message : mevb_status_str(e->code));
+  std::exit(1);
+}
+
+inline mevb_repo* open_repo(const Args& a) {
+  std::string location = need(a, "repo", "MEVBACKUP_REPO");
+  mevb_repo_opts ro = MEVB_REPO_OPTS_INIT;
+  ro.log = on_log;
+  mevb_repo* repo = nullptr;
+  if (mevb_repo_open(&repo, location.c_str(), &ro) != MEVB_OK) fail();
+  return repo;
+}
+
+inline void common_flags(const Args& a) {
+  g_verbose = a.flags.count("verbose") > 0;
+  g_progress = !a.flags.count("quiet") && !a.flags.count("json") && isatty(STDERR_FILENO);
+}
+
+inline void warn_password_in_argv(const std::string& conninfo) {
+  if (conninfo.find("password=") != std::string::npos ||
+      (conninfo.find("://") != std::string::npos && conninfo.find('@') != std::string::npos &&
+       conninfo.substr(0, conninfo.find('@')).find(':', conninfo.find("://") + 3) != std::string::npos))
+    std::fprintf(stderr,
+                 "mevbackup: warning: a password on the command line is visible to other users; use PGPASSWORD "
+                 "or a passfile\n");
+}
+
+inline std::string json_escape(const char* s) {
+  std::string out;
+  for (const char* p = s; *p; ++p) {
+    unsigned char c = static_cast<unsigned char>(*p);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+inline void print_backup_json(const mevb_backup* b, bool last) {
+  std::printf(
+      "  {\"id\": \"%s\", \"kind\": \"%s\", \"source\": \"%s\", \"path\": \"%s\", \"size\": %llu, "
+      "\"sha256\": \"%s\", \"created_at\": \"%s\", \"compression\": \"%s\"}%s\n",
+      json_escape(mevb_backup_id(b)).c_str(), json_escape(mevb_backup_kind(b)).c_str(),
+      json_escape(mevb_backup_source_name(b)).c_str(), json_escape(mevb_backup_path(b)).c_str(),
+      static_cast<unsigned long long>(mevb_backup_size(b)), mevb_backup_sha256(b), mevb_backup_created_at(b),
+      mevb_backup_compression(b), last ? "" : ",");
+}
+
+// One subcommand: `mevbackup VERB [KIND] options...`; argv[start] is the first option.
+using CommandFn = int (*)(int argc, char** argv, int start);
+
+}  // namespace cli
