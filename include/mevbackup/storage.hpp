@@ -18,6 +18,7 @@ namespace mevbackup {
 struct ObjectInfo {
   std::string key;
   uint64_t size = 0;
+  int64_t mtime = 0;  // seconds since the epoch: when the object was stored
 };
 
 class Storage {
