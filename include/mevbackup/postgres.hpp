@@ -30,6 +30,7 @@ Manifest backup_postgres(Repository& repo, const PgBackupOptions& opts, const Ru
 
 struct PgRestoreOptions {
   std::string conninfo;        // names the target database (dbname=...)
+  std::string dbname;          // if set: the target database, instead of the conninfo's
   bool clean = false;          // replace a non-empty target
   std::string pg_restore_path; // empty: the newest installed pg_restore
   std::vector<std::string> pg_restore_args = {"--no-owner", "--no-acl"};
@@ -40,5 +41,12 @@ struct PgRestoreOptions {
 // the staging database renamed to the target (dropping the old one when clean=true).
 // A failure leaves the target exactly as it was.
 void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreOptions& opts, const RunContext& ctx);
+
+// Restores `backup` into a new scratch database on the server `conninfo` reaches,
+// compares each table's rows with the manifest's counts, runs `queries` there, and
+// drops the scratch database. Returns the checks as
+// [{"check": ..., "ok": bool, "detail": ...}, ...]; throws when the restore fails.
+nlohmann::json restore_test_postgres(Repository& repo, const Manifest& backup, const std::string& conninfo,
+                                     const std::vector<std::string>& queries, const RunContext& ctx);
 
 }  // namespace mevbackup

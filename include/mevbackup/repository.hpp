@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,29 @@ struct RunContext {
   PipelineOptions pipeline;
 };
 
+// The outcome of a verification, stored beside the backup as "<artifact>.verify.json".
+struct Verification {
+  static constexpr const char* kSuffix = ".verify.json";
+  std::string verified_at;  // RFC 3339 UTC
+  bool ok = false;
+  std::string message;      // what failed, or a summary of what was checked
+  nlohmann::json checks = nlohmann::json::array();
+  nlohmann::json to_json() const;
+  static Verification from_json(const nlohmann::json& j, const std::string& where);
+};
+
+struct CatalogEntry {
+  Manifest manifest;
+  std::optional<Verification> verification;  // the latest one, if any
+};
+
+// What a repository holds: complete backups (with a manifest) and incomplete objects
+// (artifacts without a manifest: failed or running backups, never counted as good).
+struct Catalog {
+  std::vector<CatalogEntry> backups;       // oldest first
+  std::vector<ObjectInfo> incomplete;
+};
+
 class Repository {
  public:
   explicit Repository(std::unique_ptr<Storage> storage, Clock& clock = system_clock());
@@ -58,6 +82,13 @@ class Repository {
   // The catalog: every manifest (optionally of one kind), oldest first. Unreadable
   // manifests are reported through `log` and skipped.
   std::vector<Manifest> list(const std::string& kind = "", const LogFn& log = {});
+  // Manifests, verification records and incomplete objects, from one listing.
+  Catalog catalog(const std::string& kind = "", const LogFn& log = {});
+  // Stores `v` as the backup's latest verification (replacing an earlier record).
+  void record_verification(const Manifest& m, const Verification& v);
+  // Deletes a backup: the artifact first, its verification record, the manifest last.
+  void remove_backup(const Manifest& m);
+
   // "latest" or an id; `kind` and `source_name` (if not empty) narrow the search.
   Manifest find(const std::string& id_or_latest, const std::string& kind, const std::string& source_name = "",
                 const LogFn& log = {});

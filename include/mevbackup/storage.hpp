@@ -31,6 +31,12 @@ class Storage {
   // Every complete object whose key starts with `prefix`, sorted by key.
   virtual std::vector<ObjectInfo> list(const std::string& prefix) = 0;
   virtual std::optional<ObjectInfo> stat(const std::string& key) = 0;
+  // Leftovers of uploads that never committed (a killed process's temporary files, an
+  // S3 multipart upload never completed or aborted), for retention to clean up.
+  virtual std::vector<ObjectInfo> list_unfinished(const std::string& prefix) {
+    (void)prefix;
+    return {};
+  }
   // Removing a missing key is not an error.
   virtual void remove(const std::string& key) = 0;
   // Where this storage is, for messages (never contains credentials).

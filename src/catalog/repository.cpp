@@ -116,26 +116,85 @@ void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext&
   p.run(sink, ctx.cancel, ctx.progress, po);
 }
 
-std::vector<Manifest> Repository::list(const std::string& kind, const LogFn& log) {
+nlohmann::json Verification::to_json() const {
+  return {{"verified_at", verified_at}, {"outcome", ok ? "ok" : "failed"}, {"message", message}, {"checks", checks}};
+}
+
+Verification Verification::from_json(const nlohmann::json& j, const std::string& where) {
+  if (!j.is_object() || !j.contains("verified_at") || !j["verified_at"].is_string() || !j.contains("outcome") ||
+      !j["outcome"].is_string())
+    throw Error(Code::corrupt, fmt::format("verification record {} is invalid", where));
+  Verification v;
+  v.verified_at = j["verified_at"].get<std::string>();
+  v.ok = j["outcome"] == "ok";
+  v.message = j.value("message", "");
+  if (j.contains("checks") && j["checks"].is_array()) v.checks = j["checks"];
+  return v;
+}
+
+namespace {
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
   std::string prefix = kind.empty() ? "" : kind_directory(kind) + "/";
-  std::vector<Manifest> out;
-  const std::string suffix = Manifest::kManifestSuffix;
-  for (auto& obj : storage_->list(prefix)) {
+  const std::string msuffix = Manifest::kManifestSuffix, vsuffix = Verification::kSuffix;
+  std::vector<ObjectInfo> objects = storage_->list(prefix);
+  std::set<std::string> keys;
+  for (auto& o : objects) keys.insert(o.key);
+  Catalog cat;
+  for (auto& obj : objects) {
     const std::string& k = obj.key;
-    if (k.size() <= suffix.size() || k.compare(k.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    if (ends_with(k, vsuffix)) continue;
+    if (!ends_with(k, msuffix)) {
+      if (!keys.count(k + msuffix)) cat.incomplete.push_back(obj);
+      continue;
+    }
     try {
       Manifest m = Manifest::parse(storage_->read_small(k, 64 << 20), k);
       if (m.key() != k) throw Error(Code::corrupt, fmt::format("manifest {} describes another artifact ({})", k, m.path));
       if (!kind.empty() && m.kind != kind) continue;
-      out.push_back(std::move(m));
+      CatalogEntry e{std::move(m), std::nullopt};
+      std::string vkey = e.manifest.path + vsuffix;
+      if (keys.count(vkey)) {
+        try {
+          e.verification = Verification::from_json(nlohmann::json::parse(storage_->read_small(vkey, 16 << 20)), vkey);
+        } catch (const std::exception& ex) {
+          if (log) log(LogLevel::warning, fmt::format("ignoring {}: {}", vkey, ex.what()));
+        }
+      }
+      cat.backups.push_back(std::move(e));
     } catch (const Error& e) {
       if (log) log(LogLevel::warning, fmt::format("skipping {}: {}", k, e.what()));
     }
   }
-  std::sort(out.begin(), out.end(), [](const Manifest& a, const Manifest& b) {
-    return std::tie(a.started_at, a.id) < std::tie(b.started_at, b.id);
+  for (auto& o : storage_->list_unfinished(prefix)) cat.incomplete.push_back(o);
+  std::sort(cat.backups.begin(), cat.backups.end(), [](const CatalogEntry& a, const CatalogEntry& b) {
+    return std::tie(a.manifest.started_at, a.manifest.id) < std::tie(b.manifest.started_at, b.manifest.id);
   });
+  return cat;
+}
+
+std::vector<Manifest> Repository::list(const std::string& kind, const LogFn& log) {
+  std::vector<Manifest> out;
+  for (auto& e : catalog(kind, log).backups) out.push_back(std::move(e.manifest));
   return out;
+}
+
+void Repository::record_verification(const Manifest& m, const Verification& v) {
+  std::string key = m.path + Verification::kSuffix;
+  // Records are the one thing replaced in place: remove, then publish the new one.
+  // A crash in between leaves the backup "unverified", never falsely verified.
+  storage_->remove(key);
+  storage_->write_small(key, v.to_json().dump(2) + "\n");
+}
+
+void Repository::remove_backup(const Manifest& m) {
+  storage_->remove(m.path);
+  storage_->remove(m.path + Verification::kSuffix);
+  storage_->remove(m.key());
 }
 
 Manifest Repository::find(const std::string& id_or_latest, const std::string& kind, const std::string& source_name,

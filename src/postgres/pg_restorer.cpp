@@ -62,7 +62,7 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
   if (backup.kind != "postgres")
     throw Error(Code::invalid_argument, fmt::format("backup {} is a {} backup, not a postgres one", backup.id, backup.kind));
   auto env = pg::conninfo_env(opts.conninfo);
-  std::string target = pg::conninfo_dbname(opts.conninfo);
+  std::string target = opts.dbname.empty() ? pg::conninfo_dbname(opts.conninfo) : opts.dbname;
   if (target.empty())
     throw Error(Code::invalid_argument, "the restore target names no database (give dbname=... in the connection string)");
 
@@ -70,7 +70,7 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
   std::string owner;
   if (database_exists(admin, target)) {
     owner = admin.value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", {target});
-    pg::Conn t = pg::Conn::connect(opts.conninfo);
+    pg::Conn t = pg::Conn::connect(opts.conninfo, target);
     std::string relations = t.value(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' "

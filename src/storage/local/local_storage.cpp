@@ -140,14 +140,8 @@ class LocalStorage final : public Storage {
     return std::make_unique<LocalSource>(fs_, path, fd);
   }
 
-  std::vector<ObjectInfo> list(const std::string& prefix) override {
-    std::vector<ObjectInfo> out;
-    // Walk only the directory the prefix names (plus below), not the whole repository.
-    std::string dir_part = prefix.substr(0, prefix.rfind('/') == std::string::npos ? 0 : prefix.rfind('/'));
-    walk(dir_part, prefix, out);
-    std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.key < b.key; });
-    return out;
-  }
+  std::vector<ObjectInfo> list(const std::string& prefix) override { return list_matching(prefix, false); }
+  std::vector<ObjectInfo> list_unfinished(const std::string& prefix) override { return list_matching(prefix, true); }
 
   std::optional<ObjectInfo> stat(const std::string& key) override {
     validate_key(key);
@@ -173,6 +167,15 @@ class LocalStorage final : public Storage {
  private:
   std::string path_of(const std::string& key) const { return root_ + "/" + key; }
 
+  std::vector<ObjectInfo> list_matching(const std::string& prefix, bool temporaries) {
+    std::vector<ObjectInfo> out;
+    // Walk only the directory the prefix names (plus below), not the whole repository.
+    std::string dir_part = prefix.substr(0, prefix.rfind('/') == std::string::npos ? 0 : prefix.rfind('/'));
+    walk(dir_part, prefix, temporaries, out);
+    std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.key < b.key; });
+    return out;
+  }
+
   void make_dirs(const std::string& dir) {
     struct stat st;
     if (::stat(dir.c_str(), &st) == 0) {
@@ -185,17 +188,20 @@ class LocalStorage final : public Storage {
       throw sys_error(errno, fmt::format("cannot create directory {}", dir));
   }
 
-  void walk(const std::string& rel_dir, const std::string& prefix, std::vector<ObjectInfo>& out) {
+  // Regular files under rel_dir whose key starts with `prefix`: committed objects, or
+  // (temporaries=true) the temporary files of uploads that never committed.
+  void walk(const std::string& rel_dir, const std::string& prefix, bool temporaries, std::vector<ObjectInfo>& out) {
     std::string path = rel_dir.empty() ? root_ : path_of(rel_dir);
     DIR* d = ::opendir(path.c_str());
     if (!d) {
-      if (errno == ENOENT || errno == ENOTDIR) return;  // nothing stored there yet
+      if (errno == ENOENT) return;  // nothing stored there yet
+      if (errno == ENOTDIR && !rel_dir.empty()) return;  // a prefix that names a file
       throw sys_error(errno, fmt::format("cannot list {}", path));
     }
     std::vector<std::string> subdirs;
     while (dirent* e = ::readdir(d)) {
       std::string name = e->d_name;
-      if (name == "." || name == ".." || is_temp_name(name)) continue;
+      if (name == "." || name == "..") continue;
       std::string key = rel_dir.empty() ? name : rel_dir + "/" + name;
       struct stat st;
       if (::stat((path + "/" + name).c_str(), &st) != 0) continue;  // vanished meanwhile
@@ -203,12 +209,13 @@ class LocalStorage final : public Storage {
         if (prefix.compare(0, std::min(prefix.size(), key.size() + 1), key + "/", 0,
                            std::min(prefix.size(), key.size() + 1)) == 0)
           subdirs.push_back(key);
-      } else if (S_ISREG(st.st_mode) && key.compare(0, prefix.size(), prefix) == 0) {
+      } else if (S_ISREG(st.st_mode) && is_temp_name(name) == temporaries &&
+                 key.compare(0, prefix.size(), prefix) == 0) {
         out.push_back(ObjectInfo{key, static_cast<uint64_t>(st.st_size), static_cast<int64_t>(st.st_mtime)});
       }
     }
     ::closedir(d);
-    for (auto& s : subdirs) walk(s, prefix, out);
+    for (auto& s : subdirs) walk(s, prefix, temporaries, out);
   }
 
   std::string root_;

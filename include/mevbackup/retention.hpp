@@ -1,0 +1,64 @@
+// RetentionPolicy: a pure function from the catalog and "now" to what to delete, and why.
+//
+// Rules (per kind and source, as restic's `forget`): a backup is kept when any rule
+// keeps it. Invariants, whatever the policy:
+//  - the keep_last (>= 1) newest usable backups are kept, so retention can never empty
+//    a group, however old its backups are (the runbook's `find -mtime +30 -delete` did);
+//  - the newest verified-good backup is kept;
+//  - a backup whose verification failed counts for no rule; it is deleted only when the
+//    group keeps at least one usable backup;
+//  - an incomplete artifact (no manifest) is never counted, and is deleted only when
+//    older than the grace period.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "mevbackup/clock.hpp"
+
+namespace mevbackup {
+
+struct RetentionPolicy {
+  int keep_last = 1;    // >= 1
+  int keep_days = 0;    // 0: no age rule
+  int keep_daily = 0;
+  int keep_weekly = 0;  // ISO weeks
+  int keep_monthly = 0;
+  int keep_yearly = 0;
+  std::chrono::seconds incomplete_grace{24 * 3600};
+  // Throws invalid_argument naming the bad field.
+  void validate() const;
+};
+
+enum class BackupState { unverified, good, failed };
+
+struct RetentionItem {
+  std::string id;
+  std::string kind;
+  std::string source;
+  TimePoint created;
+  BackupState state = BackupState::unverified;
+};
+
+struct IncompleteItem {
+  std::string key;
+  TimePoint stored;  // the object's mtime
+};
+
+struct RetentionDecision {
+  std::string id;     // backup id, or the key of an incomplete object
+  bool incomplete = false;
+  bool keep = true;
+  std::string reason;
+};
+
+// One decision per item and per incomplete object, in input order (backups first).
+std::vector<RetentionDecision> apply_retention(const std::vector<RetentionItem>& backups,
+                                               const std::vector<IncompleteItem>& incomplete,
+                                               const RetentionPolicy& policy, TimePoint now);
+
+// "90s", "30m", "25h", "7d", "2w", or combinations like "1d12h"; throws invalid_argument.
+std::chrono::seconds parse_duration(const std::string& text);
+
+}  // namespace mevbackup

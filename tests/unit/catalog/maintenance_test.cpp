@@ -1,0 +1,169 @@
+#include <doctest/doctest.h>
+
+#include <utime.h>
+
+#include <regex>
+
+#include "../helpers.hpp"
+
+using namespace mevbackup;
+using testutil::files_under;
+using testutil::FixedClock;
+using testutil::random_bytes;
+using testutil::TempDir;
+
+namespace {
+
+ArtifactSpec spec(const std::string& prefix = "db") {
+  ArtifactSpec s;
+  s.kind = "postgres";
+  s.dir = "database";
+  s.name_prefix = prefix;
+  s.extension = ".dump";
+  s.format = "pg_dump-custom";
+  return s;
+}
+
+Manifest add(Repository& repo, FixedClock& clock, const std::string& when, const std::string& prefix = "db") {
+  clock.set(when);
+  MemorySource src(random_bytes(5000, std::hash<std::string>{}(when)));
+  return repo.publish(src, spec(prefix), {}, [](Manifest&) {});
+}
+
+void flip_byte(const std::string& path) {
+  FILE* f = fopen(path.c_str(), "r+b");
+  REQUIRE(f);
+  fseek(f, 20, SEEK_SET);
+  int c = fgetc(f);
+  fseek(f, 20, SEEK_SET);
+  fputc(c ^ 0x10, f);
+  fclose(f);
+}
+
+}  // namespace
+
+TEST_CASE("prune deletes what the policy rejects, artifact first and manifest last; dry-run deletes nothing") {
+  TempDir dir;
+  FixedClock clock("2026-11-01T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  for (int d = 1; d <= 9; ++d) add(repo, clock, fmt::format("2026-11-0{}T02:00:00Z", d));
+  repo.storage().write_small("database/db_20261001_000000.dump.gz", "left by a crashed run");
+  struct utimbuf old {1759276800, 1759276800};  // 2025-10-01: long past the grace period
+  REQUIRE(utime((dir / "database/db_20261001_000000.dump.gz").c_str(), &old) == 0);
+  PruneOptions o;
+  o.policy.keep_last = 3;
+  o.dry_run = true;
+  auto before = files_under(dir.path());
+  auto res = prune(repo, o, parse_rfc3339("2026-11-10T00:00:00Z"), {});
+  CHECK(res.deleted == 0);
+  CHECK(files_under(dir.path()) == before);
+  size_t would = 0;
+  for (auto& d : res.decisions) would += !d.keep;
+  CHECK(would == 7);  // 6 old backups + the incomplete object
+
+  o.dry_run = false;
+  std::vector<std::string> log;
+  RunContext ctx;
+  ctx.log = [&](LogLevel, const std::string& m) { log.push_back(m); };
+  res = prune(repo, o, parse_rfc3339("2026-11-10T00:00:00Z"), ctx);
+  CHECK(res.deleted == 7);
+  auto left = repo.list();
+  REQUIRE(left.size() == 3);
+  CHECK(left[0].id == "db_20261107_020000");
+  CHECK(files_under(dir.path()).size() == 6);
+  CHECK(log.size() == 10);
+  CHECK(std::any_of(log.begin(), log.end(), [](auto& l) { return l.find("delete db_20261101_020000: matches no keep rule") == 0; }));
+}
+
+TEST_CASE("verify passes intact backups, fails a flipped byte naming the backup, and records both") {
+  TempDir dir;
+  FixedClock clock("2026-11-01T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  Manifest a = add(repo, clock, "2026-11-01T02:00:00Z");
+  Manifest b = add(repo, clock, "2026-11-02T02:00:00Z");
+  flip_byte(dir / b.path);
+  clock.set("2026-11-03T00:00:00Z");
+  auto res = verify(repo, "all", {}, {});
+  REQUIRE(res.size() == 2);
+  CHECK(res[0].id == a.id);
+  CHECK(res[0].verification.ok);
+  CHECK(res[0].verification.verified_at == "2026-11-03T00:00:00Z");
+  CHECK(res[1].id == b.id);
+  CHECK_FALSE(res[1].verification.ok);
+  CHECK((res[1].verification.message.find("corrupt") != std::string::npos ||
+         res[1].verification.message.find("SHA-256") != std::string::npos ||
+         res[1].verification.message.find("gzip") != std::string::npos));
+  auto cat = repo.catalog();
+  REQUIRE(cat.backups.size() == 2);
+  CHECK(cat.backups[0].verification->ok);
+  CHECK_FALSE(cat.backups[1].verification->ok);
+  // Re-verifying replaces the record.
+  clock.set("2026-11-04T00:00:00Z");
+  verify(repo, a.id, {}, {});
+  CHECK(repo.catalog().backups[0].verification->verified_at == "2026-11-04T00:00:00Z");
+  // Retention now skips the failed newest one: the good one is "the last".
+  PruneOptions o;
+  auto pr = prune(repo, o, parse_rfc3339("2026-11-05T00:00:00Z"), {});
+  CHECK(pr.deleted == 1);
+  auto left = repo.list();
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].id == a.id);
+  CHECK(files_under(dir.path()).size() == 3);  // artifact, manifest, verification record
+}
+
+TEST_CASE("check: OK, WARNING at 80%, CRITICAL when stale or empty, UNKNOWN when unreadable") {
+  TempDir dir;
+  FixedClock clock("2026-11-27T02:00:00Z");
+  Repository repo(make_local_storage(dir / "repo"), clock);
+  CheckOptions o;
+  o.max_age = std::chrono::hours(25);
+  auto empty = check(repo, o, parse_rfc3339("2026-11-27T03:00:00Z"), {});
+  CHECK(empty.status == CheckStatus::critical);
+  CHECK(empty.summary.find("no backups") != std::string::npos);
+
+  add(repo, clock, "2026-11-27T02:00:00Z");
+  CHECK(check(repo, o, parse_rfc3339("2026-11-27T03:00:00Z"), {}).status == CheckStatus::ok);
+  CHECK(check(repo, o, parse_rfc3339("2026-11-28T00:00:00Z"), {}).status == CheckStatus::warning);  // 22h >= 20h
+  auto stale = check(repo, o, parse_rfc3339("2026-11-28T04:00:00Z"), {});
+  CHECK(stale.status == CheckStatus::critical);
+  CHECK(stale.summary == "MEVBACKUP CRITICAL - postgres/db: CRITICAL newest 1d02h ago (max 1d01h)");
+  CHECK(stale.details["groups"][0]["age_seconds"] == 26 * 3600);
+
+  // Prometheus exposition: every sample line is `name{labels} value`, with HELP/TYPE first.
+  std::regex sample(R"(^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+]+$)");
+  std::istringstream in(stale.prometheus);
+  std::string line;
+  size_t samples = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind("# HELP ", 0) == 0 || line.rfind("# TYPE ", 0) == 0) continue;
+    CHECK_MESSAGE(std::regex_match(line, sample), line);
+    ++samples;
+  }
+  CHECK(samples >= 6);
+  CHECK(stale.prometheus.find("mevbackup_last_success_timestamp_seconds{kind=\"postgres\",source=\"db\"} 1795744800") !=
+        std::string::npos);
+
+  CheckOptions redis_only = o;
+  redis_only.kind = "redis";
+  CHECK(check(repo, redis_only, parse_rfc3339("2026-11-27T03:00:00Z"), {}).status == CheckStatus::critical);
+
+  // A repository path that is a file cannot be read.
+  testutil::TempDir d2;
+  auto file_repo = make_local_storage(d2.path());
+  file_repo->write_small("f", "x");
+  Repository broken(make_local_storage(d2 / "f"), clock);
+  auto unk = check(broken, o, parse_rfc3339("2026-11-27T03:00:00Z"), {});
+  CHECK(unk.status == CheckStatus::unknown);
+  CHECK(unk.summary.find("UNKNOWN") != std::string::npos);
+}
+
+TEST_CASE("write_file_atomically replaces the file whole, mode 0644") {
+  TempDir dir;
+  std::string p = dir / "metrics.prom";
+  write_file_atomically(p, "a 1\n");
+  write_file_atomically(p, "a 2\n");
+  CHECK(testutil::slurp(p) == "a 2\n");
+  CHECK(testutil::mode_of(p) == 0644);
+  CHECK(files_under(dir.path()) == std::vector<std::string>{"metrics.prom"});
+  CHECK_THROWS_AS(write_file_atomically(dir / "no/such/dir/x", "y"), Error);
+}
