@@ -6,9 +6,12 @@
 #include "mevbackup.h"
 
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "mevbackup/mevbackup.hpp"
 
@@ -26,6 +29,12 @@ struct mevb_backup {
   explicit mevb_backup(Manifest m) : manifest(std::move(m)), json(manifest.to_string()) {}
   Manifest manifest;
   std::string json;
+};
+
+struct mevb_report {
+  std::string json;
+  std::string text;
+  int status = 0;
 };
 
 struct mevb_backup_list {

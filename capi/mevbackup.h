@@ -174,6 +174,73 @@ MEVB_API int mevb_pg_restore_opts_init(mevb_pg_restore_opts *opts, size_t size);
 /* Restores backup `id_or_latest` into the database opts->conninfo names. */
 MEVB_API int mevb_repo_restore_postgres(mevb_repo *repo, const char *id_or_latest, const mevb_pg_restore_opts *opts);
 
+/* ---- reports: the outcome of prune, verify and check ------------------------------- */
+
+typedef struct mevb_report mevb_report;
+/* The whole outcome as JSON (see docs/c-api.md for each operation's fields). */
+MEVB_API const char *mevb_report_json(const mevb_report *r);
+/* Human-readable lines, as the CLI prints them. */
+MEVB_API const char *mevb_report_text(const mevb_report *r);
+/* prune: backups deleted; verify: backups that failed; check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. */
+MEVB_API int mevb_report_status(const mevb_report *r);
+MEVB_API void mevb_report_free(mevb_report *r);
+
+/* ---- retention --------------------------------------------------------------------- */
+
+typedef struct mevb_prune_opts {
+  uint32_t struct_size;
+  int keep_last;    /* >= 1 (default 1): the newest backups of each kind and source always kept */
+  int keep_days;    /* 0: no age rule */
+  int keep_daily;
+  int keep_weekly;
+  int keep_monthly;
+  int keep_yearly;
+  int64_t incomplete_grace_seconds; /* objects without a manifest younger than this stay (default 86400) */
+  const char *kind;   /* NULL: every kind */
+  const char *source; /* NULL: every source */
+  int dry_run;
+  const char *now;    /* RFC 3339; NULL: the current time */
+} mevb_prune_opts;
+#define MEVB_PRUNE_OPTS_INIT {sizeof(mevb_prune_opts), 1, 0, 0, 0, 0, 0, 86400, NULL, NULL, 0, NULL}
+MEVB_API int mevb_prune_opts_init(mevb_prune_opts *opts, size_t size);
+/* Applies the retention policy; the report lists every decision with its reason. */
+MEVB_API int mevb_repo_prune(mevb_repo *repo, const mevb_prune_opts *opts, mevb_report **out);
+
+/* ---- verification -------------------------------------------------------------------- */
+
+typedef struct mevb_verify_opts {
+  uint32_t struct_size;
+  const char *kind;                  /* NULL: every kind */
+  const char *source;                /* with "latest": which source */
+  const char *restore_test_conninfo; /* postgres: restore into a scratch database on this server */
+  const char *const *queries;        /* postgres: SQL checks run in the scratch database */
+  size_t queries_count;
+  int no_record;                     /* non-zero: do not store the outcome beside the backup */
+  mevb_progress_cb progress;
+  void *progress_user;
+} mevb_verify_opts;
+#define MEVB_VERIFY_OPTS_INIT {sizeof(mevb_verify_opts), NULL, NULL, NULL, NULL, 0, 0, NULL, NULL}
+MEVB_API int mevb_verify_opts_init(mevb_verify_opts *opts, size_t size);
+/* Verifies `which` (an id, "latest" or "all"). A backup failing verification is not an
+ * error of the call: see mevb_report_status (the number that failed). */
+MEVB_API int mevb_repo_verify(mevb_repo *repo, const char *which, const mevb_verify_opts *opts, mevb_report **out);
+
+/* ---- monitoring ------------------------------------------------------------------------ */
+
+typedef struct mevb_check_opts {
+  uint32_t struct_size;
+  const char *kind;             /* NULL: every kind found */
+  int64_t max_age_seconds;      /* the RPO; default 25 h */
+  const char *now;              /* RFC 3339; NULL: the current time */
+  const char *prometheus_file;  /* if set: a node_exporter textfile, written atomically */
+  double warning_fraction;      /* WARNING from this fraction of max_age (default 0.8) */
+} mevb_check_opts;
+#define MEVB_CHECK_OPTS_INIT {sizeof(mevb_check_opts), NULL, 90000, NULL, NULL, 0.8}
+MEVB_API int mevb_check_opts_init(mevb_check_opts *opts, size_t size);
+/* Freshness of the newest backup of each kind and source. An unreadable repository is
+ * not an error of the call: the report's status is 3 (UNKNOWN). */
+MEVB_API int mevb_repo_check(mevb_repo *repo, const mevb_check_opts *opts, mevb_report **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,6 +6,9 @@ namespace cli {
 int cmd_backup_postgres(int argc, char** argv, int start);
 int cmd_restore_postgres(int argc, char** argv, int start);
 int cmd_list(int argc, char** argv, int start);
+int cmd_prune(int argc, char** argv, int start);
+int cmd_verify(int argc, char** argv, int start);
+int cmd_check(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -17,6 +20,13 @@ const char* kUsage =
     "  mevbackup restore postgres --repo REPO --dbname CONNINFO [--backup ID|latest] [--source DB]\n"
     "                             [--clean] [--pg-restore PATH]\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
+    "  mevbackup prune --repo REPO [--keep-last N] [--keep-days N] [--keep-daily N] [--keep-weekly N]\n"
+    "                  [--keep-monthly N] [--keep-yearly N] [--grace DURATION] [--kind K] [--source S]\n"
+    "                  [--dry-run] [--now TIME] [--json]\n"
+    "  mevbackup verify --repo REPO [--backup ID|latest|all] [--kind K] [--restore-test CONNINFO]\n"
+    "                   [--query SQL]... [--no-record] [--json]\n"
+    "  mevbackup check --repo REPO --max-age DURATION [--kind K] [--now TIME] [--json]\n"
+    "                  [--prometheus FILE]      (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)\n"
     "  mevbackup version\n"
     "\n"
     "REPO may also come from MEVBACKUP_REPO. CONNINFO is a libpq connection string or URI;\n"
@@ -35,6 +45,9 @@ const Command kCommands[] = {
     {"backup", "postgres", cli::cmd_backup_postgres},
     {"restore", "postgres", cli::cmd_restore_postgres},
     {"list", nullptr, cli::cmd_list},
+    {"prune", nullptr, cli::cmd_prune},
+    {"verify", nullptr, cli::cmd_verify},
+    {"check", nullptr, cli::cmd_check},
 };
 
 }  // namespace

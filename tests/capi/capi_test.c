@@ -102,6 +102,30 @@ static void no_server_checks(void) {
   CHECK(strstr(mevb_error_last()->message, "does not know") != NULL);
   big[0].struct_size = 2;
   CHECK(mevb_repo_backup_postgres(repo, &big[0], NULL) == MEVB_ERR_INVALID_ARGUMENT);
+
+  /* Reports: an empty repository checks CRITICAL, prunes nothing, has no "latest" to verify. */
+  {
+    mevb_report *rep = NULL;
+    mevb_check_opts co = MEVB_CHECK_OPTS_INIT;
+    mevb_prune_opts po;
+    CHECK(mevb_repo_check(repo, &co, &rep) == MEVB_OK);
+    CHECK(mevb_report_status(rep) == 2);
+    CHECK(strncmp(mevb_report_text(rep), "MEVBACKUP CRITICAL", 18) == 0);
+    CHECK(strstr(mevb_report_json(rep), "\"CRITICAL\"") != NULL);
+    mevb_report_free(rep);
+    co.now = "not a time";
+    CHECK(mevb_repo_check(repo, &co, &rep) == MEVB_ERR_INVALID_ARGUMENT);
+    CHECK(rep == NULL);
+    CHECK(mevb_prune_opts_init(&po, sizeof po) == MEVB_OK);
+    CHECK(po.keep_last == 1 && po.incomplete_grace_seconds == 86400);
+    CHECK(mevb_repo_prune(repo, &po, &rep) == MEVB_OK);
+    CHECK(mevb_report_status(rep) == 0);
+    mevb_report_free(rep);
+    po.keep_last = 0;
+    CHECK(mevb_repo_prune(repo, &po, &rep) == MEVB_ERR_INVALID_ARGUMENT);
+    CHECK(mevb_repo_verify(repo, "latest", NULL, &rep) == MEVB_ERR_NOT_FOUND);
+    mevb_report_free(NULL);
+  }
   mevb_repo_free(repo);
 }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
 
 __all__ = [
-    "Repository", "Backup", "Progress", "Error", "library_version", "__version__",
+    "Repository", "Backup", "Progress", "Report", "Error", "library_version", "__version__",
     "InvalidArgument", "OutOfMemory", "InternalError", "IOError", "NotFound", "AlreadyExists",
     "Cancelled", "ConnectionFailed", "AuthenticationFailed", "DumpFailed", "RestoreFailed",
     "Corrupt", "VersionMismatch", "NotEmpty", "NoSpace", "PermissionDenied", "Unsupported",
@@ -105,6 +105,26 @@ class _PgRestoreOpts(ctypes.Structure):
                 ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p)]
 
 
+class _PruneOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("keep_last", ctypes.c_int), ("keep_days", ctypes.c_int),
+                ("keep_daily", ctypes.c_int), ("keep_weekly", ctypes.c_int), ("keep_monthly", ctypes.c_int),
+                ("keep_yearly", ctypes.c_int), ("incomplete_grace_seconds", ctypes.c_int64),
+                ("kind", ctypes.c_char_p), ("source", ctypes.c_char_p), ("dry_run", ctypes.c_int),
+                ("now", ctypes.c_char_p)]
+
+
+class _VerifyOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("kind", ctypes.c_char_p), ("source", ctypes.c_char_p),
+                ("restore_test_conninfo", ctypes.c_char_p), ("queries", ctypes.POINTER(ctypes.c_char_p)),
+                ("queries_count", ctypes.c_size_t), ("no_record", ctypes.c_int), ("progress", _PROGRESS_CB),
+                ("progress_user", ctypes.c_void_p)]
+
+
+class _CheckOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("kind", ctypes.c_char_p), ("max_age_seconds", ctypes.c_int64),
+                ("now", ctypes.c_char_p), ("prometheus_file", ctypes.c_char_p), ("warning_fraction", ctypes.c_double)]
+
+
 def _candidates() -> Iterable[str]:
     env = os.environ.get("MEVBACKUP_LIBRARY")
     if env:
@@ -173,6 +193,18 @@ _declare("mevb_repo_backup_postgres", ctypes.c_int, [_p, ctypes.POINTER(_PgBacku
 _declare("mevb_pg_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_PgRestoreOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_restore_postgres", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_PgRestoreOpts)], True)
 
+_declare("mevb_report_json", ctypes.c_char_p, [_p])
+_declare("mevb_report_text", ctypes.c_char_p, [_p])
+_declare("mevb_report_status", ctypes.c_int, [_p])
+_declare("mevb_report_free", None, [_p])
+_declare("mevb_prune_opts_init", ctypes.c_int, [ctypes.POINTER(_PruneOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_prune", ctypes.c_int, [_p, ctypes.POINTER(_PruneOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_verify_opts_init", ctypes.c_int, [ctypes.POINTER(_VerifyOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_verify", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_VerifyOpts), ctypes.POINTER(_p)],
+         True)
+_declare("mevb_check_opts_init", ctypes.c_int, [ctypes.POINTER(_CheckOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_check", ctypes.c_int, [_p, ctypes.POINTER(_CheckOpts), ctypes.POINTER(_p)], True)
+
 __version__: str = _lib.mevb_version().decode()
 
 
@@ -224,6 +256,24 @@ class Backup:
         return cls(id=s("id"), kind=s("kind"), path=s("path"), size=int(_lib.mevb_backup_size(h)),
                    sha256=s("sha256"), created_at=s("created_at"), compression=s("compression"),
                    source_name=s("source_name"), manifest=json.loads(s("manifest_json")))
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome of prune, verify or check: `status` (deleted / failed / Nagios code),
+    `text` (as the CLI prints it) and `data` (the JSON report, parsed)."""
+
+    status: int
+    text: str
+    data: dict
+
+
+def _take_report(h: "_p") -> Report:
+    try:
+        return Report(_lib.mevb_report_status(h), _lib.mevb_report_text(h).decode(),
+                      json.loads(_lib.mevb_report_json(h).decode()))
+    finally:
+        _lib.mevb_report_free(h)
 
 
 ProgressFn = Callable[[Progress], Any]
@@ -369,3 +419,45 @@ class Repository:
             cb.reraise()
             raise
         del keep
+
+    # -- retention, verification, monitoring
+
+    def prune(self, *, keep_last: int = 1, keep_days: int = 0, keep_daily: int = 0, keep_weekly: int = 0,
+              keep_monthly: int = 0, keep_yearly: int = 0, incomplete_grace_seconds: int = 86400,
+              kind: Optional[str] = None, source: Optional[str] = None, dry_run: bool = False,
+              now: Optional[str] = None) -> Report:
+        """Applies a retention policy; `Report.data["decisions"]` says what was kept or deleted, and why."""
+        o = _PruneOpts()
+        _lib.mevb_prune_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.keep_last, o.keep_days, o.keep_daily = keep_last, keep_days, keep_daily
+        o.keep_weekly, o.keep_monthly, o.keep_yearly = keep_weekly, keep_monthly, keep_yearly
+        o.incomplete_grace_seconds = incomplete_grace_seconds
+        o.kind, o.source, o.dry_run, o.now = _enc(kind), _enc(source), 1 if dry_run else 0, _enc(now)
+        h = _p()
+        _lib.mevb_repo_prune(self._handle(), ctypes.byref(o), ctypes.byref(h))
+        return _take_report(h)
+
+    def verify(self, backup: str = "latest", *, kind: Optional[str] = None, source: Optional[str] = None,
+               restore_test: Optional[str] = None, queries: Optional[Sequence[str]] = None,
+               record: bool = True) -> Report:
+        """Re-reads backups (an id, "latest" or "all"); `Report.status` is how many failed."""
+        o = _VerifyOpts()
+        _lib.mevb_verify_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.kind, o.source, o.restore_test_conninfo = _enc(kind), _enc(source), _enc(restore_test)
+        o.queries, o.queries_count, keep = _argv(queries)
+        o.no_record = 0 if record else 1
+        h = _p()
+        _lib.mevb_repo_verify(self._handle(), _enc(backup), ctypes.byref(o), ctypes.byref(h))
+        del keep
+        return _take_report(h)
+
+    def check(self, *, max_age_seconds: int = 25 * 3600, kind: Optional[str] = None, now: Optional[str] = None,
+              prometheus_file: Optional[str] = None, warning_fraction: float = 0.8) -> Report:
+        """Freshness of the newest backups; `Report.status` is 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
+        o = _CheckOpts()
+        _lib.mevb_check_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.kind, o.max_age_seconds, o.now = _enc(kind), max_age_seconds, _enc(now)
+        o.prometheus_file, o.warning_fraction = _enc(prometheus_file), warning_fraction
+        h = _p()
+        _lib.mevb_repo_check(self._handle(), ctypes.byref(o), ctypes.byref(h))
+        return _take_report(h)
