@@ -1,0 +1,33 @@
+#!/bin/sh
+# Installs a build into a scratch prefix, then builds a consumer with find_package()
+# and another with pkg-config against it, and runs both.
+#   check_install.sh cmake BUILD_DIR SOURCE_DIR
+#   check_install.sh meson BUILD_DIR SOURCE_DIR
+set -eu
+kind=$1 build=$2 src=$3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+if [ "$kind" = cmake ]; then
+  cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
+  prefix=$tmp/prefix
+else
+  DESTDIR=$tmp/dest meson install -C "$build" --no-rebuild --quiet >/dev/null
+  prefix=$(find "$tmp/dest" -name mevbackup.h -path '*/include/*' | sed 's|/include/mevbackup.h$||')
+fi
+lib=$(find "$prefix" -name 'libmevbackup.so.0' | head -n1)
+[ -n "$lib" ] || { echo "libmevbackup.so.0 not installed under $prefix"; exit 1; }
+libdir=$(dirname "$lib")
+readelf -d "$lib" | grep -q 'SONAME.*libmevbackup.so.0' || { echo "SONAME is not libmevbackup.so.0"; exit 1; }
+[ -f "$prefix/include/mevbackup.h" ] || { echo "mevbackup.h not installed"; exit 1; }
+[ -f "$libdir/pkgconfig/mevbackup.pc" ] || { echo "mevbackup.pc not installed"; exit 1; }
+[ -f "$libdir/cmake/mevbackup/mevbackupConfig.cmake" ] || { echo "CMake package config not installed"; exit 1; }
+
+# find_package(mevbackup) -> mevbackup::mevbackup
+cmake -S "$src/tests/install/consumer" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$tmp/consumer" >/dev/null
+LD_LIBRARY_PATH=$libdir "$tmp/consumer/consumer"
+
+# pkg-config, strict C99
+flags=$(PKG_CONFIG_PATH=$libdir/pkgconfig pkg-config --cflags --libs mevbackup)
+cc -std=c99 -Wall -Wextra -Werror -pedantic "$src/tests/install/consumer/main.c" $flags -o "$tmp/pc-consumer"
+LD_LIBRARY_PATH=$libdir "$tmp/pc-consumer"
