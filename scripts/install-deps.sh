@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build meson pkg-config binutils
   libpq-dev zlib1g-dev libssl-dev libfmt-dev doctest-dev nlohmann-json3-dev
+  libisal-dev libdeflate-dev libzstd-dev
   postgresql-15 postgresql-client-15
   python3 python3-pytest gzip util-linux
 )

@@ -15,8 +15,9 @@ namespace {
 
 const char* kUsage =
     "usage:\n"
-    "  mevbackup backup postgres --repo REPO --dbname CONNINFO [--prefix NAME] [--compress gzip|none]\n"
+    "  mevbackup backup postgres --repo REPO --dbname CONNINFO [--prefix NAME] [--compress gzip|zstd|none]\n"
     "                            [--level N] [--pg-dump PATH] [--pg-dump-arg ARG]... [--json]\n"
+    "                            (gzip levels 1-3: ISA-L, default 1; 4-12: libdeflate; zstd 1-19, default 3)\n"
     "  mevbackup restore postgres --repo REPO --dbname CONNINFO [--backup ID|latest] [--source DB]\n"
     "                             [--clean] [--pg-restore PATH]\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"

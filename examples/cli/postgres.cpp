@@ -17,7 +17,7 @@ int cmd_backup_postgres(int argc, char** argv, int start) {
   if (const char* l = opt(a, "level")) {
     char* end = nullptr;
     long v = std::strtol(l, &end, 10);
-    if (!*l || *end || v < 1 || v > 9) throw UsageError{std::string("--level must be 1..9, not \"") + l + "\""};
+    if (!*l || *end || v < 1 || v > 22) throw UsageError{std::string("--level must be a number, not \"") + l + "\""};
     o.level = static_cast<int>(v);
   }
   std::vector<const char*> extra;

@@ -36,6 +36,38 @@ void check_name_prefix(const std::string& p) {
 
 }  // namespace
 
+namespace {
+
+// Checks the first bytes of a stored artifact against the compression its manifest
+// names, so a mislabelled artifact fails with a clear message, not a codec error.
+class MagicCheck final : public Observer {
+ public:
+  MagicCheck(Compression expected, std::string path) : expected_(expected), path_(std::move(path)) {}
+  void update(Bytes data) override {
+    if (done_ || expected_ == Compression::none) return;  // an uncompressed payload may look like anything
+    head_.insert(head_.end(), data.begin(), data.begin() + std::min<size_t>(data.size(), 4 - head_.size()));
+    if (head_.size() >= 4) check();
+  }
+  void finish() override {
+    if (!done_ && !head_.empty() && expected_ != Compression::none) check();
+  }
+
+ private:
+  void check() {
+    done_ = true;
+    auto found = detect_compression(Bytes(head_.data(), head_.size()));
+    if (found && *found != expected_)
+      throw Error(Code::corrupt, fmt::format("artifact {} holds {} data but its manifest says {}", path_,
+                                             compression_name(*found), compression_name(expected_)));
+  }
+  Compression expected_;
+  std::string path_;
+  std::vector<std::byte> head_;
+  bool done_ = false;
+};
+
+}  // namespace
+
 Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const RunContext& ctx,
                              const std::function<void(Manifest&)>& complete) {
   check_name_prefix(spec.name_prefix);
@@ -100,9 +132,11 @@ void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext&
   auto src = storage_->get(m.path);
   Sha256 sha;
   ByteCounter n;
-  auto dec = make_decompressor(parse_compression(m.compression));
+  Compression comp = parse_compression(m.compression);
+  auto dec = make_decompressor(comp);
+  MagicCheck magic(comp, m.path);
   Pipeline p(*src);
-  p.observe(sha).observe(n);
+  p.observe(sha).observe(n).observe(magic);
   if (dec) p.then(*dec);
   p.before_commit([&] {
     if (n.count() != m.size)
