@@ -167,8 +167,10 @@ typedef struct mevb_pg_restore_opts {
   size_t pg_restore_args_count;
   mevb_progress_cb progress;
   void *progress_user;
+  int jobs;                         /* > 1: pg_restore --jobs, staging the dump in a temporary file */
+  const char *staging_dir;          /* where that file goes; NULL: $TMPDIR or /tmp */
 } mevb_pg_restore_opts;
-#define MEVB_PG_RESTORE_OPTS_INIT {sizeof(mevb_pg_restore_opts), NULL, 0, NULL, NULL, NULL, 0, NULL, NULL}
+#define MEVB_PG_RESTORE_OPTS_INIT {sizeof(mevb_pg_restore_opts), NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, 1, NULL}
 MEVB_API int mevb_pg_restore_opts_init(mevb_pg_restore_opts *opts, size_t size);
 
 /* Restores backup `id_or_latest` into the database opts->conninfo names. */

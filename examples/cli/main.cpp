@@ -19,7 +19,7 @@ const char* kUsage =
     "                            [--level N] [--pg-dump PATH] [--pg-dump-arg ARG]... [--json]\n"
     "                            (gzip levels 1-3: ISA-L, default 1; 4-12: libdeflate; zstd 1-19, default 3)\n"
     "  mevbackup restore postgres --repo REPO --dbname CONNINFO [--backup ID|latest] [--source DB]\n"
-    "                             [--clean] [--pg-restore PATH]\n"
+    "                             [--clean] [--jobs N [--staging-dir DIR]] [--pg-restore PATH]\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
     "  mevbackup prune --repo REPO [--keep-last N] [--keep-days N] [--keep-daily N] [--keep-weekly N]\n"
     "                  [--keep-monthly N] [--keep-yearly N] [--grace DURATION] [--kind K] [--source S]\n"

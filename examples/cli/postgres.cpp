@@ -42,7 +42,8 @@ int cmd_backup_postgres(int argc, char** argv, int start) {
 }
 
 int cmd_restore_postgres(int argc, char** argv, int start) {
-  Args a = parse(argc, argv, start, {"repo", "dbname", "backup", "source", "pg-restore"}, {"pg-restore-arg"},
+  Args a = parse(argc, argv, start, {"repo", "dbname", "backup", "source", "pg-restore", "jobs", "staging-dir"},
+                 {"pg-restore-arg"},
                  {"clean", "quiet", "verbose"});
   common_flags(a);
   std::string conninfo = need(a, "dbname");
@@ -53,6 +54,13 @@ int cmd_restore_postgres(int argc, char** argv, int start) {
   o.clean = a.flags.count("clean") ? 1 : 0;
   o.source_name = opt(a, "source");
   o.pg_restore_path = opt(a, "pg-restore");
+  o.staging_dir = opt(a, "staging-dir");
+  if (const char* j = opt(a, "jobs")) {
+    char* end = nullptr;
+    long v = std::strtol(j, &end, 10);
+    if (!*j || *end || v < 1 || v > 64) throw UsageError{std::string("--jobs must be 1..64, not \"") + j + "\""};
+    o.jobs = static_cast<int>(v);
+  }
   std::vector<const char*> extra;
   if (auto it = a.many.find("pg-restore-arg"); it != a.many.end()) {
     for (auto& s : it->second) extra.push_back(s.c_str());

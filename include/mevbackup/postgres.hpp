@@ -34,6 +34,11 @@ struct PgRestoreOptions {
   bool clean = false;          // replace a non-empty target
   std::string pg_restore_path; // empty: the newest installed pg_restore
   std::vector<std::string> pg_restore_args = {"--no-owner", "--no-acl"};
+  // > 1: pg_restore --jobs, which needs a seekable file: the decompressed dump is staged
+  // in a private temporary file in staging_dir (default $TMPDIR or /tmp) and removed
+  // afterwards. 1: streamed, no temporary copy.
+  int jobs = 1;
+  std::string staging_dir;
 };
 
 // Restores `backup` into the database that opts.conninfo names. The data goes into a

@@ -290,3 +290,36 @@ def test_capi_test_in_c_with_server(pg, tools, repo, newdb):
                        capture_output=True, text=True, env=pg.env())
     assert r.returncode == 0, r.stdout + r.stderr
     assert "with round trip" in r.stdout
+
+
+def test_restore_with_jobs_stages_a_private_file_and_removes_it(pg, cli, repo, newdb, tmp_path):
+    backup(cli, pg, repo)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    target = newdb("jobs")
+    r = cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--jobs", "2",
+            "--staging-dir", staging, "--verbose")
+    assert r.returncode == 0, r.stderr
+    assert "needs a seekable file" in r.stderr and str(staging) in r.stderr
+    assert list(staging.iterdir()) == []
+    assert pg.row_counts(target) == pg.row_counts("mev_protection")
+    assert cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--jobs", "0").returncode == 2
+
+
+def test_zstd_backup_round_trip_and_stock_zstd_reads_it(pg, cli, repo, newdb):
+    r = backup(cli, pg, repo, "mev_protection", "--compress", "zstd")
+    path = repo / re.search(r"database/\S+\.dump\.zst", r.stdout).group(0)
+    assert subprocess.run(["zstd", "-t", "-q", str(path)]).returncode == 0
+    target = newdb("zstd")
+    r = cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target))
+    assert r.returncode == 0, r.stderr
+    assert pg.row_counts(target) == pg.row_counts("mev_protection")
+
+
+def test_high_gzip_level_is_parallel_members_that_gunzip_reads(pg, cli, repo, newdb):
+    r = backup(cli, pg, repo, "mev_protection", "--level", "9")
+    path = repo / re.search(r"database/\S+\.dump\.gz", r.stdout).group(0)
+    assert subprocess.run(["gzip", "-t", str(path)]).returncode == 0
+    target = newdb("l9")
+    assert cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target)).returncode == 0
+    assert pg.row_counts(target) == pg.row_counts("mev_protection")

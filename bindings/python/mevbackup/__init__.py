@@ -102,7 +102,8 @@ class _PgRestoreOpts(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("conninfo", ctypes.c_char_p), ("clean", ctypes.c_int),
                 ("source_name", ctypes.c_char_p), ("pg_restore_path", ctypes.c_char_p),
                 ("pg_restore_args", ctypes.POINTER(ctypes.c_char_p)), ("pg_restore_args_count", ctypes.c_size_t),
-                ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p)]
+                ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p), ("jobs", ctypes.c_int),
+                ("staging_dir", ctypes.c_char_p)]
 
 
 class _PruneOpts(ctypes.Structure):
@@ -400,8 +401,8 @@ class Repository:
 
     def restore_postgres(self, backup: Union[str, Backup] = "latest", *, dbname: str, clean: bool = False,
                          source: Optional[str] = None, pg_restore: Optional[str] = None,
-                         pg_restore_args: Optional[Sequence[str]] = None,
-                         progress: Optional[ProgressFn] = None) -> None:
+                         pg_restore_args: Optional[Sequence[str]] = None, jobs: int = 1,
+                         staging_dir: Optional[str] = None, progress: Optional[ProgressFn] = None) -> None:
         """Restores `backup` (an id, a Backup or "latest") into the database `dbname` names."""
         ident = backup.id if isinstance(backup, Backup) else backup
         o = _PgRestoreOpts()
@@ -411,6 +412,8 @@ class Repository:
         o.source_name = _enc(source)
         o.pg_restore_path = _enc(pg_restore)
         o.pg_restore_args, o.pg_restore_args_count, keep = _argv(pg_restore_args)
+        o.jobs = jobs
+        o.staging_dir = _enc(staging_dir)
         cb = _Callbacks(self, progress)
         o.progress = cb.c_progress
         try:
