@@ -8,6 +8,7 @@ packages=(
   libpq-dev zlib1g-dev libssl-dev libfmt-dev doctest-dev nlohmann-json3-dev
   postgresql-15 postgresql-client-15
   python3 python3-pytest gzip util-linux
+  libarchive-dev tar
 )
 
 missing=()

@@ -6,6 +6,8 @@ namespace cli {
 int cmd_backup_postgres(int argc, char** argv, int start);
 int cmd_restore_postgres(int argc, char** argv, int start);
 int cmd_list(int argc, char** argv, int start);
+int cmd_backup_files(int argc, char** argv, int start);
+int cmd_restore_files(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -16,12 +18,19 @@ const char* kUsage =
     "                            [--level N] [--pg-dump PATH] [--pg-dump-arg ARG]... [--json]\n"
     "  mevbackup restore postgres --repo REPO --dbname CONNINFO [--backup ID|latest] [--source DB]\n"
     "                             [--clean] [--pg-restore PATH]\n"
+    "  mevbackup backup files --repo REPO [--base DIR] [--exclude GLOB]... [--include-secrets]\n"
+    "                         [--ignore-missing] [--prefix NAME] [--json] PATH...\n"
+    "  mevbackup restore files --repo REPO --target DIR [--backup ID|latest] [--only GLOB]...\n"
+    "                          [--dry-run] [--overwrite] [--source NAME]\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
     "  mevbackup version\n"
     "\n"
     "REPO may also come from MEVBACKUP_REPO. CONNINFO is a libpq connection string or URI;\n"
     "the PG* environment variables apply. Keep passwords in PGPASSWORD or a passfile, not\n"
     "on the command line.\n"
+    "Files: PATHs (files, directories, globs) are relative to --base (default: the current\n"
+    "directory); secrets (.env, *.pem, *.key, id_rsa*, secrets/, ...) stay out unless\n"
+    "--include-secrets. A restore refuses to replace files that differ unless --overwrite.\n"
     "Common options: --quiet (no progress), --verbose (log details).\n";
 
 struct Command {
@@ -35,6 +44,8 @@ const Command kCommands[] = {
     {"backup", "postgres", cli::cmd_backup_postgres},
     {"restore", "postgres", cli::cmd_restore_postgres},
     {"list", nullptr, cli::cmd_list},
+    {"backup", "files", cli::cmd_backup_files},
+    {"restore", "files", cli::cmd_restore_files},
 };
 
 }  // namespace
