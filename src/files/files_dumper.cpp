@@ -98,7 +98,10 @@ class Collector {
         throw Error(Code::invalid_argument,
                     fmt::format("\"{}\" leaves the base directory {} (\"..\" is not allowed)", arg, base_));
     rel = files::join_name(parts);
-    if (rel.empty()) throw Error(Code::invalid_argument, fmt::format("\"{}\" names the base directory itself; name what is inside it", arg));
+    if (rel.empty()) {  // "." : everything inside the base (the base itself is not a member)
+      for (auto& c : list_dir(base_)) walk(c);
+      return;
+    }
 
     std::vector<std::string> matches;
     if (has_glob(rel)) {
@@ -179,13 +182,17 @@ class Collector {
     seen_.insert(rel);
     members.push_back(Member{rel, t});
     if (!is_dir) return;
+    for (auto& c : list_dir(abs(rel))) walk(rel + "/" + c);
+  }
+
+  static std::vector<std::string> list_dir(const std::string& dir) {
     std::vector<std::string> children;
     std::error_code ec;
-    for (std::filesystem::directory_iterator it(abs(rel), ec), end; !ec && it != end; it.increment(ec))
+    for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
       children.push_back(it->path().filename().string());
-    if (ec) throw sys_error(ec.value(), fmt::format("cannot list {}", abs(rel)));
+    if (ec) throw sys_error(ec.value(), fmt::format("cannot list {}", dir));
     std::sort(children.begin(), children.end());
-    for (auto& c : children) walk(rel + "/" + c);
+    return children;
   }
 
   std::string base_;
