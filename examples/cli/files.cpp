@@ -11,10 +11,15 @@ std::vector<const char*> c_strings(const std::vector<std::string>& v) {
   return out;
 }
 
+struct EntryReport {
+  bool dry = false;
+  int conflicts = 0;
+};
+
 void on_entry(const char* name, const char* action, void* user) {
-  bool dry = *static_cast<bool*>(user);
-  if (dry) std::printf("%-9s %s\n", action, name);
-  else if (std::strcmp(action, "unchanged") != 0) std::printf("%-9s %s\n", action, name);
+  auto* r = static_cast<EntryReport*>(user);
+  if (std::strcmp(action, "conflict") == 0) r->conflicts++;
+  if (r->dry || std::strcmp(action, "unchanged") != 0) std::printf("%-9s %s\n", action, name);
 }
 
 }  // namespace
@@ -75,12 +80,17 @@ int cmd_restore_files(int argc, char** argv, int start) {
   o.dry_run = dry ? 1 : 0;
   o.overwrite = a.flags.count("overwrite") ? 1 : 0;
   o.source_name = opt(a, "source");
+  EntryReport report;
+  report.dry = dry;
   o.on_entry = on_entry;
-  o.on_entry_user = &dry;
+  o.on_entry_user = &report;
   o.progress = on_progress;
   mevb_repo* repo = open_repo(a);
   if (mevb_repo_restore_files(repo, backup.c_str(), &o) != MEVB_OK) fail();
   if (!dry) std::printf("restored %s into %s\n", backup.c_str(), target.c_str());
+  if (dry && report.conflicts)
+    std::fprintf(stderr, "mevbackup: %d existing file(s) differ; a restore would refuse them without --overwrite\n",
+                 report.conflicts);
   mevb_repo_free(repo);
   return 0;
 }
