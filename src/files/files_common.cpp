@@ -60,6 +60,29 @@ bool pattern_matches(const std::string& pattern, const std::string& rel, bool is
   return fnmatch(p.c_str(), rel.c_str(), 0) == 0;
 }
 
+std::string symlink_escape(const std::string& name, const std::string& target) {
+  if (target.empty()) return "symlink with an empty target";
+  if (target[0] == '/') return fmt::format("symlink to the absolute path \"{}\" leads outside the target", target);
+  size_t depth = split_name(name).size() - 1;
+  size_t ups = 0;
+  bool descended = false;
+  size_t i = 0;
+  while (i <= target.size()) {
+    size_t j = target.find('/', i);
+    if (j == std::string::npos) j = target.size();
+    std::string part = target.substr(i, j - i);
+    i = j + 1;
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (descended) return fmt::format("symlink target \"{}\" climbs with \"..\" after a name", target);
+      if (++ups > depth) return fmt::format("symlink to \"{}\" leads outside the target", target);
+    } else {
+      descended = true;
+    }
+  }
+  return "";
+}
+
 std::string mode_string(unsigned mode) { return fmt::format("{:04o}", mode & 07777); }
 
 }  // namespace files

@@ -18,6 +18,11 @@ std::string join_name(const std::vector<std::string>& parts, size_t n = SIZE_MAX
 // component, the others the whole name.
 bool pattern_matches(const std::string& pattern, const std::string& rel, bool is_dir);
 
+// Why a symlink member `name` -> `target` could lead outside the tree it is restored
+// into, or "" when it cannot: the target must be relative, with ".." only at its start
+// and never more of them than the link's depth.
+std::string symlink_escape(const std::string& name, const std::string& target);
+
 // "0644"
 std::string mode_string(unsigned mode);
 

@@ -174,8 +174,19 @@ class Collector {
     Type t;
     if (S_ISREG(st.st_mode)) t = Type::file;
     else if (is_dir) t = Type::dir;
-    else if (S_ISLNK(st.st_mode)) t = Type::symlink;
-    else {
+    else if (S_ISLNK(st.st_mode)) {
+      t = Type::symlink;
+      // A restore refuses links leading outside the restored tree: refuse them now,
+      // rather than store a backup that cannot be restored.
+      std::vector<char> buf(4097);
+      ssize_t n = ::readlink(abs(rel).c_str(), buf.data(), buf.size() - 1);
+      if (n < 0) throw sys_error(errno, fmt::format("cannot read the link {}", abs(rel)));
+      std::string target(buf.data(), static_cast<size_t>(n));
+      if (std::string why = files::symlink_escape(rel, target); !why.empty())
+        throw Error(Code::invalid_argument,
+                    fmt::format("{}: {}; a restore would refuse it. Exclude it (--exclude) or back up what it points to",
+                                abs(rel), why));
+    } else {
       if (log_) log_(LogLevel::warning, fmt::format("skipping {}: not a file, directory or symlink", abs(rel)));
       return;
     }
@@ -433,7 +444,7 @@ Manifest backup_files(Repository& repo, const FilesBackupOptions& opts, const Ru
   spec.format = "tar-pax";
   spec.compression = opts.compression;
   spec.level = opts.level;
-  return repo.publish(source, spec, ctx, [&](Manifest& m) {
+  Manifest out = repo.publish(source, spec, ctx, [&](Manifest& m) {
     m.source = {
         {"base_dir", base},
         {"paths", opts.paths},
@@ -444,6 +455,7 @@ Manifest backup_files(Repository& repo, const FilesBackupOptions& opts, const Ru
         {"secret_excludes", !opts.include_secrets},
     };
   });
+  return out;
 }
 
 }  // namespace mevbackup

@@ -108,29 +108,11 @@ bool has_prefix_dir(const std::string& name, const std::set<std::string>& set) {
   return false;
 }
 
-// Validates a symlink target: relative, and leading ".." only, never more of them
-// than the link's depth. Since no member is written below a symlink, every directory
-// above a link is real, so this lexical check is exact.
+// Since no member is written below a symlink, every directory above a link is real,
+// so the lexical check of files::symlink_escape is exact.
 void check_symlink(const std::string& name, const std::string& target) {
-  if (target.empty()) unsafe(name, "symlink with an empty target");
-  if (target[0] == '/') unsafe(name, fmt::format("symlink to the absolute path \"{}\" leads outside the target", target));
-  size_t depth = files::split_name(name).size() - 1;
-  size_t ups = 0;
-  bool descended = false;
-  size_t i = 0;
-  while (i <= target.size()) {
-    size_t j = target.find('/', i);
-    if (j == std::string::npos) j = target.size();
-    std::string part = target.substr(i, j - i);
-    i = j + 1;
-    if (part.empty() || part == ".") continue;
-    if (part == "..") {
-      if (descended) unsafe(name, fmt::format("symlink target \"{}\" climbs with \"..\" after a name", target));
-      if (++ups > depth) unsafe(name, fmt::format("symlink to \"{}\" leads outside the target", target));
-    } else {
-      descended = true;
-    }
-  }
+  std::string why = files::symlink_escape(name, target);
+  if (!why.empty()) unsafe(name, why);
 }
 
 std::string hash_file(const std::string& path) {

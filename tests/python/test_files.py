@@ -372,3 +372,15 @@ def test_corrupt_artifact_leaves_the_target_untouched(fcli, tmp_path):
     assert r.returncode == 1 and ("SHA-256" in r.stderr or "bytes" in r.stderr), r.stderr
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if ".mevb-" in p.name]
+
+
+def test_links_a_restore_would_refuse_fail_the_backup(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    os.symlink("/etc/hostname", src / "nginx" / "abs-link")
+    repo = tmp_path / "repo"
+    r = fcli("backup", "files", "--repo", repo, "--base", src, ".")
+    assert r.returncode == 1
+    assert "nginx/abs-link" in r.stderr and "--exclude" in r.stderr
+    assert not (repo / "config").exists() or not list((repo / "config").iterdir())
+    r = fcli("backup", "files", "--repo", repo, "--base", src, "--exclude", "abs-link", ".")
+    assert r.returncode == 0, r.stderr

@@ -350,6 +350,18 @@ TEST_CASE("backup errors name the path") {
   bo.paths = {dir / "src/nginx/nginx.conf"};  // absolute inside the base: fine
   Manifest m2 = backup_files(repo, bo, {});
   CHECK(m2.source["members"][0]["name"] == "nginx/nginx.conf");
+  ::symlink("../../outside", (dir / "src/nginx/up").c_str());
+  bo.paths = {"nginx"};
+  try {
+    backup_files(repo, bo, {});
+    FAIL("a link leading outside was stored");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::invalid_argument);
+    CHECK(std::string(e.what()).find("nginx/up") != std::string::npos);
+  }
+  bo.excludes = {"up"};
+  CHECK(backup_files(repo, bo, {}).source["excluded"] == nlohmann::json::array({"nginx/up"}));
+  bo.excludes = {};
   bo.paths = {".env"};
   bo.ignore_missing = false;
   CHECK_THROWS_AS(backup_files(repo, bo, {}), Error);  // nothing left after the secret exclude
