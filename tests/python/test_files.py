@@ -384,3 +384,16 @@ def test_links_a_restore_would_refuse_fail_the_backup(fcli, tmp_path):
     assert not (repo / "config").exists() or not list((repo / "config").iterdir())
     r = fcli("backup", "files", "--repo", repo, "--base", src, "--exclude", "abs-link", ".")
     assert r.returncode == 0, r.stderr
+
+
+def test_archive_made_by_stock_tar_restores(fcli, tmp_path):
+    """Names as GNU tar writes them ("./", the root entry, hard links) are accepted."""
+    src = make_tree(tmp_path / "src")
+    os.link(src / "requirements.txt", src / "requirements-copy.txt")
+    tar_bytes = subprocess.run(["tar", "-C", str(src), "-cf", "-", "."], capture_output=True, check=True).stdout
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    ident = plant(repo, tar_bytes, fcli, tmp_path)
+    r = fcli("restore", "files", "--repo", repo, "--backup", ident, "--target", out)
+    assert r.returncode == 0, r.stderr
+    assert subprocess.run(["diff", "-r", "--no-dereference", str(src), str(out)]).returncode == 0
+    assert os.stat(out / "requirements.txt").st_ino == os.stat(out / "requirements-copy.txt").st_ino
