@@ -243,6 +243,57 @@ MEVB_API int mevb_check_opts_init(mevb_check_opts *opts, size_t size);
  * not an error of the call: the report's status is 3 (UNKNOWN). */
 MEVB_API int mevb_repo_check(mevb_repo *repo, const mevb_check_opts *opts, mevb_report **out);
 
+/* ---- configuration files ----------------------------------------------------------- */
+
+/* Backs up files, directories (recursively) and globs relative to base_dir as
+ * config/<prefix>_YYYYMMDD_HHMMSS.tar.gz (pax tar). Names matching the built-in secret
+ * patterns (.env, .env.*, *.pem, *.key, id_rsa*, *.p12, secrets/, ...) or `excludes`
+ * are left out and listed (names only) in the manifest and the log. */
+typedef struct mevb_files_backup_opts {
+  uint32_t struct_size;
+  const char *base_dir;           /* NULL: the current directory */
+  const char *const *paths;       /* required: what to back up, relative to base_dir */
+  size_t paths_count;
+  const char *const *excludes;    /* more glob patterns to leave out ("dir/" = a directory) */
+  size_t excludes_count;
+  int include_secrets;            /* non-zero: drop the built-in secret patterns */
+  int ignore_missing;             /* non-zero: a named path that does not exist is skipped */
+  const char *name_prefix;        /* NULL: "config" */
+  const char *compression;        /* NULL: "gzip"; or "none" */
+  int level;                      /* compression level; -1: default */
+  mevb_progress_cb progress;
+  void *progress_user;
+} mevb_files_backup_opts;
+#define MEVB_FILES_BACKUP_OPTS_INIT {sizeof(mevb_files_backup_opts), NULL, NULL, 0, NULL, 0, 0, 0, NULL, NULL, -1, NULL, NULL}
+MEVB_API int mevb_files_backup_opts_init(mevb_files_backup_opts *opts, size_t size);
+MEVB_API int mevb_repo_backup_files(mevb_repo *repo, const mevb_files_backup_opts *opts, mevb_backup **out);
+
+/* Called once per restored member: name relative to the target and what was (or, in a
+ * dry run, would be) done: "create", "replace", "unchanged" or "conflict". */
+typedef void (*mevb_files_entry_cb)(const char *name, const char *action, void *user);
+
+/* Restores into `target` through a staging directory beside it: every member is
+ * checked (no absolute names, no "..", no link leading outside, nothing written
+ * through a link), and members are moved in only after the whole archive extracted and
+ * its checksum matched. Existing files with other content or mode make the restore
+ * fail with MEVB_ERR_EXISTS, changing nothing, unless `overwrite`. */
+typedef struct mevb_files_restore_opts {
+  uint32_t struct_size;
+  const char *target;             /* required: directory to restore into */
+  const char *const *only;        /* NULL: everything; else only members matching a glob */
+  size_t only_count;
+  int dry_run;                    /* non-zero: check and report, write nothing */
+  int overwrite;                  /* non-zero: replace existing different files */
+  const char *source_name;        /* with "latest": which prefix's latest backup */
+  mevb_files_entry_cb on_entry;   /* optional */
+  void *on_entry_user;
+  mevb_progress_cb progress;
+  void *progress_user;
+} mevb_files_restore_opts;
+#define MEVB_FILES_RESTORE_OPTS_INIT {sizeof(mevb_files_restore_opts), NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, NULL}
+MEVB_API int mevb_files_restore_opts_init(mevb_files_restore_opts *opts, size_t size);
+MEVB_API int mevb_repo_restore_files(mevb_repo *repo, const char *id_or_latest, const mevb_files_restore_opts *opts);
+
 #ifdef __cplusplus
 }
 #endif

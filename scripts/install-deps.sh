@@ -9,6 +9,7 @@ packages=(
   libisal-dev libdeflate-dev libzstd-dev
   postgresql-15 postgresql-client-15
   python3 python3-pytest gzip util-linux
+  libarchive-dev tar
 )
 
 missing=()

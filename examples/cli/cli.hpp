@@ -24,9 +24,12 @@ struct Args {
 };
 
 // Parses "--name value" / "--name=value" options; `takes_value` and `repeatable`
-// list the options this command knows, `flag_names` the boolean ones.
+// list the options this command knows, `flag_names` the boolean ones. Other arguments
+// are refused, unless `positional` is given: then they are collected there in order
+// (and everything after a lone "--" is positional).
 inline Args parse(int argc, char** argv, int start, const std::vector<std::string>& takes_value,
-           const std::vector<std::string>& repeatable, const std::vector<std::string>& flag_names) {
+           const std::vector<std::string>& repeatable, const std::vector<std::string>& flag_names,
+           std::vector<std::string>* positional = nullptr) {
   Args a;
   auto in = [](const std::vector<std::string>& v, const std::string& s) {
     for (auto& x : v)
@@ -35,6 +38,14 @@ inline Args parse(int argc, char** argv, int start, const std::vector<std::strin
   };
   for (int i = start; i < argc; ++i) {
     std::string arg = argv[i];
+    if (positional && arg == "--") {
+      for (++i; i < argc; ++i) positional->push_back(argv[i]);
+      break;
+    }
+    if (positional && arg.rfind("--", 0) != 0) {
+      positional->push_back(arg);
+      continue;
+    }
     if (arg.rfind("--", 0) != 0) throw UsageError{"unexpected argument \"" + arg + "\""};
     std::string name = arg.substr(2), value;
     bool has_value = false;

@@ -9,6 +9,8 @@ int cmd_list(int argc, char** argv, int start);
 int cmd_prune(int argc, char** argv, int start);
 int cmd_verify(int argc, char** argv, int start);
 int cmd_check(int argc, char** argv, int start);
+int cmd_backup_files(int argc, char** argv, int start);
+int cmd_restore_files(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -20,6 +22,10 @@ const char* kUsage =
     "                            (gzip levels 1-3: ISA-L, default 1; 4-12: libdeflate; zstd 1-19, default 3)\n"
     "  mevbackup restore postgres --repo REPO --dbname CONNINFO [--backup ID|latest] [--source DB]\n"
     "                             [--clean] [--jobs N [--staging-dir DIR]] [--pg-restore PATH]\n"
+    "  mevbackup backup files --repo REPO [--base DIR] [--exclude GLOB]... [--include-secrets]\n"
+    "                         [--ignore-missing] [--prefix NAME] [--json] PATH...\n"
+    "  mevbackup restore files --repo REPO --target DIR [--backup ID|latest] [--only GLOB]...\n"
+    "                          [--dry-run] [--overwrite] [--source NAME]\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
     "  mevbackup prune --repo REPO [--keep-last N] [--keep-days N] [--keep-daily N] [--keep-weekly N]\n"
     "                  [--keep-monthly N] [--keep-yearly N] [--grace DURATION] [--kind K] [--source S]\n"
@@ -33,6 +39,9 @@ const char* kUsage =
     "REPO may also come from MEVBACKUP_REPO. CONNINFO is a libpq connection string or URI;\n"
     "the PG* environment variables apply. Keep passwords in PGPASSWORD or a passfile, not\n"
     "on the command line.\n"
+    "Files: PATHs (files, directories, globs) are relative to --base (default: the current\n"
+    "directory); secrets (.env, *.pem, *.key, id_rsa*, secrets/, ...) stay out unless\n"
+    "--include-secrets. A restore refuses to replace files that differ unless --overwrite.\n"
     "Common options: --quiet (no progress), --verbose (log details).\n";
 
 struct Command {
@@ -49,6 +58,8 @@ const Command kCommands[] = {
     {"prune", nullptr, cli::cmd_prune},
     {"verify", nullptr, cli::cmd_verify},
     {"check", nullptr, cli::cmd_check},
+    {"backup", "files", cli::cmd_backup_files},
+    {"restore", "files", cli::cmd_restore_files},
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include "mevbackup/compress.hpp"
 #include "mevbackup/digest.hpp"
 #include "mevbackup/error.hpp"
+#include "mevbackup/files.hpp"
 #include "mevbackup/fs.hpp"
 #include "mevbackup/maintenance.hpp"
 #include "mevbackup/manifest.hpp"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
 
 __all__ = [
-    "Repository", "Backup", "Progress", "Report", "Error", "library_version", "__version__",
+    "Repository", "Backup", "Progress", "Report", "FileAction", "Error", "library_version", "__version__",
     "InvalidArgument", "OutOfMemory", "InternalError", "IOError", "NotFound", "AlreadyExists",
     "Cancelled", "ConnectionFailed", "AuthenticationFailed", "DumpFailed", "RestoreFailed",
     "Corrupt", "VersionMismatch", "NotEmpty", "NoSpace", "PermissionDenied", "Unsupported",
@@ -205,6 +205,32 @@ _declare("mevb_repo_verify", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(
          True)
 _declare("mevb_check_opts_init", ctypes.c_int, [ctypes.POINTER(_CheckOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_check", ctypes.c_int, [_p, ctypes.POINTER(_CheckOpts), ctypes.POINTER(_p)], True)
+# ---- configuration files (C declarations) ----------------------------------------------
+
+_FILES_ENTRY_CB = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+
+
+class _FilesBackupOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("base_dir", ctypes.c_char_p),
+                ("paths", ctypes.POINTER(ctypes.c_char_p)), ("paths_count", ctypes.c_size_t),
+                ("excludes", ctypes.POINTER(ctypes.c_char_p)), ("excludes_count", ctypes.c_size_t),
+                ("include_secrets", ctypes.c_int), ("ignore_missing", ctypes.c_int),
+                ("name_prefix", ctypes.c_char_p), ("compression", ctypes.c_char_p), ("level", ctypes.c_int),
+                ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p)]
+
+
+class _FilesRestoreOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("target", ctypes.c_char_p),
+                ("only", ctypes.POINTER(ctypes.c_char_p)), ("only_count", ctypes.c_size_t),
+                ("dry_run", ctypes.c_int), ("overwrite", ctypes.c_int), ("source_name", ctypes.c_char_p),
+                ("on_entry", _FILES_ENTRY_CB), ("on_entry_user", ctypes.c_void_p),
+                ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p)]
+
+
+_declare("mevb_files_backup_opts_init", ctypes.c_int, [ctypes.POINTER(_FilesBackupOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_backup_files", ctypes.c_int, [_p, ctypes.POINTER(_FilesBackupOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_files_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_FilesRestoreOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_restore_files", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_FilesRestoreOpts)], True)
 
 __version__: str = _lib.mevb_version().decode()
 
@@ -221,11 +247,19 @@ def _enc(s: Optional[str]) -> Optional[bytes]:
 def _argv(args: Optional[Sequence[str]]):
     if args is None:
         return None, 0, None
-    keep = [a.encode() for a in args]
+    keep = [os.fsencode(a) for a in args]
     arr = (ctypes.c_char_p * max(len(keep), 1))(*keep)
     return ctypes.cast(arr, ctypes.POINTER(ctypes.c_char_p)), len(keep), (arr, keep)
 
 # ---- the Pythonic surface -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileAction:
+    """What a files restore did (or, in a dry run, would do) to one member."""
+
+    name: str    # relative to the target
+    action: str  # "create", "replace", "unchanged" or "conflict" (dry run only)
 
 
 @dataclass(frozen=True)
@@ -464,3 +498,68 @@ class Repository:
         h = _p()
         _lib.mevb_repo_check(self._handle(), ctypes.byref(o), ctypes.byref(h))
         return _take_report(h)
+
+    # ---- configuration files ---------------------------------------------------------
+
+    def backup_files(self, paths: Sequence[Union[str, os.PathLike]], *,
+                     base: Optional[Union[str, os.PathLike]] = None,
+                     exclude: Optional[Sequence[str]] = None, include_secrets: bool = False,
+                     ignore_missing: bool = False, prefix: Optional[str] = None, compression: str = "gzip",
+                     level: Optional[int] = None, progress: Optional[ProgressFn] = None) -> Backup:
+        """Backs up files, directories and globs (relative to `base`, default the current
+        directory) as config/<prefix>_YYYYMMDD_HHMMSS.tar.gz. Secret-looking names stay
+        out unless include_secrets; the manifest lists members and excluded names."""
+        o = _FilesBackupOpts()
+        _lib.mevb_files_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.base_dir = None if base is None else os.fsencode(base)
+        o.paths, o.paths_count, keep_p = _argv([os.fspath(p) for p in paths])
+        o.excludes, o.excludes_count, keep_e = _argv(list(exclude) if exclude else None)
+        o.include_secrets = 1 if include_secrets else 0
+        o.ignore_missing = 1 if ignore_missing else 0
+        o.name_prefix = _enc(prefix)
+        o.compression = _enc(compression)
+        o.level = -1 if level is None else int(level)
+        cb = _Callbacks(self, progress)
+        o.progress = cb.c_progress
+        h = _p()
+        try:
+            _lib.mevb_repo_backup_files(self._handle(), ctypes.byref(o), ctypes.byref(h))
+        except Error:
+            cb.reraise()
+            raise
+        del keep_p, keep_e
+        try:
+            return Backup._from_handle(h)
+        finally:
+            _lib.mevb_backup_free(h)
+
+    def restore_files(self, backup: Union[str, Backup] = "latest", *, target: Union[str, os.PathLike],
+                      only: Optional[Sequence[str]] = None, dry_run: bool = False, overwrite: bool = False,
+                      source: Optional[str] = None, progress: Optional[ProgressFn] = None) -> List[FileAction]:
+        """Restores a files backup into `target` safely (staged, checked, moved into place
+        only when complete). Existing different files raise AlreadyExists unless
+        overwrite. Returns what was (dry_run: would be) done to each member."""
+        ident = backup.id if isinstance(backup, Backup) else backup
+        o = _FilesRestoreOpts()
+        _lib.mevb_files_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.target = os.fsencode(target)
+        o.only, o.only_count, keep = _argv(list(only) if only else None)
+        o.dry_run = 1 if dry_run else 0
+        o.overwrite = 1 if overwrite else 0
+        o.source_name = _enc(source)
+        actions: List[FileAction] = []
+
+        def on_entry(name, action, _user):
+            actions.append(FileAction(os.fsdecode(name), action.decode()))
+
+        c_entry = _FILES_ENTRY_CB(on_entry)
+        o.on_entry = c_entry
+        cb = _Callbacks(self, progress)
+        o.progress = cb.c_progress
+        try:
+            _lib.mevb_repo_restore_files(self._handle(), _enc(ident), ctypes.byref(o))
+        except Error:
+            cb.reraise()
+            raise
+        del keep, c_entry
+        return actions

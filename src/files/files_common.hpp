@@ -1,0 +1,43 @@
+// Pieces shared by the file-set Dumper and Restorer: names and patterns.
+#pragma once
+
+#include <archive.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mevbackup::files {
+
+// Splits a '/'-separated name into components, dropping empty ones and ".".
+std::vector<std::string> split_name(const std::string& name);
+std::string join_name(const std::vector<std::string>& parts, size_t n = SIZE_MAX);
+
+// Does `pattern` (an exclude or --only glob) match the relative name? A pattern
+// ending in '/' matches directories only; one without '/' matches the last
+// component, the others the whole name.
+bool pattern_matches(const std::string& pattern, const std::string& rel, bool is_dir);
+
+// Why a symlink member `name` -> `target` could lead outside the tree it is restored
+// into, or "" when it cannot: the target must be relative, with ".." only at its start
+// and never more of them than the link's depth.
+std::string symlink_escape(const std::string& name, const std::string& target);
+
+// "0644"
+std::string mode_string(unsigned mode);
+
+struct ArchiveReadFree {
+  void operator()(archive* a) const noexcept { archive_read_free(a); }
+};
+struct ArchiveWriteFree {
+  void operator()(archive* a) const noexcept { archive_write_free(a); }
+};
+using ArchiveRead = std::unique_ptr<archive, ArchiveReadFree>;
+using ArchiveWrite = std::unique_ptr<archive, ArchiveWriteFree>;
+
+inline std::string archive_message(archive* a) {
+  const char* s = archive_error_string(a);
+  return s && *s ? s : "unknown libarchive error";
+}
+
+}  // namespace mevbackup::files

@@ -1,0 +1,399 @@
+"""Configuration files through the CLI and Python: round trips checked with diff -r and
+stat, stock tar reading the artifact, secrets kept out of it, and hostile archives
+(made here with tarfile) refused without writing anything outside the target."""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import mevbackup
+
+MARKER = "SECRET-MARKER-7f3a9c"
+
+
+@pytest.fixture
+def fcli(tools):
+    def run(*args, cwd=None):
+        return subprocess.run([tools["cli"], *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                              timeout=120)
+
+    return run
+
+
+def make_tree(root: Path) -> Path:
+    """A service directory like the runbook's, with secrets beside the configuration."""
+    (root / "nginx" / "conf.d").mkdir(parents=True)
+    (root / "monitoring").mkdir()
+    (root / "docker-compose.yml").write_text("services:\n  api:\n    image: mev/api:1.2\n")
+    (root / "nginx" / "nginx.conf").write_text("worker_processes 4;\n")
+    (root / "nginx" / "conf.d" / "api.conf").write_text("location / { proxy_pass http://api; }\n")
+    (root / "monitoring" / "prometheus.yml").write_text("scrape_interval: 15s\n")
+    (root / "init-db.sql").write_text("CREATE TABLE t (id int);\n")
+    (root / "requirements.txt").write_text("fastapi==0.110\n")
+    (root / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
+    big = root / "data.bin"  # several pipeline chunks and libarchive blocks
+    big.write_bytes(os.urandom(700_000) + bytes(300_000))
+    (root / "empty.txt").write_bytes(b"")
+    os.symlink("nginx/nginx.conf", root / "current.conf")
+    os.symlink("../docker-compose.yml", root / "nginx" / "compose-link")
+    os.chmod(root / "nginx" / "nginx.conf", 0o640)
+    os.chmod(root / "init-db.sql", 0o600)
+    os.chmod(root / "nginx" / "conf.d", 0o750)
+    os.utime(root / "alembic.ini", (1_600_000_000, 1_600_000_000))
+    os.utime(root / "nginx" / "conf.d", (1_600_000_100, 1_600_000_100))
+    return root
+
+
+def add_secrets(root: Path) -> list:
+    (root / ".env").write_text(f"DB_PASSWORD={MARKER}\n")
+    (root / ".env.production").write_text(f"API_KEY={MARKER}\n")
+    (root / "nginx" / "server.key").write_text(f"-----BEGIN PRIVATE KEY-----{MARKER}\n")
+    (root / "nginx" / "server.pem").write_text(f"cert {MARKER}\n")
+    (root / "id_rsa").write_text(f"{MARKER}\n")
+    (root / "secrets").mkdir()
+    (root / "secrets" / "db.txt").write_text(f"{MARKER}\n")
+    return [".env", ".env.production", "nginx/server.key", "nginx/server.pem", "id_rsa", "secrets"]
+
+
+def snapshot(root: Path) -> dict:
+    """type, mode, size, mtime, owner and link target of everything below root."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            st = os.lstat(p)
+            rel = str(p.relative_to(root))
+            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_size if not stat.S_ISDIR(st.st_mode)
+                        else 0, int(st.st_mtime), st.st_uid, st.st_gid,
+                        os.readlink(p) if stat.S_ISLNK(st.st_mode) else None)
+    return out
+
+
+def artifact_of(repo: Path, stdout: str) -> Path:
+    m = re.search(r"config/config_\d{8}_\d{6}(_\d+)?\.tar\.gz", stdout)
+    assert m, stdout
+    return repo / m.group(0)
+
+
+def test_round_trip_cli_diff_stat_and_stock_tar(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    repo, out = tmp_path / "repo", tmp_path / "restored"
+    r = fcli("backup", "files", "--repo", repo, "--base", src, ".")
+    assert r.returncode == 0, r.stderr
+    art = artifact_of(repo, r.stdout)
+    manifest = json.loads(Path(str(art) + ".manifest.json").read_text())
+    assert manifest["kind"] == "files" and manifest["format"] == "tar-pax"
+    assert manifest["source"]["base_dir"] == str(src)
+
+    # Stock tar lists exactly the manifest's members.
+    listing = subprocess.run(["tar", "tzf", str(art)], capture_output=True, text=True, check=True).stdout.split()
+    names = [m["name"] for m in manifest["source"]["members"]]
+    assert [x.rstrip("/") for x in listing] == names
+    members = {m["name"]: m for m in manifest["source"]["members"]}
+    assert members["data.bin"]["sha256"] == hashlib.sha256((src / "data.bin").read_bytes()).hexdigest()
+    assert members["data.bin"]["size"] == 1_000_000
+    assert members["nginx/nginx.conf"]["mode"] == "0640"
+    assert members["current.conf"] == {**members["current.conf"], "type": "symlink", "target": "nginx/nginx.conf"}
+
+    r = fcli("restore", "files", "--repo", repo, "--backup", "latest", "--target", out)
+    assert r.returncode == 0, r.stderr
+    assert subprocess.run(["diff", "-r", "--no-dereference", str(src), str(out)]).returncode == 0
+    assert snapshot(out) == snapshot(src)
+
+    # Again into the same target: everything is identical, nothing changes.
+    before = snapshot(out)
+    r = fcli("restore", "files", "--repo", repo, "--target", out)
+    assert r.returncode == 0, r.stderr
+    assert snapshot(out) == before
+    assert not [p for p in tmp_path.iterdir() if ".mevb-" in p.name]  # no staging left behind
+
+
+def test_stock_tar_extracts_the_artifact(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    repo, out = tmp_path / "repo", tmp_path / "by-tar"
+    r = fcli("backup", "files", "--repo", repo, "--base", src, "docker-compose.yml", "nginx", "current.conf")
+    assert r.returncode == 0, r.stderr
+    out.mkdir()
+    subprocess.run(["tar", "xzpf", str(artifact_of(repo, r.stdout)), "-C", str(out)], check=True)
+    assert (out / "nginx" / "conf.d" / "api.conf").read_text() == (src / "nginx" / "conf.d" / "api.conf").read_text()
+    assert os.readlink(out / "current.conf") == "nginx/nginx.conf"
+    assert stat.S_IMODE((out / "nginx" / "nginx.conf").stat().st_mode) == 0o640
+
+
+def test_secrets_stay_out_and_are_reported_by_name(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    secret_names = add_secrets(src)
+    repo = tmp_path / "repo"
+    # Named explicitly, through a directory and through a glob: still left out.
+    r = fcli("backup", "files", "--repo", repo, "--base", src, ".", ".env", "nginx/*", "--exclude", "*.bin")
+    assert r.returncode == 0, r.stderr
+    art = artifact_of(repo, r.stdout)
+    payload = gzip.decompress(art.read_bytes())
+    assert MARKER.encode() not in payload
+    assert b"data.bin" not in payload
+    manifest = json.loads(Path(str(art) + ".manifest.json").read_text())
+    assert sorted(manifest["source"]["excluded"]) == sorted(secret_names + ["data.bin"])
+    for n in secret_names:
+        assert n in r.stderr  # reported by name ...
+    assert MARKER not in r.stderr + r.stdout  # ... never by content
+    assert MARKER not in Path(str(art) + ".manifest.json").read_text()
+
+    # --include-secrets takes them (the user asked for it).
+    r = fcli("backup", "files", "--repo", repo, "--base", src, "--include-secrets", ".env", "secrets")
+    assert r.returncode == 0, r.stderr
+    payload = gzip.decompress(artifact_of(repo, r.stdout).read_bytes())
+    assert payload.count(MARKER.encode()) == 2
+
+
+def test_missing_paths_are_errors_unless_ignored(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    repo = tmp_path / "repo"
+    r = fcli("backup", "files", "--repo", repo, "--base", src, "docker-compose.yml", "nginx/missing.conf")
+    assert r.returncode == 1
+    assert "nginx/missing.conf" in r.stderr and "does not exist" in r.stderr
+    assert not (repo / "config").exists() or not list((repo / "config").iterdir())
+    r = fcli("backup", "files", "--repo", repo, "--base", src, "no-such-*.yml")
+    assert r.returncode == 1 and "no-such-*.yml" in r.stderr
+    r = fcli("backup", "files", "--repo", repo, "--base", src, "--ignore-missing", "docker-compose.yml",
+             "nginx/missing.conf")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads(Path(str(artifact_of(repo, r.stdout)) + ".manifest.json").read_text())
+    assert manifest["source"]["missing"] == ["nginx/missing.conf"]
+    assert "nginx/missing.conf" in r.stderr
+    r = fcli("backup", "files", "--repo", repo, "--base", src, "../outside")
+    assert r.returncode == 1 and "leaves the base directory" in r.stderr
+    r = fcli("backup", "files", "--repo", repo, "--base", src)
+    assert r.returncode == 2  # usage: no PATH
+
+
+def test_relative_paths_default_to_the_current_directory(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    repo = tmp_path / "repo"
+    r = fcli("backup", "files", "--repo", repo, "docker-compose.yml", "monitoring/prometheus.yml", cwd=src)
+    assert r.returncode == 0, r.stderr
+    names = subprocess.run(["tar", "tzf", str(artifact_of(repo, r.stdout))], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert names == ["docker-compose.yml", "monitoring/prometheus.yml"]
+
+
+def test_dry_run_only_and_conflicts(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    assert fcli("backup", "files", "--repo", repo, "--base", src, ".").returncode == 0
+
+    r = fcli("restore", "files", "--repo", repo, "--target", out, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "create    nginx/nginx.conf" in r.stdout and "create    data.bin" in r.stdout
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if ".mevb-" in p.name]
+
+    r = fcli("restore", "files", "--repo", repo, "--target", out, "--only", "nginx", "--only", "*.yml")
+    assert r.returncode == 0, r.stderr
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert got == sorted(["nginx", "nginx/nginx.conf", "nginx/conf.d", "nginx/conf.d/api.conf",
+                          "nginx/compose-link", "docker-compose.yml", "monitoring",
+                          "monitoring/prometheus.yml"])
+    r = fcli("restore", "files", "--repo", repo, "--target", out, "--only", "nope*")
+    assert r.returncode == 1 and "nope*" in r.stderr
+
+    # An existing file that differs: refused, and nothing at all changes.
+    (out / "docker-compose.yml").write_text("edited locally\n")
+    before = snapshot(out)
+    r = fcli("restore", "files", "--repo", repo, "--target", out)
+    assert r.returncode == 1
+    assert "docker-compose.yml" in r.stderr and "--overwrite" in r.stderr
+    assert snapshot(out) == before
+    r = fcli("restore", "files", "--repo", repo, "--target", out, "--dry-run")
+    assert r.returncode == 0 and "conflict  docker-compose.yml" in r.stdout
+    assert "unchanged nginx/nginx.conf" in r.stdout and "create    data.bin" in r.stdout
+    assert snapshot(out) == before
+    r = fcli("restore", "files", "--repo", repo, "--target", out, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert "replace   docker-compose.yml" in r.stdout
+    assert subprocess.run(["diff", "-r", "--no-dereference", str(src), str(out)]).returncode == 0
+
+
+def test_python_round_trip_and_errors(tmp_path):
+    src = make_tree(tmp_path / "src")
+    add_secrets(src)
+    with mevbackup.Repository(tmp_path / "repo") as r:
+        seen = []
+        b = r.backup_files(["."], base=src, progress=seen.append)
+        assert b.kind == "files" and b.path.startswith("config/config_") and b.path.endswith(".tar.gz")
+        assert "secrets" in b.manifest["source"]["excluded"]
+        assert seen and seen[-1].done
+        assert r.find("latest", kind="files").id == b.id
+        actions = r.restore_files(b, target=tmp_path / "out", dry_run=True)
+        assert {a.action for a in actions} == {"create"} and not (tmp_path / "out").exists()
+        actions = r.restore_files("latest", target=tmp_path / "out")
+        assert {a.name for a in actions} == {m["name"] for m in b.manifest["source"]["members"]}
+        assert not (tmp_path / "out" / ".env").exists()
+        (tmp_path / "out" / "requirements.txt").write_text("changed\n")
+        with pytest.raises(mevbackup.AlreadyExists) as e:
+            r.restore_files(b, target=tmp_path / "out")
+        assert "requirements.txt" in e.value.message
+        with pytest.raises(mevbackup.NotFound):
+            r.backup_files(["nope.yml"], base=src)
+        with pytest.raises(mevbackup.InvalidArgument):
+            r.backup_files([], base=src)
+
+
+# ---- hostile archives -----------------------------------------------------------------
+
+
+def plant(repo: Path, tar_bytes: bytes, fcli, tmp_path) -> str:
+    """Stores `tar_bytes` as a files backup with a valid manifest (checksums right,
+    no member list), as an attacker with write access to the repository could."""
+    seed = tmp_path / "seed"
+    seed.mkdir(exist_ok=True)
+    (seed / "x").write_text("x")
+    r = fcli("backup", "files", "--repo", repo, "--base", seed, "--prefix", "hostile", "x")
+    assert r.returncode == 0, r.stderr
+    art = artifact_of_prefix(repo, r.stdout)
+    data = gzip.compress(tar_bytes)
+    art.write_bytes(data)
+    mpath = Path(str(art) + ".manifest.json")
+    m = json.loads(mpath.read_text())
+    m.update(size=len(data), sha256=hashlib.sha256(data).hexdigest(), payload_size=len(tar_bytes),
+             payload_sha256=hashlib.sha256(tar_bytes).hexdigest())
+    m["source"] = {"base_dir": "/nowhere"}
+    mpath.write_text(json.dumps(m))
+    return m["id"]
+
+
+def artifact_of_prefix(repo: Path, stdout: str) -> Path:
+    m = re.search(r"config/hostile_\d{8}_\d{6}(_\d+)?\.tar\.gz", stdout)
+    assert m, stdout
+    return repo / m.group(0)
+
+
+def tar_of(*members) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for kind, name, arg in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if kind == "file":
+                data = arg.encode()
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                t.addfile(info)
+            elif kind == "symlink":
+                info.type = tarfile.SYMTYPE
+                info.linkname = arg
+                t.addfile(info)
+            elif kind == "hardlink":
+                info.type = tarfile.LNKTYPE
+                info.linkname = arg
+                t.addfile(info)
+    return buf.getvalue()
+
+
+def hostile_cases(outside: Path):
+    return {
+        "dotdot": [("file", "ok.txt", "fine"), ("file", "../escaped.txt", "pwned")],
+        "dotdot-deep": [("dir", "a", None), ("file", "a/../../escaped.txt", "pwned")],
+        "absolute": [("file", str(outside / "abs.txt"), "pwned")],
+        "symlink-absolute-then-file": [("symlink", "link", str(outside)), ("file", "link/through.txt", "pwned")],
+        "symlink-relative-then-file": [("symlink", "link", "../outside"), ("file", "link/through.txt", "pwned")],
+        "symlink-inside-then-file": [("dir", "d", None), ("symlink", "d/l", "."), ("file", "d/l/x.txt", "pwned")],
+        "symlink-escape-only": [("symlink", "up", "../../outside/victim.txt")],
+        "hardlink-outside-absolute": [("hardlink", "hl", str(outside / "victim.txt"))],
+        "hardlink-outside-dotdot": [("hardlink", "hl", "../outside/victim.txt")],
+        "hardlink-to-nothing": [("hardlink", "hl", "never-seen.txt")],
+        "duplicate-replaces-file-with-symlink": [("file", "a.txt", "x"), ("symlink", "a.txt", "../outside")],
+    }
+
+
+@pytest.mark.parametrize("case", sorted(hostile_cases(Path("/x")).keys()))
+def test_hostile_archives_are_refused_and_nothing_escapes(fcli, tmp_path, case):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("original\n")
+    repo = tmp_path / "repo"
+    ident = plant(repo, tar_of(*hostile_cases(outside)[case]), fcli, tmp_path)
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "keep.txt").write_text("keep\n")
+
+    def world():
+        return {str(p.relative_to(tmp_path)): (p.is_symlink(), p.read_bytes() if p.is_file() and not p.is_symlink()
+                                               else None)
+                for p in tmp_path.rglob("*") if "repo" not in p.parts and "seed" not in p.parts}
+
+    before = world()
+    for extra in ([], ["--dry-run"]):
+        r = fcli("restore", "files", "--repo", repo, "--backup", ident, "--target", target, *extra)
+        assert r.returncode == 1, (case, r.stdout, r.stderr)
+        assert "refusing archive member" in r.stderr, r.stderr
+        assert world() == before  # nothing written anywhere: not outside, not in the target
+    # The same through a target that does not exist yet (its whole tree would be moved in).
+    r = fcli("restore", "files", "--repo", repo, "--backup", ident, "--target", tmp_path / "fresh")
+    assert r.returncode == 1 and not (tmp_path / "fresh").exists()
+    assert (outside / "victim.txt").read_text() == "original\n"
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_symlink_in_target_is_not_followed(fcli, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    repo = tmp_path / "repo"
+    ident = plant(repo, tar_of(("dir", "nginx", None), ("file", "nginx/nginx.conf", "x")), fcli, tmp_path)
+    target = tmp_path / "target"
+    target.mkdir()
+    os.symlink(outside, target / "nginx")
+    r = fcli("restore", "files", "--repo", repo, "--backup", ident, "--target", target)
+    assert r.returncode == 1 and "symlink" in r.stderr
+    assert list(outside.iterdir()) == []
+
+
+def test_corrupt_artifact_leaves_the_target_untouched(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    r = fcli("backup", "files", "--repo", repo, "--base", src, ".")
+    art = artifact_of(repo, r.stdout)
+    payload = bytearray(gzip.decompress(art.read_bytes()))
+    i = payload.find(b"worker_processes")
+    payload[i] ^= 1  # same size, other bytes: only the checksums can tell
+    art.write_bytes(gzip.compress(bytes(payload)))
+    r = fcli("restore", "files", "--repo", repo, "--target", out)
+    assert r.returncode == 1 and ("SHA-256" in r.stderr or "bytes" in r.stderr), r.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if ".mevb-" in p.name]
+
+
+def test_links_a_restore_would_refuse_fail_the_backup(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    os.symlink("/etc/hostname", src / "nginx" / "abs-link")
+    repo = tmp_path / "repo"
+    r = fcli("backup", "files", "--repo", repo, "--base", src, ".")
+    assert r.returncode == 1
+    assert "nginx/abs-link" in r.stderr and "--exclude" in r.stderr
+    assert not (repo / "config").exists() or not list((repo / "config").iterdir())
+    r = fcli("backup", "files", "--repo", repo, "--base", src, "--exclude", "abs-link", ".")
+    assert r.returncode == 0, r.stderr
+
+
+def test_archive_made_by_stock_tar_restores(fcli, tmp_path):
+    """Names as GNU tar writes them ("./", the root entry, hard links) are accepted."""
+    src = make_tree(tmp_path / "src")
+    os.link(src / "requirements.txt", src / "requirements-copy.txt")
+    tar_bytes = subprocess.run(["tar", "-C", str(src), "-cf", "-", "."], capture_output=True, check=True).stdout
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    ident = plant(repo, tar_bytes, fcli, tmp_path)
+    r = fcli("restore", "files", "--repo", repo, "--backup", ident, "--target", out)
+    assert r.returncode == 0, r.stderr
+    assert subprocess.run(["diff", "-r", "--no-dereference", str(src), str(out)]).returncode == 0
+    assert os.stat(out / "requirements.txt").st_ino == os.stat(out / "requirements-copy.txt").st_ino
