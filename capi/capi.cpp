@@ -33,6 +33,8 @@ int mevb_repo_open(mevb_repo** out, const char* location, const mevb_repo_opts* 
     auto r = std::make_unique<mevb_repo>(Repository::open(location));
     r->log = o.log;
     r->log_user = o.log_user;
+    if (o.stall_timeout_seconds < 0) throw invalid("mevb_repo_opts.stall_timeout_seconds must not be negative");
+    r->stall_timeout = std::chrono::seconds(o.stall_timeout_seconds);
     *out = r.release();
   });
 }

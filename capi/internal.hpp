@@ -23,6 +23,7 @@ struct mevb_repo {
   CancelToken cancel;
   mevb_log_cb log = nullptr;
   void* log_user = nullptr;
+  std::chrono::seconds stall_timeout{0};
 };
 
 struct mevb_backup {
@@ -118,6 +119,7 @@ inline RunContext make_context(mevb_repo* r, mevb_progress_cb cb, void* user) {
   RunContext ctx;
   r->cancel.reset();
   ctx.cancel = &r->cancel;
+  ctx.pipeline.stall_timeout = r->stall_timeout;
   if (r->log) {
     auto log = r->log;
     auto lu = r->log_user;

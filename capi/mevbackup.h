@@ -99,8 +99,9 @@ typedef struct mevb_repo_opts {
   uint32_t struct_size;
   mevb_log_cb log; /* optional; called on the thread running the operation */
   void *log_user;
+  int64_t stall_timeout_seconds; /* > 0: an operation whose data stops moving this long fails (MEVB_ERR_IO) */
 } mevb_repo_opts;
-#define MEVB_REPO_OPTS_INIT {sizeof(mevb_repo_opts), NULL, NULL}
+#define MEVB_REPO_OPTS_INIT {sizeof(mevb_repo_opts), NULL, NULL, 0}
 MEVB_API int mevb_repo_opts_init(mevb_repo_opts *opts, size_t size);
 
 /* Opens a repository: a local directory path (created on first backup). opts may be NULL. */

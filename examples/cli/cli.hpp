@@ -114,6 +114,13 @@ inline mevb_repo* open_repo(const Args& a) {
   std::string location = need(a, "repo", "MEVBACKUP_REPO");
   mevb_repo_opts ro = MEVB_REPO_OPTS_INIT;
   ro.log = on_log;
+  // A stalled server or network must not hang a cron job forever.
+  if (const char* s = std::getenv("MEVBACKUP_STALL_TIMEOUT"); s && *s) {
+    char* end = nullptr;
+    long long v = std::strtoll(s, &end, 10);
+    if (*end || v < 0) throw UsageError{std::string("MEVBACKUP_STALL_TIMEOUT must be seconds, not \"") + s + "\""};
+    ro.stall_timeout_seconds = v;
+  }
   mevb_repo* repo = nullptr;
   if (mevb_repo_open(&repo, location.c_str(), &ro) != MEVB_OK) fail();
   return repo;

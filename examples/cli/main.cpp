@@ -42,7 +42,8 @@ const char* kUsage =
     "Files: PATHs (files, directories, globs) are relative to --base (default: the current\n"
     "directory); secrets (.env, *.pem, *.key, id_rsa*, secrets/, ...) stay out unless\n"
     "--include-secrets. A restore refuses to replace files that differ unless --overwrite.\n"
-    "Common options: --quiet (no progress), --verbose (log details).\n";
+    "Common options: --quiet (no progress), --verbose (log details).\n"
+    "MEVBACKUP_STALL_TIMEOUT=SECONDS fails an operation whose data stops moving that long.\n";
 
 struct Command {
   const char* verb;

@@ -101,6 +101,9 @@ struct PipelineOptions {
   size_t chunk_size = 256 * 1024;   // bytes per buffer between stages
   size_t queue_depth = 4;           // buffers in flight between two stages
   std::chrono::milliseconds progress_interval{200};
+  // > 0: fail with Code::io (retriable) when no byte moves for this long, so a stalled
+  // server or network cannot hang a cron job forever.
+  std::chrono::milliseconds stall_timeout{0};
   const char* stage_name = "";
 };
 

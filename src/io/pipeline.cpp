@@ -6,6 +6,8 @@
 #include <optional>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "mevbackup/stream.hpp"
 
 namespace mevbackup {
@@ -219,14 +221,35 @@ void Pipeline::run(Sink& sink, CancelToken* cancel, const ProgressFn& progress,
     sink.abort();
   };
 
+  uint64_t seen_in = 0;
+  auto last_motion = started;
+  auto check_stall = [&](std::chrono::steady_clock::time_point now) {
+    uint64_t in_now = st.bytes_in.load();
+    if (in_now != seen_in) {
+      seen_in = in_now;
+      last_motion = now;
+    }
+    if (opts.stall_timeout.count() > 0 && now - last_motion > opts.stall_timeout)
+      throw Error(Code::io,
+                  fmt::format("no data moved for {} s: the source or the destination stalled",
+                              std::chrono::duration_cast<std::chrono::seconds>(opts.stall_timeout).count()),
+                  true);
+  };
   try {
     ChunkQueue& in_q = *st.queues.back();
     Chunk c;
     for (;;) {
       if (cancel_tok.cancelled()) throw Error(Code::cancelled, "operation cancelled");
-      auto r = in_q.pop(c, opts.progress_interval);
+      auto wait = opts.progress_interval;
+      if (opts.stall_timeout.count() > 0) wait = std::min(wait, std::max(opts.stall_timeout / 4, std::chrono::milliseconds(10)));
+      auto r = in_q.pop(c, wait);
       if (r == ChunkQueue::Pop::timeout) {
-        report(false);
+        auto now = std::chrono::steady_clock::now();
+        check_stall(now);
+        if (now - last_report >= opts.progress_interval) {
+          last_report = now;
+          report(false);
+        }
         continue;
       }
       if (r == ChunkQueue::Pop::failed) break;
@@ -234,6 +257,7 @@ void Pipeline::run(Sink& sink, CancelToken* cancel, const ProgressFn& progress,
       sink.write(Bytes(c.data(), c.size()));
       bytes_out += c.size();
       auto now = std::chrono::steady_clock::now();
+      last_motion = now;
       if (now - last_report >= opts.progress_interval) {
         last_report = now;
         report(false);

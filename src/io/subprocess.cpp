@@ -131,7 +131,10 @@ Subprocess::Subprocess(const SpawnOptions& opts) : err_limit_(opts.stderr_limit)
   sigaddset(&def, SIGPIPE);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &def);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // Its own process group, so terminate() also reaches anything it started (a wrapper
+  // script's children would otherwise keep our pipes open).
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
   int rc = posix_spawn(&pid_, exe->c_str(), &fa, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
@@ -167,7 +170,7 @@ Subprocess::~Subprocess() {
   if (in_fd_ >= 0) ::close(in_fd_);
   if (out_fd_ >= 0) ::close(out_fd_);
   if (!status_ && pid_ > 0) {
-    ::kill(pid_, SIGKILL);
+    ::kill(-pid_, SIGKILL);
     int st;
     while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
     }
@@ -219,7 +222,7 @@ int Subprocess::wait() {
 }
 
 void Subprocess::terminate() noexcept {
-  if (!status_ && pid_ > 0) ::kill(pid_, SIGTERM);
+  if (!status_ && pid_ > 0) ::kill(-pid_, SIGTERM);
 }
 
 std::string Subprocess::stderr_text() {

@@ -323,3 +323,24 @@ def test_high_gzip_level_is_parallel_members_that_gunzip_reads(pg, cli, repo, ne
     target = newdb("l9")
     assert cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target)).returncode == 0
     assert pg.row_counts(target) == pg.row_counts("mev_protection")
+
+
+def test_stalled_dump_fails_after_the_stall_timeout(pg, cli, repo, tmp_path):
+    backup(cli, pg, repo)
+    before = files(repo)
+    stuck = tmp_path / "pg_dump"
+    # Answers --version like pg_dump, then writes a little and hangs like a silent peer;
+    # its child `sleep` would hold the pipes open if only the script were killed.
+    stuck.write_text(f"""#!/bin/bash
+if [ "$1" = --version ]; then exec {pg.bindir}/pg_dump --version; fi
+printf 'PGDMP partial'
+sleep 120
+""")
+    stuck.chmod(0o755)
+    t0 = time.monotonic()
+    r = cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--pg-dump", stuck,
+            env={"MEVBACKUP_STALL_TIMEOUT": "2"})
+    assert r.returncode == 1
+    assert "stalled" in r.stderr
+    assert time.monotonic() - t0 < 60
+    assert files(repo) == before

@@ -87,7 +87,8 @@ _LOG_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 
 class _RepoOpts(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_uint32), ("log", _LOG_CB), ("log_user", ctypes.c_void_p)]
+    _fields_ = [("struct_size", ctypes.c_uint32), ("log", _LOG_CB), ("log_user", ctypes.c_void_p),
+                ("stall_timeout_seconds", ctypes.c_int64)]
 
 
 class _PgBackupOpts(ctypes.Structure):
@@ -344,7 +345,8 @@ class _Callbacks:
 class Repository:
     """A backup repository: a local directory (S3 once supported)."""
 
-    def __init__(self, location: Union[str, os.PathLike], log: Optional[LogFn] = None):
+    def __init__(self, location: Union[str, os.PathLike], log: Optional[LogFn] = None,
+                 stall_timeout_seconds: int = 0):
         self._h = _p()
         self._log_error: Optional[BaseException] = None
 
@@ -356,7 +358,7 @@ class Repository:
                     self._log_error = e
 
         self._c_log = _LOG_CB(on_log)
-        opts = _RepoOpts(ctypes.sizeof(_RepoOpts), self._c_log, None)
+        opts = _RepoOpts(ctypes.sizeof(_RepoOpts), self._c_log, None, stall_timeout_seconds)
         _lib.mevb_repo_open(ctypes.byref(self._h), os.fsencode(location), ctypes.byref(opts))
         self.location = os.fspath(location)
 

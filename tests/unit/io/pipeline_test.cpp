@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "../helpers.hpp"
@@ -202,4 +204,46 @@ TEST_CASE("buffers between stages are bounded: a stalled sink stalls the source"
   // source queue (2) + the filter's input and output chunks + its output queue (2)
   // + the chunk in the sink + one blocked read: a handful, never thousands.
   CHECK(src.reads.load() <= 10);
+}
+
+TEST_CASE("a stalled source fails the run after the stall timeout, as a retriable I/O error") {
+  class Stalled final : public Source {
+   public:
+    size_t read(MutBytes buf) override {
+      if (first_) {
+        first_ = false;
+        std::memset(buf.data(), 'a', 10);
+        return 10;
+      }
+      std::unique_lock lk(m_);
+      cv_.wait(lk, [&] { return aborted_; });  // blocks like a silent TCP peer
+      return 0;
+    }
+    void abort() noexcept override {
+      std::lock_guard lk(m_);
+      aborted_ = true;
+      cv_.notify_all();
+    }
+
+   private:
+    bool first_ = true, aborted_ = false;
+    std::mutex m_;
+    std::condition_variable cv_;
+  } src;
+  MemorySink sink;
+  PipelineOptions o;
+  o.stall_timeout = std::chrono::milliseconds(300);
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    Pipeline(src).run(sink, nullptr, {}, o);
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::io);
+    CHECK(e.retriable());
+    CHECK(std::string(e.what()).find("stalled") != std::string::npos);
+  }
+  auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(waited >= std::chrono::milliseconds(300));
+  CHECK(waited < std::chrono::seconds(5));
+  CHECK(sink.aborted);
 }
