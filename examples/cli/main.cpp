@@ -6,6 +6,8 @@ namespace cli {
 int cmd_backup_postgres(int argc, char** argv, int start);
 int cmd_restore_postgres(int argc, char** argv, int start);
 int cmd_list(int argc, char** argv, int start);
+int cmd_backup_redis(int argc, char** argv, int start);
+int cmd_restore_redis(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -16,12 +18,21 @@ const char* kUsage =
     "                            [--level N] [--pg-dump PATH] [--pg-dump-arg ARG]... [--json]\n"
     "  mevbackup restore postgres --repo REPO --dbname CONNINFO [--backup ID|latest] [--source DB]\n"
     "                             [--clean] [--pg-restore PATH]\n"
+    "  mevbackup backup redis --repo REPO --redis-url redis://[user@]host:port\n"
+    "                         [--mode auto|bgsave|replication] [--prefix NAME] [--compress gzip|none]\n"
+    "                         [--level N] [--timeout SECONDS] [--json]\n"
+    "  mevbackup restore redis --repo REPO [--backup ID|latest] [--source PREFIX]\n"
+    "                          --data-dir DIR [--rdb-name dump.rdb] [--before CMD] [--after CMD]\n"
+    "                          [--target-rdb-version N]\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
     "  mevbackup version\n"
     "\n"
     "REPO may also come from MEVBACKUP_REPO. CONNINFO is a libpq connection string or URI;\n"
     "the PG* environment variables apply. Keep passwords in PGPASSWORD or a passfile, not\n"
     "on the command line.\n"
+    "Redis: the password comes from MEVBACKUP_REDIS_PASSWORD (or the URL, visible to other\n"
+    "users). --before/--after commands are split into words (quotes and backslashes\n"
+    "honoured, nothing expanded) and run without a shell.\n"
     "Common options: --quiet (no progress), --verbose (log details).\n";
 
 struct Command {
@@ -35,6 +46,8 @@ const Command kCommands[] = {
     {"backup", "postgres", cli::cmd_backup_postgres},
     {"restore", "postgres", cli::cmd_restore_postgres},
     {"list", nullptr, cli::cmd_list},
+    {"backup", "redis", cli::cmd_backup_redis},
+    {"restore", "redis", cli::cmd_restore_redis},
 };
 
 }  // namespace

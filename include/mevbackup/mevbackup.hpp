@@ -7,6 +7,7 @@
 #include "mevbackup/fs.hpp"
 #include "mevbackup/manifest.hpp"
 #include "mevbackup/postgres.hpp"
+#include "mevbackup/redis.hpp"
 #include "mevbackup/repository.hpp"
 #include "mevbackup/storage.hpp"
 #include "mevbackup/stream.hpp"
