@@ -176,7 +176,7 @@ class RedisServer:
         return c
 
     def snapshot(self) -> Dict[tuple, tuple]:
-        """(db, key) -> (type, value, TTL in 10 s steps) of every key, to compare two servers."""
+        """(db, key) -> (type, value, PTTL in ms or -1) of every key; compare with same_data()."""
         result: Dict[tuple, tuple] = {}
         with self.client() as c:
             for db in self.dbsizes():
@@ -186,9 +186,7 @@ class RedisServer:
                     cursor, keys = c.call("SCAN", cursor, "COUNT", "1000")
                     for k in keys:
                         t = c.call("TYPE", k)
-                        ttl = c.call("PTTL", k)
-                        ttl_s = -1 if ttl < 0 else round(ttl / 10000.0)  # the test runs in between
-                        result[(db, k)] = (t, self._value(c, k, t), ttl_s)
+                        result[(db, k)] = (t, self._value(c, k, t), c.call("PTTL", k))
                     if cursor == b"0":
                         break
         return result
@@ -209,6 +207,16 @@ class RedisServer:
         if t == "stream":
             return repr(c.call("XRANGE", k, "-", "+"))
         return None
+
+
+def same_data(a: Dict[tuple, tuple], b: Dict[tuple, tuple], ttl_slack_ms: int = 15000) -> None:
+    """Asserts that two snapshots hold the same keys, types, values and (within a slack) TTLs."""
+    assert sorted(a) == sorted(b), f"keys differ: {sorted(set(a) ^ set(b))[:10]}"
+    for k in a:
+        ta, va, xa = a[k]
+        tb, vb, xb = b[k]
+        assert (ta, va) == (tb, vb), f"key {k} differs"
+        assert (xa < 0) == (xb < 0) and abs(xa - xb) <= ttl_slack_ms, f"TTL of {k} differs: {xa} vs {xb}"
 
 
 class RespClient:
