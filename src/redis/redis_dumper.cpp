@@ -23,6 +23,7 @@
 
 #include "mevbackup/redis.hpp"
 #include "redis_conn.hpp"
+#include "rdb_reader.hpp"
 #include "redis_internal.hpp"
 
 namespace mevbackup {
@@ -322,6 +323,29 @@ nlohmann::json keyspace(Conn& conn) {
   return out;
 }
 
+// What the RDB reader found in the stream: exact key counts and the key-sample digest
+// that verification compares later. A corrupt RDB rejects the backup; one using a type
+// this reader does not know is kept, marked unverified.
+nlohmann::json rdb_facts(redis::RdbSummaryObserver& check, const std::string& described, const RunContext& ctx) {
+  try {
+    redis::RdbSummary s = check.result();
+    nlohmann::json keys = nlohmann::json::object(), expires = nlohmann::json::object();
+    for (auto& [db, n] : s.keys) keys[std::to_string(db)] = n;
+    for (auto& [db, n] : s.expires) expires[std::to_string(db)] = n;
+    return {{"verified", true},
+            {"keys", keys},
+            {"expires", expires},
+            {"types", s.types},
+            {"checksum_verified", s.checksum_verified},
+            {"key_sample", {{"size", s.sample}, {"sha256", s.sample_sha256}}}};
+  } catch (const Error& e) {
+    if (e.code() != Code::unsupported)
+      throw Error(Code::dump_failed, fmt::format("{} is not a valid RDB: {}", described, e.what()));
+    if (ctx.log) ctx.log(LogLevel::warning, fmt::format("cannot verify {}: {}", described, e.what()));
+    return {{"verified", false}, {"reason", e.what()}};
+  }
+}
+
 }  // namespace
 
 Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const RunContext& ctx) {
@@ -390,8 +414,9 @@ Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const Ru
   spec.format = "rdb";
   spec.compression = opts.compression;
   spec.level = opts.level;
+  redis::RdbSummaryObserver check;
   redis::TapSource observed(*source);
-  observed.tap(header);
+  observed.tap(header).tap(check);
   return repo.publish(observed, spec, ctx, [&](Manifest& out) {
     int rdb_version = header.version(described);
     out.source_name = spec.name_prefix;
@@ -403,6 +428,7 @@ Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const Ru
         {"keyspace", counts},
     };
     if (!rdb_path.empty()) out.source["rdb_path"] = rdb_path;
+    out.source["rdb"] = rdb_facts(check, described, ctx);
   });
 }
 

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/redis.hpp"
+#include "rdb_reader.hpp"
 #include "redis_internal.hpp"
 #include "../io/subprocess.hpp"
 
@@ -61,8 +62,8 @@ int local_redis_rdb_version() {
 
 class RdbFileSink final : public Sink {
  public:
-  RdbFileSink(const RedisRestoreOptions& o, int max_version, const RunContext& ctx)
-      : o_(o), max_version_(max_version), ctx_(ctx) {
+  RdbFileSink(const RedisRestoreOptions& o, const Manifest& m, int max_version, const RunContext& ctx)
+      : o_(o), m_(m), max_version_(max_version), ctx_(ctx) {
     target_ = o_.data_dir + "/" + o_.rdb_name;
     struct stat dst{};
     if (::stat(o_.data_dir.c_str(), &dst) != 0) throw sys_error(errno, "Redis data directory " + o_.data_dir);
@@ -86,6 +87,7 @@ class RdbFileSink final : public Sink {
 
   void write(Bytes data) override {
     header_.update(data);
+    check_.update(data);
     const std::byte* p = data.data();
     size_t n = data.size();
     while (n) {
@@ -106,6 +108,7 @@ class RdbFileSink final : public Sink {
                   fmt::format("the backup holds an RDB of version {} but the target Redis loads at most version {}; "
                               "restore it into a newer Redis",
                               v, max_version_));
+    verify();
     if (::fsync(fd_) != 0) throw sys_error(errno, "syncing " + tmp_);
     if (::close(fd_) != 0) {
       fd_ = -1;
@@ -136,12 +139,40 @@ class RdbFileSink final : public Sink {
   }
 
  private:
+  // The RDB must parse (CRC-64 included) and hold the keys its manifest counted.
+  void verify() {
+    redis::RdbSummary s;
+    try {
+      s = check_.result();
+    } catch (const Error& e) {
+      if (e.code() == Code::unsupported) {
+        if (ctx_.log) ctx_.log(LogLevel::warning, fmt::format("cannot verify backup {}: {}", m_.id, e.what()));
+        return;
+      }
+      throw Error(Code::corrupt, fmt::format("backup {} is not a valid RDB: {}; the data directory is untouched", m_.id, e.what()));
+    }
+    const auto& rdb = m_.source.value("rdb", nlohmann::json::object());
+    if (!rdb.value("verified", false)) return;
+    const nlohmann::json keys = rdb.value("keys", nlohmann::json::object());
+    const nlohmann::json sample = rdb.value("key_sample", nlohmann::json::object());
+    for (auto& [db, n] : keys.items()) {
+      uint64_t have = s.keys.count(std::stoi(db)) ? s.keys.at(std::stoi(db)) : 0;
+      if (have != n.get<uint64_t>())
+        throw Error(Code::corrupt, fmt::format("backup {}: database {} holds {} keys, its manifest says {}", m_.id, db, have,
+                                               n.get<uint64_t>()));
+    }
+    if (s.keys.size() != keys.size() || s.sample_sha256 != sample.value("sha256", ""))
+      throw Error(Code::corrupt, fmt::format("backup {}: its keys do not match the manifest's sample", m_.id));
+  }
+
   const RedisRestoreOptions& o_;
+  const Manifest& m_;
   int max_version_;
   const RunContext& ctx_;
   std::string target_, tmp_;
   int fd_ = -1;
   redis::RdbHeader header_;
+  redis::RdbSummaryObserver check_;
 };
 
 }  // namespace
@@ -160,7 +191,7 @@ void restore_redis(Repository& repo, const Manifest& backup, const RedisRestoreO
                             "it into a newer Redis",
                             backup.id, manifest_version, max_version));
   if (ctx.log) ctx.log(LogLevel::info, fmt::format("restoring {} into {}/{}", backup.id, opts.data_dir, opts.rdb_name));
-  RdbFileSink sink(opts, max_version, ctx);
+  RdbFileSink sink(opts, backup, max_version, ctx);
   repo.restore_stream(backup, sink, ctx);
 }
 

@@ -61,6 +61,12 @@ def test_backup_modes_make_valid_rdbs(rds, rcli, repo, tmp_path, mode, diskless)
     assert m["source"]["keyspace"]["0"]["keys"] == rds.dbsizes()[0]
     assert m["source"]["keyspace"]["1"]["keys"] == 30
     assert (Path(repo) / (m["path"] + ".manifest.json")).exists()
+    rdb = m["source"]["rdb"]  # what the RDB reader counted in the stream itself
+    assert rdb["verified"] and rdb["checksum_verified"]
+    assert rdb["keys"] == {str(db): n for db, n in rds.dbsizes().items()}
+    assert rdb["expires"] == {"0": 40}
+    assert set(rdb["types"]) == {"string", "hash", "list", "set", "zset", "stream"}
+    assert rdb["key_sample"]["size"] == sum(rds.dbsizes().values()) and len(rdb["key_sample"]["sha256"]) == 64
     check_rdb(repo, m, tmp_path)
     assert PASSWORD not in r.stdout + r.stderr
 
