@@ -207,10 +207,10 @@ typedef struct mevb_redis_restore_opts {
   size_t after_count;
   int target_rdb_version;         /* newest RDB version the target loads; 0: ask the local redis-server */
   const char *source_name;        /* with "latest": which prefix's latest backup */
-  const char *redis_url;          /* live restore into a running server (not supported yet) */
-  const char *password;
-  int replace;
-  int flush;
+  const char *redis_url;          /* live restore into a running server instead of data_dir */
+  const char *password;           /* for redis_url; NULL: the URL's or MEVBACKUP_REDIS_PASSWORD */
+  int replace;                    /* live: non-empty target allowed, same-name keys replaced */
+  int flush;                      /* live: non-empty target emptied (FLUSHALL) after verification */
   mevb_progress_cb progress;
   void *progress_user;
 } mevb_redis_restore_opts;
@@ -218,7 +218,8 @@ typedef struct mevb_redis_restore_opts {
   {sizeof(mevb_redis_restore_opts), NULL, NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL}
 MEVB_API int mevb_redis_restore_opts_init(mevb_redis_restore_opts *opts, size_t size);
 
-/* Restores backup `id_or_latest` into opts->data_dir (exactly one target must be given). */
+/* Restores backup `id_or_latest` into opts->data_dir (a stopped server's directory, atomically)
+ * or opts->redis_url (a running server, key by key with RESTORE); exactly one must be given. */
 MEVB_API int mevb_repo_restore_redis(mevb_repo *repo, const char *id_or_latest, const mevb_redis_restore_opts *opts);
 
 #ifdef __cplusplus

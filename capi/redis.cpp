@@ -44,10 +44,13 @@ int mevb_repo_restore_redis(mevb_repo* repo, const char* id_or_latest, const mev
     mevb_redis_restore_opts o = MEVB_REDIS_RESTORE_OPTS_INIT;
     read_opts(opts, o, "mevb_redis_restore_opts");
     if (o.redis_url && o.data_dir) throw invalid("give either data_dir or redis_url, not both");
-    if (o.redis_url) throw Error(Code::unsupported, "restoring into a running Redis (redis_url) is not supported yet");
-    if (!o.data_dir) throw invalid("mevb_redis_restore_opts.data_dir must be set");
+    if (!o.data_dir && !o.redis_url) throw invalid("mevb_redis_restore_opts: set data_dir or redis_url");
     RedisRestoreOptions ro;
-    ro.data_dir = o.data_dir;
+    ro.data_dir = str_or(o.data_dir);
+    ro.redis_url = str_or(o.redis_url);
+    ro.password = str_or(o.password);
+    ro.replace = o.replace != 0;
+    ro.flush = o.flush != 0;
     if (o.rdb_name) ro.rdb_name = o.rdb_name;
     ro.before = args_or(o.before, o.before_count, {});
     ro.after = args_or(o.after, o.after_count, {});

@@ -53,12 +53,26 @@ struct RedisRestoreOptions {
   // The newest RDB version the target can load; 0: ask the local redis-server binary
   // (redis-server --version) when there is one, else do not check.
   int target_rdb_version = 0;
+  // Live restore into a running server instead (data_dir must then be empty): every key
+  // goes in with RESTORE key ttl payload [REPLACE] ABSTTL, pipelined; keys already
+  // expired are skipped. The artifact is read twice: once to verify it completely
+  // (SHA-256, RDB CRC-64, key counts) before the target is touched, once to restore.
+  // Unlike the offline restore this is not atomic: a failure midway (the server going
+  // away, a key refused) leaves the keys restored so far.
+  std::string redis_url;    // redis://[user[:password]@]host[:port]
+  std::string password;     // as in RedisBackupOptions
+  bool replace = false;     // a non-empty target is allowed; existing keys are replaced
+  bool flush = false;       // a non-empty target is emptied (FLUSHALL) after verification
+  int connect_timeout_s = 10;
 };
 
-// Restores `backup` (a redis backup). The artifact is streamed, checked against its
+// Restores `backup` (a redis backup) live when opts.redis_url is set (see above), else
+// offline into opts.data_dir. Offline, the artifact is streamed, checked against its
 // manifest and fsynced into a temporary file in data_dir first; only then does the
 // `before` hook run, the file is renamed over <data_dir>/<rdb_name> and the `after`
 // hook runs. A failure before the rename leaves the data directory as it was.
+// Throws not_empty (live, target has keys, neither replace nor flush), version_mismatch
+// (the target cannot load the RDB's version), corrupt (artifact damaged; target untouched).
 void restore_redis(Repository& repo, const Manifest& backup, const RedisRestoreOptions& opts, const RunContext& ctx);
 
 // The RDB version that a Redis server version ("7.0.15") writes and can load; 0 if unknown.

@@ -500,11 +500,13 @@ struct RdbSummaryObserver::Impl final : Source {
   }
 };
 
-RdbSummaryObserver::RdbSummaryObserver(uint64_t sample_size) : impl_(std::make_unique<Impl>()) {
+RdbSummaryObserver::RdbSummaryObserver(std::function<void(Source&)> parse, uint64_t sample_size)
+    : impl_(std::make_unique<Impl>()) {
   Impl* im = impl_.get();
-  im->th = std::thread([im, sample_size] {
+  im->th = std::thread([im, parse = std::move(parse), sample_size] {
     try {
-      im->summary = summarize_rdb(*im, sample_size);
+      if (parse) parse(*im);
+      else im->summary = summarize_rdb(*im, sample_size);
     } catch (...) {
       im->error = std::current_exception();
     }

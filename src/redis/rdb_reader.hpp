@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -109,7 +110,10 @@ RdbSummary summarize_rdb(Source& src, uint64_t sample_size = 1000, RdbLimits lim
 // error. Bytes after the RDB's end are ignored.
 class RdbSummaryObserver final : public Observer {
  public:
-  explicit RdbSummaryObserver(uint64_t sample_size = 1000);
+  explicit RdbSummaryObserver(uint64_t sample_size = 1000) : RdbSummaryObserver(nullptr, sample_size) {}
+  // Runs `parse` (instead of summarize_rdb) over the bytes shown; result() then gives
+  // an empty summary but still throws parse's error.
+  explicit RdbSummaryObserver(std::function<void(Source&)> parse) : RdbSummaryObserver(std::move(parse), 0) {}
   ~RdbSummaryObserver() override;
   RdbSummaryObserver(const RdbSummaryObserver&) = delete;
   RdbSummaryObserver& operator=(const RdbSummaryObserver&) = delete;
@@ -118,6 +122,7 @@ class RdbSummaryObserver final : public Observer {
   RdbSummary result();
 
  private:
+  RdbSummaryObserver(std::function<void(Source&)> parse, uint64_t sample_size);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -182,6 +182,23 @@ Reply Conn::command(const std::vector<std::string>& argv, Code code) {
   return r;
 }
 
+void Conn::append(const std::vector<std::string>& argv) {
+  std::vector<const char*> a;
+  std::vector<size_t> l;
+  for (auto& s : argv) {
+    a.push_back(s.data());
+    l.push_back(s.size());
+  }
+  if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(a.size()), a.data(), l.data()) != REDIS_OK)
+    fail_io(argv.empty() ? "a command" : argv[0]);
+}
+
+Reply Conn::get_reply() {
+  void* raw = nullptr;
+  if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || !raw) fail_io("a pipelined command");
+  return Reply(static_cast<redisReply*>(raw));
+}
+
 std::string Conn::status_or_string(const std::vector<std::string>& argv) { return to_string(command(argv).get()); }
 
 std::map<std::string, std::string> Conn::info(const std::string& section) {

@@ -48,6 +48,9 @@ class Conn {
   // Like command() but returns error replies instead of throwing.
   Reply command_raw(const std::vector<std::string>& argv);
   std::string status_or_string(const std::vector<std::string>& argv);
+  // Pipelining: queue a command without waiting; get_reply() takes the next reply.
+  void append(const std::vector<std::string>& argv);
+  Reply get_reply();
   // INFO <section> as key -> value.
   std::map<std::string, std::string> info(const std::string& section);
   std::string config_get(const std::string& name);

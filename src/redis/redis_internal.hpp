@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "mevbackup/redis.hpp"
 #include "mevbackup/stream.hpp"
 
 namespace mevbackup::redis {
@@ -41,5 +42,11 @@ class TapSource final : public Source {
   Source& inner_;
   std::vector<Observer*> observers_;
 };
+
+class RdbSummaryObserver;
+// Throws corrupt when the RDB `check` saw does not parse or does not match `m`.
+void verify_rdb(const Manifest& m, RdbSummaryObserver& check, const RunContext& ctx);
+// The live restore (redis_live_restorer.cpp).
+void restore_live(Repository& repo, const Manifest& backup, const RedisRestoreOptions& opts, const RunContext& ctx);
 
 }  // namespace mevbackup::redis

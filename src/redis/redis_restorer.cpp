@@ -17,6 +17,36 @@
 
 namespace mevbackup {
 
+namespace redis {
+
+// The RDB must parse (CRC-64 included) and hold the keys its manifest counted.
+void verify_rdb(const Manifest& m, RdbSummaryObserver& check, const RunContext& ctx) {
+  RdbSummary s;
+  try {
+    s = check.result();
+  } catch (const Error& e) {
+    if (e.code() == Code::unsupported) {
+      if (ctx.log) ctx.log(LogLevel::warning, fmt::format("cannot verify backup {}: {}", m.id, e.what()));
+      return;
+    }
+    throw Error(Code::corrupt, fmt::format("backup {} is not a valid RDB: {}; the target is untouched", m.id, e.what()));
+  }
+  const auto& rdb = m.source.value("rdb", nlohmann::json::object());
+  if (!rdb.value("verified", false)) return;
+  const nlohmann::json keys = rdb.value("keys", nlohmann::json::object());
+  const nlohmann::json sample = rdb.value("key_sample", nlohmann::json::object());
+  for (auto& [db, n] : keys.items()) {
+    uint64_t have = s.keys.count(std::stoi(db)) ? s.keys.at(std::stoi(db)) : 0;
+    if (have != n.get<uint64_t>())
+      throw Error(Code::corrupt, fmt::format("backup {}: database {} holds {} keys, its manifest says {}", m.id, db, have,
+                                             n.get<uint64_t>()));
+  }
+  if (s.keys.size() != keys.size() || s.sample_sha256 != sample.value("sha256", ""))
+    throw Error(Code::corrupt, fmt::format("backup {}: its keys do not match the manifest's sample", m.id));
+}
+
+}  // namespace redis
+
 namespace {
 
 std::string join_argv(const std::vector<std::string>& argv) {
@@ -139,31 +169,7 @@ class RdbFileSink final : public Sink {
   }
 
  private:
-  // The RDB must parse (CRC-64 included) and hold the keys its manifest counted.
-  void verify() {
-    redis::RdbSummary s;
-    try {
-      s = check_.result();
-    } catch (const Error& e) {
-      if (e.code() == Code::unsupported) {
-        if (ctx_.log) ctx_.log(LogLevel::warning, fmt::format("cannot verify backup {}: {}", m_.id, e.what()));
-        return;
-      }
-      throw Error(Code::corrupt, fmt::format("backup {} is not a valid RDB: {}; the data directory is untouched", m_.id, e.what()));
-    }
-    const auto& rdb = m_.source.value("rdb", nlohmann::json::object());
-    if (!rdb.value("verified", false)) return;
-    const nlohmann::json keys = rdb.value("keys", nlohmann::json::object());
-    const nlohmann::json sample = rdb.value("key_sample", nlohmann::json::object());
-    for (auto& [db, n] : keys.items()) {
-      uint64_t have = s.keys.count(std::stoi(db)) ? s.keys.at(std::stoi(db)) : 0;
-      if (have != n.get<uint64_t>())
-        throw Error(Code::corrupt, fmt::format("backup {}: database {} holds {} keys, its manifest says {}", m_.id, db, have,
-                                               n.get<uint64_t>()));
-    }
-    if (s.keys.size() != keys.size() || s.sample_sha256 != sample.value("sha256", ""))
-      throw Error(Code::corrupt, fmt::format("backup {}: its keys do not match the manifest's sample", m_.id));
-  }
+  void verify() { redis::verify_rdb(m_, check_, ctx_); }
 
   const RedisRestoreOptions& o_;
   const Manifest& m_;
@@ -180,6 +186,11 @@ class RdbFileSink final : public Sink {
 void restore_redis(Repository& repo, const Manifest& backup, const RedisRestoreOptions& opts, const RunContext& ctx) {
   if (backup.kind != "redis")
     throw Error(Code::invalid_argument, fmt::format("backup {} is a {} backup, not a redis one", backup.id, backup.kind));
+  if (!opts.redis_url.empty()) {
+    if (!opts.data_dir.empty()) throw Error(Code::invalid_argument, "give either a data directory or a Redis URL, not both");
+    redis::restore_live(repo, backup, opts, ctx);
+    return;
+  }
   if (opts.data_dir.empty()) throw Error(Code::invalid_argument, "no restore target: give the Redis data directory");
   if (opts.rdb_name.empty() || opts.rdb_name.find('/') != std::string::npos)
     throw Error(Code::invalid_argument, fmt::format("bad RDB file name \"{}\"", opts.rdb_name));

@@ -101,8 +101,8 @@ def test_python_round_trip_with_acl_user(rds, repo, tmp_path):
             same_data(rds.snapshot(), target.snapshot())
         finally:
             target.stop()
-        with pytest.raises(mevbackup.Unsupported):
-            r.restore_redis(b, redis_url=rds.url())
+        with pytest.raises(mevbackup.InvalidArgument):
+            r.restore_redis(b, redis_url=rds.url(), data_dir=str(tmp_path))
         with pytest.raises(mevbackup.InvalidArgument):
             r.backup_redis(rds.url(), mode="rsync")
 
@@ -206,3 +206,47 @@ def test_failing_hook_and_version_check(rds, rcli, repo, tmp_path):
     r = rcli("restore", "redis", "--repo", repo, "--data-dir", ddir, "--redis-url", rds.url())
     assert r.returncode == 2
     assert b.id
+
+
+def test_live_restore_reproduces_every_key(rds, rcli, repo):
+    r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), env=rds.env())
+    assert r.returncode == 0, r.stderr
+    with RedisServer(password="target-pw") as target:
+        env = dict(os.environ, MEVBACKUP_REDIS_PASSWORD="target-pw")
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url(), "--verbose", env=env)
+        assert r.returncode == 0, r.stderr
+        assert "target-pw" not in r.stderr
+        assert target.dbsizes() == rds.dbsizes()
+        same_data(rds.snapshot(), target.snapshot())
+        # Now the target is not empty: refused, unless --replace or --flush.
+        target.cli("SET", "extra", "1")
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url(), env=env)
+        assert r.returncode == 1 and "already holds" in r.stderr and "--replace" in r.stderr
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url(), "--replace", env=env)
+        assert r.returncode == 0, r.stderr
+        assert target.cli("GET", "extra").strip() == "1"
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url(), "--flush", env=env)
+        assert r.returncode == 0, r.stderr
+        assert target.cli("EXISTS", "extra").strip() == "0"
+        same_data(rds.snapshot(), target.snapshot())
+
+
+def test_live_restore_skips_expired_keys_and_refuses_damage(repo, tmp_path):
+    with RedisServer() as src, RedisServer() as target:
+        src.cli("SET", "keep", "v")
+        src.cli("SET", "soon", "gone", "PX", "800")
+        with mevbackup.Repository(repo) as r:
+            b = r.backup_redis(src.url(), mode="replication")
+            while src.cli("EXISTS", "soon").strip() != "0":  # wait until the key expired
+                time.sleep(0.05)
+            r.restore_redis(b, redis_url=target.url())
+            assert target.cli("EXISTS", "keep").strip() == "1"
+            assert target.cli("EXISTS", "soon").strip() == "0"
+            # A damaged artifact is refused before the target is touched, even with flush.
+            path = Path(repo) / b.path
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            path.write_bytes(bytes(data))
+            with pytest.raises(mevbackup.Corrupt):
+                r.restore_redis(b, redis_url=target.url(), flush=True)
+            assert target.cli("EXISTS", "keep").strip() == "1"
