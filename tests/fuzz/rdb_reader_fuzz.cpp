@@ -1,6 +1,6 @@
 // libFuzzer target for the RDB reader: any input must end in a result or an Error,
 // never a crash, a hang or a large allocation. Run:
-//   build/tests/mevb_fuzz_rdb -max_len=65536 -rss_limit_mb=256 tests/fuzz/corpus
+//   build/tests/mevb_fuzz_rdb -max_len=65536 -rss_limit_mb=256 WORKDIR tests/fuzz/corpus
 #include <cstddef>
 #include <cstdint>
 #include <vector>
