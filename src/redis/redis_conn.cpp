@@ -91,10 +91,11 @@ Url parse_url(const std::string& text, const std::string& password) {
 }
 
 std::string redact(const std::string& text) {
+  // Any scheme (redis://, rediss://, a typo...): the password between "user:" and "@".
   std::string out = text;
   size_t pos = 0;
-  while ((pos = out.find("redis://", pos)) != std::string::npos) {
-    size_t start = pos + 8;
+  while ((pos = out.find("://", pos)) != std::string::npos) {
+    size_t start = pos + 3;
     size_t end = out.find_first_of("/ \t\"'", start);
     if (end == std::string::npos) end = out.size();
     size_t at = out.rfind('@', end);

@@ -28,7 +28,7 @@ struct Url {
 // is accepted and ignored (an RDB holds every database).
 Url parse_url(const std::string& url, const std::string& password = "");
 
-// Replaces the password of a redis:// URL inside any text by "***".
+// Replaces the password of any URL (scheme://user:password@...) inside a text by "***".
 std::string redact(const std::string& text);
 
 struct ReplyDeleter {

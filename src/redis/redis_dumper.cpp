@@ -258,6 +258,9 @@ Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const Ru
     if (ctx.log) ctx.log(LogLevel::info, fmt::format("syncing as a replica of Redis {} at {}", version, conn.name()));
     auto rs = std::make_unique<redis::ReplicationSource>(conn.fd(), conn.name(), opts.save_timeout_s, std::max(60, opts.connect_timeout_s), ctx.cancel);
     rs->start();
+    if (ctx.log)
+      ctx.log(LogLevel::info, rs->diskless() ? std::string("receiving a diskless RDB stream (ended by an EOF mark)")
+                                             : fmt::format("receiving an RDB of {} bytes", rs->announced()));
     described = fmt::format("the replication stream of {}", conn.name());
     source = std::move(rs);
   }

@@ -66,6 +66,8 @@ class ReplicationSource final : public Source {
   }
 
   bool diskless() const { return diskless_; }
+  // The announced payload length (0 for the diskless framing).
+  uint64_t announced() const { return diskless_ ? 0 : remaining_ + received_; }
 
   size_t read(MutBytes buf) override {
     for (;;) {

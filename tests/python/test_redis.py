@@ -52,9 +52,12 @@ def check_rdb(repo, manifest, tmp_path):
                                            ("auto", True)])
 def test_backup_modes_make_valid_rdbs(rds, rcli, repo, tmp_path, mode, diskless):
     rds.cli("CONFIG", "SET", "repl-diskless-sync", "yes" if diskless else "no")
-    r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), "--mode", mode, "--json", env=rds.env())
+    r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), "--mode", mode, "--json", "--verbose",
+             env=rds.env())
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
+    if mode == "replication":  # both framings of the sync were met
+        assert ("receiving a diskless RDB stream" in r.stderr) == diskless, r.stderr
     assert m["kind"] == "redis" and m["path"].startswith("redis/redis_") and m["path"].endswith(".rdb.gz")
     assert m["source"]["mode"] == ("bgsave" if mode == "auto" else mode)
     assert m["source"]["redis_version"] == rds.cli("INFO", "server").split("redis_version:")[1].split()[0]
