@@ -430,10 +430,13 @@ def _restore_redis(self: "Repository", backup: Union[str, Backup] = "latest", *,
                    before: Optional[Sequence[str]] = None, after: Optional[Sequence[str]] = None,
                    target_rdb_version: int = 0, source: Optional[str] = None, password: Optional[str] = None,
                    replace: bool = False, flush: bool = False, progress: Optional[ProgressFn] = None) -> None:
-    """Restores `backup` (an id, a Backup or "latest") into a stopped server's `data_dir`.
+    """Restores `backup` (an id, a Backup or "latest"), either offline or live.
 
-    `before` and `after` are argv lists run (without a shell) around the moment the RDB
-    is renamed into place, e.g. to stop and start the server."""
+    Offline (`data_dir`): atomically into a stopped server's directory; `before` and
+    `after` are argv lists run (without a shell) around the moment the RDB is renamed
+    into place, e.g. to stop and start the server. Live (`redis_url`): key by key with
+    RESTORE into a running server, refused when it holds keys unless `replace` or
+    `flush`. Raises NotEmpty, VersionMismatch, Corrupt (the target untouched), ..."""
     ident = backup.id if isinstance(backup, Backup) else backup
     o = _RedisRestoreOpts()
     _lib.mevb_redis_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
