@@ -294,6 +294,53 @@ typedef struct mevb_files_restore_opts {
 #define MEVB_FILES_RESTORE_OPTS_INIT {sizeof(mevb_files_restore_opts), NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, NULL}
 MEVB_API int mevb_files_restore_opts_init(mevb_files_restore_opts *opts, size_t size);
 MEVB_API int mevb_repo_restore_files(mevb_repo *repo, const char *id_or_latest, const mevb_files_restore_opts *opts);
+/* ---- Redis ------------------------------------------------------------------------- */
+/* The password comes from opts->password, else the URL (redis://user:password@host:port),
+ * else the environment variable MEVBACKUP_REDIS_PASSWORD; it never appears in messages.
+ * Plain TCP only (no TLS). */
+
+typedef struct mevb_redis_backup_opts {
+  uint32_t struct_size;
+  const char *url;                /* redis://[user[:password]@]host[:port] (required) */
+  const char *password;           /* NULL: from the URL or MEVBACKUP_REDIS_PASSWORD */
+  const char *mode;               /* NULL or "auto", "bgsave", "replication" */
+  const char *name_prefix;        /* NULL: "redis" */
+  const char *compression;        /* NULL: "gzip"; or "none" */
+  int level;                      /* compression level; -1: default */
+  int timeout_seconds;            /* 0: 3600; how long the server may take to save */
+  mevb_progress_cb progress;
+  void *progress_user;
+} mevb_redis_backup_opts;
+#define MEVB_REDIS_BACKUP_OPTS_INIT {sizeof(mevb_redis_backup_opts), NULL, NULL, NULL, NULL, NULL, -1, 0, NULL, NULL}
+MEVB_API int mevb_redis_backup_opts_init(mevb_redis_backup_opts *opts, size_t size);
+
+/* Backs up a Redis server (an RDB of every database); *out (if not NULL) describes it. */
+MEVB_API int mevb_repo_backup_redis(mevb_repo *repo, const mevb_redis_backup_opts *opts, mevb_backup **out);
+
+typedef struct mevb_redis_restore_opts {
+  uint32_t struct_size;
+  const char *data_dir;           /* offline restore: the stopped server's data directory */
+  const char *rdb_name;           /* NULL: "dump.rdb" */
+  const char *const *before;      /* argv of a command run (no shell) before the RDB moves in; NULL: none */
+  size_t before_count;
+  const char *const *after;       /* argv of a command run after it moved in; NULL: none */
+  size_t after_count;
+  int target_rdb_version;         /* newest RDB version the target loads; 0: ask the local redis-server */
+  const char *source_name;        /* with "latest": which prefix's latest backup */
+  const char *redis_url;          /* live restore into a running server instead of data_dir */
+  const char *password;           /* for redis_url; NULL: the URL's or MEVBACKUP_REDIS_PASSWORD */
+  int replace;                    /* live: non-empty target allowed, same-name keys replaced */
+  int flush;                      /* live: non-empty target emptied (FLUSHALL) after verification */
+  mevb_progress_cb progress;
+  void *progress_user;
+} mevb_redis_restore_opts;
+#define MEVB_REDIS_RESTORE_OPTS_INIT \
+  {sizeof(mevb_redis_restore_opts), NULL, NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL}
+MEVB_API int mevb_redis_restore_opts_init(mevb_redis_restore_opts *opts, size_t size);
+
+/* Restores backup `id_or_latest` into opts->data_dir (a stopped server's directory, atomically)
+ * or opts->redis_url (a running server, key by key with RESTORE); exactly one must be given. */
+MEVB_API int mevb_repo_restore_redis(mevb_repo *repo, const char *id_or_latest, const mevb_redis_restore_opts *opts);
 
 #ifdef __cplusplus
 }

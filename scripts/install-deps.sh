@@ -11,6 +11,9 @@ packages=(
   python3 python3-pytest gzip util-linux
   libarchive-dev tar
 )
+# Redis support: hiredis to talk to servers, redis-server/redis-tools for the tests'
+# throwaway servers and redis-check-rdb.
+packages+=(libhiredis-dev redis-server redis-tools)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -28,6 +31,14 @@ echo "install-deps: installing ${missing[*]}" >&2
 if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
   mkdir -p /etc/postgresql-common/createcluster.d
   echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/mevbackup-no-main.conf
+fi
+# Likewise the redis-server package would start a system Redis on 6379: the tests never
+# use it (they start their own on free ports), so forbid service starts during the install.
+policy_rc_d_added=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+  policy_rc_d_added=1
+  trap '[ "$policy_rc_d_added" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq

@@ -11,6 +11,8 @@ int cmd_verify(int argc, char** argv, int start);
 int cmd_check(int argc, char** argv, int start);
 int cmd_backup_files(int argc, char** argv, int start);
 int cmd_restore_files(int argc, char** argv, int start);
+int cmd_backup_redis(int argc, char** argv, int start);
+int cmd_restore_redis(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -26,6 +28,13 @@ const char* kUsage =
     "                         [--ignore-missing] [--prefix NAME] [--json] PATH...\n"
     "  mevbackup restore files --repo REPO --target DIR [--backup ID|latest] [--only GLOB]...\n"
     "                          [--dry-run] [--overwrite] [--source NAME]\n"
+    "  mevbackup backup redis --repo REPO --redis-url redis://[user@]host:port\n"
+    "                         [--mode auto|bgsave|replication] [--prefix NAME] [--compress gzip|none]\n"
+    "                         [--level N] [--timeout SECONDS] [--json]\n"
+    "  mevbackup restore redis --repo REPO [--backup ID|latest] [--source PREFIX]\n"
+    "                          (--redis-url redis://[user@]host:port [--replace | --flush]\n"
+    "                           | --data-dir DIR [--rdb-name dump.rdb] [--before CMD] [--after CMD]\n"
+    "                             [--target-rdb-version N])\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
     "  mevbackup prune --repo REPO [--keep-last N] [--keep-days N] [--keep-daily N] [--keep-weekly N]\n"
     "                  [--keep-monthly N] [--keep-yearly N] [--grace DURATION] [--kind K] [--source S]\n"
@@ -42,6 +51,9 @@ const char* kUsage =
     "Files: PATHs (files, directories, globs) are relative to --base (default: the current\n"
     "directory); secrets (.env, *.pem, *.key, id_rsa*, secrets/, ...) stay out unless\n"
     "--include-secrets. A restore refuses to replace files that differ unless --overwrite.\n"
+    "Redis: the password comes from MEVBACKUP_REDIS_PASSWORD (or the URL, visible to other\n"
+    "users). --before/--after commands are split into words (quotes and backslashes\n"
+    "honoured, nothing expanded) and run without a shell.\n"
     "Common options: --quiet (no progress), --verbose (log details).\n"
     "MEVBACKUP_STALL_TIMEOUT=SECONDS fails an operation whose data stops moving that long.\n";
 
@@ -61,6 +73,8 @@ const Command kCommands[] = {
     {"check", nullptr, cli::cmd_check},
     {"backup", "files", cli::cmd_backup_files},
     {"restore", "files", cli::cmd_restore_files},
+    {"backup", "redis", cli::cmd_backup_redis},
+    {"restore", "redis", cli::cmd_restore_redis},
 };
 
 }  // namespace

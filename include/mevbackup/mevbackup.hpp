@@ -9,6 +9,7 @@
 #include "mevbackup/maintenance.hpp"
 #include "mevbackup/manifest.hpp"
 #include "mevbackup/postgres.hpp"
+#include "mevbackup/redis.hpp"
 #include "mevbackup/repository.hpp"
 #include "mevbackup/retention.hpp"
 #include "mevbackup/storage.hpp"

@@ -183,8 +183,40 @@ static void round_trip(const char *repo_path, const char *conninfo, const char *
   mevb_repo_free(repo);
 }
 
+/* Redis: options and refusals that need no server. */
+static void redis_checks(void) {
+  mevb_repo *repo = NULL;
+  mevb_backup *b = (mevb_backup *)&failures;
+  mevb_redis_backup_opts bo = MEVB_REDIS_BACKUP_OPTS_INIT;
+  mevb_redis_restore_opts ro = MEVB_REDIS_RESTORE_OPTS_INIT;
+  mevb_redis_backup_opts init;
+  const char *argv_true[] = {"true"};
+
+  CHECK(mevb_redis_backup_opts_init(&init, sizeof init) == MEVB_OK);
+  CHECK(init.struct_size == sizeof init && init.level == -1 && init.url == NULL);
+  CHECK(mevb_repo_open(&repo, "/nonexistent/mevb-capi-redis", NULL) == MEVB_OK);
+  CHECK(mevb_repo_backup_redis(repo, &bo, &b) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(b == NULL);
+  bo.url = "redis://:hunter2@127.0.0.1:1";
+  CHECK(mevb_repo_backup_redis(repo, &bo, NULL) == MEVB_ERR_CONNECTION);
+  CHECK(strstr(mevb_error_last()->message, "hunter2") == NULL);
+  CHECK(mevb_error_last()->retriable);
+  bo.mode = "rsync";
+  CHECK(mevb_repo_backup_redis(repo, &bo, NULL) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(mevb_repo_restore_redis(repo, "latest", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+  ro.data_dir = "/tmp";
+  ro.redis_url = "redis://127.0.0.1:1";
+  CHECK(mevb_repo_restore_redis(repo, "latest", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+  ro.redis_url = NULL;
+  ro.before = argv_true;
+  ro.before_count = 1;
+  CHECK(mevb_repo_restore_redis(repo, "latest", &ro) == MEVB_ERR_NOT_FOUND);
+  mevb_repo_free(repo);
+}
+
 int main(int argc, char **argv) {
   no_server_checks();
+  redis_checks();
   if (argc == 4) round_trip(argv[1], argv[2], argv[3]);
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);

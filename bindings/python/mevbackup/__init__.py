@@ -565,3 +565,95 @@ class Repository:
             raise
         del keep, c_entry
         return actions
+# ---- Redis ------------------------------------------------------------------------------
+
+
+class _RedisBackupOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("url", ctypes.c_char_p), ("password", ctypes.c_char_p),
+                ("mode", ctypes.c_char_p), ("name_prefix", ctypes.c_char_p), ("compression", ctypes.c_char_p),
+                ("level", ctypes.c_int), ("timeout_seconds", ctypes.c_int), ("progress", _PROGRESS_CB),
+                ("progress_user", ctypes.c_void_p)]
+
+
+class _RedisRestoreOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("data_dir", ctypes.c_char_p), ("rdb_name", ctypes.c_char_p),
+                ("before", ctypes.POINTER(ctypes.c_char_p)), ("before_count", ctypes.c_size_t),
+                ("after", ctypes.POINTER(ctypes.c_char_p)), ("after_count", ctypes.c_size_t),
+                ("target_rdb_version", ctypes.c_int), ("source_name", ctypes.c_char_p),
+                ("redis_url", ctypes.c_char_p), ("password", ctypes.c_char_p), ("replace", ctypes.c_int),
+                ("flush", ctypes.c_int), ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p)]
+
+
+_declare("mevb_redis_backup_opts_init", ctypes.c_int, [ctypes.POINTER(_RedisBackupOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_backup_redis", ctypes.c_int, [_p, ctypes.POINTER(_RedisBackupOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_redis_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_RedisRestoreOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_restore_redis", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_RedisRestoreOpts)], True)
+
+
+def _backup_redis(self: "Repository", url: str, *, password: Optional[str] = None, mode: str = "auto",
+                  prefix: Optional[str] = None, compression: str = "gzip", level: Optional[int] = None,
+                  timeout: int = 0, progress: Optional[ProgressFn] = None) -> Backup:
+    """Backs up the Redis server at `url` (redis://[user@]host:port) as an RDB.
+
+    `mode` is "auto", "bgsave" or "replication". The password is `password`, else the
+    URL's, else the environment variable MEVBACKUP_REDIS_PASSWORD."""
+    o = _RedisBackupOpts()
+    _lib.mevb_redis_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+    o.url = _enc(url)
+    o.password = _enc(password)
+    o.mode = _enc(mode)
+    o.name_prefix = _enc(prefix)
+    o.compression = _enc(compression)
+    o.level = -1 if level is None else int(level)
+    o.timeout_seconds = int(timeout)
+    cb = _Callbacks(self, progress)
+    o.progress = cb.c_progress
+    h = _p()
+    try:
+        _lib.mevb_repo_backup_redis(self._handle(), ctypes.byref(o), ctypes.byref(h))
+    except Error:
+        cb.reraise()
+        raise
+    try:
+        return Backup._from_handle(h)
+    finally:
+        _lib.mevb_backup_free(h)
+
+
+def _restore_redis(self: "Repository", backup: Union[str, Backup] = "latest", *, data_dir: Optional[str] = None,
+                   redis_url: Optional[str] = None, rdb_name: Optional[str] = None,
+                   before: Optional[Sequence[str]] = None, after: Optional[Sequence[str]] = None,
+                   target_rdb_version: int = 0, source: Optional[str] = None, password: Optional[str] = None,
+                   replace: bool = False, flush: bool = False, progress: Optional[ProgressFn] = None) -> None:
+    """Restores `backup` (an id, a Backup or "latest"), either offline or live.
+
+    Offline (`data_dir`): atomically into a stopped server's directory; `before` and
+    `after` are argv lists run (without a shell) around the moment the RDB is renamed
+    into place, e.g. to stop and start the server. Live (`redis_url`): key by key with
+    RESTORE into a running server, refused when it holds keys unless `replace` or
+    `flush`. Raises NotEmpty, VersionMismatch, Corrupt (the target untouched), ..."""
+    ident = backup.id if isinstance(backup, Backup) else backup
+    o = _RedisRestoreOpts()
+    _lib.mevb_redis_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+    o.data_dir = _enc(str(data_dir) if data_dir is not None else None)
+    o.redis_url = _enc(redis_url)
+    o.rdb_name = _enc(rdb_name)
+    o.before, o.before_count, keep_b = _argv(before)
+    o.after, o.after_count, keep_a = _argv(after)
+    o.target_rdb_version = int(target_rdb_version)
+    o.source_name = _enc(source)
+    o.password = _enc(password)
+    o.replace = 1 if replace else 0
+    o.flush = 1 if flush else 0
+    cb = _Callbacks(self, progress)
+    o.progress = cb.c_progress
+    try:
+        _lib.mevb_repo_restore_redis(self._handle(), _enc(ident), ctypes.byref(o))
+    except Error:
+        cb.reraise()
+        raise
+    del keep_b, keep_a
+
+
+Repository.backup_redis = _backup_redis  # type: ignore[attr-defined]
+Repository.restore_redis = _restore_redis  # type: ignore[attr-defined]

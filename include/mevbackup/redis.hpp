@@ -1,0 +1,81 @@
+// Redis backup (an RDB snapshot streamed into the repository, taken by BGSAVE or over
+// the replication protocol) and restore (the RDB written atomically into a stopped
+// server's data directory).
+//
+// Credentials: the password comes from RedisBackupOptions::password, else from the
+// URL (redis://user:password@host:port), else from the environment variable
+// MEVBACKUP_REDIS_PASSWORD. It is sent only in AUTH and never appears in messages or
+// logs (URLs are redacted). TLS is not supported (plain TCP, as redis-cli without --tls).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mevbackup/repository.hpp"
+
+namespace mevbackup {
+
+enum class RedisBackupMode {
+  auto_select,  // bgsave when the server is on this host and its dir is readable, else replication
+  bgsave,       // BGSAVE, wait for it, stream <dir>/<dbfilename>
+  replication,  // SYNC as a replica would, stream the RDB payload off the socket
+};
+
+// "auto" | "bgsave" | "replication"; throws invalid_argument otherwise.
+RedisBackupMode parse_redis_mode(const std::string& s);
+const char* redis_mode_name(RedisBackupMode m);
+
+struct RedisBackupOptions {
+  std::string url;                  // redis://[user[:password]@]host[:port] (default port 6379)
+  std::string password;             // overrides the URL's and MEVBACKUP_REDIS_PASSWORD
+  RedisBackupMode mode = RedisBackupMode::auto_select;
+  std::string name_prefix = "redis";
+  Compression compression = Compression::gzip;
+  int level = -1;
+  int connect_timeout_s = 10;
+  int save_timeout_s = 3600;        // how long BGSAVE (or the replica sync's first byte) may take
+};
+
+// Backs the server up into `repo` (redis/<prefix>_YYYYMMDD_HHMMSS.rdb.gz). Throws Error:
+// connection when the server cannot be reached, auth when it refuses the credentials,
+// dump_failed when BGSAVE fails or the replication stream is cut (no artifact remains).
+Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const RunContext& ctx);
+
+struct RedisRestoreOptions {
+  // Offline restore: the stopped server's data directory and its dbfilename.
+  std::string data_dir;
+  std::string rdb_name = "dump.rdb";
+  // Hook commands run before the RDB is moved into place (e.g. stop the server) and
+  // after (e.g. start it). Each is an argv run directly, without a shell; empty: none.
+  std::vector<std::string> before;
+  std::vector<std::string> after;
+  // The newest RDB version the target can load; 0: ask the local redis-server binary
+  // (redis-server --version) when there is one, else do not check.
+  int target_rdb_version = 0;
+  // Live restore into a running server instead (data_dir must then be empty): every key
+  // goes in with RESTORE key ttl payload [REPLACE] ABSTTL, pipelined; keys already
+  // expired are skipped. The artifact is read twice: once to verify it completely
+  // (SHA-256, RDB CRC-64, key counts) before the target is touched, once to restore.
+  // Unlike the offline restore this is not atomic: a failure midway (the server going
+  // away, a key refused) leaves the keys restored so far.
+  std::string redis_url;    // redis://[user[:password]@]host[:port]
+  std::string password;     // as in RedisBackupOptions
+  bool replace = false;     // a non-empty target is allowed; existing keys are replaced
+  bool flush = false;       // a non-empty target is emptied (FLUSHALL) after verification
+  int connect_timeout_s = 10;
+};
+
+// Restores `backup` (a redis backup) live when opts.redis_url is set (see above), else
+// offline into opts.data_dir. Offline, the artifact is streamed, checked against its
+// manifest and fsynced into a temporary file in data_dir first; only then does the
+// `before` hook run, the file is renamed over <data_dir>/<rdb_name> and the `after`
+// hook runs. A failure before the rename leaves the data directory as it was.
+// Throws not_empty (live, target has keys, neither replace nor flush), version_mismatch
+// (the target cannot load the RDB's version), corrupt (artifact damaged; target untouched).
+void restore_redis(Repository& repo, const Manifest& backup, const RedisRestoreOptions& opts, const RunContext& ctx);
+
+// The RDB version that a Redis server version ("7.0.15") writes and can load; 0 if unknown.
+int rdb_version_for_redis(const std::string& version);
+
+}  // namespace mevbackup

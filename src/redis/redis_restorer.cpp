@@ -1,0 +1,209 @@
+// Redis Restorer, offline: the RDB is streamed out of the repository into a temporary
+// file inside the stopped server's data directory, checked (size and SHA-256 against
+// the manifest, RDB header and version), fsynced, and only then renamed over the
+// server's dbfilename, between the optional `before` and `after` hooks.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <random>
+
+#include <fmt/format.h>
+
+#include "mevbackup/redis.hpp"
+#include "rdb_reader.hpp"
+#include "redis_internal.hpp"
+#include "../io/subprocess.hpp"
+
+namespace mevbackup {
+
+namespace redis {
+
+// The RDB must parse (CRC-64 included) and hold the keys its manifest counted.
+void verify_rdb(const Manifest& m, RdbSummaryObserver& check, const RunContext& ctx) {
+  RdbSummary s;
+  try {
+    s = check.result();
+  } catch (const Error& e) {
+    if (e.code() == Code::unsupported) {
+      if (ctx.log) ctx.log(LogLevel::warning, fmt::format("cannot verify backup {}: {}", m.id, e.what()));
+      return;
+    }
+    throw Error(Code::corrupt, fmt::format("backup {} is not a valid RDB: {}; the target is untouched", m.id, e.what()));
+  }
+  const auto& rdb = m.source.value("rdb", nlohmann::json::object());
+  if (!rdb.value("verified", false)) return;
+  const nlohmann::json keys = rdb.value("keys", nlohmann::json::object());
+  const nlohmann::json sample = rdb.value("key_sample", nlohmann::json::object());
+  for (auto& [db, n] : keys.items()) {
+    uint64_t have = s.keys.count(std::stoi(db)) ? s.keys.at(std::stoi(db)) : 0;
+    if (have != n.get<uint64_t>())
+      throw Error(Code::corrupt, fmt::format("backup {}: database {} holds {} keys, its manifest says {}", m.id, db, have,
+                                             n.get<uint64_t>()));
+  }
+  if (s.keys.size() != keys.size() || s.sample_sha256 != sample.value("sha256", ""))
+    throw Error(Code::corrupt, fmt::format("backup {}: its keys do not match the manifest's sample", m.id));
+}
+
+}  // namespace redis
+
+namespace {
+
+std::string join_argv(const std::vector<std::string>& argv) {
+  std::string s;
+  for (auto& a : argv) s += (s.empty() ? "" : " ") + a;
+  return s;
+}
+
+void run_hook(const char* which, const std::vector<std::string>& argv, const RunContext& ctx) {
+  if (argv.empty()) return;
+  if (ctx.log) ctx.log(LogLevel::info, fmt::format("running the {} hook: {}", which, join_argv(argv)));
+  SpawnOptions so;
+  so.argv = argv;
+  int rc;
+  std::string err;
+  try {
+    Subprocess p(so);
+    rc = p.wait();
+    err = p.stderr_text();
+  } catch (const Error& e) {
+    throw Error(Code::restore_failed, fmt::format("the {} hook \"{}\" could not run: {}", which, argv[0], e.what()));
+  }
+  if (rc != 0)
+    throw Error(Code::restore_failed, fmt::format("the {} hook \"{}\" {}{}{}", which, join_argv(argv), describe_exit(rc),
+                                                  err.empty() ? "" : ": ", err));
+}
+
+// The RDB version the local redis-server can load, or 0 when there is none.
+int local_redis_rdb_version() {
+  auto path = find_in_path("redis-server");
+  if (!path) return 0;
+  SpawnOptions so;
+  so.argv = {*path, "--version"};
+  so.pipe_stdout = true;
+  Subprocess p(so);
+  std::string out;
+  std::byte buf[512];
+  for (size_t n; (n = p.read_stdout(MutBytes(buf, sizeof buf))) > 0;) out.append(reinterpret_cast<char*>(buf), n);
+  if (p.wait() != 0) return 0;
+  auto v = out.find("v=");
+  return v == std::string::npos ? 0 : rdb_version_for_redis(out.substr(v + 2));
+}
+
+class RdbFileSink final : public Sink {
+ public:
+  RdbFileSink(const RedisRestoreOptions& o, const Manifest& m, int max_version, const RunContext& ctx)
+      : o_(o), m_(m), max_version_(max_version), ctx_(ctx) {
+    target_ = o_.data_dir + "/" + o_.rdb_name;
+    struct stat dst{};
+    if (::stat(o_.data_dir.c_str(), &dst) != 0) throw sys_error(errno, "Redis data directory " + o_.data_dir);
+    if (!S_ISDIR(dst.st_mode)) throw Error(Code::invalid_argument, fmt::format("{} is not a directory", o_.data_dir));
+    std::mt19937_64 rng{std::random_device{}()};
+    tmp_ = fmt::format("{}/.{}.mevbackup-{:08x}.tmp", o_.data_dir, o_.rdb_name, static_cast<uint32_t>(rng()));
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd_ < 0) throw sys_error(errno, "creating " + tmp_);
+    // The server must be able to read what we leave: take the old file's owner and
+    // mode, or the directory's owner and 0640.
+    struct stat old{};
+    bool have_old = ::stat(target_.c_str(), &old) == 0;
+    uid_t uid = have_old ? old.st_uid : dst.st_uid;
+    gid_t gid = have_old ? old.st_gid : dst.st_gid;
+    mode_t mode = have_old ? (old.st_mode & 07777) : 0640;
+    if (geteuid() == 0 && ::fchown(fd_, uid, gid) != 0 && ctx_.log)
+      ctx_.log(LogLevel::warning, fmt::format("cannot give {} to uid {}", tmp_, uid));
+    ::fchmod(fd_, mode);
+  }
+  ~RdbFileSink() override { abort(); }
+
+  void write(Bytes data) override {
+    header_.update(data);
+    check_.update(data);
+    const std::byte* p = data.data();
+    size_t n = data.size();
+    while (n) {
+      ssize_t w = ::write(fd_, p, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        throw sys_error(errno, "writing " + tmp_);
+      }
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+
+  void commit() override {
+    int v = header_.version("the restored RDB");
+    if (max_version_ && v > max_version_)
+      throw Error(Code::version_mismatch,
+                  fmt::format("the backup holds an RDB of version {} but the target Redis loads at most version {}; "
+                              "restore it into a newer Redis",
+                              v, max_version_));
+    verify();
+    if (::fsync(fd_) != 0) throw sys_error(errno, "syncing " + tmp_);
+    if (::close(fd_) != 0) {
+      fd_ = -1;
+      throw sys_error(errno, "closing " + tmp_);
+    }
+    fd_ = -1;
+    run_hook("before", o_.before, ctx_);
+    if (::rename(tmp_.c_str(), target_.c_str()) != 0) throw sys_error(errno, "renaming the restored RDB to " + target_);
+    tmp_.clear();
+    int dfd = ::open(o_.data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+    if (ctx_.log) ctx_.log(LogLevel::info, fmt::format("wrote {} (RDB version {})", target_, v));
+    try {
+      run_hook("after", o_.after, ctx_);
+    } catch (const Error& e) {
+      throw Error(e.code(), fmt::format("{} is in place, but {}", target_, e.what()));
+    }
+  }
+
+  void abort() noexcept override {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    if (!tmp_.empty()) ::unlink(tmp_.c_str());
+    tmp_.clear();
+  }
+
+ private:
+  void verify() { redis::verify_rdb(m_, check_, ctx_); }
+
+  const RedisRestoreOptions& o_;
+  const Manifest& m_;
+  int max_version_;
+  const RunContext& ctx_;
+  std::string target_, tmp_;
+  int fd_ = -1;
+  redis::RdbHeader header_;
+  redis::RdbSummaryObserver check_;
+};
+
+}  // namespace
+
+void restore_redis(Repository& repo, const Manifest& backup, const RedisRestoreOptions& opts, const RunContext& ctx) {
+  if (backup.kind != "redis")
+    throw Error(Code::invalid_argument, fmt::format("backup {} is a {} backup, not a redis one", backup.id, backup.kind));
+  if (!opts.redis_url.empty()) {
+    if (!opts.data_dir.empty()) throw Error(Code::invalid_argument, "give either a data directory or a Redis URL, not both");
+    redis::restore_live(repo, backup, opts, ctx);
+    return;
+  }
+  if (opts.data_dir.empty()) throw Error(Code::invalid_argument, "no restore target: give the Redis data directory");
+  if (opts.rdb_name.empty() || opts.rdb_name.find('/') != std::string::npos)
+    throw Error(Code::invalid_argument, fmt::format("bad RDB file name \"{}\"", opts.rdb_name));
+  int max_version = opts.target_rdb_version ? opts.target_rdb_version : local_redis_rdb_version();
+  int manifest_version = backup.source.value("rdb_version", 0);
+  if (max_version && manifest_version > max_version)
+    throw Error(Code::version_mismatch,
+                fmt::format("backup {} holds an RDB of version {} but the target Redis loads at most version {}; restore "
+                            "it into a newer Redis",
+                            backup.id, manifest_version, max_version));
+  if (ctx.log) ctx.log(LogLevel::info, fmt::format("restoring {} into {}/{}", backup.id, opts.data_dir, opts.rdb_name));
+  RdbFileSink sink(opts, backup, max_version, ctx);
+  repo.restore_stream(backup, sink, ctx);
+}
+
+}  // namespace mevbackup

@@ -1,0 +1,255 @@
+"""Redis backup and offline restore against real redis-server instances on 127.0.0.1,
+through the CLI and the Python bindings."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from redisserver import RedisServer, free_port, same_data  # noqa: E402
+
+import mevbackup  # noqa: E402
+
+PASSWORD = "s3cret-Redis-pw"
+
+
+@pytest.fixture(scope="module")
+def rds():
+    with RedisServer(password=PASSWORD, acl_user="backup") as server:
+        server.fill_sample()
+        yield server
+
+
+@pytest.fixture
+def rcli(tools):
+    def run(*args, env=None):
+        return subprocess.run([tools["cli"], *map(str, args)], capture_output=True, text=True,
+                              env=env if env is not None else dict(os.environ), timeout=300)
+    return run
+
+
+def artifacts(repo):
+    d = Path(repo) / "redis"
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def check_rdb(repo, manifest, tmp_path):
+    raw = tmp_path / "check.rdb"
+    raw.write_bytes(gzip.decompress((Path(repo) / manifest["path"]).read_bytes()))
+    r = subprocess.run(["redis-check-rdb", str(raw)], capture_output=True, text=True)
+    assert r.returncode == 0 and "RDB looks OK" in r.stdout, r.stdout + r.stderr
+    assert raw.read_bytes()[:9] == b"REDIS%04d" % manifest["source"]["rdb_version"]
+
+
+@pytest.mark.parametrize("mode,diskless", [("bgsave", True), ("replication", True), ("replication", False),
+                                           ("auto", True)])
+def test_backup_modes_make_valid_rdbs(rds, rcli, repo, tmp_path, mode, diskless):
+    rds.cli("CONFIG", "SET", "repl-diskless-sync", "yes" if diskless else "no")
+    r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), "--mode", mode, "--json", "--verbose",
+             env=rds.env())
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    if mode == "replication":  # both framings of the sync were met
+        assert ("receiving a diskless RDB stream" in r.stderr) == diskless, r.stderr
+    assert m["kind"] == "redis" and m["path"].startswith("redis/redis_") and m["path"].endswith(".rdb.gz")
+    assert m["source"]["mode"] == ("bgsave" if mode == "auto" else mode)
+    assert m["source"]["redis_version"] == rds.cli("INFO", "server").split("redis_version:")[1].split()[0]
+    assert m["source"]["keyspace"]["0"]["keys"] == rds.dbsizes()[0]
+    assert m["source"]["keyspace"]["1"]["keys"] == 30
+    assert (Path(repo) / (m["path"] + ".manifest.json")).exists()
+    rdb = m["source"]["rdb"]  # what the RDB reader counted in the stream itself
+    assert rdb["verified"] and rdb["checksum_verified"]
+    assert rdb["keys"] == {str(db): n for db, n in rds.dbsizes().items()}
+    assert rdb["expires"] == {"0": 40}
+    assert set(rdb["types"]) == {"string", "hash", "list", "set", "zset", "stream"}
+    assert rdb["key_sample"]["size"] == sum(rds.dbsizes().values()) and len(rdb["key_sample"]["sha256"]) == 64
+    check_rdb(repo, m, tmp_path)
+    assert PASSWORD not in r.stdout + r.stderr
+
+
+def test_offline_restore_reproduces_every_key(rds, rcli, repo, tmp_path):
+    r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), "--mode", "replication", env=rds.env())
+    assert r.returncode == 0, r.stderr
+    target = RedisServer()
+    try:
+        marker = tmp_path / "hooks.log"
+        r = rcli("restore", "redis", "--repo", repo, "--backup", "latest", "--data-dir", target.dir,
+                 "--before", f"sh -c 'echo before >> {marker}'", "--after", f"sh -c 'echo after >> {marker}'")
+        assert r.returncode == 0, r.stderr
+        assert marker.read_text().split() == ["before", "after"]
+        assert sorted(os.listdir(target.dir)) == ["dump.rdb"]  # no temporary file left
+        target.start()
+        assert target.dbsizes() == rds.dbsizes()
+        same_data(rds.snapshot(), target.snapshot())
+    finally:
+        target.stop()
+
+
+def test_python_round_trip_with_acl_user(rds, repo, tmp_path):
+    with mevbackup.Repository(repo) as r:
+        b = r.backup_redis(rds.url(user="backup"), password=rds.acl_password, mode="bgsave", prefix="cache")
+        assert b.kind == "redis" and b.path.startswith("redis/cache_")
+        assert r.find("latest", kind="redis").id == b.id
+        target = RedisServer()
+        try:
+            r.restore_redis(b, data_dir=target.dir)
+            target.start()
+            same_data(rds.snapshot(), target.snapshot())
+        finally:
+            target.stop()
+        with pytest.raises(mevbackup.InvalidArgument):
+            r.restore_redis(b, redis_url=rds.url(), data_dir=str(tmp_path))
+        with pytest.raises(mevbackup.InvalidArgument):
+            r.backup_redis(rds.url(), mode="rsync")
+
+
+def test_unreachable_server(rcli, repo):
+    r = rcli("backup", "redis", "--repo", repo, "--redis-url", f"redis://127.0.0.1:{free_port()}")
+    assert r.returncode == 1
+    assert "cannot connect to Redis at redis://127.0.0.1:" in r.stderr
+    assert artifacts(repo) == []
+
+
+def test_wrong_or_missing_password(rds, rcli, repo):
+    env = dict(os.environ, MEVBACKUP_REDIS_PASSWORD="not-the-password")
+    r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), env=env)
+    assert r.returncode == 1 and "refused the credentials" in r.stderr
+    assert "not-the-password" not in r.stderr
+    env.pop("MEVBACKUP_REDIS_PASSWORD")
+    r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), env=env)
+    assert r.returncode == 1 and "requires a password" in r.stderr
+    # A password in the URL works, draws a warning, and never shows up in messages.
+    bad = rds.url(with_password=True).replace(PASSWORD, "wrong-pw")
+    r = rcli("backup", "redis", "--repo", repo, "--redis-url", bad, env=env)
+    assert r.returncode == 1 and "visible to other users" in r.stderr and "wrong-pw" not in r.stderr
+    with mevbackup.Repository(repo) as rp:
+        with pytest.raises(mevbackup.AuthenticationFailed) as e:
+            rp.backup_redis(rds.url(user="backup"), password="nope")
+        assert "nope" not in e.value.message and "user backup" in e.value.message
+    assert artifacts(repo) == []
+
+
+def test_bgsave_failure_leaves_no_artifact(rcli, repo):
+    with RedisServer() as server:
+        server.cli("SET", "k", "v")
+        # The save cannot be renamed over a (non-empty) directory, even as root.
+        os.makedirs(os.path.join(server.dir, "dump.rdb", "x"))
+        r = rcli("backup", "redis", "--repo", repo, "--redis-url", server.url(), "--mode", "bgsave")
+        assert r.returncode == 1
+        assert "BGSAVE failed" in r.stderr and "rdb_last_bgsave_status:err" in r.stderr
+    assert artifacts(repo) == []
+
+
+def test_cut_replication_stream_leaves_no_artifact(rcli, repo, tools):
+    with RedisServer() as server:
+        server.pipe([["SET", f"k{i}", "v" * 100] for i in range(400)])
+        server.cli("CONFIG", "SET", "rdb-key-save-delay", "20000")  # 20 ms per key: a slow sync
+        proc = subprocess.Popen([tools["cli"], "backup", "redis", "--repo", str(repo), "--redis-url", server.url(),
+                                 "--mode", "replication"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            # The sync runs once the server forked its saving child for a connected replica.
+            while not ("rdb_bgsave_in_progress:1" in server.cli("INFO", "persistence")
+                       and "connected_slaves:1" in server.cli("INFO", "replication")):
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+            server.cli("CLIENT", "KILL", "TYPE", "replica")
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 1, err
+        assert "replication stream from Redis at" in err and "was cut" in err
+    assert [a for a in artifacts(repo)] == []
+
+
+def _backup(rds, repo):
+    with mevbackup.Repository(repo) as r:
+        return r.backup_redis(rds.url(), password=PASSWORD, mode="replication")
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncate"])
+def test_damaged_artifact_leaves_target_untouched(rds, rcli, repo, tmp_path, damage):
+    b = _backup(rds, repo)
+    path = Path(repo) / b.path
+    data = bytearray(path.read_bytes())
+    if damage == "corrupt":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    ddir = tmp_path / "data"
+    ddir.mkdir()
+    (ddir / "dump.rdb").write_bytes(b"old contents")
+    r = rcli("restore", "redis", "--repo", repo, "--backup", b.id, "--data-dir", ddir, "--before", "touch " + str(tmp_path / "ran"))
+    assert r.returncode == 1
+    assert any(w in r.stderr for w in ("refusing to restore", "does not match the manifest", "corrupt")), r.stderr
+    assert sorted(os.listdir(ddir)) == ["dump.rdb"] and (ddir / "dump.rdb").read_bytes() == b"old contents"
+    assert not (tmp_path / "ran").exists()
+
+
+def test_failing_hook_and_version_check(rds, rcli, repo, tmp_path):
+    b = _backup(rds, repo)
+    ddir = tmp_path / "data"
+    ddir.mkdir()
+    r = rcli("restore", "redis", "--repo", repo, "--data-dir", ddir, "--before", "false")
+    assert r.returncode == 1 and 'the before hook "false" exited with status 1' in r.stderr
+    assert os.listdir(ddir) == []
+    r = rcli("restore", "redis", "--repo", repo, "--data-dir", ddir, "--target-rdb-version", "9")
+    assert r.returncode == 1 and "loads at most version 9" in r.stderr
+    assert os.listdir(ddir) == []
+    r = rcli("restore", "redis", "--repo", repo, "--data-dir", ddir, "--redis-url", rds.url())
+    assert r.returncode == 2
+    assert b.id
+
+
+def test_live_restore_reproduces_every_key(rds, rcli, repo):
+    r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), env=rds.env())
+    assert r.returncode == 0, r.stderr
+    with RedisServer(password="target-pw") as target:
+        env = dict(os.environ, MEVBACKUP_REDIS_PASSWORD="target-pw")
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url(), "--verbose", env=env)
+        assert r.returncode == 0, r.stderr
+        assert "target-pw" not in r.stderr
+        assert target.dbsizes() == rds.dbsizes()
+        same_data(rds.snapshot(), target.snapshot())
+        # Now the target is not empty: refused, unless --replace or --flush.
+        target.cli("SET", "extra", "1")
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url(), env=env)
+        assert r.returncode == 1 and "already holds" in r.stderr and "--replace" in r.stderr
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url(), "--replace", env=env)
+        assert r.returncode == 0, r.stderr
+        assert target.cli("GET", "extra").strip() == "1"
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url(), "--flush", env=env)
+        assert r.returncode == 0, r.stderr
+        assert target.cli("EXISTS", "extra").strip() == "0"
+        same_data(rds.snapshot(), target.snapshot())
+
+
+def test_live_restore_skips_expired_keys_and_refuses_damage(repo, tmp_path):
+    with RedisServer() as src, RedisServer() as target:
+        src.cli("SET", "keep", "v")
+        src.cli("SET", "soon", "gone", "PX", "800")
+        with mevbackup.Repository(repo) as r:
+            b = r.backup_redis(src.url(), mode="replication")
+            while src.cli("EXISTS", "soon").strip() != "0":  # wait until the key expired
+                time.sleep(0.05)
+            r.restore_redis(b, redis_url=target.url())
+            assert target.cli("EXISTS", "keep").strip() == "1"
+            assert target.cli("EXISTS", "soon").strip() == "0"
+            # A damaged artifact is refused before the target is touched, even with flush.
+            path = Path(repo) / b.path
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            path.write_bytes(bytes(data))
+            with pytest.raises(mevbackup.Corrupt):
+                r.restore_redis(b, redis_url=target.url(), flush=True)
+            assert target.cli("EXISTS", "keep").strip() == "1"

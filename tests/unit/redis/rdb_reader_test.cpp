@@ -1,0 +1,178 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "../helpers.hpp"
+#include "redis/rdb_reader.hpp"
+
+using namespace mevbackup;
+using namespace mevbackup::redis;
+
+namespace {
+
+std::vector<std::byte> corpus(const char* name) {
+  namespace fs = std::filesystem;
+  fs::path here = fs::path(__FILE__).parent_path();
+  for (fs::path p : {here / "../../fuzz/corpus" / name, fs::path("../tests/fuzz/corpus") / name}) {
+    std::ifstream f(p, std::ios::binary);
+    if (!f) continue;
+    std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::vector<std::byte> v(s.size());
+    std::memcpy(v.data(), s.data(), s.size());
+    return v;
+  }
+  FAIL("corpus file not found: " << name);
+  return {};
+}
+
+std::vector<std::byte> bytes(const std::string& s) {
+  std::vector<std::byte> v(s.size());
+  std::memcpy(v.data(), s.data(), s.size());
+  return v;
+}
+
+// A hand-made RDB: the header, the given body, the EOF opcode and a correct CRC.
+std::vector<std::byte> rdb(const std::string& body, const char* version = "0010") {
+  std::string s = std::string("REDIS") + version + body + "\xff";
+  uint64_t crc = crc64(0, s.data(), s.size());
+  for (int i = 0; i < 8; ++i) s += static_cast<char>((crc >> (8 * i)) & 0xff);
+  return bytes(s);
+}
+
+RdbSummary summarize(std::vector<std::byte> data, size_t max_read = SIZE_MAX, RdbLimits lim = {}) {
+  MemorySource src(std::move(data), max_read);
+  return summarize_rdb(src, 1000, lim);
+}
+
+}  // namespace
+
+TEST_CASE("crc64 is Redis' CRC-64/Jones") {
+  CHECK(crc64(0, "123456789", 9) == 0xe9c6d914c4b8d9caull);
+  CHECK(crc64(0, "", 0) == 0);
+  // Incremental use gives the same result.
+  CHECK(crc64(crc64(0, "1234", 4), "56789", 5) == 0xe9c6d914c4b8d9caull);
+}
+
+TEST_CASE("dump_payload frames a value as DUMP does") {
+  std::string value = std::string("\x03", 1) + "bar";
+  std::string p = dump_payload(kString, value, 10);
+  REQUIRE(p.size() == 1 + value.size() + 2 + 8);
+  CHECK(p[0] == '\0');
+  CHECK(p.substr(1, value.size()) == value);
+  CHECK(p[1 + value.size()] == 10);
+  CHECK(p[2 + value.size()] == 0);
+  // With init 0 and no final xor, the CRC of data followed by its little-endian CRC is 0.
+  CHECK(crc64(0, p.data(), p.size()) == 0);
+}
+
+TEST_CASE("a real RDB of every type, read in chunks of any size") {
+  for (size_t step : {size_t(1), size_t(7), size_t(4096), SIZE_MAX}) {
+    RdbSummary s = summarize(corpus("all_types.rdb"), step);
+    CHECK(s.version == 10);
+    CHECK(s.keys[0] == 53);
+    CHECK(s.keys[3] == 1);
+    CHECK(s.expires[0] == 1);
+    CHECK(s.types["stream"] == 1);
+    CHECK(s.types["zset"] == 2);
+    CHECK(s.types["hash"] == 2);
+    CHECK(s.types["set"] == 3);
+    CHECK(s.types["list"] == 1);
+    CHECK(s.types["string"] == 45);
+    CHECK(s.checksum_verified);
+    CHECK(s.sample == 54);
+  }
+}
+
+TEST_CASE("keys, expiries and captured values") {
+  MemorySource src(corpus("all_types.rdb"));
+  RdbReader r(src);
+  RdbEntry e;
+  std::map<std::string, RdbEntry> seen;
+  while (r.next(e, true)) seen[e.key] = e;
+  CHECK(r.aux().at("redis-ver") == "7.0.15");
+  REQUIRE(seen.count("lzf"));
+  CHECK(seen["ttl"].expire_ms > 1700000000000);
+  CHECK(seen["str:1"].expire_ms == -1);
+  CHECK(seen["str:1"].value == std::string("\x07value-1", 8));
+  CHECK(seen["other"].db == 3);
+  // An LZF-compressed value is captured as stored (RESTORE accepts it).
+  CHECK(static_cast<unsigned char>(seen["lzf"].value[0]) == 0xC3);
+}
+
+TEST_CASE("hand-made RDBs: integers, LZF keys, old versions") {
+  // db 0, a key "k" holding the 8-bit integer -5, a key given as an INT16.
+  RdbSummary s = summarize(rdb(std::string("\xfe\x00\x00\x01k\xc0\xfb\x00\xc1\x39\x30\x01v", 13)));
+  CHECK(s.keys[0] == 2);
+  // Version 3 files have no CRC footer.
+  std::string v3 = std::string("REDIS0003\x00\x01k\x01v\xff", 15);
+  CHECK(summarize(bytes(v3)).keys[0] == 1);
+  CHECK_THROWS_AS(summarize(rdb("", "0099")), Error);
+  try {
+    summarize(rdb("", "0099"));
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::unsupported);
+  }
+}
+
+TEST_CASE("every truncation fails cleanly") {
+  for (const char* name : {"one_key.rdb", "all_types.rdb"}) {
+    auto full = corpus(name);
+    for (size_t n = 0; n < full.size(); n += (full.size() > 2000 ? 3 : 1)) {
+      std::vector<std::byte> cut(full.begin(), full.begin() + static_cast<ptrdiff_t>(n));
+      try {
+        summarize(cut);
+        FAIL("a truncated RDB of " << n << " bytes parsed");
+      } catch (const Error& e) {
+        CHECK(e.code() == Code::corrupt);
+      }
+    }
+  }
+}
+
+TEST_CASE("every flipped byte is caught") {
+  auto full = corpus("one_key.rdb");
+  for (size_t i = 0; i < full.size(); ++i) {
+    auto bad = full;
+    bad[i] ^= std::byte{0x5a};
+    CHECK_THROWS_AS(summarize(bad), Error);
+  }
+}
+
+TEST_CASE("hostile lengths are refused before anything is allocated") {
+  // A key claiming 2^62 bytes; a set claiming 2^62 members; an LZF string claiming 1 GiB.
+  std::string huge_key = std::string("\x00\x81\x40\x00\x00\x00\x00\x00\x00\x00", 10);
+  std::string huge_set = std::string("\x02\x01k\x81\x40\x00\x00\x00\x00\x00\x00\x00", 12);
+  std::string huge_lzf = std::string("\x00\x01k\xc3\x05\x80\x40\x00\x00\x00", 10) + "abcde";
+  for (auto& body : {huge_key, huge_set, huge_lzf}) {
+    try {
+      summarize(rdb(body));
+      FAIL("parsed");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::corrupt);
+    }
+  }
+  // A limit below the data is enforced too.
+  RdbLimits small;
+  small.max_string = 4;
+  CHECK_THROWS_AS(summarize(corpus("all_types.rdb"), SIZE_MAX, small), Error);
+}
+
+TEST_CASE("RdbSummaryObserver parses what it is shown, or stops cleanly") {
+  auto full = corpus("all_types.rdb");
+  {
+    RdbSummaryObserver o;
+    for (size_t i = 0; i < full.size(); i += 1000) o.update(Bytes(full.data() + i, std::min<size_t>(1000, full.size() - i)));
+    RdbSummary s = o.result();
+    CHECK(s.keys[0] == 53);
+  }
+  {
+    RdbSummaryObserver o;
+    o.update(Bytes(full.data(), 100));
+    CHECK_THROWS_AS(o.result(), Error);
+  }
+  {
+    RdbSummaryObserver o;  // abandoned mid-stream: the destructor stops the parse
+    o.update(Bytes(full.data(), 100));
+  }
+}
