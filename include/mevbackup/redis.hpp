@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -77,5 +78,21 @@ void restore_redis(Repository& repo, const Manifest& backup, const RedisRestoreO
 
 // The RDB version that a Redis server version ("7.0.15") writes and can load; 0 if unknown.
 int rdb_version_for_redis(const std::string& version);
+
+// For the Verifier: watches a Redis backup's payload (the RDB) stream by, parsing it on
+// a thread of its own; verify() then throws Code::corrupt unless it parsed (CRC-64
+// included) and holds the keys its manifest counted, and returns a one-line summary.
+class RdbPayloadCheck final : public Observer {
+ public:
+  explicit RdbPayloadCheck(Manifest m);
+  ~RdbPayloadCheck() override;
+  void update(Bytes data) override;
+  void finish() override;
+  std::string verify(const RunContext& ctx);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace mevbackup

@@ -207,3 +207,26 @@ void restore_redis(Repository& repo, const Manifest& backup, const RedisRestoreO
 }
 
 }  // namespace mevbackup
+
+namespace mevbackup {
+
+struct RdbPayloadCheck::Impl {
+  explicit Impl(Manifest mm) : m(std::move(mm)) {}
+  Manifest m;
+  redis::RdbSummaryObserver obs;
+};
+
+RdbPayloadCheck::RdbPayloadCheck(Manifest m) : impl_(std::make_unique<Impl>(std::move(m))) {}
+RdbPayloadCheck::~RdbPayloadCheck() = default;
+void RdbPayloadCheck::update(Bytes data) { impl_->obs.update(data); }
+void RdbPayloadCheck::finish() { impl_->obs.finish(); }
+
+std::string RdbPayloadCheck::verify(const RunContext& ctx) {
+  redis::verify_rdb(impl_->m, impl_->obs, ctx);
+  const auto& keys = impl_->m.source.value("rdb", nlohmann::json::object()).value("keys", nlohmann::json::object());
+  uint64_t total = 0;
+  for (auto& [db, n] : keys.items()) total += n.get<uint64_t>();
+  return fmt::format("RDB parses, CRC-64 checked, {} keys in {} databases as the manifest says", total, keys.size());
+}
+
+}  // namespace mevbackup

@@ -6,6 +6,7 @@
 #include "mevbackup/digest.hpp"
 #include "mevbackup/maintenance.hpp"
 #include "mevbackup/postgres.hpp"
+#include "mevbackup/redis.hpp"
 
 namespace mevbackup {
 
@@ -17,11 +18,13 @@ class DigestSink final : public Sink {
   void write(Bytes data) override {
     sha.update(data);
     count.update(data);
+    if (extra) extra->update(data);
   }
   void commit() override { sha.finish(); }
   void abort() noexcept override {}
   Sha256 sha;
   ByteCounter count;
+  Observer* extra = nullptr;  // a kind's own check of the payload
 };
 
 Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions& opts, const RunContext& ctx) {
@@ -32,12 +35,16 @@ Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions
   };
   try {
     DigestSink sink;
+    std::unique_ptr<RdbPayloadCheck> rdb;
+    if (m.kind == "redis") sink.extra = (rdb = std::make_unique<RdbPayloadCheck>(m)).get();
     repo.restore_stream(m, sink, ctx);  // checks size and SHA-256 of the stored bytes
+    if (rdb) rdb->finish();
     check("artifact", true, fmt::format("{} bytes, sha256 {}", m.size, m.sha256));
     check("payload size", sink.count.count() == m.payload_size,
           fmt::format("{} bytes decompressed, manifest says {}", sink.count.count(), m.payload_size));
     check("payload sha256", sink.sha.hex() == m.payload_sha256,
           fmt::format("{} (manifest {})", sink.sha.hex(), m.payload_sha256));
+    if (rdb) check("rdb", true, rdb->verify(ctx));
     if (m.kind == "postgres" && !opts.restore_test_conninfo.empty()) {
       nlohmann::json checks = restore_test_postgres(repo, m, opts.restore_test_conninfo, opts.queries, ctx);
       for (auto& c : checks) v.checks.push_back(c);

@@ -253,3 +253,22 @@ def test_live_restore_skips_expired_keys_and_refuses_damage(repo, tmp_path):
             with pytest.raises(mevbackup.Corrupt):
                 r.restore_redis(b, redis_url=target.url(), flush=True)
             assert target.cli("EXISTS", "keep").strip() == "1"
+
+
+def test_verify_loads_redis_backups_with_the_rdb_reader(rds, repo):
+    b = _backup(rds, repo)
+    with mevbackup.Repository(repo) as r:
+        rep = r.verify(b.id)
+        assert rep.status == 0, rep.text
+        checks = {c["check"]: c for c in rep.data["results"][0]["checks"]}
+        assert checks["rdb"]["ok"] and "CRC-64 checked" in checks["rdb"]["detail"]
+    # A manifest whose key counts disagree with the RDB fails verification, naming the backup.
+    mpath = Path(repo) / (b.path + ".manifest.json")
+    m = json.loads(mpath.read_text())
+    db = next(iter(m["source"]["rdb"]["keys"]))
+    m["source"]["rdb"]["keys"][db] += 1
+    mpath.write_text(json.dumps(m))
+    with mevbackup.Repository(repo) as r:
+        rep = r.verify(b.id)
+        assert rep.status == 1
+        assert b.id in rep.text and "FAILED" in rep.text
