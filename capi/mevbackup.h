@@ -99,11 +99,31 @@ typedef struct mevb_repo_opts {
   uint32_t struct_size;
   mevb_log_cb log; /* optional; called on the thread running the operation */
   void *log_user;
+  /* S3-compatible object storage (location "s3://bucket/prefix"); ignored by local
+   * repositories. NULL or 0 means the default: the AWS_* environment variables
+   * (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION or
+   * AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_MAX_ATTEMPTS), then AWS's defaults. */
+  const char *storage_class;     /* STANDARD, STANDARD_IA, GLACIER, DEEP_ARCHIVE, ... */
+  const char *endpoint_url;      /* "https://host[:port]"; IP and localhost endpoints use path-style */
+  const char *region;
+  const char *ca_bundle;         /* PEM file of trusted CAs */
+  int no_verify_tls;             /* non-zero: no TLS certificate verification (logs a warning) */
+  int path_style;                /* non-zero: path-style addressing for any endpoint */
+  const char *access_key_id;
+  const char *secret_access_key; /* copied; never logged */
+  const char *session_token;
+  const char *sse;               /* server-side encryption: "AES256" or "aws:kms" */
+  const char *sse_kms_key_id;
+  uint64_t part_size;            /* first multipart part size in bytes (>= 5 MiB); 0: 8 MiB */
+  int concurrency;               /* parts uploaded at once; 0: 4 */
+  int max_attempts;              /* per request; 0: AWS_MAX_ATTEMPTS or 3 */
 } mevb_repo_opts;
-#define MEVB_REPO_OPTS_INIT {sizeof(mevb_repo_opts), NULL, NULL}
+#define MEVB_REPO_OPTS_INIT \
+  {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0}
 MEVB_API int mevb_repo_opts_init(mevb_repo_opts *opts, size_t size);
 
-/* Opens a repository: a local directory path (created on first backup). opts may be NULL. */
+/* Opens a repository: a local directory path (created on first backup) or
+ * "s3://bucket/prefix" (S3-compatible object storage). opts may be NULL. */
 MEVB_API int mevb_repo_open(mevb_repo **out, const char *location, const mevb_repo_opts *opts);
 MEVB_API void mevb_repo_free(mevb_repo *repo);
 /* Asks the operation running on `repo` to stop; safe from any thread and from callbacks. */

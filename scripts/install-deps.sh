@@ -8,6 +8,8 @@ packages=(
   libpq-dev zlib1g-dev libssl-dev libfmt-dev doctest-dev nlohmann-json3-dev
   postgresql-15 postgresql-client-15
   python3 python3-pytest gzip util-linux
+  # S3-compatible object storage: client libraries; test server (npm), proxy and checker
+  libcurl4-openssl-dev libpugixml-dev nodejs npm python3-botocore awscli
 )
 
 missing=()

@@ -22,7 +22,13 @@ const char* kUsage =
     "REPO may also come from MEVBACKUP_REPO. CONNINFO is a libpq connection string or URI;\n"
     "the PG* environment variables apply. Keep passwords in PGPASSWORD or a passfile, not\n"
     "on the command line.\n"
-    "Common options: --quiet (no progress), --verbose (log details).\n";
+    "Common options: --quiet (no progress), --verbose (log details).\n"
+    "\n"
+    "REPO may be s3://bucket/prefix (S3-compatible object storage). Credentials and defaults come\n"
+    "from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL.\n"
+    "S3 options: --storage-class CLASS, --endpoint-url URL, --region R, --ca-bundle PEM,\n"
+    "            --no-verify-tls, --path-style, --sse AES256|aws:kms [--sse-kms-key-id ID],\n"
+    "            --part-size MiB (first multipart part, default 8).\n";
 
 struct Command {
   const char* verb;

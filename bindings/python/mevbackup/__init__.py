@@ -87,7 +87,13 @@ _LOG_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 
 class _RepoOpts(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_uint32), ("log", _LOG_CB), ("log_user", ctypes.c_void_p)]
+    _fields_ = [("struct_size", ctypes.c_uint32), ("log", _LOG_CB), ("log_user", ctypes.c_void_p),
+                # S3-compatible object storage
+                ("storage_class", ctypes.c_char_p), ("endpoint_url", ctypes.c_char_p), ("region", ctypes.c_char_p),
+                ("ca_bundle", ctypes.c_char_p), ("no_verify_tls", ctypes.c_int), ("path_style", ctypes.c_int),
+                ("access_key_id", ctypes.c_char_p), ("secret_access_key", ctypes.c_char_p),
+                ("session_token", ctypes.c_char_p), ("sse", ctypes.c_char_p), ("sse_kms_key_id", ctypes.c_char_p),
+                ("part_size", ctypes.c_uint64), ("concurrency", ctypes.c_int), ("max_attempts", ctypes.c_int)]
 
 
 class _PgBackupOpts(ctypes.Structure):
@@ -257,9 +263,19 @@ class _Callbacks:
 
 
 class Repository:
-    """A backup repository: a local directory (S3 once supported)."""
+    """A backup repository: a local directory or ``s3://bucket/prefix``.
 
-    def __init__(self, location: Union[str, os.PathLike], log: Optional[LogFn] = None):
+    S3 settings are keyword arguments, each defaulting to the AWS_* environment variables:
+    storage_class, endpoint_url, region, ca_bundle, no_verify_tls, path_style, access_key_id,
+    secret_access_key, session_token, sse, sse_kms_key_id, part_size (bytes), concurrency,
+    max_attempts.
+    """
+
+    _S3_STR = ("storage_class", "endpoint_url", "region", "ca_bundle", "access_key_id", "secret_access_key",
+               "session_token", "sse", "sse_kms_key_id")
+    _S3_INT = ("no_verify_tls", "path_style", "part_size", "concurrency", "max_attempts")
+
+    def __init__(self, location: Union[str, os.PathLike], log: Optional[LogFn] = None, **storage: Any):
         self._h = _p()
         self._log_error: Optional[BaseException] = None
 
@@ -272,6 +288,13 @@ class Repository:
 
         self._c_log = _LOG_CB(on_log)
         opts = _RepoOpts(ctypes.sizeof(_RepoOpts), self._c_log, None)
+        for name, value in storage.items():
+            if name in self._S3_STR:
+                setattr(opts, name, _enc(None if value is None else str(value)))
+            elif name in self._S3_INT:
+                setattr(opts, name, int(value or 0))
+            else:
+                raise TypeError(f"Repository() got an unexpected keyword argument {name!r}")
         _lib.mevb_repo_open(ctypes.byref(self._h), os.fsencode(location), ctypes.byref(opts))
         self.location = os.fspath(location)
 
