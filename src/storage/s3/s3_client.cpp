@@ -356,6 +356,18 @@ Response Client::perform(const Request& req) {
       return r;
     } else {
       S3Error e = parse_error(r.body);
+      if (e.code.empty() && req.method == "HEAD" && r.status >= 400 && r.status < 500 && r.status != 404) {
+        // A HEAD answer has no body, so no S3 error code; ask the same with a one-byte
+        // GET to tell the user *why* (SignatureDoesNotMatch, InvalidAccessKeyId, ...).
+        Request probe = req;
+        probe.method = "GET";
+        probe.headers.emplace_back("Range", "bytes=0-0");
+        probe.accept.clear();
+        std::string perr;
+        bool pretriable = false;
+        Response pr = attempt(probe, kEmptySha256, perr, pretriable);
+        if (pr.status == r.status) e = parse_error(pr.body);
+      }
       code = code_for(r.status, e.code);
       retriable = (r.status >= 500 && r.status != 501) || r.status == 429 || retriable_code(e.code);
       failure = e.code.empty() ? fmt::format("HTTP {}", r.status)
