@@ -194,6 +194,23 @@ MEVB_API int mevb_pg_restore_opts_init(mevb_pg_restore_opts *opts, size_t size);
 /* Restores backup `id_or_latest` into the database opts->conninfo names. */
 MEVB_API int mevb_repo_restore_postgres(mevb_repo *repo, const char *id_or_latest, const mevb_pg_restore_opts *opts);
 
+/* ---- sync between repositories ----------------------------------------------------- */
+
+typedef struct mevb_sync_opts {
+  uint32_t struct_size;
+  const char *kind; /* NULL or "": every kind */
+  mevb_progress_cb progress;
+  void *progress_user;
+} mevb_sync_opts;
+#define MEVB_SYNC_OPTS_INIT {sizeof(mevb_sync_opts), NULL, NULL, NULL}
+MEVB_API int mevb_sync_opts_init(mevb_sync_opts *opts, size_t size);
+/* Copies every complete backup of `from` that `to` lacks (artifact, then manifest), each
+ * checked against its manifest's size and SHA-256 before it is published
+ * (MEVB_ERR_CORRUPT otherwise). `to`'s options (storage class, encryption) apply.
+ * *copied (may be NULL) receives the number of backups copied. mevb_repo_cancel(from)
+ * stops it. Log messages go to `from`'s log callback. */
+MEVB_API int mevb_repo_sync(mevb_repo *from, mevb_repo *to, const mevb_sync_opts *opts, size_t *copied);
+
 #ifdef __cplusplus
 }
 #endif

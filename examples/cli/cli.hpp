@@ -117,8 +117,12 @@ inline int on_progress(const mevb_progress* p, void*) {
   std::exit(1);
 }
 
-inline mevb_repo* open_repo(const Args& a) {
-  std::string location = need(a, "repo", "MEVBACKUP_REPO");
+inline mevb_repo* open_repo_at(const Args& a, const std::string& location);
+
+inline mevb_repo* open_repo(const Args& a) { return open_repo_at(a, need(a, "repo", "MEVBACKUP_REPO")); }
+
+// Opens `location` with the storage options of the command line.
+inline mevb_repo* open_repo_at(const Args& a, const std::string& location) {
   mevb_repo_opts ro = MEVB_REPO_OPTS_INIT;
   ro.log = on_log;
   ro.storage_class = opt(a, "storage-class");

@@ -6,6 +6,7 @@ namespace cli {
 int cmd_backup_postgres(int argc, char** argv, int start);
 int cmd_restore_postgres(int argc, char** argv, int start);
 int cmd_list(int argc, char** argv, int start);
+int cmd_sync(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -17,6 +18,7 @@ const char* kUsage =
     "  mevbackup restore postgres --repo REPO --dbname CONNINFO [--backup ID|latest] [--source DB]\n"
     "                             [--clean] [--pg-restore PATH]\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
+    "  mevbackup sync --from REPO --to REPO [--kind postgres] [--storage-class CLASS]\n"
     "  mevbackup version\n"
     "\n"
     "REPO may also come from MEVBACKUP_REPO. CONNINFO is a libpq connection string or URI;\n"
@@ -41,6 +43,7 @@ const Command kCommands[] = {
     {"backup", "postgres", cli::cmd_backup_postgres},
     {"restore", "postgres", cli::cmd_restore_postgres},
     {"list", nullptr, cli::cmd_list},
+    {"sync", nullptr, cli::cmd_sync},
 };
 
 }  // namespace

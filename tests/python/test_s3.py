@@ -222,3 +222,47 @@ def test_stream_failing_midway_aborts_the_upload(cli, pg, s3, prefix, s3env, aws
     assert not [c for c in mine if c["method"] == "POST" and "uploadId=" in c["query"]]  # never completed
     assert keys_under(aws, prefix) == []
     assert not [k for k in s3.proxy.pending_uploads(BUCKET) if k.startswith(prefix + "/")]
+
+
+def test_sync_local_to_s3_and_back(cli, pg, s3, prefix, s3env, aws, tmp_path):
+    local = tmp_path / "local"
+    first = json.loads(cli("backup", "postgres", "--repo", local, "--dbname", pg.conninfo("mev_protection"), "--json",
+                           check=True).stdout)
+    second = json.loads(cli("backup", "postgres", "--repo", local, "--dbname", pg.conninfo("mev_protection"),
+                            "--json", check=True).stdout)
+    remote = f"s3://{BUCKET}/{prefix}"
+    r = cli("sync", "--from", local, "--to", remote, "--storage-class", "REDUCED_REDUNDANCY", "--kind", "postgres",
+            env=s3env, check=True)
+    assert "copied 2 backups" in r.stdout
+    for m in (first, second):
+        key = f"{prefix}/{m['path']}"
+        head = json.loads(aws("s3api", "head-object", "--bucket", BUCKET, "--key", key).stdout)
+        assert head["StorageClass"] == "REDUCED_REDUNDANCY"
+        assert aws("s3", "cp", f"s3://{BUCKET}/{key}", "-").stdout == (local / m["path"]).read_bytes()
+        assert (aws("s3", "cp", f"s3://{BUCKET}/{key}.manifest.json", "-").stdout ==
+                (local / (m["path"] + ".manifest.json")).read_bytes())
+    # Nothing left to copy the second time.
+    assert "copied 0 backups" in cli("sync", "--from", local, "--to", remote, env=s3env, check=True).stdout
+
+    # S3 -> local, through the Python API.
+    back = tmp_path / "back"
+    with mevbackup.Repository(remote, endpoint_url=s3.proxy.endpoint, region="us-east-1", access_key_id=KEY,
+                              secret_access_key=SECRET) as src, mevbackup.Repository(back) as dst:
+        assert src.sync_to(dst) == 2
+        assert sorted(b.id for b in dst.list()) == sorted([first["id"], second["id"]])
+    for m in (first, second):
+        assert (back / m["path"]).read_bytes() == (local / m["path"]).read_bytes()
+
+
+def test_sync_refuses_a_corrupt_artifact(cli, pg, s3, prefix, s3env, aws, tmp_path):
+    local = tmp_path / "local"
+    m = json.loads(cli("backup", "postgres", "--repo", local, "--dbname", pg.conninfo("mev_protection"), "--json",
+                       check=True).stdout)
+    art = local / m["path"]
+    data = bytearray(art.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, different bytes
+    art.write_bytes(bytes(data))
+    r = cli("sync", "--from", local, "--to", f"s3://{BUCKET}/{prefix}", env=s3env)
+    assert r.returncode == 1
+    assert "SHA-256" in r.stderr and "not copied" in r.stderr, r.stderr
+    assert keys_under(aws, prefix) == []

@@ -179,6 +179,15 @@ _declare("mevb_repo_backup_postgres", ctypes.c_int, [_p, ctypes.POINTER(_PgBacku
 _declare("mevb_pg_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_PgRestoreOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_restore_postgres", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_PgRestoreOpts)], True)
 
+
+class _SyncOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("kind", ctypes.c_char_p), ("progress", _PROGRESS_CB),
+                ("progress_user", ctypes.c_void_p)]
+
+
+_declare("mevb_sync_opts_init", ctypes.c_int, [ctypes.POINTER(_SyncOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_sync", ctypes.c_int, [_p, _p, ctypes.POINTER(_SyncOpts), ctypes.POINTER(ctypes.c_size_t)], True)
+
 __version__: str = _lib.mevb_version().decode()
 
 
@@ -319,6 +328,16 @@ class Repository:
         if not self._h:
             raise InvalidArgument("repository is closed", 1)
         return self._h
+
+    def sync_to(self, destination: "Repository", kind: Optional[str] = None) -> int:
+        """Copies every complete backup this repository has and `destination` lacks
+        (artifact, then manifest, each checked against its manifest); returns how many."""
+        opts = _SyncOpts()
+        _lib.mevb_sync_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        opts.kind = _enc(kind)
+        copied = ctypes.c_size_t(0)
+        _lib.mevb_repo_sync(self._handle(), destination._handle(), ctypes.byref(opts), ctypes.byref(copied))
+        return copied.value
 
     def cancel(self) -> None:
         """Stops the operation running on this repository (safe from another thread)."""
