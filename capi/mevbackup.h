@@ -211,6 +211,28 @@ MEVB_API int mevb_sync_opts_init(mevb_sync_opts *opts, size_t size);
  * stops it. Log messages go to `from`'s log callback. */
 MEVB_API int mevb_repo_sync(mevb_repo *from, mevb_repo *to, const mevb_sync_opts *opts, size_t *copied);
 
+/* ---- S3 bucket lifecycle ---------------------------------------------------------- */
+
+typedef struct mevb_lifecycle_transition {
+  int days;                  /* after creation; increasing from one transition to the next */
+  const char *storage_class; /* GLACIER, DEEP_ARCHIVE, STANDARD_IA, ... */
+} mevb_lifecycle_transition;
+
+typedef struct mevb_lifecycle_opts {
+  uint32_t struct_size;
+  const char *rule_id; /* NULL: "mevbackup <prefix>"; a rule with this id is replaced */
+  const mevb_lifecycle_transition *transitions;
+  size_t transitions_count;
+  int expire_days;           /* 0: never */
+  int abort_incomplete_days; /* incomplete multipart uploads aborted after; 0: no such rule */
+} mevb_lifecycle_opts;
+#define MEVB_LIFECYCLE_OPTS_INIT {sizeof(mevb_lifecycle_opts), NULL, NULL, 0, 0, 7}
+MEVB_API int mevb_lifecycle_opts_init(mevb_lifecycle_opts *opts, size_t size);
+/* Installs one lifecycle rule over the repository's prefix in its S3 bucket, keeping the
+ * bucket's other rules. MEVB_ERR_UNSUPPORTED for a local repository or a server without
+ * lifecycle support. */
+MEVB_API int mevb_repo_put_bucket_lifecycle(mevb_repo *repo, const mevb_lifecycle_opts *opts);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,7 @@ int cmd_backup_postgres(int argc, char** argv, int start);
 int cmd_restore_postgres(int argc, char** argv, int start);
 int cmd_list(int argc, char** argv, int start);
 int cmd_sync(int argc, char** argv, int start);
+int cmd_lifecycle(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -19,6 +20,8 @@ const char* kUsage =
     "                             [--clean] [--pg-restore PATH]\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
     "  mevbackup sync --from REPO --to REPO [--kind postgres] [--storage-class CLASS]\n"
+    "  mevbackup lifecycle --repo s3://BUCKET/PREFIX [--transition DAYS:CLASS]... [--expire DAYS]\n"
+    "                      [--abort-incomplete DAYS] [--rule-id ID]\n"
     "  mevbackup version\n"
     "\n"
     "REPO may also come from MEVBACKUP_REPO. CONNINFO is a libpq connection string or URI;\n"
@@ -44,6 +47,7 @@ const Command kCommands[] = {
     {"restore", "postgres", cli::cmd_restore_postgres},
     {"list", nullptr, cli::cmd_list},
     {"sync", nullptr, cli::cmd_sync},
+    {"lifecycle", nullptr, cli::cmd_lifecycle},
 };
 
 }  // namespace

@@ -266,3 +266,19 @@ def test_sync_refuses_a_corrupt_artifact(cli, pg, s3, prefix, s3env, aws, tmp_pa
     assert r.returncode == 1
     assert "SHA-256" in r.stderr and "not copied" in r.stderr, r.stderr
     assert keys_under(aws, prefix) == []
+
+
+def test_lifecycle_needs_server_support_and_s3(cli, s3, prefix, s3env, tmp_path):
+    # s3rver does not implement bucket lifecycle rules: the error says so plainly.
+    r = cli("lifecycle", "--repo", f"s3://{BUCKET}/{prefix}", "--transition", "30:GLACIER", "--transition",
+            "90:DEEP_ARCHIVE", "--expire", "365", env=s3env)
+    assert r.returncode == 1
+    assert "does not support bucket lifecycle rules" in r.stderr and "NotImplemented" in r.stderr, r.stderr
+    lc = [c for c in s3.proxy.calls() if c["query"] == "lifecycle="]
+    assert lc and lc[-1]["status"] == 501  # signed correctly (the proxy let it through)
+    r = cli("lifecycle", "--repo", f"s3://{BUCKET}/{prefix}", "--transition", "90:GLACIER", "--transition",
+            "30:DEEP_ARCHIVE", env=s3env)
+    assert r.returncode == 1 and "increasing" in r.stderr
+    with pytest.raises(mevbackup.Unsupported):
+        with mevbackup.Repository(tmp_path / "local") as local:
+            local.put_bucket_lifecycle([(30, "GLACIER")], expire_days=365)

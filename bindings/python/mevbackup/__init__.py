@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "Repository", "Backup", "Progress", "Error", "library_version", "__version__",
@@ -188,6 +188,20 @@ class _SyncOpts(ctypes.Structure):
 _declare("mevb_sync_opts_init", ctypes.c_int, [ctypes.POINTER(_SyncOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_sync", ctypes.c_int, [_p, _p, ctypes.POINTER(_SyncOpts), ctypes.POINTER(ctypes.c_size_t)], True)
 
+
+class _LifecycleTransition(ctypes.Structure):
+    _fields_ = [("days", ctypes.c_int), ("storage_class", ctypes.c_char_p)]
+
+
+class _LifecycleOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("rule_id", ctypes.c_char_p),
+                ("transitions", ctypes.POINTER(_LifecycleTransition)), ("transitions_count", ctypes.c_size_t),
+                ("expire_days", ctypes.c_int), ("abort_incomplete_days", ctypes.c_int)]
+
+
+_declare("mevb_lifecycle_opts_init", ctypes.c_int, [ctypes.POINTER(_LifecycleOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_put_bucket_lifecycle", ctypes.c_int, [_p, ctypes.POINTER(_LifecycleOpts)], True)
+
 __version__: str = _lib.mevb_version().decode()
 
 
@@ -338,6 +352,23 @@ class Repository:
         copied = ctypes.c_size_t(0)
         _lib.mevb_repo_sync(self._handle(), destination._handle(), ctypes.byref(opts), ctypes.byref(copied))
         return copied.value
+
+    def put_bucket_lifecycle(self, transitions: Sequence[Tuple[int, str]] = (), expire_days: int = 0,
+                             abort_incomplete_days: int = 7, rule_id: Optional[str] = None) -> None:
+        """Installs one lifecycle rule over this S3 repository's prefix, e.g.
+        transitions=[(30, "GLACIER"), (90, "DEEP_ARCHIVE")], expire_days=365."""
+        opts = _LifecycleOpts()
+        _lib.mevb_lifecycle_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        arr = (_LifecycleTransition * max(len(transitions), 1))()
+        for i, (days, cls) in enumerate(transitions):
+            arr[i].days = int(days)
+            arr[i].storage_class = _enc(cls)
+        opts.rule_id = _enc(rule_id)
+        opts.transitions = ctypes.cast(arr, ctypes.POINTER(_LifecycleTransition))
+        opts.transitions_count = len(transitions)
+        opts.expire_days = expire_days
+        opts.abort_incomplete_days = abort_incomplete_days
+        _lib.mevb_repo_put_bucket_lifecycle(self._handle(), ctypes.byref(opts))
 
     def cancel(self) -> None:
         """Stops the operation running on this repository (safe from another thread)."""

@@ -165,3 +165,45 @@ TEST_CASE("s3 storage options: part size limits") {
   CHECK(st->describe() == "s3://bkt/p");
   CHECK_THROWS_AS(st->put("../x"), Error);
 }
+
+#include "mevbackup/s3.hpp"
+
+TEST_CASE("s3 lifecycle rule XML: the runbook's policy over the repository's prefix") {
+  LifecycleRule r;
+  r.transitions = {{30, "GLACIER"}, {90, "DEEP_ARCHIVE"}};
+  r.expire_days = 365;
+  CHECK(lifecycle_rule_xml("db1/pg", r) ==
+        "<Rule><ID>mevbackup db1/pg</ID><Filter><Prefix>db1/pg/</Prefix></Filter><Status>Enabled</Status>"
+        "<Transition><Days>30</Days><StorageClass>GLACIER</StorageClass></Transition>"
+        "<Transition><Days>90</Days><StorageClass>DEEP_ARCHIVE</StorageClass></Transition>"
+        "<Expiration><Days>365</Days></Expiration>"
+        "<AbortIncompleteMultipartUpload><DaysAfterInitiation>7</DaysAfterInitiation></AbortIncompleteMultipartUpload>"
+        "</Rule>");
+  LifecycleRule e;
+  e.id = "a<b";
+  e.expire_days = 10;
+  e.abort_incomplete_days = 0;
+  CHECK(lifecycle_rule_xml("", e) ==
+        "<Rule><ID>a&lt;b</ID><Filter><Prefix></Prefix></Filter><Status>Enabled</Status>"
+        "<Expiration><Days>10</Days></Expiration></Rule>");
+
+  LifecycleRule bad = r;
+  bad.transitions = {{90, "GLACIER"}, {30, "DEEP_ARCHIVE"}};
+  CHECK_THROWS_AS(lifecycle_rule_xml("p", bad), Error);
+  bad = r;
+  bad.expire_days = 60;  // before the last transition
+  CHECK_THROWS_AS(lifecycle_rule_xml("p", bad), Error);
+  bad = r;
+  bad.transitions = {{30, "glacier<"}};
+  CHECK_THROWS_AS(lifecycle_rule_xml("p", bad), Error);
+  CHECK_THROWS_AS(lifecycle_rule_xml("p", LifecycleRule{}), Error);
+
+  // Only S3 storage has lifecycle rules.
+  auto local = make_local_storage("/nonexistent/mevb-lifecycle");
+  try {
+    put_bucket_lifecycle(*local, r);
+    FAIL("no error");
+  } catch (const Error& err) {
+    CHECK(err.code() == Code::unsupported);
+  }
+}
