@@ -282,3 +282,57 @@ def test_lifecycle_needs_server_support_and_s3(cli, s3, prefix, s3env, tmp_path)
     with pytest.raises(mevbackup.Unsupported):
         with mevbackup.Repository(tmp_path / "local") as local:
             local.put_bucket_lifecycle([(30, "GLACIER")], expire_days=365)
+
+
+def _is_complete(m, p, q):
+    return m == "POST" and "uploadId" in q
+
+
+def test_complete_answering_200_with_an_error(cli, pg, s3, prefix, s3env, aws, blobdb):
+    # A transient error inside a 200 is retried...
+    s3.proxy.faults = [Fault(_is_complete, "200-InternalError")]
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname", pg.conninfo(blobdb),
+            "--part-size", "5", "--json", env=s3env, check=True)
+    m = json.loads(r.stdout)
+    completes = [c["status"] for c in s3.proxy.calls("POST", "uploadId=") if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    assert completes == ["200-InternalError", 200]
+    data = aws("s3", "cp", f"s3://{BUCKET}/{prefix}/{m['path']}", "-").stdout
+    assert hashlib.sha256(data).hexdigest() == m["sha256"]
+
+    # ...any other is a failure: the upload is aborted and nothing is published.
+    other = prefix + "-b"
+    s3.proxy.faults = [Fault(_is_complete, "200-InvalidPart", count=10)]
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{other}", "--dbname", pg.conninfo(blobdb),
+            "--part-size", "5", env=s3env)
+    assert r.returncode == 1
+    assert "CompleteMultipartUpload" in r.stderr and "InvalidPart" in r.stderr, r.stderr
+    assert keys_under(aws, other) == []
+    assert not [k for k in s3.proxy.pending_uploads(BUCKET) if k.startswith(other + "/")]
+
+
+def test_cancel_mid_upload_aborts_it(pg, s3, prefix, aws, tmp_path, monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", pg.password)
+    real = os.path.join(_bindir(), "pg_dump")
+    fake = tmp_path / "pg_dump"
+    fake.write_text(f"#!/bin/sh\ncase \"$1\" in --version) exec {real} --version;; esac\n"
+                    "head -c 16000000 /dev/urandom\nexec sleep 60\n")
+    fake.chmod(0o755)
+
+    class Stop(Exception):
+        pass
+
+    def progress(p):
+        if p.bytes_out >= 15_000_000:
+            raise Stop("enough")
+
+    with mevbackup.Repository(f"s3://{BUCKET}/{prefix}", endpoint_url=s3.proxy.endpoint, region="us-east-1",
+                              access_key_id=KEY, secret_access_key=SECRET, part_size=5 * 1024 * 1024) as r:
+        with pytest.raises(Stop):
+            r.backup_postgres(pg.conninfo("mev_protection"), pg_dump=str(fake), compression="none",
+                              progress=progress)
+        assert r.list() == []
+    mine = [c for c in s3.proxy.calls() if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    assert any(c["method"] == "PUT" and "partNumber=" in c["query"] for c in mine)
+    assert [c["status"] for c in mine if c["method"] == "DELETE" and "uploadId=" in c["query"]] == [204]
+    assert keys_under(aws, prefix) == []
+    assert not [k for k in s3.proxy.pending_uploads(BUCKET) if k.startswith(prefix + "/")]

@@ -89,7 +89,9 @@ class S3rver:
 
 
 class Fault:
-    """Answers `status` (or drops the connection) for the next `count` requests that match."""
+    """For the next `count` matching requests: answers with the status `action` ("500"),
+    drops the connection mid-body ("drop"), or answers 200 with an <Error> body whose
+    code follows the dash ("200-InternalError")."""
 
     def __init__(self, match: Callable[[str, str, Dict[str, str]], bool], action: str, count: int = 1) -> None:
         self.match, self.action, self.count = match, action, count
@@ -214,6 +216,11 @@ class VerifyingProxy:
             h.connection.shutdown(socket.SHUT_RDWR)
             return
         body = h.rfile.read(length) if length else b""
+        if fault is not None and fault.action.startswith("200-"):
+            # As CompleteMultipartUpload may do: "200 OK" whose body is an error.
+            self._record(h, fault.action)
+            self._reply(h, 200, {"Content-Type": "application/xml"}, _xml_error(fault.action[4:], "injected"))
+            return
         if fault is not None:
             status = int(fault.action)
             self._record(h, status)
