@@ -45,6 +45,7 @@ int mevb_repo_open(mevb_repo** out, const char* location, const mevb_repo_opts* 
     so.part_size = o.part_size;
     so.concurrency = o.concurrency;
     so.max_attempts = o.max_attempts;
+    so.unsigned_payload = o.unsigned_payload != 0;
     if (o.log) {
       auto log = o.log;
       auto lu = o.log_user;

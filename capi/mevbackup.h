@@ -117,9 +117,10 @@ typedef struct mevb_repo_opts {
   uint64_t part_size;            /* first multipart part size in bytes (>= 5 MiB); 0: 8 MiB */
   int concurrency;               /* parts uploaded at once; 0: 4 */
   int max_attempts;              /* per request; 0: AWS_MAX_ATTEMPTS or 3 */
+  int unsigned_payload;          /* non-zero: UNSIGNED-PAYLOAD instead of SHA-256 bodies (https only) */
 } mevb_repo_opts;
 #define MEVB_REPO_OPTS_INIT \
-  {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0}
+  {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0}
 MEVB_API int mevb_repo_opts_init(mevb_repo_opts *opts, size_t size);
 
 /* Opens a repository: a local directory path (created on first backup) or

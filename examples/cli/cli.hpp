@@ -26,7 +26,7 @@ struct Args {
 // Options of S3 repositories (--repo s3://bucket/prefix), accepted by every command.
 inline const std::vector<std::string> kStorageOptions = {"storage-class", "endpoint-url", "region", "ca-bundle",
                                                          "sse", "sse-kms-key-id", "part-size"};
-inline const std::vector<std::string> kStorageFlags = {"no-verify-tls", "path-style"};
+inline const std::vector<std::string> kStorageFlags = {"no-verify-tls", "path-style", "unsigned-payload"};
 
 // Parses "--name value" / "--name=value" options; `takes_value` and `repeatable`
 // list the options this command knows, `flag_names` the boolean ones.
@@ -133,6 +133,7 @@ inline mevb_repo* open_repo_at(const Args& a, const std::string& location) {
   ro.sse_kms_key_id = opt(a, "sse-kms-key-id");
   ro.no_verify_tls = a.flags.count("no-verify-tls") ? 1 : 0;
   ro.path_style = a.flags.count("path-style") ? 1 : 0;
+  ro.unsigned_payload = a.flags.count("unsigned-payload") ? 1 : 0;
   if (const char* ps = opt(a, "part-size")) {
     char* end = nullptr;
     unsigned long long mib = std::strtoull(ps, &end, 10);

@@ -32,7 +32,8 @@ const char* kUsage =
     "REPO may be s3://bucket/prefix (S3-compatible object storage). Credentials and defaults come\n"
     "from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL.\n"
     "S3 options: --storage-class CLASS, --endpoint-url URL, --region R, --ca-bundle PEM,\n"
-    "            --no-verify-tls, --path-style, --sse AES256|aws:kms [--sse-kms-key-id ID],\n"
+    "            --no-verify-tls, --path-style, --unsigned-payload (https only),\n"
+    "            --sse AES256|aws:kms [--sse-kms-key-id ID],\n"
     "            --part-size MiB (first multipart part, default 8).\n";
 
 struct Command {

@@ -174,6 +174,10 @@ static void s3_option_checks(void) {
   CHECK(mevb_repo_open(&repo, "s3://bucket/prefix", &ro) == MEVB_ERR_INVALID_ARGUMENT);
   CHECK(strstr(mevb_error_last()->message, "part size") != NULL);
   ro.part_size = 0;
+  ro.unsigned_payload = 1; /* refused without TLS */
+  CHECK(mevb_repo_open(&repo, "s3://bucket/prefix", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(mevb_error_last()->message, "UNSIGNED-PAYLOAD") != NULL);
+  ro.unsigned_payload = 0;
   CHECK(mevb_repo_open(&repo, "s3://", &ro) == MEVB_ERR_INVALID_ARGUMENT);
   CHECK(mevb_repo_open(&repo, "s3://bucket/prefix", &ro) == MEVB_OK);
   mevb_repo_free(repo);

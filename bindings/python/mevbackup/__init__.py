@@ -93,7 +93,8 @@ class _RepoOpts(ctypes.Structure):
                 ("ca_bundle", ctypes.c_char_p), ("no_verify_tls", ctypes.c_int), ("path_style", ctypes.c_int),
                 ("access_key_id", ctypes.c_char_p), ("secret_access_key", ctypes.c_char_p),
                 ("session_token", ctypes.c_char_p), ("sse", ctypes.c_char_p), ("sse_kms_key_id", ctypes.c_char_p),
-                ("part_size", ctypes.c_uint64), ("concurrency", ctypes.c_int), ("max_attempts", ctypes.c_int)]
+                ("part_size", ctypes.c_uint64), ("concurrency", ctypes.c_int), ("max_attempts", ctypes.c_int),
+                ("unsigned_payload", ctypes.c_int)]
 
 
 class _PgBackupOpts(ctypes.Structure):
@@ -291,12 +292,12 @@ class Repository:
     S3 settings are keyword arguments, each defaulting to the AWS_* environment variables:
     storage_class, endpoint_url, region, ca_bundle, no_verify_tls, path_style, access_key_id,
     secret_access_key, session_token, sse, sse_kms_key_id, part_size (bytes), concurrency,
-    max_attempts.
+    max_attempts, unsigned_payload.
     """
 
     _S3_STR = ("storage_class", "endpoint_url", "region", "ca_bundle", "access_key_id", "secret_access_key",
                "session_token", "sse", "sse_kms_key_id")
-    _S3_INT = ("no_verify_tls", "path_style", "part_size", "concurrency", "max_attempts")
+    _S3_INT = ("no_verify_tls", "path_style", "part_size", "concurrency", "max_attempts", "unsigned_payload")
 
     def __init__(self, location: Union[str, os.PathLike], log: Optional[LogFn] = None, **storage: Any):
         self._h = _p()

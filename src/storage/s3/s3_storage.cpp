@@ -269,9 +269,8 @@ class S3StorageImpl final : public Storage {
   int concurrency_;
 };
 
-S3Sink::S3Sink(S3StorageImpl& st, std::string key) : st_(st), client_(st.client()), key_(std::move(key)) {
-  buf_.reserve(part_size_for(1, st_.part_size()));
-}
+// The first buffer grows as data comes, so a manifest does not cost a whole part.
+S3Sink::S3Sink(S3StorageImpl& st, std::string key) : st_(st), client_(st.client()), key_(std::move(key)) {}
 
 Pairs S3Sink::object_headers() const {
   Pairs h;
