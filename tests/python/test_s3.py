@@ -336,3 +336,16 @@ def test_cancel_mid_upload_aborts_it(pg, s3, prefix, aws, tmp_path, monkeypatch)
     assert [c["status"] for c in mine if c["method"] == "DELETE" and "uploadId=" in c["query"]] == [204]
     assert keys_under(aws, prefix) == []
     assert not [k for k in s3.proxy.pending_uploads(BUCKET) if k.startswith(prefix + "/")]
+
+
+def test_restore_survives_a_connection_dropped_mid_download(cli, pg, s3, prefix, s3env, newdb):
+    repo = f"s3://{BUCKET}/{prefix}"
+    m = json.loads(cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--json",
+                       env=s3env, check=True).stdout)
+    artifact = f"/{BUCKET}/{prefix}/{m['path']}"
+    s3.proxy.faults = [Fault(lambda meth, p, q: meth == "GET" and p == artifact, "drop-response")]
+    target = newdb("s3drop")
+    cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), env=s3env, check=True)
+    assert pg.row_counts(target) == pg.row_counts("mev_protection")
+    gets = [c["status"] for c in s3.proxy.calls("GET") if c["path"] == artifact]
+    assert gets == ["dropped-response", 206]

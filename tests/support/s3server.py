@@ -90,7 +90,8 @@ class S3rver:
 
 class Fault:
     """For the next `count` matching requests: answers with the status `action` ("500"),
-    drops the connection mid-body ("drop"), or answers 200 with an <Error> body whose
+    drops the connection mid-body ("drop"), forwards the request but drops the connection
+    in the middle of the answer ("drop-response"), or answers 200 with an <Error> body whose
     code follows the dash ("200-InternalError")."""
 
     def __init__(self, match: Callable[[str, str, Dict[str, str]], bool], action: str, count: int = 1) -> None:
@@ -221,7 +222,7 @@ class VerifyingProxy:
             self._record(h, fault.action)
             self._reply(h, 200, {"Content-Type": "application/xml"}, _xml_error(fault.action[4:], "injected"))
             return
-        if fault is not None:
+        if fault is not None and fault.action != "drop-response":
             status = int(fault.action)
             self._record(h, status)
             self._reply(h, status, {"Content-Type": "application/xml"},
@@ -245,6 +246,19 @@ class VerifyingProxy:
             data = resp.read()
             headers = {k: v for k, v in resp.getheaders()
                        if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length")}
+            if fault is not None and fault.action == "drop-response":
+                # The connection dies in the middle of the answer's body.
+                self._record(h, "dropped-response")
+                h.send_response(resp.status)
+                for k, v in headers.items():
+                    h.send_header(k, v)
+                h.send_header("Content-Length", str(len(data)))
+                h.end_headers()
+                h.wfile.write(data[: len(data) // 2])
+                h.wfile.flush()
+                h.close_connection = True
+                h.connection.shutdown(socket.SHUT_RDWR)
+                return
             self._record(h, resp.status)
             self._reply(h, resp.status, headers, data, head_length=resp.getheader("Content-Length"))
         finally:
