@@ -349,3 +349,30 @@ def test_restore_survives_a_connection_dropped_mid_download(cli, pg, s3, prefix,
     assert pg.row_counts(target) == pg.row_counts("mev_protection")
     gets = [c["status"] for c in s3.proxy.calls("GET") if c["path"] == artifact]
     assert gets == ["dropped-response", 206]
+
+
+def test_lost_answer_to_a_completion_is_not_a_failure(cli, pg, s3, prefix, s3env, aws, blobdb):
+    # The server completes the upload but the answer is lost; the retry finds no upload,
+    # and the object (absent before) is there with exactly the bytes sent.
+    s3.proxy.faults = [Fault(_is_complete, "drop-response")]
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname", pg.conninfo(blobdb),
+            "--part-size", "5", "--json", env=s3env, check=True)
+    m = json.loads(r.stdout)
+    completes = [c["status"] for c in s3.proxy.calls("POST", "uploadId=") if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    assert completes[0] == "dropped-response" and len(completes) == 2
+    data = aws("s3", "cp", f"s3://{BUCKET}/{prefix}/{m['path']}", "-").stdout
+    assert hashlib.sha256(data).hexdigest() == m["sha256"]
+
+
+def test_tls_verification_off_is_warned_and_unreachable_endpoint_is_clear(cli, s3env):
+    from s3server import free_port
+    port = free_port()  # nothing listens there
+    env = dict(s3env, AWS_MAX_ATTEMPTS="2")
+    r = cli("list", "--repo", f"s3://{BUCKET}/x", "--endpoint-url", f"https://127.0.0.1:{port}", "--no-verify-tls",
+            env=env)
+    assert r.returncode == 1
+    assert "warning: TLS certificate verification is OFF" in r.stderr, r.stderr
+    assert f"127.0.0.1:{port}" in r.stderr and "after 2 attempts" in r.stderr, r.stderr
+    assert SECRET not in r.stderr
+    r = cli("list", "--repo", f"s3://{BUCKET}/x", "--endpoint-url", f"https://127.0.0.1:{port}", env=env)
+    assert r.returncode == 1 and "warning" not in r.stderr

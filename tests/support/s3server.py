@@ -6,7 +6,8 @@ s3rver itself does not verify signatures (a wrong secret succeeds) and ignores
 Content-MD5; the proxy answers 403 SignatureDoesNotMatch on a mismatch, 400 on a body
 whose SHA-256 or MD5 differs from its headers, and records what it forwarded.
 s3rver 3.7 also lacks AbortMultipartUpload (it answers 405); the proxy performs it on
-s3rver's upload directory, so a test can check that an aborted upload left nothing.
+s3rver's upload directory, so a test can check that an aborted upload left nothing, and
+answers 404 NoSuchUpload, as AWS does, to a completion of an upload that is gone.
 """
 from __future__ import annotations
 
@@ -237,6 +238,13 @@ class VerifyingProxy:
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         if h.command == "DELETE" and "uploadId" in query:
             self._abort_upload(h, parts.path.split("/")[1], query["uploadId"])
+            return
+        if h.command == "POST" and "uploadId" in query and not any(
+                d.name == query["uploadId"] for d in self.data_dir.glob(f"{parts.path.split('/')[1]}/*_uploads/*")):
+            # AWS answers 404 NoSuchUpload (s3rver: 500) for an upload that is gone.
+            self._record(h, 404)
+            self._reply(h, 404, {"Content-Type": "application/xml"},
+                        _xml_error("NoSuchUpload", "The specified upload does not exist."))
             return
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
         try:

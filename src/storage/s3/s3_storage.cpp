@@ -96,6 +96,7 @@ class S3Sink final : public Sink {
   std::deque<Job> queue_;
   std::map<int, std::string> etags_;
   uint64_t inflight_bytes_ = 0;
+  uint64_t total_bytes_ = 0;  // handed to the parts so far
   int inflight_ = 0;
   std::exception_ptr error_;
   std::atomic<bool> stop_{false};
@@ -318,6 +319,7 @@ void S3Sink::submit_part() {
   cv_.wait(lk, [&] { return error_ || inflight_ == 0 || inflight_bytes_ + buf_.size() <= budget; });
   if (error_) std::rethrow_exception(error_);
   inflight_bytes_ += buf_.size();
+  total_bytes_ += buf_.size();
   ++inflight_;
   queue_.push_back(Job{next_part_++, std::move(buf_)});
   lk.unlock();
@@ -435,6 +437,13 @@ void S3Sink::commit() {
     } catch (const Error& e) {
       if (e.code() == Code::exists)
         throw Error(Code::exists, fmt::format("{} already exists; it was not overwritten", client_.describe(key_)));
+      // A retried completion whose first attempt succeeded (the answer was lost) finds
+      // the upload gone; the object is then there with exactly our bytes (it was absent
+      // just before).
+      if (e.code() == Code::not_found) {
+        Response h = st_.head(key_);
+        if (h.status != 404 && std::strtoull(h.header("content-length").c_str(), nullptr, 10) == total_bytes_) break;
+      }
       throw;
     }
     S3Error e = parse_error(resp.body);
