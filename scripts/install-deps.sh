@@ -9,13 +9,15 @@ packages=(
   postgresql-15 postgresql-client-15
   python3 python3-pytest gzip util-linux
   # S3-compatible object storage: client libraries; test server (npm), proxy and checker
-  libcurl4-openssl-dev libpugixml-dev nodejs npm python3-botocore awscli
+  libcurl4-openssl-dev libpugixml-dev nodejs python3-botocore awscli
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm: Debian's package, unless a nodejs that bundles npm (NodeSource's) is installed.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
