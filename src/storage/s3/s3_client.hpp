@@ -45,7 +45,7 @@ void apply_environment(ClientConfig& c);
 struct Response {
   long status = 0;
   std::map<std::string, std::string> headers;  // names in lower case
-  std::string body;                            // unless streamed to on_data
+  std::string body;
   std::string header(const std::string& name) const;
 };
 
