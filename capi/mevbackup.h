@@ -99,12 +99,33 @@ typedef struct mevb_repo_opts {
   uint32_t struct_size;
   mevb_log_cb log; /* optional; called on the thread running the operation */
   void *log_user;
+  /* S3-compatible object storage (location "s3://bucket/prefix"); ignored by local
+   * repositories. NULL or 0 means the default: the AWS_* environment variables
+   * (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION or
+   * AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_MAX_ATTEMPTS), then AWS's defaults. */
+  const char *storage_class;     /* STANDARD, STANDARD_IA, GLACIER, DEEP_ARCHIVE, ... */
+  const char *endpoint_url;      /* "https://host[:port]"; IP and localhost endpoints use path-style */
+  const char *region;
+  const char *ca_bundle;         /* PEM file of trusted CAs */
+  int no_verify_tls;             /* non-zero: no TLS certificate verification (logs a warning) */
+  int path_style;                /* non-zero: path-style addressing for any endpoint */
+  const char *access_key_id;
+  const char *secret_access_key; /* copied; never logged */
+  const char *session_token;
+  const char *sse;               /* server-side encryption: "AES256" or "aws:kms" */
+  const char *sse_kms_key_id;
+  uint64_t part_size;            /* first multipart part size in bytes (>= 5 MiB); 0: 8 MiB */
+  int concurrency;               /* parts uploaded at once; 0: 4 */
+  int max_attempts;              /* per request; 0: AWS_MAX_ATTEMPTS or 3 */
+  int unsigned_payload;          /* non-zero: UNSIGNED-PAYLOAD instead of SHA-256 bodies (https only) */
   int64_t stall_timeout_seconds; /* > 0: an operation whose data stops moving this long fails (MEVB_ERR_IO) */
 } mevb_repo_opts;
-#define MEVB_REPO_OPTS_INIT {sizeof(mevb_repo_opts), NULL, NULL, 0}
+#define MEVB_REPO_OPTS_INIT \
+  {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0}
 MEVB_API int mevb_repo_opts_init(mevb_repo_opts *opts, size_t size);
 
-/* Opens a repository: a local directory path (created on first backup). opts may be NULL. */
+/* Opens a repository: a local directory path (created on first backup) or
+ * "s3://bucket/prefix" (S3-compatible object storage). opts may be NULL. */
 MEVB_API int mevb_repo_open(mevb_repo **out, const char *location, const mevb_repo_opts *opts);
 MEVB_API void mevb_repo_free(mevb_repo *repo);
 /* Asks the operation running on `repo` to stop; safe from any thread and from callbacks. */
@@ -341,6 +362,44 @@ MEVB_API int mevb_redis_restore_opts_init(mevb_redis_restore_opts *opts, size_t 
 /* Restores backup `id_or_latest` into opts->data_dir (a stopped server's directory, atomically)
  * or opts->redis_url (a running server, key by key with RESTORE); exactly one must be given. */
 MEVB_API int mevb_repo_restore_redis(mevb_repo *repo, const char *id_or_latest, const mevb_redis_restore_opts *opts);
+/* ---- sync between repositories ----------------------------------------------------- */
+
+typedef struct mevb_sync_opts {
+  uint32_t struct_size;
+  const char *kind; /* NULL or "": every kind */
+  mevb_progress_cb progress;
+  void *progress_user;
+} mevb_sync_opts;
+#define MEVB_SYNC_OPTS_INIT {sizeof(mevb_sync_opts), NULL, NULL, NULL}
+MEVB_API int mevb_sync_opts_init(mevb_sync_opts *opts, size_t size);
+/* Copies every complete backup of `from` that `to` lacks (artifact, then manifest), each
+ * checked against its manifest's size and SHA-256 before it is published
+ * (MEVB_ERR_CORRUPT otherwise). `to`'s options (storage class, encryption) apply.
+ * *copied (may be NULL) receives the number of backups copied. mevb_repo_cancel(from)
+ * stops it. Log messages go to `from`'s log callback. */
+MEVB_API int mevb_repo_sync(mevb_repo *from, mevb_repo *to, const mevb_sync_opts *opts, size_t *copied);
+
+/* ---- S3 bucket lifecycle ---------------------------------------------------------- */
+
+typedef struct mevb_lifecycle_transition {
+  int days;                  /* after creation; increasing from one transition to the next */
+  const char *storage_class; /* GLACIER, DEEP_ARCHIVE, STANDARD_IA, ... */
+} mevb_lifecycle_transition;
+
+typedef struct mevb_lifecycle_opts {
+  uint32_t struct_size;
+  const char *rule_id; /* NULL: "mevbackup <prefix>"; a rule with this id is replaced */
+  const mevb_lifecycle_transition *transitions;
+  size_t transitions_count;
+  int expire_days;           /* 0: never */
+  int abort_incomplete_days; /* incomplete multipart uploads aborted after; 0: no such rule */
+} mevb_lifecycle_opts;
+#define MEVB_LIFECYCLE_OPTS_INIT {sizeof(mevb_lifecycle_opts), NULL, NULL, 0, 0, 7}
+MEVB_API int mevb_lifecycle_opts_init(mevb_lifecycle_opts *opts, size_t size);
+/* Installs one lifecycle rule over the repository's prefix in its S3 bucket, keeping the
+ * bucket's other rules. MEVB_ERR_UNSUPPORTED for a local repository or a server without
+ * lifecycle support. */
+MEVB_API int mevb_repo_put_bucket_lifecycle(mevb_repo *repo, const mevb_lifecycle_opts *opts);
 
 #ifdef __cplusplus
 }

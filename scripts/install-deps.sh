@@ -10,6 +10,8 @@ packages=(
   postgresql-15 postgresql-client-15
   python3 python3-pytest gzip util-linux
   libarchive-dev tar
+  # S3-compatible object storage: client libraries; test server (npm), proxy and checker
+  libcurl4-openssl-dev libpugixml-dev nodejs python3-botocore awscli
 )
 # Redis support: hiredis to talk to servers, redis-server/redis-tools for the tests'
 # throwaway servers and redis-check-rdb.
@@ -19,6 +21,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm: Debian's package, unless a nodejs that bundles npm (NodeSource's) is installed.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# The S3 tests' server, pinned by tests/s3/package-lock.json.
+[ -f tests/s3/node_modules/s3rver/bin/s3rver.js ] || (cd tests/s3 && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== CMake build and tests"
 bash scripts/build.sh

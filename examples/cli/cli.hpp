@@ -23,6 +23,11 @@ struct Args {
   std::map<std::string, bool> flags;
 };
 
+// Options of S3 repositories (--repo s3://bucket/prefix), accepted by every command.
+inline const std::vector<std::string> kStorageOptions = {"storage-class", "endpoint-url", "region", "ca-bundle",
+                                                         "sse", "sse-kms-key-id", "part-size"};
+inline const std::vector<std::string> kStorageFlags = {"no-verify-tls", "path-style", "unsigned-payload"};
+
 // Parses "--name value" / "--name=value" options; `takes_value` and `repeatable`
 // list the options this command knows, `flag_names` the boolean ones. Other arguments
 // are refused, unless `positional` is given: then they are collected there in order
@@ -53,6 +58,19 @@ inline Args parse(int argc, char** argv, int start, const std::vector<std::strin
       value = name.substr(eq + 1);
       name = name.substr(0, eq);
       has_value = true;
+    }
+    if (in(kStorageFlags, name)) {  // every command that opens a repository takes these
+      if (has_value) throw UsageError{"option --" + name + " takes no value"};
+      a.flags[name] = true;
+      continue;
+    }
+    if (in(kStorageOptions, name)) {
+      if (!has_value) {
+        if (i + 1 >= argc) throw UsageError{"option --" + name + " needs a value"};
+        value = argv[++i];
+      }
+      a.one[name] = value;
+      continue;
     }
     if (in(flag_names, name)) {
       if (has_value) throw UsageError{"option --" + name + " takes no value"};
@@ -110,8 +128,12 @@ inline int on_progress(const mevb_progress* p, void*) {
   std::exit(1);
 }
 
-inline mevb_repo* open_repo(const Args& a) {
-  std::string location = need(a, "repo", "MEVBACKUP_REPO");
+inline mevb_repo* open_repo_at(const Args& a, const std::string& location);
+
+inline mevb_repo* open_repo(const Args& a) { return open_repo_at(a, need(a, "repo", "MEVBACKUP_REPO")); }
+
+// Opens `location` with the storage options of the command line.
+inline mevb_repo* open_repo_at(const Args& a, const std::string& location) {
   mevb_repo_opts ro = MEVB_REPO_OPTS_INIT;
   ro.log = on_log;
   // A stalled server or network must not hang a cron job forever.
@@ -120,6 +142,21 @@ inline mevb_repo* open_repo(const Args& a) {
     long long v = std::strtoll(s, &end, 10);
     if (*end || v < 0) throw UsageError{std::string("MEVBACKUP_STALL_TIMEOUT must be seconds, not \"") + s + "\""};
     ro.stall_timeout_seconds = v;
+  }
+  ro.storage_class = opt(a, "storage-class");
+  ro.endpoint_url = opt(a, "endpoint-url");
+  ro.region = opt(a, "region");
+  ro.ca_bundle = opt(a, "ca-bundle");
+  ro.sse = opt(a, "sse");
+  ro.sse_kms_key_id = opt(a, "sse-kms-key-id");
+  ro.no_verify_tls = a.flags.count("no-verify-tls") ? 1 : 0;
+  ro.path_style = a.flags.count("path-style") ? 1 : 0;
+  ro.unsigned_payload = a.flags.count("unsigned-payload") ? 1 : 0;
+  if (const char* ps = opt(a, "part-size")) {
+    char* end = nullptr;
+    unsigned long long mib = std::strtoull(ps, &end, 10);
+    if (!*ps || *end || mib < 5 || mib > 5120) throw UsageError{std::string("--part-size is in MiB, 5..5120, not \"") + ps + "\""};
+    ro.part_size = mib * 1024 * 1024;
   }
   mevb_repo* repo = nullptr;
   if (mevb_repo_open(&repo, location.c_str(), &ro) != MEVB_OK) fail();

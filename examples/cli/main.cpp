@@ -13,6 +13,8 @@ int cmd_backup_files(int argc, char** argv, int start);
 int cmd_restore_files(int argc, char** argv, int start);
 int cmd_backup_redis(int argc, char** argv, int start);
 int cmd_restore_redis(int argc, char** argv, int start);
+int cmd_sync(int argc, char** argv, int start);
+int cmd_lifecycle(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -43,6 +45,9 @@ const char* kUsage =
     "                   [--query SQL]... [--no-record] [--json]\n"
     "  mevbackup check --repo REPO --max-age DURATION [--kind K] [--now TIME] [--json]\n"
     "                  [--prometheus FILE]      (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)\n"
+    "  mevbackup sync --from REPO --to REPO [--kind postgres] [--storage-class CLASS]\n"
+    "  mevbackup lifecycle --repo s3://BUCKET/PREFIX [--transition DAYS:CLASS]... [--expire DAYS]\n"
+    "                      [--abort-incomplete DAYS] [--rule-id ID]\n"
     "  mevbackup version\n"
     "\n"
     "REPO may also come from MEVBACKUP_REPO. CONNINFO is a libpq connection string or URI;\n"
@@ -55,7 +60,14 @@ const char* kUsage =
     "users). --before/--after commands are split into words (quotes and backslashes\n"
     "honoured, nothing expanded) and run without a shell.\n"
     "Common options: --quiet (no progress), --verbose (log details).\n"
-    "MEVBACKUP_STALL_TIMEOUT=SECONDS fails an operation whose data stops moving that long.\n";
+    "MEVBACKUP_STALL_TIMEOUT=SECONDS fails an operation whose data stops moving that long.\n"
+    "\n"
+    "REPO may be s3://bucket/prefix (S3-compatible object storage). Credentials and defaults come\n"
+    "from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL.\n"
+    "S3 options: --storage-class CLASS, --endpoint-url URL, --region R, --ca-bundle PEM,\n"
+    "            --no-verify-tls, --path-style, --unsigned-payload (https only),\n"
+    "            --sse AES256|aws:kms [--sse-kms-key-id ID],\n"
+    "            --part-size MiB (first multipart part, default 8).\n";
 
 struct Command {
   const char* verb;
@@ -75,6 +87,8 @@ const Command kCommands[] = {
     {"restore", "files", cli::cmd_restore_files},
     {"backup", "redis", cli::cmd_backup_redis},
     {"restore", "redis", cli::cmd_restore_redis},
+    {"sync", nullptr, cli::cmd_sync},
+    {"lifecycle", nullptr, cli::cmd_lifecycle},
 };
 
 }  // namespace

@@ -65,6 +65,7 @@ class Repository {
  public:
   explicit Repository(std::unique_ptr<Storage> storage, Clock& clock = system_clock());
   static Repository open(const std::string& url);
+  static Repository open(const std::string& url, const StorageOptions& opts);
 
   Storage& storage() { return *storage_; }
   Clock& clock() { return clock_; }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -56,5 +57,34 @@ std::unique_ptr<Storage> make_local_storage(const std::string& root, Fs& fs = po
 
 // "PATH" or "file://PATH" -> local storage. Other schemes -> unsupported.
 std::unique_ptr<Storage> open_storage(const std::string& url);
+
+// ---- S3-compatible object storage ------------------------------------------------
+// What a storage needs beyond its URL. Local storage ignores it. Empty strings and
+// zeros mean "the default" (for S3: the AWS_* environment variables, then AWS's).
+struct StorageOptions {
+  std::string storage_class;      // STANDARD, STANDARD_IA, GLACIER, DEEP_ARCHIVE, ...
+  std::string sse;                // server-side encryption: "AES256" or "aws:kms"
+  std::string sse_kms_key_id;     // with sse "aws:kms"
+  std::string endpoint_url;       // AWS_ENDPOINT_URL
+  std::string region;             // AWS_REGION / AWS_DEFAULT_REGION
+  std::string ca_bundle;          // PEM file of trusted CAs
+  bool no_verify_tls = false;     // turns certificate verification off (logs a warning)
+  bool path_style = false;        // force path-style addressing
+  bool unsigned_payload = false;  // UNSIGNED-PAYLOAD over https instead of SHA-256 bodies
+  std::string access_key_id;      // AWS_ACCESS_KEY_ID
+  std::string secret_access_key;  // AWS_SECRET_ACCESS_KEY; never logged
+  std::string session_token;      // AWS_SESSION_TOKEN
+  uint64_t part_size = 0;         // first multipart part size; 0: 8 MiB (min 5 MiB)
+  int concurrency = 0;            // parts in flight; 0: 4
+  int max_attempts = 0;           // per request; 0: AWS_MAX_ATTEMPTS or 3 (AWS standard mode)
+  std::function<void(int level, const std::string& message)> log;  // level 2 = warning
+};
+
+// As open_storage(url), plus "s3://bucket[/prefix]" -> S3-compatible object storage.
+std::unique_ptr<Storage> open_storage(const std::string& url, const StorageOptions& opts);
+
+// "s3://bucket[/prefix]". Throws invalid_argument on a malformed URL and auth when no
+// credentials are configured.
+std::unique_ptr<Storage> make_s3_storage(const std::string& url, const StorageOptions& opts);
 
 }  // namespace mevbackup

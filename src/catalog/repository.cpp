@@ -20,6 +20,9 @@ std::string kind_directory(const std::string& kind) {
 Repository::Repository(std::unique_ptr<Storage> storage, Clock& clock) : storage_(std::move(storage)), clock_(clock) {}
 
 Repository Repository::open(const std::string& url) { return Repository(open_storage(url)); }
+Repository Repository::open(const std::string& url, const StorageOptions& opts) {
+  return Repository(open_storage(url, opts));
+}
 
 namespace {
 

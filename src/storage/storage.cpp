@@ -47,7 +47,10 @@ void Storage::write_small(const std::string& key, const std::string& data) {
   }
 }
 
-std::unique_ptr<Storage> open_storage(const std::string& url) {
+std::unique_ptr<Storage> open_storage(const std::string& url) { return open_storage(url, StorageOptions{}); }
+
+std::unique_ptr<Storage> open_storage(const std::string& url, const StorageOptions& opts) {
+  if (url.rfind("s3://", 0) == 0) return make_s3_storage(url, opts);
   if (url.empty()) throw Error(Code::invalid_argument, "repository location is empty");
   if (url.rfind("file://", 0) == 0) return make_local_storage(url.substr(7));
   auto scheme = url.find("://");

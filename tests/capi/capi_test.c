@@ -214,9 +214,34 @@ static void redis_checks(void) {
   mevb_repo_free(repo);
 }
 
+/* S3 repositories: options reach the storage; errors name what is wrong. */
+static void s3_option_checks(void) {
+  mevb_repo *repo = NULL;
+  mevb_repo_opts ro = MEVB_REPO_OPTS_INIT;
+  ro.access_key_id = "AKIDEXAMPLE";
+  ro.secret_access_key = "capi-test-secret";
+  ro.endpoint_url = "ftp://127.0.0.1:1";
+  CHECK(mevb_repo_open(&repo, "s3://bucket/prefix", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(mevb_error_last()->message, "http") != NULL);
+  CHECK(strstr(mevb_error_last()->message, "capi-test-secret") == NULL);
+  ro.endpoint_url = "http://127.0.0.1:1";
+  ro.part_size = 1024; /* below S3's 5 MiB minimum */
+  CHECK(mevb_repo_open(&repo, "s3://bucket/prefix", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(mevb_error_last()->message, "part size") != NULL);
+  ro.part_size = 0;
+  ro.unsigned_payload = 1; /* refused without TLS */
+  CHECK(mevb_repo_open(&repo, "s3://bucket/prefix", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(mevb_error_last()->message, "UNSIGNED-PAYLOAD") != NULL);
+  ro.unsigned_payload = 0;
+  CHECK(mevb_repo_open(&repo, "s3://", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(mevb_repo_open(&repo, "s3://bucket/prefix", &ro) == MEVB_OK);
+  mevb_repo_free(repo);
+}
+
 int main(int argc, char **argv) {
   no_server_checks();
   redis_checks();
+  s3_option_checks();
   if (argc == 4) round_trip(argv[1], argv[2], argv[3]);
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "Repository", "Backup", "Progress", "Report", "FileAction", "Error", "library_version", "__version__",
@@ -88,6 +88,13 @@ _LOG_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 class _RepoOpts(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("log", _LOG_CB), ("log_user", ctypes.c_void_p),
+                # S3-compatible object storage
+                ("storage_class", ctypes.c_char_p), ("endpoint_url", ctypes.c_char_p), ("region", ctypes.c_char_p),
+                ("ca_bundle", ctypes.c_char_p), ("no_verify_tls", ctypes.c_int), ("path_style", ctypes.c_int),
+                ("access_key_id", ctypes.c_char_p), ("secret_access_key", ctypes.c_char_p),
+                ("session_token", ctypes.c_char_p), ("sse", ctypes.c_char_p), ("sse_kms_key_id", ctypes.c_char_p),
+                ("part_size", ctypes.c_uint64), ("concurrency", ctypes.c_int), ("max_attempts", ctypes.c_int),
+                ("unsigned_payload", ctypes.c_int),
                 ("stall_timeout_seconds", ctypes.c_int64)]
 
 
@@ -233,6 +240,28 @@ _declare("mevb_repo_backup_files", ctypes.c_int, [_p, ctypes.POINTER(_FilesBacku
 _declare("mevb_files_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_FilesRestoreOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_restore_files", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_FilesRestoreOpts)], True)
 
+class _SyncOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("kind", ctypes.c_char_p), ("progress", _PROGRESS_CB),
+                ("progress_user", ctypes.c_void_p)]
+
+
+_declare("mevb_sync_opts_init", ctypes.c_int, [ctypes.POINTER(_SyncOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_sync", ctypes.c_int, [_p, _p, ctypes.POINTER(_SyncOpts), ctypes.POINTER(ctypes.c_size_t)], True)
+
+
+class _LifecycleTransition(ctypes.Structure):
+    _fields_ = [("days", ctypes.c_int), ("storage_class", ctypes.c_char_p)]
+
+
+class _LifecycleOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("rule_id", ctypes.c_char_p),
+                ("transitions", ctypes.POINTER(_LifecycleTransition)), ("transitions_count", ctypes.c_size_t),
+                ("expire_days", ctypes.c_int), ("abort_incomplete_days", ctypes.c_int)]
+
+
+_declare("mevb_lifecycle_opts_init", ctypes.c_int, [ctypes.POINTER(_LifecycleOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_put_bucket_lifecycle", ctypes.c_int, [_p, ctypes.POINTER(_LifecycleOpts)], True)
+
 __version__: str = _lib.mevb_version().decode()
 
 
@@ -343,10 +372,20 @@ class _Callbacks:
 
 
 class Repository:
-    """A backup repository: a local directory (S3 once supported)."""
+    """A backup repository: a local directory or ``s3://bucket/prefix``.
+
+    S3 settings are keyword arguments, each defaulting to the AWS_* environment variables:
+    storage_class, endpoint_url, region, ca_bundle, no_verify_tls, path_style, access_key_id,
+    secret_access_key, session_token, sse, sse_kms_key_id, part_size (bytes), concurrency,
+    max_attempts, unsigned_payload.
+    """
+
+    _S3_STR = ("storage_class", "endpoint_url", "region", "ca_bundle", "access_key_id", "secret_access_key",
+               "session_token", "sse", "sse_kms_key_id")
+    _S3_INT = ("no_verify_tls", "path_style", "part_size", "concurrency", "max_attempts", "unsigned_payload")
 
     def __init__(self, location: Union[str, os.PathLike], log: Optional[LogFn] = None,
-                 stall_timeout_seconds: int = 0):
+                 stall_timeout_seconds: int = 0, **storage: Any):
         self._h = _p()
         self._log_error: Optional[BaseException] = None
 
@@ -358,7 +397,15 @@ class Repository:
                     self._log_error = e
 
         self._c_log = _LOG_CB(on_log)
-        opts = _RepoOpts(ctypes.sizeof(_RepoOpts), self._c_log, None, stall_timeout_seconds)
+        opts = _RepoOpts(ctypes.sizeof(_RepoOpts), self._c_log, None)
+        opts.stall_timeout_seconds = stall_timeout_seconds
+        for name, value in storage.items():
+            if name in self._S3_STR:
+                setattr(opts, name, _enc(None if value is None else str(value)))
+            elif name in self._S3_INT:
+                setattr(opts, name, int(value or 0))
+            else:
+                raise TypeError(f"Repository() got an unexpected keyword argument {name!r}")
         _lib.mevb_repo_open(ctypes.byref(self._h), os.fsencode(location), ctypes.byref(opts))
         self.location = os.fspath(location)
 
@@ -383,6 +430,33 @@ class Repository:
         if not self._h:
             raise InvalidArgument("repository is closed", 1)
         return self._h
+
+    def sync_to(self, destination: "Repository", kind: Optional[str] = None) -> int:
+        """Copies every complete backup this repository has and `destination` lacks
+        (artifact, then manifest, each checked against its manifest); returns how many."""
+        opts = _SyncOpts()
+        _lib.mevb_sync_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        opts.kind = _enc(kind)
+        copied = ctypes.c_size_t(0)
+        _lib.mevb_repo_sync(self._handle(), destination._handle(), ctypes.byref(opts), ctypes.byref(copied))
+        return copied.value
+
+    def put_bucket_lifecycle(self, transitions: Sequence[Tuple[int, str]] = (), expire_days: int = 0,
+                             abort_incomplete_days: int = 7, rule_id: Optional[str] = None) -> None:
+        """Installs one lifecycle rule over this S3 repository's prefix, e.g.
+        transitions=[(30, "GLACIER"), (90, "DEEP_ARCHIVE")], expire_days=365."""
+        opts = _LifecycleOpts()
+        _lib.mevb_lifecycle_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        arr = (_LifecycleTransition * max(len(transitions), 1))()
+        for i, (days, cls) in enumerate(transitions):
+            arr[i].days = int(days)
+            arr[i].storage_class = _enc(cls)
+        opts.rule_id = _enc(rule_id)
+        opts.transitions = ctypes.cast(arr, ctypes.POINTER(_LifecycleTransition))
+        opts.transitions_count = len(transitions)
+        opts.expire_days = expire_days
+        opts.abort_incomplete_days = abort_incomplete_days
+        _lib.mevb_repo_put_bucket_lifecycle(self._handle(), ctypes.byref(opts))
 
     def cancel(self) -> None:
         """Stops the operation running on this repository (safe from another thread)."""

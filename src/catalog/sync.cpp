@@ -1,0 +1,77 @@
+#include "mevbackup/sync.hpp"
+
+#include <fmt/format.h>
+
+#include "mevbackup/digest.hpp"
+
+namespace mevbackup {
+
+namespace {
+
+// Reads `m`'s artifact from `src` into `sink`, refusing to commit unless the bytes match
+// the manifest.
+void copy_checked(Storage& src, const Manifest& m, Sink& sink, const RunContext& ctx) {
+  auto in = src.get(m.path);
+  Sha256 sha;
+  ByteCounter n;
+  Pipeline p(*in);
+  p.observe(sha).observe(n);
+  p.before_commit([&] {
+    if (n.count() != m.size || sha.hex() != m.sha256)
+      throw Error(Code::corrupt,
+                  fmt::format("{} in {}: {} bytes with SHA-256 {}, but its manifest says {} bytes with SHA-256 {}; "
+                              "not copied",
+                              m.path, src.describe(), n.count(), sha.hex(), m.size, m.sha256));
+  });
+  PipelineOptions po = ctx.pipeline;
+  if (!*po.stage_name) po.stage_name = "sync";
+  p.run(sink, ctx.cancel, ctx.progress, po);
+}
+
+// A sink that only lets the pipeline's checks run (for verifying what is already there).
+class NullSink final : public Sink {
+ public:
+  void write(Bytes) override {}
+  void commit() override {}
+  void abort() noexcept override {}
+};
+
+}  // namespace
+
+SyncResult sync_repositories(Repository& from, Repository& to, const std::string& kind, const RunContext& ctx) {
+  SyncResult r;
+  Storage& src = from.storage();
+  Storage& dst = to.storage();
+  for (const Manifest& m : from.list(kind, ctx.log)) {
+    if (ctx.cancel) ctx.cancel->check();
+    if (dst.stat(m.key())) {
+      ++r.present;
+      continue;
+    }
+    std::string manifest_text = src.read_small(m.key(), 64 << 20);
+    if (auto existing = dst.stat(m.path)) {
+      // Left by an interrupted sync: keep it only if it is exactly the backup's bytes.
+      NullSink null;
+      copy_checked(dst, m, null, ctx);
+      if (ctx.log) ctx.log(LogLevel::info, fmt::format("{} was already in {} and matches its manifest", m.path, dst.describe()));
+    } else {
+      auto sink = dst.put(m.path);
+      copy_checked(src, m, *sink, ctx);
+      r.bytes += m.size;
+    }
+    try {
+      dst.write_small(m.key(), manifest_text);
+    } catch (...) {
+      try {
+        dst.remove(m.path);
+      } catch (...) {
+      }
+      throw;
+    }
+    if (ctx.log) ctx.log(LogLevel::info, fmt::format("copied {} ({} bytes) to {}", m.id, m.size, dst.describe()));
+    r.copied.push_back(m.id);
+  }
+  return r;
+}
+
+}  // namespace mevbackup

@@ -1,0 +1,106 @@
+// A small S3 client on libcurl: SigV4-signed requests, path-style or virtual-hosted
+// addressing, TLS verification, and retries the way the AWS SDKs' "standard" mode does
+// (throttling, 5xx, timeouts and connection resets retried with capped exponential
+// backoff and full jitter; other 4xx fail at once with S3's error code and message).
+//
+// Thread safety: one S3Client may serve requests from several threads at once.
+// Errors: mevbackup::Error; messages name the method, bucket and key, never a secret.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sigv4.hpp"
+
+namespace mevbackup::s3 {
+
+struct ClientConfig {
+  std::string endpoint;          // "https://s3.eu-west-1.amazonaws.com", "http://127.0.0.1:9000"; empty: AWS
+  std::string region;            // empty: us-east-1
+  Credentials credentials;
+  bool force_path_style = false; // path style is automatic for IP addresses and localhost
+  std::string ca_bundle;         // PEM file; empty: the system's
+  bool verify_tls = true;
+  bool unsigned_payload = false; // UNSIGNED-PAYLOAD instead of SHA-256 bodies (refused without TLS)
+  int max_attempts = 3;          // AWS standard mode; AWS_MAX_ATTEMPTS overrides
+  int64_t retry_base_ms = 1000;  // backoff = random(0,1) * base * 2^attempt, capped
+  int64_t retry_cap_ms = 20000;
+  long connect_timeout_s = 10;
+  long low_speed_time_s = 60;    // a transfer slower than 1 byte/s this long is a timeout
+  std::function<void(int level, const std::string&)> log;  // 2 = warning
+};
+
+// Fills what the environment gives: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+// AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_MAX_ATTEMPTS,
+// for the fields still empty.
+void apply_environment(ClientConfig& c);
+
+struct Response {
+  long status = 0;
+  std::map<std::string, std::string> headers;  // names in lower case
+  std::string body;
+  std::string header(const std::string& name) const;
+};
+
+struct Request {
+  std::string method = "GET";
+  std::string key;               // object key (unencoded); empty: the bucket itself
+  Pairs query;
+  Pairs headers;
+  std::string_view body;         // sent as is (kept by the caller until perform returns)
+  std::string payload_sha256;    // hex of body; computed when empty
+  const std::atomic<bool>* cancel = nullptr;  // checked during transfers and backoff
+  // Statuses the caller handles itself rather than as errors (e.g. 404 on HEAD).
+  std::vector<long> accept;
+};
+
+class Client {
+ public:
+  Client(ClientConfig cfg, std::string bucket);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Sends the request, retrying what is retriable. Returns a 2xx response or one whose
+  // status is in req.accept; throws otherwise.
+  Response perform(const Request& req);
+
+  // The URL of a key, for messages ("s3://bucket/key").
+  std::string describe(const std::string& key) const { return "s3://" + bucket_ + "/" + key; }
+  const std::string& bucket() const { return bucket_; }
+  const ClientConfig& config() const { return cfg_; }
+
+  // Builds the request URL and the host header; public for tests.
+  std::string url_of(const Request& req, std::string* host, std::string* canonical_uri) const;
+
+ private:
+  Response attempt(const Request& req, const std::string& payload_hash, std::string& transport_error,
+                   bool& retriable);
+  void* take_handle();
+  void give_handle(void* h);
+
+  ClientConfig cfg_;
+  std::string bucket_;
+  std::string scheme_, hostport_;
+  bool path_style_ = false;
+  std::mutex mu_;
+  std::vector<void*> handles_;  // idle CURL easy handles, kept for connection reuse
+};
+
+// Parses S3's <Error><Code>..</Code><Message>..</Message></Error>; empty code if none.
+struct S3Error {
+  std::string code, message;
+};
+S3Error parse_error(const std::string& xml);
+
+// "2026-11-27T05:00:00.000Z" -> seconds since the epoch; 0 if malformed.
+int64_t parse_iso8601(const std::string& s);
+
+}  // namespace mevbackup::s3

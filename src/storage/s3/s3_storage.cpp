@@ -1,0 +1,593 @@
+// The repository in an S3 bucket. put() streams: parts are uploaded while the backup
+// is still being produced, a few at a time, with memory bounded by
+// (concurrency x part size) plus the part being filled. Nothing is visible before
+// CompleteMultipartUpload succeeds; any failure or cancellation aborts the upload.
+//
+// Not replacing an existing key: every final write carries If-None-Match: * (AWS S3
+// and recent MinIO refuse with 412 when the key exists), and the key is checked with
+// HEAD just before completing, for servers that ignore the header. On such servers two
+// writers racing for the same key between that HEAD and the completion can still
+// replace one another; the repository's names (timestamp + counter) make that a
+// concurrent-writer bug, never a normal path.
+#include "s3_storage.hpp"
+
+#include <curl/curl.h>
+#include <pugixml.hpp>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "mevbackup/s3.hpp"
+#include "mevbackup/storage.hpp"
+#include "s3_client.hpp"
+
+namespace mevbackup::s3 {
+
+uint64_t part_size_for(int n, uint64_t base) {
+  int doublings = std::min((n - 1) / 900, 20);
+  uint64_t size = base;
+  for (int i = 0; i < doublings && size < kMaxPartSize; ++i) size *= 2;
+  return std::min(size, kMaxPartSize);
+}
+
+S3Url parse_s3_url(const std::string& url) {
+  if (url.rfind("s3://", 0) != 0) throw Error(Code::invalid_argument, fmt::format("\"{}\" is not an s3:// URL", url));
+  std::string rest = url.substr(5);
+  S3Url u;
+  auto slash = rest.find('/');
+  u.bucket = rest.substr(0, slash);
+  if (slash != std::string::npos) u.prefix = rest.substr(slash + 1);
+  while (!u.prefix.empty() && u.prefix.back() == '/') u.prefix.pop_back();
+  if (u.bucket.empty()) throw Error(Code::invalid_argument, fmt::format("\"{}\": the bucket name is missing", url));
+  if (u.bucket.find_first_of("@:?#") != std::string::npos)
+    throw Error(Code::invalid_argument, fmt::format("\"{}\": invalid bucket name", url));
+  if (!u.prefix.empty()) validate_key(u.prefix);
+  return u;
+}
+
+std::string xml_of(const pugi::xml_document& doc) {
+  std::ostringstream os;
+  doc.save(os, "", pugi::format_raw | pugi::format_no_declaration);
+  return os.str();
+}
+
+namespace {
+
+class S3StorageImpl;
+
+class S3Sink final : public Sink {
+ public:
+  S3Sink(S3StorageImpl& st, std::string key);
+  ~S3Sink() override { abort(); }
+  void write(Bytes data) override;
+  void commit() override;
+  void abort() noexcept override;
+
+ private:
+  struct Job {
+    int number;
+    std::string data;
+  };
+  void check_failed();
+  void ensure_absent();
+  void start_upload();
+  void submit_part();
+  void worker();
+  Pairs object_headers() const;
+
+  S3StorageImpl& st_;
+  Client& client_;
+  std::string key_;  // full key in the bucket
+  std::string buf_;
+  int next_part_ = 1;
+  std::string upload_id_;
+  bool done_ = false;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;
+  std::map<int, std::string> etags_;
+  uint64_t inflight_bytes_ = 0;
+  uint64_t total_bytes_ = 0;  // handed to the parts so far
+  int inflight_ = 0;
+  std::exception_ptr error_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> workers_;
+};
+
+class S3Source final : public Source {
+ public:
+  S3Source(Client& c, std::string key, uint64_t size, std::string etag)
+      : client_(c), key_(std::move(key)), size_(size), etag_(std::move(etag)) {}
+  size_t read(MutBytes buf) override {
+    if (pos_ == chunk_.size()) {
+      if (offset_ >= size_) return 0;
+      fetch();
+    }
+    size_t n = std::min(buf.size(), chunk_.size() - pos_);
+    std::memcpy(buf.data(), chunk_.data() + pos_, n);
+    pos_ += n;
+    return n;
+  }
+  void abort() noexcept override { cancel_ = true; }
+
+ private:
+  // One ranged GET per chunk: a dropped connection costs a retry of this range only,
+  // and If-Match makes sure every range comes from the same object version.
+  void fetch() {
+    uint64_t end = std::min(size_, offset_ + kChunk) - 1;
+    Request r;
+    r.method = "GET";
+    r.key = key_;
+    r.headers.emplace_back("Range", fmt::format("bytes={}-{}", offset_, end));
+    if (!etag_.empty()) r.headers.emplace_back("If-Match", etag_);
+    r.cancel = &cancel_;
+    Response resp;
+    try {
+      resp = client_.perform(r);
+    } catch (const Error& e) {
+      if (e.code() == Code::exists)  // 412 on If-Match
+        throw Error(Code::corrupt, fmt::format("{} changed while being read", client_.describe(key_)));
+      throw;
+    }
+    uint64_t want = end - offset_ + 1;
+    if (resp.body.size() != want)
+      throw Error(Code::io, fmt::format("{}: range {}-{} returned {} bytes instead of {}", client_.describe(key_),
+                                        offset_, end, resp.body.size(), want),
+                  true);
+    chunk_ = std::move(resp.body);
+    pos_ = 0;
+    offset_ = end + 1;
+  }
+
+  static constexpr uint64_t kChunk = 8 * kMiB;
+  Client& client_;
+  std::string key_;
+  uint64_t size_;
+  std::string etag_;
+  uint64_t offset_ = 0;
+  std::string chunk_;
+  size_t pos_ = 0;
+  std::atomic<bool> cancel_{false};
+};
+
+class S3StorageImpl final : public Storage {
+ public:
+  S3StorageImpl(const std::string& url, const StorageOptions& o) : opts_(o) {
+    S3Url u = parse_s3_url(url);
+    prefix_ = u.prefix;
+    ClientConfig c;
+    c.endpoint = o.endpoint_url;
+    c.region = o.region;
+    c.credentials = {o.access_key_id, o.secret_access_key, o.session_token};
+    c.force_path_style = o.path_style;
+    c.ca_bundle = o.ca_bundle;
+    c.verify_tls = !o.no_verify_tls;
+    c.unsigned_payload = o.unsigned_payload;
+    c.log = o.log;
+    apply_environment(c);
+    if (o.max_attempts > 0) c.max_attempts = o.max_attempts;
+    client_ = std::make_unique<Client>(std::move(c), u.bucket);
+    part_size_ = o.part_size ? o.part_size : kDefaultPartSize;
+    if (part_size_ < kMinPartSize || part_size_ > kMaxPartSize)
+      throw Error(Code::invalid_argument, fmt::format("S3 part size {} is outside 5 MiB..5 GiB", part_size_));
+    concurrency_ = o.concurrency > 0 ? std::min(o.concurrency, 64) : 4;
+  }
+
+  std::unique_ptr<Sink> put(const std::string& key) override {
+    validate_key(key);
+    return std::make_unique<S3Sink>(*this, full(key));
+  }
+
+  std::unique_ptr<Source> get(const std::string& key) override {
+    validate_key(key);
+    Response r = head(full(key));
+    if (r.status == 404) throw Error(Code::not_found, fmt::format("{}: no such object", client_->describe(full(key))));
+    uint64_t size = std::strtoull(r.header("content-length").c_str(), nullptr, 10);
+    return std::make_unique<S3Source>(*client_, full(key), size, r.header("etag"));
+  }
+
+  std::vector<ObjectInfo> list(const std::string& prefix) override {
+    std::vector<ObjectInfo> out;
+    std::string root = prefix_.empty() ? "" : prefix_ + "/";
+    std::string token;
+    for (;;) {
+      Request r;
+      r.method = "GET";
+      r.query = {{"list-type", "2"}, {"prefix", root + prefix}};
+      if (!token.empty()) r.query.emplace_back("continuation-token", token);
+      Response resp = client_->perform(r);
+      pugi::xml_document doc;
+      if (!doc.load_buffer(resp.body.data(), resp.body.size()))
+        throw Error(Code::io, fmt::format("S3 listing of {}: malformed XML", describe()));
+      pugi::xml_node res = doc.child("ListBucketResult");
+      if (!res) throw Error(Code::io, fmt::format("S3 listing of {}: no ListBucketResult", describe()));
+      for (pugi::xml_node c : res.children("Contents")) {
+        std::string k = c.child_value("Key");
+        if (k.compare(0, root.size(), root) != 0) continue;
+        out.push_back(ObjectInfo{k.substr(root.size()), std::strtoull(c.child_value("Size"), nullptr, 10),
+                                 parse_iso8601(c.child_value("LastModified"))});
+      }
+      if (std::string(res.child_value("IsTruncated")) != "true") break;
+      token = res.child_value("NextContinuationToken");
+      if (token.empty()) throw Error(Code::io, fmt::format("S3 listing of {}: truncated without a token", describe()));
+    }
+    std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.key < b.key; });
+    return out;
+  }
+
+  std::optional<ObjectInfo> stat(const std::string& key) override {
+    validate_key(key);
+    Response r = head(full(key));
+    if (r.status == 404) return std::nullopt;
+    int64_t mtime = 0;
+    if (auto lm = r.header("last-modified"); !lm.empty()) mtime = curl_getdate(lm.c_str(), nullptr);
+    return ObjectInfo{key, std::strtoull(r.header("content-length").c_str(), nullptr, 10), std::max<int64_t>(mtime, 0)};
+  }
+
+  void remove(const std::string& key) override {
+    validate_key(key);
+    Request r;
+    r.method = "DELETE";
+    r.key = full(key);
+    r.accept = {404};
+    client_->perform(r);
+  }
+
+  std::string describe() const override {
+    return "s3://" + client_->bucket() + (prefix_.empty() ? "" : "/" + prefix_);
+  }
+
+  Response head(const std::string& full_key) {
+    Request r;
+    r.method = "HEAD";
+    r.key = full_key;
+    r.accept = {404};
+    return client_->perform(r);
+  }
+
+  std::string full(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "/" + key; }
+
+  Client& client() { return *client_; }
+  const std::string& prefix() const { return prefix_; }
+  const StorageOptions& opts() const { return opts_; }
+  uint64_t part_size() const { return part_size_; }
+  int concurrency() const { return concurrency_; }
+
+ private:
+  StorageOptions opts_;
+  std::string prefix_;
+  std::unique_ptr<Client> client_;
+  uint64_t part_size_;
+  int concurrency_;
+};
+
+// The first buffer grows as data comes, so a manifest does not cost a whole part.
+S3Sink::S3Sink(S3StorageImpl& st, std::string key) : st_(st), client_(st.client()), key_(std::move(key)) {}
+
+Pairs S3Sink::object_headers() const {
+  Pairs h;
+  const auto& o = st_.opts();
+  if (!o.storage_class.empty()) h.emplace_back("x-amz-storage-class", o.storage_class);
+  if (!o.sse.empty()) h.emplace_back("x-amz-server-side-encryption", o.sse);
+  if (!o.sse_kms_key_id.empty()) h.emplace_back("x-amz-server-side-encryption-aws-kms-key-id", o.sse_kms_key_id);
+  return h;
+}
+
+void S3Sink::check_failed() {
+  std::lock_guard lk(mu_);
+  if (error_) std::rethrow_exception(error_);
+}
+
+void S3Sink::ensure_absent() {
+  if (st_.head(key_).status != 404)
+    throw Error(Code::exists, fmt::format("{} already exists; it was not overwritten", client_.describe(key_)));
+}
+
+void S3Sink::start_upload() {
+  ensure_absent();  // fail before uploading gigabytes, not after
+  Request r;
+  r.method = "POST";
+  r.key = key_;
+  r.query = {{"uploads", ""}};
+  r.headers = object_headers();
+  r.cancel = &stop_;
+  Response resp = client_.perform(r);
+  pugi::xml_document doc;
+  doc.load_buffer(resp.body.data(), resp.body.size());
+  upload_id_ = doc.child("InitiateMultipartUploadResult").child_value("UploadId");
+  if (upload_id_.empty())
+    throw Error(Code::io, fmt::format("S3 CreateMultipartUpload {}: no UploadId in the answer", client_.describe(key_)));
+  for (int i = 0; i < st_.concurrency(); ++i) workers_.emplace_back([this] { worker(); });
+}
+
+void S3Sink::submit_part() {
+  if (next_part_ > kMaxParts)
+    throw Error(Code::invalid_argument, fmt::format("{}: more than {} parts", client_.describe(key_), kMaxParts));
+  if (upload_id_.empty()) start_upload();
+  uint64_t budget = st_.part_size() * static_cast<uint64_t>(st_.concurrency());
+  std::unique_lock lk(mu_);
+  // Bounded memory: wait while what is queued or in flight would exceed the budget.
+  cv_.wait(lk, [&] { return error_ || inflight_ == 0 || inflight_bytes_ + buf_.size() <= budget; });
+  if (error_) std::rethrow_exception(error_);
+  inflight_bytes_ += buf_.size();
+  total_bytes_ += buf_.size();
+  ++inflight_;
+  queue_.push_back(Job{next_part_++, std::move(buf_)});
+  lk.unlock();
+  cv_.notify_all();
+  buf_ = std::string();
+  buf_.reserve(part_size_for(next_part_, st_.part_size()));
+}
+
+void S3Sink::worker() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+      if (stop_ || error_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    std::string etag;
+    std::exception_ptr err;
+    try {
+      Request r;
+      r.method = "PUT";
+      r.key = key_;
+      r.query = {{"partNumber", std::to_string(job.number)}, {"uploadId", upload_id_}};
+      r.body = job.data;
+      r.headers.emplace_back("Content-MD5", md5_base64(job.data));  // S3 checks each part
+      r.cancel = &stop_;
+      Response resp = client_.perform(r);
+      etag = resp.header("etag");
+      if (etag.empty())
+        throw Error(Code::io, fmt::format("S3 UploadPart {} part {}: no ETag", client_.describe(key_), job.number));
+    } catch (...) {
+      err = std::current_exception();
+    }
+    {
+      std::lock_guard lk(mu_);
+      if (err && !error_) error_ = err;
+      if (!err) etags_[job.number] = etag;
+      inflight_bytes_ -= job.data.size();
+      --inflight_;
+    }
+    cv_.notify_all();
+  }
+}
+
+void S3Sink::write(Bytes data) {
+  if (done_) throw Error(Code::internal, "write to a finished S3 sink");
+  check_failed();
+  const char* p = reinterpret_cast<const char*>(data.data());
+  size_t left = data.size();
+  while (left) {
+    uint64_t cap = part_size_for(next_part_, st_.part_size());
+    size_t n = static_cast<size_t>(std::min<uint64_t>(left, cap - buf_.size()));
+    buf_.append(p, n);
+    p += n;
+    left -= n;
+    if (buf_.size() == cap) submit_part();
+  }
+}
+
+void S3Sink::commit() {
+  if (done_) throw Error(Code::internal, "commit of a finished S3 sink");
+  check_failed();
+  if (upload_id_.empty()) {
+    // Small object: one PUT.
+    ensure_absent();
+    Request r;
+    r.method = "PUT";
+    r.key = key_;
+    r.body = buf_;
+    r.headers = object_headers();
+    r.headers.emplace_back("Content-MD5", md5_base64(buf_));
+    r.headers.emplace_back("If-None-Match", "*");
+    try {
+      client_.perform(r);
+    } catch (const Error& e) {
+      if (e.code() == Code::exists)
+        throw Error(Code::exists, fmt::format("{} already exists; it was not overwritten", client_.describe(key_)));
+      throw;
+    }
+    done_ = true;
+    buf_ = std::string();
+    return;
+  }
+  if (!buf_.empty()) submit_part();
+  {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return error_ || inflight_ == 0; });
+    if (error_) std::rethrow_exception(error_);
+  }
+  ensure_absent();
+  pugi::xml_document doc;
+  auto root = doc.append_child("CompleteMultipartUpload");
+  root.append_attribute("xmlns") = "http://s3.amazonaws.com/doc/2006-03-01/";
+  for (auto& [n, etag] : etags_) {
+    auto part = root.append_child("Part");
+    part.append_child("PartNumber").text().set(n);
+    part.append_child("ETag").text().set(etag.c_str());
+  }
+  std::string body = xml_of(doc);
+  Request r;
+  r.method = "POST";
+  r.key = key_;
+  r.query = {{"uploadId", upload_id_}};
+  r.body = body;
+  r.headers.emplace_back("Content-Type", "application/xml");
+  r.headers.emplace_back("If-None-Match", "*");
+  // CompleteMultipartUpload can answer 200 and report an error in the body, even after
+  // it has started sending; such an answer is a failure, retried when it is transient.
+  for (int attempt = 1;; ++attempt) {
+    Response resp;
+    try {
+      resp = client_.perform(r);
+    } catch (const Error& e) {
+      if (e.code() == Code::exists)
+        throw Error(Code::exists, fmt::format("{} already exists; it was not overwritten", client_.describe(key_)));
+      // A retried completion whose first attempt succeeded (the answer was lost) finds
+      // the upload gone; the object is then there with exactly our bytes (it was absent
+      // just before).
+      if (e.code() == Code::not_found) {
+        Response h = st_.head(key_);
+        if (h.status != 404 && std::strtoull(h.header("content-length").c_str(), nullptr, 10) == total_bytes_) break;
+      }
+      throw;
+    }
+    S3Error e = parse_error(resp.body);
+    if (e.code.empty()) {
+      pugi::xml_document res;
+      if (!res.load_buffer(resp.body.data(), resp.body.size()) || !res.child("CompleteMultipartUploadResult"))
+        throw Error(Code::io, fmt::format("S3 CompleteMultipartUpload {}: unexpected answer", client_.describe(key_)));
+      break;
+    }
+    bool transient = e.code == "InternalError" || e.code == "SlowDown" || e.code == "ServiceUnavailable";
+    if (!transient || attempt >= client_.config().max_attempts)
+      throw Error(Code::io, fmt::format("S3 CompleteMultipartUpload {}: {}: {}", client_.describe(key_), e.code,
+                                        e.message),
+                  transient);
+  }
+  done_ = true;
+  upload_id_.clear();  // completed: nothing to abort
+  abort();             // joins the workers
+}
+
+void S3Sink::abort() noexcept {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+    queue_.clear();
+  }
+  cv_.notify_all();
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+  workers_.clear();
+  if (!upload_id_.empty()) {
+    std::string id = std::move(upload_id_);
+    upload_id_.clear();
+    try {
+      Request r;
+      r.method = "DELETE";
+      r.key = key_;
+      r.query = {{"uploadId", id}};
+      r.accept = {404};
+      client_.perform(r);
+    } catch (const std::exception& e) {
+      if (st_.opts().log)
+        st_.opts().log(2, fmt::format("could not abort the multipart upload of {} (a bucket lifecycle rule "
+                                      "AbortIncompleteMultipartUpload cleans it up): {}",
+                                      client_.describe(key_), e.what()));
+    }
+  }
+  buf_ = std::string();
+}
+
+}  // namespace
+
+}  // namespace mevbackup::s3
+
+namespace mevbackup {
+
+std::string lifecycle_rule_xml(const std::string& prefix, const LifecycleRule& rule) {
+  auto bad = [](const std::string& why) { return Error(Code::invalid_argument, "lifecycle rule: " + why); };
+  if (rule.transitions.empty() && rule.expire_days <= 0) throw bad("give at least one transition or an expiration");
+  int last = 0;
+  for (auto& t : rule.transitions) {
+    if (t.days <= last) throw bad(fmt::format("transition days must be positive and increasing ({} after {})", t.days, last));
+    if (t.storage_class.empty() ||
+        t.storage_class.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != std::string::npos)
+      throw bad(fmt::format("\"{}\" is not a storage class", t.storage_class));
+    last = t.days;
+  }
+  if (rule.expire_days < 0 || (rule.expire_days > 0 && rule.expire_days <= last))
+    throw bad(fmt::format("expiration after {} days must come after the last transition ({} days)", rule.expire_days,
+                          last));
+  pugi::xml_document doc;
+  auto r = doc.append_child("Rule");
+  std::string filter_prefix = prefix.empty() ? "" : prefix + "/";
+  r.append_child("ID").text().set((rule.id.empty() ? "mevbackup " + (prefix.empty() ? "*" : prefix) : rule.id).c_str());
+  r.append_child("Filter").append_child("Prefix").text().set(filter_prefix.c_str());
+  r.append_child("Status").text().set("Enabled");
+  for (auto& t : rule.transitions) {
+    auto x = r.append_child("Transition");
+    x.append_child("Days").text().set(t.days);
+    x.append_child("StorageClass").text().set(t.storage_class.c_str());
+  }
+  if (rule.expire_days > 0) r.append_child("Expiration").append_child("Days").text().set(rule.expire_days);
+  if (rule.abort_incomplete_days > 0)
+    r.append_child("AbortIncompleteMultipartUpload").append_child("DaysAfterInitiation").text().set(
+        rule.abort_incomplete_days);
+  return s3::xml_of(doc);
+}
+
+void put_bucket_lifecycle(Storage& storage, const LifecycleRule& rule) {
+  auto* st = dynamic_cast<s3::S3StorageImpl*>(&storage);
+  if (!st)
+    throw Error(Code::unsupported, fmt::format("{} is not S3 storage: lifecycle rules are an S3 feature", storage.describe()));
+  std::string prefix = st->prefix();
+  std::string rule_xml = lifecycle_rule_xml(prefix, rule);
+  s3::Client& c = st->client();
+  auto unsupported = [&](const Error& e) {
+    return Error(Code::unsupported, fmt::format("the server of {} does not support bucket lifecycle rules ({})",
+                                                storage.describe(), e.what()));
+  };
+  // Read what is there, so that other rules of the bucket survive.
+  pugi::xml_document doc;
+  try {
+    s3::Request get;
+    get.method = "GET";
+    get.query = {{"lifecycle", ""}};
+    get.accept = {404};
+    s3::Response resp = c.perform(get);
+    if (resp.status == 200 && !doc.load_buffer(resp.body.data(), resp.body.size()))
+      throw Error(Code::io, fmt::format("lifecycle configuration of {}: malformed XML", storage.describe()));
+  } catch (const Error& e) {
+    if (e.code() == Code::unsupported) throw unsupported(e);
+    throw;
+  }
+  pugi::xml_node conf = doc.child("LifecycleConfiguration");
+  if (!conf) {
+    doc.reset();
+    conf = doc.append_child("LifecycleConfiguration");
+    conf.append_attribute("xmlns") = "http://s3.amazonaws.com/doc/2006-03-01/";
+  }
+  pugi::xml_document mine;
+  mine.load_string(rule_xml.c_str());
+  std::string id = mine.child("Rule").child_value("ID");
+  for (pugi::xml_node r = conf.child("Rule"); r;) {
+    pugi::xml_node next = r.next_sibling("Rule");
+    if (id == r.child_value("ID")) conf.remove_child(r);
+    r = next;
+  }
+  conf.append_copy(mine.child("Rule"));
+  std::string body = s3::xml_of(doc);
+  s3::Request put;
+  put.method = "PUT";
+  put.query = {{"lifecycle", ""}};
+  put.body = body;
+  put.headers = {{"Content-Type", "application/xml"}, {"Content-MD5", s3::md5_base64(body)}};
+  try {
+    c.perform(put);
+  } catch (const Error& e) {
+    if (e.code() == Code::unsupported) throw unsupported(e);
+    throw;
+  }
+}
+
+std::unique_ptr<Storage> make_s3_storage(const std::string& url, const StorageOptions& opts) {
+  return std::make_unique<s3::S3StorageImpl>(url, opts);
+}
+
+}  // namespace mevbackup

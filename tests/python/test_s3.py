@@ -1,0 +1,378 @@
+"""S3 repositories end to end: s3rver on 127.0.0.1 behind a proxy that verifies every
+SigV4 signature with botocore, the mevbackup CLI and Python API as clients, and the aws
+CLI as the independent reader."""
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from pgserver import _bindir  # noqa: E402
+from s3server import KEY, SECRET, Fault, S3rver, VerifyingProxy  # noqa: E402
+
+import mevbackup  # noqa: E402
+
+BUCKET = "backups"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = S3rver([BUCKET]).start()
+    proxy = VerifyingProxy(server).start()
+    try:
+        yield SimpleNamespace(server=server, proxy=proxy)
+    finally:
+        proxy.stop()
+        server.stop()
+
+
+_n = [0]
+
+
+@pytest.fixture
+def prefix(s3):
+    """A fresh prefix in the bucket; faults of earlier tests are cleared."""
+    s3.proxy.faults.clear()
+    _n[0] += 1
+    return f"host{_n[0]}/pg"
+
+
+@pytest.fixture
+def s3env(s3):
+    return {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ENDPOINT_URL": s3.proxy.endpoint,
+            "AWS_REGION": "us-east-1", "AWS_SESSION_TOKEN": "", "AWS_MAX_ATTEMPTS": ""}
+
+
+@pytest.fixture
+def aws(s3, tmp_path):
+    """The aws CLI, talking to s3rver directly."""
+    cfg = tmp_path / "aws-config"
+    cfg.write_text("[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n")
+
+    def run(*args, check=True):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "AWS_CONFIG_FILE": str(cfg),
+               "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_ACCESS_KEY_ID": KEY,
+               "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_PAGER": ""}
+        r = subprocess.run(["/usr/bin/aws", "--endpoint-url", f"http://127.0.0.1:{s3.server.port}", *args],
+                           env=env, capture_output=True, timeout=300)
+        if check:
+            assert r.returncode == 0, r.stderr.decode()
+        return r
+
+    return run
+
+
+def keys_under(aws, prefix):
+    out = aws("s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", prefix + "/").stdout
+    return sorted(o["Key"] for o in json.loads(out or b"{}").get("Contents", []))
+
+
+@pytest.fixture(scope="module")
+def blobdb(pg):
+    """A database whose compressed dump needs several 5 MiB parts."""
+    pg.psql("CREATE DATABASE mev_blob")
+    pg.psql("CREATE TABLE blob AS SELECT g AS id, md5(random()::text) || md5(random()::text) || "
+            "md5(random()::text) AS v FROM generate_series(1, 200000) g", dbname="mev_blob")
+    return "mev_blob"
+
+
+def blob_digest(pg, db):
+    return pg.psql("SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM blob", dbname=db)
+
+
+def test_backup_is_multipart_readable_by_aws_and_restores(cli, pg, s3, prefix, s3env, aws, blobdb, newdb):
+    repo = f"s3://{BUCKET}/{prefix}"
+    r = cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo(blobdb), "--storage-class", "STANDARD_IA",
+            "--part-size", "5", "--json", env=s3env, check=True)
+    m = json.loads(r.stdout)
+    key = f"{prefix}/{m['path']}"
+    assert m["size"] > 10 * 1024 * 1024
+
+    # Streamed as a multipart upload: several parts, then one completion.
+    parts = [c for c in s3.proxy.calls("PUT", "partNumber=") if c["path"] == f"/{BUCKET}/{key}"]
+    assert len(parts) >= 2 and all(c["status"] == 200 for c in parts)
+    assert [c["status"] for c in s3.proxy.calls("POST") if c["path"] == f"/{BUCKET}/{key}"
+            and "uploadId=" in c["query"]] == [200]
+
+    # The independent client sees the artifact, its storage class and its manifest.
+    assert keys_under(aws, prefix) == sorted([key, key + ".manifest.json"])
+    head = json.loads(aws("s3api", "head-object", "--bucket", BUCKET, "--key", key).stdout)
+    assert head["StorageClass"] == "STANDARD_IA"
+    assert head["ContentLength"] == m["size"]
+    data = aws("s3", "cp", f"s3://{BUCKET}/{key}", "-").stdout
+    assert hashlib.sha256(data).hexdigest() == m["sha256"]
+    manifest = json.loads(aws("s3", "cp", f"s3://{BUCKET}/{key}.manifest.json", "-").stdout)
+    assert manifest["sha256"] == m["sha256"]
+
+    # Stock tools restore what the aws CLI downloaded.
+    target = newdb("stock")
+    pg.psql(f"CREATE DATABASE {target}")
+    dump = Path(os.environ.get("TMPDIR", "/tmp")) / f"{target}.dump"
+    try:
+        dump.write_bytes(gzip.decompress(data))
+        subprocess.run([os.path.join(_bindir(), "pg_restore"), "-d", pg.conninfo(target), "--no-owner", str(dump)],
+                       env=pg.env(), check=True, capture_output=True, timeout=300)
+    finally:
+        dump.unlink(missing_ok=True)
+    assert blob_digest(pg, target) == blob_digest(pg, blobdb)
+
+    # And mevbackup restores from the bucket.
+    target2 = newdb("s3")
+    cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target2), env=s3env, check=True)
+    assert blob_digest(pg, target2) == blob_digest(pg, blobdb)
+    listed = cli("list", "--repo", repo, "--json", env=s3env, check=True).stdout
+    assert m["id"] in listed
+
+
+def test_single_put_small_backup_and_python_api(cli, pg, s3, prefix, s3env, aws):
+    repo = f"s3://{BUCKET}/{prefix}"
+    r = cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--json", env=s3env,
+            check=True)
+    m = json.loads(r.stdout)
+    assert not [c for c in s3.proxy.calls("POST") if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    head = json.loads(aws("s3api", "head-object", "--bucket", BUCKET, "--key", f"{prefix}/{m['path']}").stdout)
+    assert head.get("StorageClass", "STANDARD") == "STANDARD"
+
+    # The same settings through the Python API, with nothing in the environment.
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_")}
+    try:
+        with mevbackup.Repository(repo, endpoint_url=s3.proxy.endpoint, region="us-east-1", access_key_id=KEY,
+                                  secret_access_key=SECRET) as py:
+            assert [b.id for b in py.list()] == [m["id"]]
+        with pytest.raises(mevbackup.AuthenticationFailed) as e:
+            with mevbackup.Repository(repo, endpoint_url=s3.proxy.endpoint, region="us-east-1", access_key_id=KEY,
+                                      secret_access_key="not-the-secret") as py:
+                py.list()
+        assert "SignatureDoesNotMatch" in str(e.value) and "not-the-secret" not in str(e.value)
+        with pytest.raises(mevbackup.AuthenticationFailed, match="AWS_ACCESS_KEY_ID"):
+            mevbackup.Repository(repo, endpoint_url=s3.proxy.endpoint)
+    finally:
+        os.environ.update(saved)
+
+
+def test_wrong_secret_fails_at_once_and_leaves_nothing(cli, pg, s3, prefix, s3env, aws):
+    env = dict(s3env, AWS_SECRET_ACCESS_KEY="definitely-wrong-secret")
+    before = len(s3.proxy.calls())
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname", pg.conninfo("mev_protection"),
+            env=env)
+    assert r.returncode == 1
+    assert "403" in r.stderr and "SignatureDoesNotMatch" in r.stderr, r.stderr
+    assert "definitely-wrong-secret" not in r.stderr
+    calls = s3.proxy.calls()[before:]
+    assert calls and all(c["status"] == 403 for c in calls)
+    assert len(calls) <= 2  # the HEAD and the GET that explains it: a 4xx is not retried
+    assert keys_under(aws, prefix) == []
+
+
+def test_5xx_answers_are_retried(cli, pg, s3, prefix, s3env, aws):
+    s3.proxy.faults = [
+        Fault(lambda m, p, q: m == "PUT" and p.endswith(".dump.gz"), "500"),
+        Fault(lambda m, p, q: m == "PUT" and p.endswith(".manifest.json"), "503", count=2),
+    ]
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname", pg.conninfo("mev_protection"),
+            "--json", env=s3env, check=True)
+    m = json.loads(r.stdout)
+    statuses = [c["status"] for c in s3.proxy.calls("PUT") if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    assert statuses == [500, 200, 503, 503, 200]
+    data = aws("s3", "cp", f"s3://{BUCKET}/{prefix}/{m['path']}", "-").stdout
+    assert hashlib.sha256(data).hexdigest() == m["sha256"]
+
+
+def test_connection_dropped_mid_upload_is_retried(cli, pg, s3, prefix, s3env, aws, blobdb):
+    s3.proxy.faults = [Fault(lambda m, p, q: m == "PUT" and q.get("partNumber") == "2", "drop")]
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname", pg.conninfo(blobdb),
+            "--part-size", "5", "--json", env=s3env, check=True)
+    m = json.loads(r.stdout)
+    part2 = [c["status"] for c in s3.proxy.calls("PUT", "partNumber=2&")
+             if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    assert part2 == ["dropped", 200]
+    data = aws("s3", "cp", f"s3://{BUCKET}/{prefix}/{m['path']}", "-").stdout
+    assert hashlib.sha256(data).hexdigest() == m["sha256"]
+
+
+def test_retries_give_up_with_a_clear_error(cli, pg, s3, prefix, s3env, aws):
+    s3.proxy.faults = [Fault(lambda m, p, q: m == "PUT" and p.endswith(".dump.gz"), "503", count=100)]
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname", pg.conninfo("mev_protection"),
+            env=dict(s3env, AWS_MAX_ATTEMPTS="2"))
+    assert r.returncode == 1
+    assert "503 SlowDown" in r.stderr and "after 2 attempts" in r.stderr, r.stderr
+    assert keys_under(aws, prefix) == []
+
+
+def test_stream_failing_midway_aborts_the_upload(cli, pg, s3, prefix, s3env, aws, tmp_path):
+    real = os.path.join(_bindir(), "pg_dump")
+    fake = tmp_path / "pg_dump"
+    fake.write_text(f"#!/bin/sh\ncase \"$1\" in --version) exec {real} --version;; esac\n"
+                    "head -c 12000000 /dev/urandom\necho 'pg_dump: error: simulated failure' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname", pg.conninfo("mev_protection"),
+            "--pg-dump", fake, "--part-size", "5", env=s3env)
+    assert r.returncode == 1
+    assert "simulated failure" in r.stderr, r.stderr
+    mine = [c for c in s3.proxy.calls() if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    assert any(c["method"] == "PUT" and "partNumber=" in c["query"] for c in mine)  # it was streaming
+    aborts = [c for c in mine if c["method"] == "DELETE" and "uploadId=" in c["query"]]
+    assert [c["status"] for c in aborts] == [204]
+    assert not [c for c in mine if c["method"] == "POST" and "uploadId=" in c["query"]]  # never completed
+    assert keys_under(aws, prefix) == []
+    assert not [k for k in s3.proxy.pending_uploads(BUCKET) if k.startswith(prefix + "/")]
+
+
+def test_sync_local_to_s3_and_back(cli, pg, s3, prefix, s3env, aws, tmp_path):
+    local = tmp_path / "local"
+    first = json.loads(cli("backup", "postgres", "--repo", local, "--dbname", pg.conninfo("mev_protection"), "--json",
+                           check=True).stdout)
+    second = json.loads(cli("backup", "postgres", "--repo", local, "--dbname", pg.conninfo("mev_protection"),
+                            "--json", check=True).stdout)
+    remote = f"s3://{BUCKET}/{prefix}"
+    r = cli("sync", "--from", local, "--to", remote, "--storage-class", "REDUCED_REDUNDANCY", "--kind", "postgres",
+            env=s3env, check=True)
+    assert "copied 2 backups" in r.stdout
+    for m in (first, second):
+        key = f"{prefix}/{m['path']}"
+        head = json.loads(aws("s3api", "head-object", "--bucket", BUCKET, "--key", key).stdout)
+        assert head["StorageClass"] == "REDUCED_REDUNDANCY"
+        assert aws("s3", "cp", f"s3://{BUCKET}/{key}", "-").stdout == (local / m["path"]).read_bytes()
+        assert (aws("s3", "cp", f"s3://{BUCKET}/{key}.manifest.json", "-").stdout ==
+                (local / (m["path"] + ".manifest.json")).read_bytes())
+    # Nothing left to copy the second time.
+    assert "copied 0 backups" in cli("sync", "--from", local, "--to", remote, env=s3env, check=True).stdout
+
+    # S3 -> local, through the Python API.
+    back = tmp_path / "back"
+    with mevbackup.Repository(remote, endpoint_url=s3.proxy.endpoint, region="us-east-1", access_key_id=KEY,
+                              secret_access_key=SECRET) as src, mevbackup.Repository(back) as dst:
+        assert src.sync_to(dst) == 2
+        assert sorted(b.id for b in dst.list()) == sorted([first["id"], second["id"]])
+    for m in (first, second):
+        assert (back / m["path"]).read_bytes() == (local / m["path"]).read_bytes()
+
+
+def test_sync_refuses_a_corrupt_artifact(cli, pg, s3, prefix, s3env, aws, tmp_path):
+    local = tmp_path / "local"
+    m = json.loads(cli("backup", "postgres", "--repo", local, "--dbname", pg.conninfo("mev_protection"), "--json",
+                       check=True).stdout)
+    art = local / m["path"]
+    data = bytearray(art.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, different bytes
+    art.write_bytes(bytes(data))
+    r = cli("sync", "--from", local, "--to", f"s3://{BUCKET}/{prefix}", env=s3env)
+    assert r.returncode == 1
+    assert "SHA-256" in r.stderr and "not copied" in r.stderr, r.stderr
+    assert keys_under(aws, prefix) == []
+
+
+def test_lifecycle_needs_server_support_and_s3(cli, s3, prefix, s3env, tmp_path):
+    # s3rver does not implement bucket lifecycle rules: the error says so plainly.
+    r = cli("lifecycle", "--repo", f"s3://{BUCKET}/{prefix}", "--transition", "30:GLACIER", "--transition",
+            "90:DEEP_ARCHIVE", "--expire", "365", env=s3env)
+    assert r.returncode == 1
+    assert "does not support bucket lifecycle rules" in r.stderr and "NotImplemented" in r.stderr, r.stderr
+    lc = [c for c in s3.proxy.calls() if c["query"] == "lifecycle="]
+    assert lc and lc[-1]["status"] == 501  # signed correctly (the proxy let it through)
+    r = cli("lifecycle", "--repo", f"s3://{BUCKET}/{prefix}", "--transition", "90:GLACIER", "--transition",
+            "30:DEEP_ARCHIVE", env=s3env)
+    assert r.returncode == 1 and "increasing" in r.stderr
+    with pytest.raises(mevbackup.Unsupported):
+        with mevbackup.Repository(tmp_path / "local") as local:
+            local.put_bucket_lifecycle([(30, "GLACIER")], expire_days=365)
+
+
+def _is_complete(m, p, q):
+    return m == "POST" and "uploadId" in q
+
+
+def test_complete_answering_200_with_an_error(cli, pg, s3, prefix, s3env, aws, blobdb):
+    # A transient error inside a 200 is retried...
+    s3.proxy.faults = [Fault(_is_complete, "200-InternalError")]
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname", pg.conninfo(blobdb),
+            "--part-size", "5", "--json", env=s3env, check=True)
+    m = json.loads(r.stdout)
+    completes = [c["status"] for c in s3.proxy.calls("POST", "uploadId=") if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    assert completes == ["200-InternalError", 200]
+    data = aws("s3", "cp", f"s3://{BUCKET}/{prefix}/{m['path']}", "-").stdout
+    assert hashlib.sha256(data).hexdigest() == m["sha256"]
+
+    # ...any other is a failure: the upload is aborted and nothing is published.
+    other = prefix + "-b"
+    s3.proxy.faults = [Fault(_is_complete, "200-InvalidPart", count=10)]
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{other}", "--dbname", pg.conninfo(blobdb),
+            "--part-size", "5", env=s3env)
+    assert r.returncode == 1
+    assert "CompleteMultipartUpload" in r.stderr and "InvalidPart" in r.stderr, r.stderr
+    assert keys_under(aws, other) == []
+    assert not [k for k in s3.proxy.pending_uploads(BUCKET) if k.startswith(other + "/")]
+
+
+def test_cancel_mid_upload_aborts_it(pg, s3, prefix, aws, tmp_path, monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", pg.password)
+    real = os.path.join(_bindir(), "pg_dump")
+    fake = tmp_path / "pg_dump"
+    fake.write_text(f"#!/bin/sh\ncase \"$1\" in --version) exec {real} --version;; esac\n"
+                    "head -c 16000000 /dev/urandom\nexec sleep 60\n")
+    fake.chmod(0o755)
+
+    class Stop(Exception):
+        pass
+
+    def progress(p):
+        if p.bytes_out >= 15_000_000:
+            raise Stop("enough")
+
+    with mevbackup.Repository(f"s3://{BUCKET}/{prefix}", endpoint_url=s3.proxy.endpoint, region="us-east-1",
+                              access_key_id=KEY, secret_access_key=SECRET, part_size=5 * 1024 * 1024) as r:
+        with pytest.raises(Stop):
+            r.backup_postgres(pg.conninfo("mev_protection"), pg_dump=str(fake), compression="none",
+                              progress=progress)
+        assert r.list() == []
+    mine = [c for c in s3.proxy.calls() if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    assert any(c["method"] == "PUT" and "partNumber=" in c["query"] for c in mine)
+    assert [c["status"] for c in mine if c["method"] == "DELETE" and "uploadId=" in c["query"]] == [204]
+    assert keys_under(aws, prefix) == []
+    assert not [k for k in s3.proxy.pending_uploads(BUCKET) if k.startswith(prefix + "/")]
+
+
+def test_restore_survives_a_connection_dropped_mid_download(cli, pg, s3, prefix, s3env, newdb):
+    repo = f"s3://{BUCKET}/{prefix}"
+    m = json.loads(cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--json",
+                       env=s3env, check=True).stdout)
+    artifact = f"/{BUCKET}/{prefix}/{m['path']}"
+    s3.proxy.faults = [Fault(lambda meth, p, q: meth == "GET" and p == artifact, "drop-response")]
+    target = newdb("s3drop")
+    cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), env=s3env, check=True)
+    assert pg.row_counts(target) == pg.row_counts("mev_protection")
+    gets = [c["status"] for c in s3.proxy.calls("GET") if c["path"] == artifact]
+    assert gets == ["dropped-response", 206]
+
+
+def test_lost_answer_to_a_completion_is_not_a_failure(cli, pg, s3, prefix, s3env, aws, blobdb):
+    # The server completes the upload but the answer is lost; the retry finds no upload,
+    # and the object (absent before) is there with exactly the bytes sent.
+    s3.proxy.faults = [Fault(_is_complete, "drop-response")]
+    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname", pg.conninfo(blobdb),
+            "--part-size", "5", "--json", env=s3env, check=True)
+    m = json.loads(r.stdout)
+    completes = [c["status"] for c in s3.proxy.calls("POST", "uploadId=") if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    assert completes[0] == "dropped-response" and len(completes) == 2
+    data = aws("s3", "cp", f"s3://{BUCKET}/{prefix}/{m['path']}", "-").stdout
+    assert hashlib.sha256(data).hexdigest() == m["sha256"]
+
+
+def test_tls_verification_off_is_warned_and_unreachable_endpoint_is_clear(cli, s3env):
+    from s3server import free_port
+    port = free_port()  # nothing listens there
+    env = dict(s3env, AWS_MAX_ATTEMPTS="2")
+    r = cli("list", "--repo", f"s3://{BUCKET}/x", "--endpoint-url", f"https://127.0.0.1:{port}", "--no-verify-tls",
+            env=env)
+    assert r.returncode == 1
+    assert "warning: TLS certificate verification is OFF" in r.stderr, r.stderr
+    assert f"127.0.0.1:{port}" in r.stderr and "after 2 attempts" in r.stderr, r.stderr
+    assert SECRET not in r.stderr
+    r = cli("list", "--repo", f"s3://{BUCKET}/x", "--endpoint-url", f"https://127.0.0.1:{port}", env=env)
+    assert r.returncode == 1 and "warning" not in r.stderr

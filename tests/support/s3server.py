@@ -1,0 +1,292 @@
+"""A throwaway S3 endpoint for the tests: s3rver (npm, pinned in tests/s3) on 127.0.0.1
+on a free port, in a temporary directory, behind a proxy that checks every request's
+SigV4 signature with an independent implementation (botocore's) and can inject faults.
+
+s3rver itself does not verify signatures (a wrong secret succeeds) and ignores
+Content-MD5; the proxy answers 403 SignatureDoesNotMatch on a mismatch, 400 on a body
+whose SHA-256 or MD5 differs from its headers, and records what it forwarded.
+s3rver 3.7 also lacks AbortMultipartUpload (it answers 405); the proxy performs it on
+s3rver's upload directory, so a test can check that an aborted upload left nothing, and
+answers 404 NoSuchUpload, as AWS does, to a completion of an upload that is gone.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+from urllib.parse import parse_qsl, urlsplit
+
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+S3_DIR = Path(__file__).resolve().parents[1] / "s3"
+KEY = "S3RVER"
+SECRET = "S3RVER"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_s3rver() -> Path:
+    """Installs the pinned s3rver into tests/s3/node_modules when it is missing."""
+    cli = S3_DIR / "node_modules" / "s3rver" / "bin" / "s3rver.js"
+    if not cli.exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=S3_DIR, check=True,
+                       timeout=600)
+    return cli
+
+
+class S3rver:
+    def __init__(self, buckets: List[str]) -> None:
+        self.dir = tempfile.mkdtemp(prefix="mevb-s3rver-")
+        self.port = free_port()
+        self.buckets = buckets
+        self.proc: Optional[subprocess.Popen] = None
+        self.log = Path(self.dir) / "s3rver.log"
+
+    def start(self) -> "S3rver":
+        cli = ensure_s3rver()
+        args = ["node", str(cli), "-d", str(Path(self.dir) / "data"), "-a", "127.0.0.1", "-p", str(self.port),
+                "--silent"]
+        for b in self.buckets:
+            args += ["--configure-bucket", b]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"s3rver exited: {self.log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("s3rver did not start listening")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Fault:
+    """For the next `count` matching requests: answers with the status `action` ("500"),
+    drops the connection mid-body ("drop"), forwards the request but drops the connection
+    in the middle of the answer ("drop-response"), or answers 200 with an <Error> body whose
+    code follows the dash ("200-InternalError")."""
+
+    def __init__(self, match: Callable[[str, str, Dict[str, str]], bool], action: str, count: int = 1) -> None:
+        self.match, self.action, self.count = match, action, count
+
+
+def _xml_error(code: str, message: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>").encode()
+
+
+class VerifyingProxy:
+    """HTTP proxy in front of s3rver that verifies SigV4 with botocore."""
+
+    def __init__(self, upstream: S3rver, secret: str = SECRET, region: str = "us-east-1") -> None:
+        self.upstream_port = upstream.port
+        self.data_dir = Path(upstream.dir) / "data"
+        self.secret = secret
+        self.region = region
+        self.port = free_port()
+        self.requests: List[dict] = []   # method, path, query, status
+        self.faults: List[Fault] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _handle(self) -> None:
+                proxy._serve(self)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "VerifyingProxy":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def calls(self, method: Optional[str] = None, query_has: Optional[str] = None) -> List[dict]:
+        with self.lock:
+            return [r for r in self.requests if (method is None or r["method"] == method)
+                    and (query_has is None or query_has in r["query"])]
+
+    def pending_uploads(self, bucket: str) -> List[str]:
+        """Keys of the multipart uploads s3rver still holds (neither completed nor aborted)."""
+        return sorted((d / "key").read_text() for d in self.data_dir.glob(f"{bucket}/*_uploads/*")
+                      if (d / "key").exists())
+
+    def _abort_upload(self, h: BaseHTTPRequestHandler, bucket: str, upload_id: str) -> None:
+        dirs = [d for d in self.data_dir.glob(f"{bucket}/*_uploads/*") if d.name == upload_id]
+        for d in dirs:
+            shutil.rmtree(d)
+        status = 204 if dirs else 404
+        self._record(h, status)
+        self._reply(h, status, {"Content-Type": "application/xml"},
+                    b"" if dirs else _xml_error("NoSuchUpload", "The specified upload does not exist."))
+
+    def _verify(self, h: BaseHTTPRequestHandler, body: bytes) -> Optional[tuple]:
+        auth = h.headers.get("Authorization", "")
+        m = re.fullmatch(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/s3/aws4_request, "
+                         r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})", auth)
+        if not m:
+            return 403, "AccessDenied", "missing or malformed SigV4 Authorization header"
+        access_key, day, region, signed, signature = m.groups()
+        if access_key != KEY:
+            return 403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."
+        names = signed.split(";")
+        for required in ("host", "x-amz-date", "x-amz-content-sha256"):
+            if required not in names:
+                return 403, "AccessDenied", f"{required} is not signed"
+        amz_date = h.headers.get("x-amz-date", "")
+        if amz_date[:8] != day or region != self.region:
+            return 403, "SignatureDoesNotMatch", "credential scope does not match"
+        declared = h.headers.get("x-amz-content-sha256", "")
+        if declared != "UNSIGNED-PAYLOAD" and declared != hashlib.sha256(body).hexdigest():
+            return 400, "XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match"
+        md5 = h.headers.get("Content-MD5")
+        if md5 is not None and md5 != base64.b64encode(hashlib.md5(body).digest()).decode():
+            return 400, "BadDigest", "The Content-MD5 you specified did not match what we received."
+        parts = urlsplit(h.path)
+        headers = {n: h.headers.get(n, "") for n in names}
+        req = AWSRequest(method=h.command, url=f"http://{h.headers.get('host', '')}{parts.path}",
+                         headers=headers, data=body,
+                         params=parse_qsl(parts.query, keep_blank_values=True))
+        req.context["timestamp"] = amz_date
+        signer = S3SigV4Auth(Credentials(KEY, self.secret), "s3", self.region)
+        canonical = signer.canonical_request(req)
+        expected = signer.signature(signer.string_to_sign(req, canonical), req)
+        if expected != signature:
+            return 403, "SignatureDoesNotMatch", ("The request signature we calculated does not match the signature "
+                                                  "you provided. Check your key and signing method.")
+        return None
+
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        parts = urlsplit(h.path)
+        fault = None
+        with self.lock:
+            for f in self.faults:
+                if f.count > 0 and f.match(h.command, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))):
+                    f.count -= 1
+                    fault = f
+                    break
+        if fault is not None and fault.action == "drop":
+            # The connection dies in the middle of the request body.
+            h.rfile.read(length // 2)
+            self._record(h, "dropped")
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+            return
+        body = h.rfile.read(length) if length else b""
+        if fault is not None and fault.action.startswith("200-"):
+            # As CompleteMultipartUpload may do: "200 OK" whose body is an error.
+            self._record(h, fault.action)
+            self._reply(h, 200, {"Content-Type": "application/xml"}, _xml_error(fault.action[4:], "injected"))
+            return
+        if fault is not None and fault.action != "drop-response":
+            status = int(fault.action)
+            self._record(h, status)
+            self._reply(h, status, {"Content-Type": "application/xml"},
+                        _xml_error("InternalError" if status == 500 else "SlowDown", "injected by the test"))
+            return
+        problem = self._verify(h, body)
+        if problem:
+            status, code, message = problem
+            self._record(h, status)
+            self._reply(h, status, {"Content-Type": "application/xml"}, _xml_error(code, message))
+            return
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if h.command == "DELETE" and "uploadId" in query:
+            self._abort_upload(h, parts.path.split("/")[1], query["uploadId"])
+            return
+        if h.command == "POST" and "uploadId" in query and not any(
+                d.name == query["uploadId"] for d in self.data_dir.glob(f"{parts.path.split('/')[1]}/*_uploads/*")):
+            # AWS answers 404 NoSuchUpload (s3rver: 500) for an upload that is gone.
+            self._record(h, 404)
+            self._reply(h, 404, {"Content-Type": "application/xml"},
+                        _xml_error("NoSuchUpload", "The specified upload does not exist."))
+            return
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+        try:
+            fwd = {k: v for k, v in h.headers.items() if k.lower() not in ("connection", "keep-alive", "expect")}
+            conn.request(h.command, h.path, body=body if h.command in ("PUT", "POST") else None, headers=fwd)
+            resp = conn.getresponse()
+            data = resp.read()
+            headers = {k: v for k, v in resp.getheaders()
+                       if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length")}
+            if fault is not None and fault.action == "drop-response":
+                # The connection dies in the middle of the answer's body.
+                self._record(h, "dropped-response")
+                h.send_response(resp.status)
+                for k, v in headers.items():
+                    h.send_header(k, v)
+                h.send_header("Content-Length", str(len(data)))
+                h.end_headers()
+                h.wfile.write(data[: len(data) // 2])
+                h.wfile.flush()
+                h.close_connection = True
+                h.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self._record(h, resp.status)
+            self._reply(h, resp.status, headers, data, head_length=resp.getheader("Content-Length"))
+        finally:
+            conn.close()
+
+    def _record(self, h: BaseHTTPRequestHandler, status) -> None:
+        parts = urlsplit(h.path)
+        with self.lock:
+            self.requests.append({"method": h.command, "path": parts.path, "query": parts.query, "status": status})
+
+    @staticmethod
+    def _reply(h: BaseHTTPRequestHandler, status: int, headers: Dict[str, str], body: bytes,
+               head_length: Optional[str] = None) -> None:
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        if h.command == "HEAD":
+            h.send_header("Content-Length", head_length or "0")
+            h.end_headers()
+            return
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
