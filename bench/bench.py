@@ -12,7 +12,7 @@ alike):
   mevb gzip    mevbackup backup postgres (default gzip = ISA-L level 1) into a local repository
   mevb gzip-6  ... --level 6 (libdeflate, parallel members)
   mevb zstd    ... --compress zstd
-  mevb s3      ... into an S3 repository (with --s3-endpoint; needs S3 support)
+  mevb -> s3   ... into an S3 repository on the tests' S3 endpoint (s3rver), with --s3
 and the restore paths (gunzip -c | pg_restore, mevbackup restore) into fresh databases.
 Prints medians, ratios against the runbook and the floor, output sizes, the peak RSS
 of mevbackup, and writes everything as JSON.
@@ -23,12 +23,12 @@ of mevbackup, and writes everything as JSON.
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,19 +37,40 @@ sys.path.insert(0, str(ROOT / "tests" / "support"))
 from pgserver import PgServer  # noqa: E402
 
 
+def vm_hwm_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_timed(argv, env, shell=False):
-    """Runs a command; returns (seconds, peak RSS in KiB of the process tree's largest child)."""
+    """Runs a command; returns (seconds, peak RSS in KiB of that process alone).
+
+    The peak is the kernel's VmHWM of the process itself, sampled every 10 ms until it
+    exits (wait4's ru_maxrss would also count children such as pg_dump)."""
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, env=env, shell=shell, stdout=subprocess.DEVNULL if not shell else None,
-                         stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err_chunks = []
+    reader = threading.Thread(target=lambda: err_chunks.append(p.stderr.read()))
+    reader.start()
+    peak = 0
+    while True:
+        peak = max(peak, vm_hwm_kib(p.pid))
+        if p.poll() is not None:
+            break
+        time.sleep(0.01)
     elapsed = time.monotonic() - t0
-    err = p.stderr.read().decode(errors="replace")
+    reader.join()
+    err = b"".join(err_chunks).decode(errors="replace")
     p.stderr.close()
-    p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
-        raise RuntimeError(f"{argv if not shell else argv[:200]} failed ({p.returncode}): {err.strip()[:500]}")
-    return elapsed, ru.ru_maxrss
+        raise RuntimeError(f"{argv} failed ({p.returncode}): {err.strip()[:500]}")
+    return elapsed, peak
 
 
 def create_dataset(pg, db, rows):
@@ -91,7 +112,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--restore-runs", type=int, default=1)
     ap.add_argument("--cli", default=str(ROOT / "build" / "mevbackup"))
-    ap.add_argument("--s3-repo", help="s3://bucket/prefix to include the S3 contender (AWS_* in the environment)")
+    ap.add_argument("--s3", action="store_true", help="include a backup to the tests' S3 endpoint (s3rver)")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir on /tmp's filesystem)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
@@ -146,9 +167,16 @@ def main():
                                               fresh_repo("r-small"), "--dbname", pg.conninfo("mev_small")],
                                              work / "r-small", False)),
         ]
-        if args.s3_repo:
+        s3 = None
+        if args.s3:
+            from s3server import KEY, SECRET, S3rver
+            s3 = S3rver(["bench"]).start()
+            env.update({"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"})
+            s3_runs = iter(range(10**6))
             contenders.append(("mevb gzip -> s3", lambda: ([args.cli, "backup", "postgres", "--quiet", "--repo",
-                                                            args.s3_repo, "--dbname", ci], None, False)))
+                                                            f"s3://bench/run{next(s3_runs)}", "--endpoint-url",
+                                                            f"http://127.0.0.1:{s3.port}", "--dbname", ci],
+                                                           None, False)))
         times = {name: [] for name, _ in contenders}
         rss = {name: [] for name, _ in contenders}
         sizes = {}
@@ -207,6 +235,8 @@ def main():
             results["restore"][name] = {"median_s": m, "runs_s": ts, "x_stock": m / stock}
             print(f"{name:<26}{m:9.2f} s {m / stock:6.2f} x stock")
         results["restore"]["mevb restore"]["peak_rss_mib"] = max(rrss) / 1024 if rrss else None
+        if s3:
+            s3.stop()
     shutil.rmtree(work, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
