@@ -376,3 +376,23 @@ def test_tls_verification_off_is_warned_and_unreachable_endpoint_is_clear(cli, s
     assert SECRET not in r.stderr
     r = cli("list", "--repo", f"s3://{BUCKET}/x", "--endpoint-url", f"https://127.0.0.1:{port}", env=env)
     assert r.returncode == 1 and "warning" not in r.stderr
+
+
+def test_prune_verify_and_check_on_an_s3_repository(cli, pg, s3, prefix, s3env, aws):
+    repo = f"s3://{BUCKET}/{prefix}"
+    ids = []
+    for _ in range(2):
+        r = cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--json",
+                env=s3env, check=True)
+        ids.append(json.loads(r.stdout)["id"])
+    # verify re-reads from S3 and records the outcome beside the backup, in the bucket.
+    r = cli("verify", "--repo", repo, "--backup", "all", env=s3env, check=True)
+    assert f"ok {ids[0]}" in r.stdout and f"ok {ids[1]}" in r.stdout
+    assert sum(k.endswith(".verify.json") for k in keys_under(aws, prefix)) == 2
+    assert cli("check", "--repo", repo, "--max-age", "1h", env=s3env).returncode == 0
+    # prune deletes the older backup (artifact, record, manifest) and keeps the newest.
+    r = cli("prune", "--repo", repo, "--keep-last", "1", env=s3env, check=True)
+    assert f"delete {ids[0]}" in r.stdout
+    left = keys_under(aws, prefix)
+    assert not any(ids[0] in k for k in left)
+    assert sum(ids[1] in k for k in left) == 3
