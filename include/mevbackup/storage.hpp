@@ -40,6 +40,12 @@ class Storage {
   }
   // Removing a missing key is not an error.
   virtual void remove(const std::string& key) = 0;
+  // Removes many keys (S3: DeleteObjects batches of 1000). Tries every key and returns
+  // the ones that could not be removed, each with the reason; never throws for those.
+  struct RemoveFailure {
+    std::string key, reason;
+  };
+  virtual std::vector<RemoveFailure> remove_many(const std::vector<std::string>& keys);
   // Where this storage is, for messages (never contains credentials).
   virtual std::string describe() const = 0;
 

@@ -1,3 +1,5 @@
+#include <set>
+
 #include <fmt/format.h>
 
 #include "mevbackup/maintenance.hpp"
@@ -35,17 +37,47 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
 
   PruneResult res;
   res.decisions = apply_retention(items, incomplete, opts.policy, now);
+  // Phase 1: artifacts (and verification records, incomplete objects); phase 2: the
+  // manifests of the backups whose artifact is gone. A backup is never left as a
+  // manifest-less artifact that could be mistaken for a running one.
+  std::vector<std::string> phase1, phase2;
+  std::vector<size_t> deleted_backups;
   for (size_t i = 0; i < res.decisions.size(); ++i) {
     auto& d = res.decisions[i];
-    if (ctx.cancel) ctx.cancel->check();
     if (ctx.log)
       ctx.log(LogLevel::info, fmt::format("{}{} {}: {}", opts.dry_run && !d.keep ? "would " : "",
                                           d.keep ? "keep" : "delete", d.id, d.reason));
-    if (d.keep || opts.dry_run) continue;
-    if (d.incomplete) repo.storage().remove(d.id);
-    else repo.remove_backup(*manifests[i]);
-    ++res.deleted;
+    if (d.keep) continue;
+    if (d.incomplete) {
+      phase1.push_back(d.id);
+    } else {
+      phase1.push_back(manifests[i]->path);
+      phase1.push_back(manifests[i]->path + Verification::kSuffix);
+      deleted_backups.push_back(i);
+    }
   }
+  if (opts.dry_run || phase1.empty()) return res;
+  if (ctx.cancel) ctx.cancel->check();
+  std::set<std::string> failed;
+  std::vector<Storage::RemoveFailure> failures = repo.storage().remove_many(phase1);
+  for (auto& f : failures) failed.insert(f.key);
+  for (size_t i : deleted_backups)
+    if (!failed.count(manifests[i]->path) && !failed.count(manifests[i]->path + Verification::kSuffix))
+      phase2.push_back(manifests[i]->key());
+  for (auto& f : repo.storage().remove_many(phase2)) {
+    failed.insert(f.key);
+    failures.push_back(f);
+  }
+  for (size_t i = 0; i < res.decisions.size(); ++i) {
+    auto& d = res.decisions[i];
+    if (d.keep) continue;
+    bool gone = d.incomplete ? !failed.count(d.id) : !failed.count(manifests[i]->key()) && !failed.count(manifests[i]->path);
+    if (gone) ++res.deleted;
+  }
+  if (!failures.empty())
+    throw Error(Code::io, fmt::format("prune deleted {} of {}, but could not delete {} object(s) in {}; first: {}: {}",
+                                      res.deleted, deleted_backups.size() + (phase1.size() - 2 * deleted_backups.size()),
+                                      failures.size(), repo.storage().describe(), failures[0].key, failures[0].reason));
   return res;
 }
 

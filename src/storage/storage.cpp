@@ -22,6 +22,18 @@ void validate_key(const std::string& key) {
   }
 }
 
+std::vector<Storage::RemoveFailure> Storage::remove_many(const std::vector<std::string>& keys) {
+  std::vector<RemoveFailure> failed;
+  for (auto& k : keys) {
+    try {
+      remove(k);
+    } catch (const Error& e) {
+      failed.push_back({k, e.what()});
+    }
+  }
+  return failed;
+}
+
 std::string Storage::read_small(const std::string& key, size_t max_size) {
   auto src = get(key);
   std::string out;

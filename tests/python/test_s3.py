@@ -391,8 +391,12 @@ def test_prune_verify_and_check_on_an_s3_repository(cli, pg, s3, prefix, s3env, 
     assert sum(k.endswith(".verify.json") for k in keys_under(aws, prefix)) == 2
     assert cli("check", "--repo", repo, "--max-age", "1h", env=s3env).returncode == 0
     # prune deletes the older backup (artifact, record, manifest) and keeps the newest.
+    before = len(s3.proxy.calls("POST", "delete"))
     r = cli("prune", "--repo", repo, "--keep-last", "1", env=s3env, check=True)
     assert f"delete {ids[0]}" in r.stdout
+    # Two DeleteObjects batches: artifacts and records first, manifests last.
+    deletes = s3.proxy.calls("POST", "delete")[before:]
+    assert len(deletes) == 2 and all(c["status"] == 200 for c in deletes)
     left = keys_under(aws, prefix)
     assert not any(ids[0] in k for k in left)
     assert sum(ids[1] in k for k in left) == 3

@@ -242,6 +242,43 @@ class S3StorageImpl final : public Storage {
     client_->perform(r);
   }
 
+  // DeleteObjects, 1000 keys a request (the S3 maximum), quiet: only failures answer.
+  std::vector<RemoveFailure> remove_many(const std::vector<std::string>& keys) override {
+    std::vector<RemoveFailure> failed;
+    for (size_t start = 0; start < keys.size(); start += 1000) {
+      size_t end = std::min(keys.size(), start + 1000);
+      pugi::xml_document doc;
+      pugi::xml_node del = doc.append_child("Delete");
+      del.append_attribute("xmlns") = "http://s3.amazonaws.com/doc/2006-03-01/";
+      del.append_child("Quiet").text().set("true");
+      for (size_t i = start; i < end; ++i) {
+        validate_key(keys[i]);
+        del.append_child("Object").append_child("Key").text().set(full(keys[i]).c_str());
+      }
+      std::string body = s3::xml_of(doc);
+      Request r;
+      r.method = "POST";
+      r.query = {{"delete", ""}};
+      r.body = body;
+      r.headers = {{"Content-Type", "application/xml"}, {"Content-MD5", s3::md5_base64(body)}};
+      try {
+        Response resp = client_->perform(r);
+        pugi::xml_document res;
+        if (!res.load_buffer(resp.body.data(), resp.body.size()) || !res.child("DeleteResult"))
+          throw Error(Code::io, fmt::format("DeleteObjects in {}: malformed answer", describe()));
+        std::string root = prefix_.empty() ? "" : prefix_ + "/";
+        for (pugi::xml_node e : res.child("DeleteResult").children("Error")) {
+          std::string k = e.child_value("Key");
+          if (k.compare(0, root.size(), root) == 0) k = k.substr(root.size());
+          failed.push_back({k, fmt::format("{}: {}", e.child_value("Code"), e.child_value("Message"))});
+        }
+      } catch (const Error& e) {
+        for (size_t i = start; i < end; ++i) failed.push_back({keys[i], e.what()});
+      }
+    }
+    return failed;
+  }
+
   std::string describe() const override {
     return "s3://" + client_->bucket() + (prefix_.empty() ? "" : "/" + prefix_);
   }
