@@ -398,5 +398,5 @@ def test_prune_verify_and_check_on_an_s3_repository(cli, pg, s3, prefix, s3env, 
     deletes = s3.proxy.calls("POST", "delete")[before:]
     assert len(deletes) == 2 and all(c["status"] == 200 for c in deletes)
     left = keys_under(aws, prefix)
-    assert not any(ids[0] in k for k in left)
-    assert sum(ids[1] in k for k in left) == 3
+    assert not any(f"/{ids[0]}." in k for k in left)
+    assert sum(f"/{ids[1]}." in k for k in left) == 3
