@@ -87,7 +87,7 @@ def create_dataset(pg, db, rows):
                  (ARRAY['sandwich','frontrun','backrun','liquidation'])[1 + i % 4],
                  timestamptz '2026-01-01' + i * interval '1 second',
                  jsonb_build_object('attacker', '0x' || md5((i % 9973)::text), 'victim', '0x' || md5(i::text),
-                                    'profit_wei', (i * 7919) % 100000000, 'gas', 21000 + i % 500000,
+                                    'profit_wei', (i::bigint * 7919) % 100000000, 'gas', 21000 + i % 500000,
                                     'path', jsonb_build_array('WETH', 'USDC', (ARRAY['DAI','USDT','WBTC'])[1 + i % 3]),
                                     'note', repeat(chr(97 + i % 26), 40 + i % 60))
           FROM generate_series(1, {rows}) AS i;
