@@ -163,6 +163,19 @@ inline mevb_repo* open_repo_at(const Args& a, const std::string& location) {
   return repo;
 }
 
+// Prints a new backup (its manifest with --json, else one line), frees both handles.
+inline int report_backup(mevb_repo* repo, mevb_backup* b, bool json) {
+  if (json) {
+    std::fputs(mevb_backup_manifest_json(b), stdout);
+  } else {
+    std::printf("backup %s: %s (%llu bytes, sha256 %s)\n", mevb_backup_id(b), mevb_backup_path(b),
+                static_cast<unsigned long long>(mevb_backup_size(b)), mevb_backup_sha256(b));
+  }
+  mevb_backup_free(b);
+  mevb_repo_free(repo);
+  return 0;
+}
+
 inline void common_flags(const Args& a) {
   g_verbose = a.flags.count("verbose") > 0;
   g_progress = !a.flags.count("quiet") && !a.flags.count("json") && isatty(STDERR_FILENO);

@@ -30,15 +30,7 @@ int cmd_backup_postgres(int argc, char** argv, int start) {
   mevb_repo* repo = open_repo(a);
   mevb_backup* b = nullptr;
   if (mevb_repo_backup_postgres(repo, &o, &b) != MEVB_OK) fail();
-  if (a.flags.count("json")) {
-    std::fputs(mevb_backup_manifest_json(b), stdout);
-  } else {
-    std::printf("backup %s: %s (%llu bytes, sha256 %s)\n", mevb_backup_id(b), mevb_backup_path(b),
-                static_cast<unsigned long long>(mevb_backup_size(b)), mevb_backup_sha256(b));
-  }
-  mevb_backup_free(b);
-  mevb_repo_free(repo);
-  return 0;
+  return report_backup(repo, b, a.flags.count("json") > 0);
 }
 
 int cmd_restore_postgres(int argc, char** argv, int start) {
