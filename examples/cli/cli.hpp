@@ -163,6 +163,17 @@ inline mevb_repo* open_repo_at(const Args& a, const std::string& location) {
   return repo;
 }
 
+// --level N: a number; its range depends on the codec, so the library checks it
+// (gzip 1..12, zstd 1..19) and names the valid range. -1 (absent): the codec's default.
+inline int level_option(const Args& a) {
+  const char* l = opt(a, "level");
+  if (!l) return -1;
+  char* end = nullptr;
+  long v = std::strtol(l, &end, 10);
+  if (!*l || *end || v < 1 || v > 99) throw UsageError{std::string("--level must be a positive number, not \"") + l + "\""};
+  return static_cast<int>(v);
+}
+
 // Prints a new backup (its manifest with --json, else one line), frees both handles.
 inline int report_backup(mevb_repo* repo, mevb_backup* b, bool json) {
   if (json) {

@@ -34,12 +34,7 @@ int cmd_backup_files(int argc, char** argv, int start) {
   o.base_dir = opt(a, "base");
   o.name_prefix = opt(a, "prefix");
   o.compression = opt(a, "compress");
-  if (const char* l = opt(a, "level")) {
-    char* end = nullptr;
-    long v = std::strtol(l, &end, 10);
-    if (!*l || *end || v < 1 || v > 9) throw UsageError{std::string("--level must be 1..9, not \"") + l + "\""};
-    o.level = static_cast<int>(v);
-  }
+  o.level = level_option(a);
   auto cpaths = c_strings(paths);
   o.paths = cpaths.data();
   o.paths_count = cpaths.size();

@@ -14,12 +14,7 @@ int cmd_backup_postgres(int argc, char** argv, int start) {
   o.name_prefix = opt(a, "prefix");
   o.compression = opt(a, "compress");
   o.pg_dump_path = opt(a, "pg-dump");
-  if (const char* l = opt(a, "level")) {
-    char* end = nullptr;
-    long v = std::strtol(l, &end, 10);
-    if (!*l || *end || v < 1 || v > 22) throw UsageError{std::string("--level must be a number, not \"") + l + "\""};
-    o.level = static_cast<int>(v);
-  }
+  o.level = level_option(a);
   std::vector<const char*> extra;
   if (auto it = a.many.find("pg-dump-arg"); it != a.many.end()) {
     for (auto& s : it->second) extra.push_back(s.c_str());
