@@ -11,6 +11,9 @@ int cmd_verify(int argc, char** argv, int start);
 int cmd_check(int argc, char** argv, int start);
 int cmd_backup_files(int argc, char** argv, int start);
 int cmd_restore_files(int argc, char** argv, int start);
+// Point-in-time recovery
+int cmd_wal_push(int argc, char** argv, int start);
+int cmd_wal_fetch(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -26,6 +29,8 @@ const char* kUsage =
     "                         [--ignore-missing] [--prefix NAME] [--json] PATH...\n"
     "  mevbackup restore files --repo REPO --target DIR [--backup ID|latest] [--only GLOB]...\n"
     "                          [--dry-run] [--overwrite] [--source NAME]\n"
+    "  mevbackup wal-push --repo REPO WALPATH           (archive_command: ... %p)\n"
+    "  mevbackup wal-fetch --repo REPO WALNAME DEST     (restore_command: ... %f %p; exit 1 if absent)\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
     "  mevbackup prune --repo REPO [--keep-last N] [--keep-days N] [--keep-daily N] [--keep-weekly N]\n"
     "                  [--keep-monthly N] [--keep-yearly N] [--grace DURATION] [--kind K] [--source S]\n"
@@ -60,6 +65,9 @@ const Command kCommands[] = {
     {"check", nullptr, cli::cmd_check},
     {"backup", "files", cli::cmd_backup_files},
     {"restore", "files", cli::cmd_restore_files},
+    // Point-in-time recovery
+    {"wal-push", nullptr, cli::cmd_wal_push},
+    {"wal-fetch", nullptr, cli::cmd_wal_fetch},
 };
 
 }  // namespace
