@@ -232,6 +232,10 @@ _declare("mevb_repo_backup_files", ctypes.c_int, [_p, ctypes.POINTER(_FilesBacku
 _declare("mevb_files_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_FilesRestoreOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_restore_files", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_FilesRestoreOpts)], True)
 
+# Point-in-time recovery: the WAL archive.
+_declare("mevb_wal_push", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)], True)
+_declare("mevb_wal_fetch", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.c_char_p], True)
+
 __version__: str = _lib.mevb_version().decode()
 
 
@@ -563,3 +567,22 @@ class Repository:
             raise
         del keep, c_entry
         return actions
+
+    # ---- point-in-time recovery: the WAL archive ----------------------------------
+
+    def wal_push(self, path: Union[str, os.PathLike]) -> bool:
+        """archive_command: stores the WAL file at `path` under wal/<timeline>/.
+        Returns True when stored, False when the same content was already archived;
+        raises AlreadyExists when different content is archived under that name."""
+        already = ctypes.c_int(0)
+        _lib.mevb_wal_push(self._handle(), os.fsencode(path), ctypes.byref(already))
+        return already.value == 0
+
+    def wal_fetch(self, name: str, dest: Union[str, os.PathLike]) -> bool:
+        """restore_command: writes archived WAL file `name` to `dest` atomically.
+        Returns False (writing nothing) when the archive does not hold it."""
+        try:
+            _lib.mevb_wal_fetch(self._handle(), _enc(name), os.fsencode(dest))
+        except NotFound:
+            return False
+        return True
