@@ -401,6 +401,17 @@ MEVB_API int mevb_lifecycle_opts_init(mevb_lifecycle_opts *opts, size_t size);
  * lifecycle support. */
 MEVB_API int mevb_repo_put_bucket_lifecycle(mevb_repo *repo, const mevb_lifecycle_opts *opts);
 
+/* ---- point-in-time recovery: WAL archive ----------------------------------------- */
+
+/* The body of PostgreSQL's archive_command: stores the WAL file at `path` (segment,
+ * TLI.history, .backup or .partial) as <repo>/wal/<timeline>/<name>.gz plus its SHA-256.
+ * Idempotent: if the same content is already archived it succeeds and sets
+ * *already_archived (may be NULL) to 1; different content fails with MEVB_ERR_EXISTS. */
+MEVB_API int mevb_wal_push(mevb_repo *repo, const char *path, int *already_archived);
+/* The body of restore_command: writes archived WAL file `name` to `dest` atomically,
+ * checking its checksum. Fails with MEVB_ERR_NOT_FOUND when the archive lacks it. */
+MEVB_API int mevb_wal_fetch(mevb_repo *repo, const char *name, const char *dest);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,9 @@ int cmd_backup_redis(int argc, char** argv, int start);
 int cmd_restore_redis(int argc, char** argv, int start);
 int cmd_sync(int argc, char** argv, int start);
 int cmd_lifecycle(int argc, char** argv, int start);
+// Point-in-time recovery
+int cmd_wal_push(int argc, char** argv, int start);
+int cmd_wal_fetch(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -37,6 +40,8 @@ const char* kUsage =
     "                          (--redis-url redis://[user@]host:port [--replace | --flush]\n"
     "                           | --data-dir DIR [--rdb-name dump.rdb] [--before CMD] [--after CMD]\n"
     "                             [--target-rdb-version N])\n"
+    "  mevbackup wal-push --repo REPO WALPATH           (archive_command: ... %p)\n"
+    "  mevbackup wal-fetch --repo REPO WALNAME DEST     (restore_command: ... %f %p; exit 1 if absent)\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
     "  mevbackup prune --repo REPO [--keep-last N] [--keep-days N] [--keep-daily N] [--keep-weekly N]\n"
     "                  [--keep-monthly N] [--keep-yearly N] [--grace DURATION] [--kind K] [--source S]\n"
@@ -89,6 +94,9 @@ const Command kCommands[] = {
     {"restore", "redis", cli::cmd_restore_redis},
     {"sync", nullptr, cli::cmd_sync},
     {"lifecycle", nullptr, cli::cmd_lifecycle},
+    // Point-in-time recovery
+    {"wal-push", nullptr, cli::cmd_wal_push},
+    {"wal-fetch", nullptr, cli::cmd_wal_fetch},
 };
 
 }  // namespace

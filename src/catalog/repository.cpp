@@ -185,6 +185,7 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
   for (auto& obj : objects) {
     const std::string& k = obj.key;
     if (ends_with(k, vsuffix)) continue;
+    if (k.rfind("wal/", 0) == 0) continue;  // the WAL archive (pitr.hpp): neither backups nor leftovers
     if (!ends_with(k, msuffix)) {
       if (!keys.count(k + msuffix)) cat.incomplete.push_back(obj);
       continue;

@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 class PgServer:
-    def __init__(self) -> None:
+    def __init__(self, extra_opts: str = "") -> None:
         self.bindir = _bindir()
         self.root = tempfile.mkdtemp(prefix="mevb-pg-")
         os.chmod(self.root, 0o755)
@@ -41,6 +41,7 @@ class PgServer:
         self.password = secrets.token_hex(12)
         self._as_postgres = os.geteuid() == 0
         self.started = False
+        self.extra_opts = extra_opts  # more "-c name=value" server options (PITR tests)
 
     # -- running things as the server's owner
     def _run_owner(self, argv: List[str], **kw) -> subprocess.CompletedProcess:
@@ -64,6 +65,8 @@ class PgServer:
             os.unlink(pwfile)
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' "
                 f"-c fsync=off -c full_page_writes=off -c max_connections=50")
+        if self.extra_opts:
+            opts += " " + self.extra_opts
         self._run_owner([f"{self.bindir}/pg_ctl", "-D", self.data, "-l", self.log, "-o", opts, "-w", "-t", "60",
                          "start"])
         self.started = True

@@ -261,6 +261,9 @@ class _LifecycleOpts(ctypes.Structure):
 
 _declare("mevb_lifecycle_opts_init", ctypes.c_int, [ctypes.POINTER(_LifecycleOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_put_bucket_lifecycle", ctypes.c_int, [_p, ctypes.POINTER(_LifecycleOpts)], True)
+# Point-in-time recovery: the WAL archive.
+_declare("mevb_wal_push", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)], True)
+_declare("mevb_wal_fetch", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.c_char_p], True)
 
 __version__: str = _lib.mevb_version().decode()
 
@@ -731,3 +734,29 @@ def _restore_redis(self: "Repository", backup: Union[str, Backup] = "latest", *,
 
 Repository.backup_redis = _backup_redis  # type: ignore[attr-defined]
 Repository.restore_redis = _restore_redis  # type: ignore[attr-defined]
+
+
+# ---- point-in-time recovery: the WAL archive ----------------------------------
+
+
+def _wal_push(self: "Repository", path: Union[str, os.PathLike]) -> bool:
+    """archive_command: stores the WAL file at `path` under wal/<timeline>/.
+    Returns True when stored, False when the same content was already archived;
+    raises AlreadyExists when different content is archived under that name."""
+    already = ctypes.c_int(0)
+    _lib.mevb_wal_push(self._handle(), os.fsencode(path), ctypes.byref(already))
+    return already.value == 0
+
+
+def _wal_fetch(self: "Repository", name: str, dest: Union[str, os.PathLike]) -> bool:
+    """restore_command: writes archived WAL file `name` to `dest` atomically.
+    Returns False (writing nothing) when the archive does not hold it."""
+    try:
+        _lib.mevb_wal_fetch(self._handle(), _enc(name), os.fsencode(dest))
+    except NotFound:
+        return False
+    return True
+
+
+Repository.wal_push = _wal_push  # type: ignore[attr-defined]
+Repository.wal_fetch = _wal_fetch  # type: ignore[attr-defined]

@@ -1,0 +1,179 @@
+#include "mevbackup/pitr.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "mevbackup/compress.hpp"
+#include "mevbackup/digest.hpp"
+#include "mevbackup/error.hpp"
+
+namespace mevbackup::pitr {
+namespace {
+
+bool all_hex(const std::string& s, size_t from, size_t len) {
+  if (s.size() < from + len) return false;
+  for (size_t i = from; i < from + len; ++i) {
+    char c = s[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'))) return false;
+  }
+  return true;
+}
+
+// A plain file read in chunks (the WAL file PostgreSQL hands to archive_command).
+class FileSource final : public Source {
+ public:
+  explicit FileSource(std::string path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) {
+      int e = errno;
+      throw Error(e == ENOENT ? Code::not_found : e == EACCES ? Code::permission : Code::io,
+                  fmt::format("cannot open WAL file {}: {}", path_, std::strerror(e)));
+    }
+  }
+  ~FileSource() override { ::close(fd_); }
+  size_t read(MutBytes buf) override {
+    for (;;) {
+      ssize_t n = ::read(fd_, buf.data(), buf.size());
+      if (n >= 0) return static_cast<size_t>(n);
+      if (errno != EINTR) throw Error(Code::io, fmt::format("cannot read WAL file {}: {}", path_, std::strerror(errno)));
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// Discards the bytes: used to hash a file through the pipeline without storing it.
+class NullSink final : public Sink {
+ public:
+  void write(Bytes) override {}
+  void commit() override {}
+  void abort() noexcept override {}
+};
+
+std::string base_name(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+WalFileName parse_wal_file_name(const std::string& name) {
+  WalFileName n;
+  n.name = name;
+  if (name.size() == 24 && all_hex(name, 0, 24)) {
+    n.kind = WalFileKind::segment;
+  } else if (name.size() == 16 && all_hex(name, 0, 8) && name.compare(8, 8, ".history") == 0) {
+    n.kind = WalFileKind::history;
+  } else if (name.size() == 40 && all_hex(name, 0, 24) && name[24] == '.' && all_hex(name, 25, 8) &&
+             name.compare(33, 7, ".backup") == 0) {
+    n.kind = WalFileKind::backup_label;
+  } else if (name.size() == 32 && all_hex(name, 0, 24) && name.compare(24, 8, ".partial") == 0) {
+    n.kind = WalFileKind::partial;
+  } else {
+    throw Error(Code::invalid_argument,
+                fmt::format("\"{}\" is not a WAL file name (segment, TLI.history, .backup or .partial)", name));
+  }
+  n.timeline = name.substr(0, 8);
+  return n;
+}
+
+std::string wal_payload_key(const WalFileName& n) { return fmt::format("wal/{}/{}.gz", n.timeline, n.name); }
+std::string wal_checksum_key(const WalFileName& n) { return fmt::format("wal/{}/{}.sha256", n.timeline, n.name); }
+
+PushResult wal_push(Storage& storage, const std::string& path, const RunContext& ctx) {
+  WalFileName n = parse_wal_file_name(base_name(path));
+  // 1. The checksum of the local file, by streaming it once.
+  std::string sha;
+  {
+    FileSource src(path);
+    Sha256 h;
+    NullSink null;
+    Pipeline(src).observe(h).run(null, ctx.cancel, {}, ctx.pipeline);
+    sha = h.hex();
+  }
+  // 2. The checksum object claims the name: whoever stores it first decides the content.
+  std::string ckey = wal_checksum_key(n), pkey = wal_payload_key(n);
+  bool claimed = false;
+  try {
+    storage.write_small(ckey, sha + "\n");
+    claimed = true;
+  } catch (const Error& e) {
+    if (e.code() != Code::exists) throw;
+  }
+  if (!claimed) {
+    std::string stored = trim(storage.read_small(ckey, 1024));
+    if (stored != sha)
+      throw Error(Code::exists, fmt::format("WAL file {} is already archived in {} with different content "
+                                            "(archived SHA-256 {}, this file {}): refusing to replace it",
+                                            n.name, storage.describe(), stored, sha));
+    if (storage.stat(pkey)) {
+      if (ctx.log) ctx.log(LogLevel::info, fmt::format("{} is already archived with the same content", n.name));
+      return PushResult::already_archived;
+    }
+    // Same content claimed but the payload is missing (an earlier push died): store it.
+  }
+  // 3. The compressed payload, checked against the claimed checksum before commit.
+  FileSource src(path);
+  auto gz = make_compressor(Compression::gzip, -1);
+  Sha256 h;
+  auto sink = storage.put(pkey);
+  try {
+    Pipeline(src)
+        .observe(h)
+        .then(*gz)
+        .before_commit([&] {
+          if (h.hex() != sha)
+            throw Error(Code::io, fmt::format("WAL file {} changed while it was being archived", path));
+        })
+        .run(*sink, ctx.cancel, ctx.progress, ctx.pipeline);
+  } catch (const Error& e) {
+    // A concurrent push of the same content won the race: that is success.
+    if (e.code() == Code::exists && storage.stat(pkey)) return PushResult::already_archived;
+    throw;
+  }
+  return PushResult::stored;
+}
+
+bool wal_fetch(Storage& storage, const std::string& name, const std::string& dest, const RunContext& ctx) {
+  WalFileName n = parse_wal_file_name(name);
+  std::string pkey = wal_payload_key(n), ckey = wal_checksum_key(n);
+  if (!storage.stat(pkey)) return false;
+  std::string expected = trim(storage.read_small(ckey, 1024));
+  // %p is relative to the data directory (pg_wal/RECOVERYXLOG): write beside it.
+  std::string dir = ".", file = dest;
+  if (auto slash = dest.rfind('/'); slash != std::string::npos) {
+    dir = slash == 0 ? "/" : dest.substr(0, slash);
+    file = dest.substr(slash + 1);
+  }
+  auto target = make_local_storage(dir);
+  if (target->stat(file)) target->remove(file);  // PostgreSQL lets restore_command replace %p
+  auto src = storage.get(pkey);
+  auto gunzip = make_decompressor(Compression::gzip);
+  Sha256 h;
+  auto sink = target->put(file);
+  Pipeline(*src)
+      .then(*gunzip)
+      .observe(h)
+      .before_commit([&] {
+        if (h.hex() != expected)
+          throw Error(Code::corrupt, fmt::format("archived WAL file {} in {} does not match its checksum "
+                                                 "(expected {}, got {})",
+                                                 n.name, storage.describe(), expected, h.hex()));
+      })
+      .run(*sink, ctx.cancel, ctx.progress, ctx.pipeline);
+  return true;
+}
+
+}  // namespace mevbackup::pitr
