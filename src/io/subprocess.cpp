@@ -144,13 +144,17 @@ Subprocess::Subprocess(const SpawnOptions& opts) : err_limit_(opts.stderr_limit)
     err.close_all();
     throw sys_error(rc, fmt::format("cannot start {}", *exe));
   }
+  // 1 MiB pipes (Linux allows it unprivileged up to /proc/sys/fs/pipe-max-size): four
+  // times fewer wake-ups than the default 64 KiB when streaming a dump. Best effort.
   if (opts.pipe_stdin) {
     ::close(in.r);
     in_fd_ = in.w;
+    ::fcntl(in_fd_, F_SETPIPE_SZ, 1 << 20);
   }
   if (opts.pipe_stdout) {
     ::close(out.w);
     out_fd_ = out.r;
+    ::fcntl(out_fd_, F_SETPIPE_SZ, 1 << 20);
   }
   ::close(err.w);
   err_fd_ = err.r;
