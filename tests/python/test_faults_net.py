@@ -236,7 +236,7 @@ def test_s2_s3_upload_stall_is_bounded(s3, repo):
     first_ok = set(repo.snapshot()) - set(repo.before)
     assert len(first_ok) == 2  # the backup that survived its stall, with its manifest
     repo.before = repo.snapshot()
-    contract(repo, r, r"too slow|stalled|timed out")
+    contract(repo, r, r"no data moved for 3 s: the connection stalled", "after 3 attempts")
 
 
 def test_s2_s3_download_reset_and_stall_are_retried(s3, repo, cli, tmp_path):
@@ -436,11 +436,7 @@ def test_s10_bad_certificate_is_refused(s3, repo, certs, fast_retries, name, tru
         before = len(s3.proxy.calls())
         r = repo.backup("app.conf", env_extra=env)
         assert len(s3.proxy.calls()) == before  # not one request got through
-        deadline = time.monotonic() + 5
-        while not front.handshake_failures and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.2)
-        assert len(front.handshake_failures) == 1  # refused once: not retried
+        assert front.connections == 1  # refused once: not retried
         contract(repo, r, cause, "TLS certificate is not trusted", f"127.0.0.1:{front.port}")
         with py_repo(s3, repo, endpoint=env["AWS_ENDPOINT_URL"], ca_bundle=env.get("AWS_CA_BUNDLE")) as py, \
                 pytest.raises(mevbackup.ConnectionFailed, match="certificate"):

@@ -25,7 +25,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
+from xml.etree import ElementTree as ET
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -281,11 +282,17 @@ class VerifyingProxy:
                 fwd = {k: v for k, v in fwd.items() if k.lower() != "content-length"}
                 fwd["Content-Length"] = str(len(body))
             path = h.path
-            if self.list_page_size and h.command == "GET" and query.get("list-type") == "2":
-                path += f"&max-keys={self.list_page_size}"
+            paginate = bool(self.list_page_size) and h.command == "GET" and query.get("list-type") == "2"
+            if paginate:
+                # s3rver 3.7 cannot paginate on OpenSSL 3 (its continuation tokens use DES):
+                # the proxy asks for everything and serves pages with its own tokens.
+                path = parts.path + "?" + urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                                                     if k not in ("continuation-token", "max-keys")])
             conn.request(h.command, path, body=body if h.command in ("PUT", "POST") else None, headers=fwd)
             resp = conn.getresponse()
             data = resp.read()
+            if paginate and resp.status == 200:
+                data = self._page(data, query.get("continuation-token"))
             headers = {k: v for k, v in resp.getheaders()
                        if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length")}
             if damage and damage.endswith("-lie"):
@@ -312,6 +319,29 @@ class VerifyingProxy:
             self._reply(h, resp.status, headers, data, head_length=resp.getheader("Content-Length"))
         finally:
             conn.close()
+
+    def _page(self, data: bytes, token: Optional[str]) -> bytes:
+        """One page of list_page_size keys of a full ListObjectsV2 answer, after `token`."""
+        root = ET.fromstring(data)
+        ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        if ns:
+            ET.register_namespace("", ns[1:-1])
+        after = base64.urlsafe_b64decode(token.encode()).decode() if token else None
+        contents = root.findall(f"{ns}Contents")
+        keep = [c for c in contents if after is None or c.findtext(f"{ns}Key") > after]
+        page = keep[:self.list_page_size]
+        for c in contents:
+            if c not in page:
+                root.remove(c)
+        for name in ("IsTruncated", "NextContinuationToken", "KeyCount", "ContinuationToken"):
+            for e in root.findall(f"{ns}{name}"):
+                root.remove(e)
+        ET.SubElement(root, f"{ns}KeyCount").text = str(len(page))
+        ET.SubElement(root, f"{ns}IsTruncated").text = "true" if len(keep) > len(page) else "false"
+        if len(keep) > len(page):
+            last = page[-1].findtext(f"{ns}Key")
+            ET.SubElement(root, f"{ns}NextContinuationToken").text = base64.urlsafe_b64encode(last.encode()).decode()
+        return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
 
     def _record(self, h: BaseHTTPRequestHandler, status) -> None:
         parts = urlsplit(h.path)

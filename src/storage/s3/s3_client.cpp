@@ -103,6 +103,12 @@ Code code_for(long status, const std::string& s3code) {
 struct Transfer {
   Response* resp;
   const std::atomic<bool>* cancel;
+  // Stall detection: no byte up or down for `stall` fails the attempt (curl's
+  // LOW_SPEED_* average over a window of seconds, which makes them late and imprecise).
+  std::chrono::milliseconds stall{0};
+  std::chrono::steady_clock::time_point last_motion = std::chrono::steady_clock::now();
+  curl_off_t last_down = 0, last_up = 0;
+  bool stalled = false;
 };
 
 size_t on_header(char* p, size_t size, size_t n, void* user) {
@@ -122,9 +128,19 @@ size_t on_body(char* p, size_t size, size_t n, void* user) {
   return size * n;
 }
 
-int on_xfer(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+int on_xfer(void* user, curl_off_t, curl_off_t down, curl_off_t, curl_off_t up) {
   auto* t = static_cast<Transfer*>(user);
-  return t->cancel && t->cancel->load() ? 1 : 0;
+  if (t->cancel && t->cancel->load()) return 1;
+  auto now = std::chrono::steady_clock::now();
+  if (down != t->last_down || up != t->last_up) {
+    t->last_down = down;
+    t->last_up = up;
+    t->last_motion = now;
+  } else if (t->stall.count() > 0 && now - t->last_motion > t->stall) {
+    t->stalled = true;
+    return 1;
+  }
+  return 0;
 }
 
 struct SList {
@@ -311,6 +327,7 @@ Response Client::attempt(const Request& req, const std::string& payload_hash, st
 
   Response resp;
   Transfer t{&resp, req.cancel};
+  t.stall = std::chrono::seconds(cfg_.low_speed_time_s);
   char errbuf[CURL_ERROR_SIZE] = "";
   auto* h = static_cast<CURL*>(take_handle());
   struct Give {
@@ -330,8 +347,6 @@ Response Client::attempt(const Request& req, const std::string& payload_hash, st
   curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xfer);
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, &t);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, cfg_.connect_timeout_s);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, cfg_.low_speed_time_s);
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, cfg_.verify_tls ? 1L : 0L);
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, cfg_.verify_tls ? 2L : 0L);
@@ -347,6 +362,12 @@ Response Client::attempt(const Request& req, const std::string& payload_hash, st
   }
   CURLcode rc = curl_easy_perform(h);
   if (rc != CURLE_OK) {
+    if (rc == CURLE_ABORTED_BY_CALLBACK && t.stalled) {
+      transport_error = fmt::format("no data moved for {} s: the connection stalled", cfg_.low_speed_time_s);
+      retriable = true;
+      resp.status = 0;
+      return resp;
+    }
     if (rc == CURLE_ABORTED_BY_CALLBACK) throw Error(Code::cancelled, "cancelled");
     transport_error = errbuf[0] ? errbuf : curl_easy_strerror(rc);
     if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)

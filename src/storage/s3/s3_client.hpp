@@ -33,7 +33,7 @@ struct ClientConfig {
   int64_t retry_base_ms = 1000;  // backoff = random(0,1) * min(cap, base * 2^(attempt-1));
   int64_t retry_cap_ms = 20000;  //   MEVBACKUP_S3_RETRY_BASE_MS overrides the base (tests)
   long connect_timeout_s = 10;
-  long low_speed_time_s = 60;    // a transfer slower than 1 byte/s this long is a timeout
+  long low_speed_time_s = 60;    // a request that moves no byte this long fails (retriable)
   std::function<void(int level, const std::string&)> log;  // 2 = warning
 };
 
