@@ -46,6 +46,7 @@ int mevb_repo_open(mevb_repo** out, const char* location, const mevb_repo_opts* 
     so.concurrency = o.concurrency;
     so.max_attempts = o.max_attempts;
     so.unsigned_payload = o.unsigned_payload != 0;
+    so.stall_timeout_seconds = o.stall_timeout_seconds > 0 ? o.stall_timeout_seconds : 0;  // S3 transfers too
     if (o.log) {
       auto log = o.log;
       auto lu = o.log_user;

@@ -16,6 +16,9 @@ packages=(
 # Redis support: hiredis to talk to servers, redis-server/redis-tools for the tests'
 # throwaway servers and redis-check-rdb.
 packages+=(libhiredis-dev redis-server redis-tools)
+# Fault-injection tests (network, S3, TLS, clock): faketime moves the CLI's clock,
+# openssl makes the test certificates.
+packages+=(faketime openssl)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -84,6 +84,9 @@ struct StorageOptions {
   int concurrency = 0;            // parts in flight; 0: 4
   int max_attempts = 0;           // per request; 0: AWS_MAX_ATTEMPTS or 3 (AWS standard mode)
   std::function<void(int level, const std::string& message)> log;  // level 2 = warning
+  // > 0: an S3 request whose data stops moving for half this long fails (and is
+  // retried); 0: 60 s. The repository's stall timeout (MEVBACKUP_STALL_TIMEOUT) sets it.
+  int64_t stall_timeout_seconds = 0;
 };
 
 // As open_storage(url), plus "s3://bucket[/prefix]" -> S3-compatible object storage.

@@ -25,7 +25,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
+from xml.etree import ElementTree as ET
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -93,10 +94,25 @@ class Fault:
     """For the next `count` matching requests: answers with the status `action` ("500"),
     drops the connection mid-body ("drop"), forwards the request but drops the connection
     in the middle of the answer ("drop-response"), or answers 200 with an <Error> body whose
-    code follows the dash ("200-InternalError")."""
+    code follows the dash ("200-InternalError").
 
-    def __init__(self, match: Callable[[str, str, Dict[str, str]], bool], action: str, count: int = 1) -> None:
-        self.match, self.action, self.count = match, action, count
+    More actions (fault-injection tests): "truncate" / "flip" forward a PUT body short by
+    one byte / with one bit flipped and pass on the server's answer, as a server that
+    keeps damaged data; "truncate-lie" / "flip-lie" also replace the answer's ETag with the
+    MD5 of the body as received, as a server that damages data after checking it;
+    "bad-xml" answers 200 with a malformed XML body. `code` is the S3 error code of a
+    status answer (default: InternalError for 500, SlowDown for 503, a plausible one
+    otherwise); `hits` counts the requests the fault caught."""
+
+    def __init__(self, match: Callable[[str, str, Dict[str, str]], bool], action: str, count: int = 1,
+                 code: Optional[str] = None) -> None:
+        self.match, self.action, self.count, self.code = match, action, count, code
+        self.hits = 0
+
+
+_DEFAULT_CODES = {400: "InvalidRequest", 403: "AccessDenied", 404: "NoSuchKey", 409: "OperationAborted",
+                  429: "TooManyRequestsException", 500: "InternalError", 502: "BadGateway", 503: "SlowDown",
+                  504: "GatewayTimeout"}
 
 
 def _xml_error(code: str, message: str) -> bytes:
@@ -115,6 +131,7 @@ class VerifyingProxy:
         self.port = free_port()
         self.requests: List[dict] = []   # method, path, query, status
         self.faults: List[Fault] = []
+        self.list_page_size: Optional[int] = None  # > 0: ListObjectsV2 pages of this many keys
         self.lock = threading.Lock()
         proxy = self
 
@@ -208,6 +225,7 @@ class VerifyingProxy:
             for f in self.faults:
                 if f.count > 0 and f.match(h.command, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))):
                     f.count -= 1
+                    f.hits += 1
                     fault = f
                     break
         if fault is not None and fault.action == "drop":
@@ -223,11 +241,18 @@ class VerifyingProxy:
             self._record(h, fault.action)
             self._reply(h, 200, {"Content-Type": "application/xml"}, _xml_error(fault.action[4:], "injected"))
             return
-        if fault is not None and fault.action != "drop-response":
+        if fault is not None and fault.action == "bad-xml":
+            self._record(h, "bad-xml")
+            self._reply(h, 200, {"Content-Type": "application/xml"},
+                        b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult><IsTruncated>true</IsTr')
+            return
+        damage = fault.action if fault is not None and fault.action in (
+            "truncate", "flip", "truncate-lie", "flip-lie") else None
+        if fault is not None and damage is None and fault.action != "drop-response":
             status = int(fault.action)
             self._record(h, status)
             self._reply(h, status, {"Content-Type": "application/xml"},
-                        _xml_error("InternalError" if status == 500 else "SlowDown", "injected by the test"))
+                        _xml_error(fault.code or _DEFAULT_CODES.get(status, "InternalError"), "injected by the test"))
             return
         problem = self._verify(h, body)
         if problem:
@@ -249,11 +274,34 @@ class VerifyingProxy:
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
         try:
             fwd = {k: v for k, v in h.headers.items() if k.lower() not in ("connection", "keep-alive", "expect")}
-            conn.request(h.command, h.path, body=body if h.command in ("PUT", "POST") else None, headers=fwd)
+            received = body
+            if damage and body:
+                # After the checks: what the server keeps differs from what was sent.
+                body = body[:-1] if damage.startswith("truncate") else \
+                    body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 0x01]) + body[len(body) // 2 + 1:]
+                fwd = {k: v for k, v in fwd.items() if k.lower() != "content-length"}
+                fwd["Content-Length"] = str(len(body))
+            path = h.path
+            paginate = bool(self.list_page_size) and h.command == "GET" and query.get("list-type") == "2"
+            if paginate:
+                # s3rver 3.7 cannot paginate on OpenSSL 3 (its continuation tokens use DES):
+                # the proxy asks for everything and serves pages with its own tokens.
+                path = parts.path + "?" + urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                                                     if k not in ("continuation-token", "max-keys")])
+            conn.request(h.command, path, body=body if h.command in ("PUT", "POST") else None, headers=fwd)
             resp = conn.getresponse()
             data = resp.read()
+            if paginate and resp.status == 200:
+                data = self._page(data, query.get("continuation-token"))
             headers = {k: v for k, v in resp.getheaders()
                        if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length")}
+            if damage and damage.endswith("-lie"):
+                headers = {k: v for k, v in headers.items() if k.lower() != "etag"}
+                headers["ETag"] = '"' + hashlib.md5(received).hexdigest() + '"'
+            if damage:
+                self._record(h, damage)
+                self._reply(h, resp.status, headers, data)
+                return
             if fault is not None and fault.action == "drop-response":
                 # The connection dies in the middle of the answer's body.
                 self._record(h, "dropped-response")
@@ -271,6 +319,29 @@ class VerifyingProxy:
             self._reply(h, resp.status, headers, data, head_length=resp.getheader("Content-Length"))
         finally:
             conn.close()
+
+    def _page(self, data: bytes, token: Optional[str]) -> bytes:
+        """One page of list_page_size keys of a full ListObjectsV2 answer, after `token`."""
+        root = ET.fromstring(data)
+        ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        if ns:
+            ET.register_namespace("", ns[1:-1])
+        after = base64.urlsafe_b64decode(token.encode()).decode() if token else None
+        contents = root.findall(f"{ns}Contents")
+        keep = [c for c in contents if after is None or c.findtext(f"{ns}Key") > after]
+        page = keep[:self.list_page_size]
+        for c in contents:
+            if c not in page:
+                root.remove(c)
+        for name in ("IsTruncated", "NextContinuationToken", "KeyCount", "ContinuationToken"):
+            for e in root.findall(f"{ns}{name}"):
+                root.remove(e)
+        ET.SubElement(root, f"{ns}KeyCount").text = str(len(page))
+        ET.SubElement(root, f"{ns}IsTruncated").text = "true" if len(keep) > len(page) else "false"
+        if len(keep) > len(page):
+            last = page[-1].findtext(f"{ns}Key")
+            ET.SubElement(root, f"{ns}NextContinuationToken").text = base64.urlsafe_b64encode(last.encode()).decode()
+        return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
 
     def _record(self, h: BaseHTTPRequestHandler, status) -> None:
         parts = urlsplit(h.path)

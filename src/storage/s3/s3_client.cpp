@@ -74,14 +74,16 @@ bool transient_curl(CURLcode c) {
   }
 }
 
-// Error codes the SDKs' standard retry mode treats as throttling or transient.
+// The error codes the AWS SDKs' standard retry mode retries: throttling, then transient.
+// RequestTimeTooSkewed is not among them here: the SDKs retry it after correcting their
+// clock offset, which this client does not do (a host whose clock is off also names and
+// dates its backups wrongly, so the error asks for the clock to be fixed).
 bool retriable_code(const std::string& code) {
   static const char* codes[] = {"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
                                 "TooManyRequestsException", "ProvisionedThroughputExceededException",
                                 "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
-                                "LimitExceededException", "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
-                                "EC2ThrottledException", "RequestTimeout", "RequestTimeoutException",
-                                "InternalError", "RequestTimeTooSkewed", "RequestExpired", "ServiceUnavailable"};
+                                "LimitExceededException", "RequestThrottled", "SlowDown", "EC2ThrottledException",
+                                "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"};
   for (auto* c : codes)
     if (code == c) return true;
   return false;
@@ -101,6 +103,12 @@ Code code_for(long status, const std::string& s3code) {
 struct Transfer {
   Response* resp;
   const std::atomic<bool>* cancel;
+  // Stall detection: no byte up or down for `stall` fails the attempt (curl's
+  // LOW_SPEED_* average over a window of seconds, which makes them late and imprecise).
+  std::chrono::milliseconds stall{0};
+  std::chrono::steady_clock::time_point last_motion = std::chrono::steady_clock::now();
+  curl_off_t last_down = 0, last_up = 0;
+  bool stalled = false;
 };
 
 size_t on_header(char* p, size_t size, size_t n, void* user) {
@@ -120,9 +128,19 @@ size_t on_body(char* p, size_t size, size_t n, void* user) {
   return size * n;
 }
 
-int on_xfer(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+int on_xfer(void* user, curl_off_t, curl_off_t down, curl_off_t, curl_off_t up) {
   auto* t = static_cast<Transfer*>(user);
-  return t->cancel && t->cancel->load() ? 1 : 0;
+  if (t->cancel && t->cancel->load()) return 1;
+  auto now = std::chrono::steady_clock::now();
+  if (down != t->last_down || up != t->last_up) {
+    t->last_down = down;
+    t->last_up = up;
+    t->last_motion = now;
+  } else if (t->stall.count() > 0 && now - t->last_motion > t->stall) {
+    t->stalled = true;
+    return 1;
+  }
+  return 0;
 }
 
 struct SList {
@@ -154,6 +172,23 @@ void apply_environment(ClientConfig& c) {
     int n = std::atoi(v);
     if (n >= 1 && n <= 100) c.max_attempts = n;
   }
+  // As the aws CLI: a PEM bundle of the CAs to trust instead of the system's.
+  if (c.ca_bundle.empty())
+    if (auto v = env("AWS_CA_BUNDLE")) c.ca_bundle = v;
+  // Shorter backoffs for tests (the cap stays 20 s).
+  if (auto v = env("MEVBACKUP_S3_RETRY_BASE_MS")) {
+    long long n = std::atoll(v);
+    if (n >= 1 && n <= 60000) c.retry_base_ms = n;
+  }
+}
+
+bool retriable_answer(long status, const std::string& s3code) {
+  return status == 500 || status == 502 || status == 503 || status == 504 || status == 429 || retriable_code(s3code);
+}
+
+int64_t backoff_ceiling_ms(int n, int64_t base_ms, int64_t cap_ms) {
+  double c = static_cast<double>(base_ms) * static_cast<double>(1LL << std::clamp(n - 1, 0, 30));
+  return static_cast<int64_t>(std::min<double>(static_cast<double>(cap_ms), c));
 }
 
 std::string Response::header(const std::string& name) const {
@@ -170,6 +205,8 @@ S3Error parse_error(const std::string& xml) {
   if (!err) return e;
   e.code = err.child_value("Code");
   e.message = err.child_value("Message");
+  e.request_time = err.child_value("RequestTime");
+  e.server_time = err.child_value("ServerTime");
   if (e.code.empty()) e.code = "UnknownError";
   return e;
 }
@@ -290,6 +327,7 @@ Response Client::attempt(const Request& req, const std::string& payload_hash, st
 
   Response resp;
   Transfer t{&resp, req.cancel};
+  t.stall = std::chrono::seconds(cfg_.low_speed_time_s);
   char errbuf[CURL_ERROR_SIZE] = "";
   auto* h = static_cast<CURL*>(take_handle());
   struct Give {
@@ -309,8 +347,6 @@ Response Client::attempt(const Request& req, const std::string& payload_hash, st
   curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xfer);
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, &t);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, cfg_.connect_timeout_s);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, cfg_.low_speed_time_s);
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, cfg_.verify_tls ? 1L : 0L);
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, cfg_.verify_tls ? 2L : 0L);
@@ -326,8 +362,20 @@ Response Client::attempt(const Request& req, const std::string& payload_hash, st
   }
   CURLcode rc = curl_easy_perform(h);
   if (rc != CURLE_OK) {
+    if (rc == CURLE_ABORTED_BY_CALLBACK && t.stalled) {
+      transport_error = fmt::format("no data moved for {} s: the connection stalled", cfg_.low_speed_time_s);
+      retriable = true;
+      resp.status = 0;
+      return resp;
+    }
     if (rc == CURLE_ABORTED_BY_CALLBACK) throw Error(Code::cancelled, "cancelled");
     transport_error = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
+      transport_error += cfg_.ca_bundle.empty()
+                             ? "; the server's TLS certificate is not trusted (it must name the endpoint's host; a "
+                               "private CA goes in --ca-bundle or AWS_CA_BUNDLE)"
+                             : "; the server's TLS certificate is not trusted with the CA bundle " + cfg_.ca_bundle +
+                                   " (it must name the endpoint's host)";
     retriable = transient_curl(rc);
     resp.status = 0;
     return resp;
@@ -369,16 +417,27 @@ Response Client::perform(const Request& req) {
         if (pr.status == r.status) e = parse_error(pr.body);
       }
       code = code_for(r.status, e.code);
-      retriable = (r.status >= 500 && r.status != 501) || r.status == 429 || retriable_code(e.code);
+      retriable = retriable_answer(r.status, e.code);
       failure = e.code.empty() ? fmt::format("HTTP {}", r.status)
                                : fmt::format("HTTP {} {}: {}", r.status, e.code, e.message);
+      if (e.code == "RequestTimeTooSkewed") {
+        // Signatures carry the time; S3 refuses one more than 15 minutes off its own.
+        std::string server = !e.server_time.empty() ? e.server_time : r.header("date");
+        char local[32];
+        std::time_t now = std::time(nullptr);
+        std::tm tm{};
+        gmtime_r(&now, &tm);
+        std::strftime(local, sizeof local, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        failure = fmt::format("the clock of this machine is skewed: local time {}, server time {} (S3 refuses "
+                              "requests more than 15 minutes off; fix the clock, e.g. with NTP) ({})",
+                              local, server.empty() ? "unknown" : server, failure);
+      }
     }
     if (!retriable || n >= cfg_.max_attempts)
       throw Error(code, fmt::format("{}: {}{}", what, failure, n > 1 ? fmt::format(" (after {} attempts)", n) : ""),
                   retriable);
     // Full jitter: random(0, min(cap, base * 2^(n-1))).
-    double ceiling = std::min<double>(static_cast<double>(cfg_.retry_cap_ms),
-                                      static_cast<double>(cfg_.retry_base_ms) * static_cast<double>(1LL << std::min(n - 1, 20)));
+    auto ceiling = static_cast<double>(backoff_ceiling_ms(n, cfg_.retry_base_ms, cfg_.retry_cap_ms));
     auto delay = std::chrono::milliseconds(
         static_cast<int64_t>(std::uniform_real_distribution<double>(0, 1)(rng) * ceiling));
     // Not logged: parts retry on worker threads, and the log callback belongs to the

@@ -30,16 +30,16 @@ struct ClientConfig {
   bool verify_tls = true;
   bool unsigned_payload = false; // UNSIGNED-PAYLOAD instead of SHA-256 bodies (refused without TLS)
   int max_attempts = 3;          // AWS standard mode; AWS_MAX_ATTEMPTS overrides
-  int64_t retry_base_ms = 1000;  // backoff = random(0,1) * base * 2^attempt, capped
-  int64_t retry_cap_ms = 20000;
+  int64_t retry_base_ms = 1000;  // backoff = random(0,1) * min(cap, base * 2^(attempt-1));
+  int64_t retry_cap_ms = 20000;  //   MEVBACKUP_S3_RETRY_BASE_MS overrides the base (tests)
   long connect_timeout_s = 10;
-  long low_speed_time_s = 60;    // a transfer slower than 1 byte/s this long is a timeout
+  long low_speed_time_s = 60;    // a request that moves no byte this long fails (retriable)
   std::function<void(int level, const std::string&)> log;  // 2 = warning
 };
 
 // Fills what the environment gives: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-// AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_MAX_ATTEMPTS,
-// for the fields still empty.
+// AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_CA_BUNDLE,
+// for the fields still empty; AWS_MAX_ATTEMPTS and MEVBACKUP_S3_RETRY_BASE_MS.
 void apply_environment(ClientConfig& c);
 
 struct Response {
@@ -97,7 +97,15 @@ class Client {
 // Parses S3's <Error><Code>..</Code><Message>..</Message></Error>; empty code if none.
 struct S3Error {
   std::string code, message;
+  std::string request_time, server_time;  // RequestTimeTooSkewed tells both
 };
+
+// The AWS SDKs' standard retry mode: is this answer worth another attempt?
+// 500/502/503/504, 429, and the throttling and transient error codes.
+bool retriable_answer(long status, const std::string& s3code);
+
+// Full-jitter backoff ceiling before attempt n+1 (n >= 1): min(cap, base * 2^(n-1)).
+int64_t backoff_ceiling_ms(int n, int64_t base_ms, int64_t cap_ms);
 S3Error parse_error(const std::string& xml);
 
 // "2026-11-27T05:00:00.000Z" -> seconds since the epoch; 0 if malformed.

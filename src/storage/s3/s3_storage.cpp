@@ -12,6 +12,7 @@
 #include "s3_storage.hpp"
 
 #include <curl/curl.h>
+#include <openssl/evp.h>
 #include <pugixml.hpp>
 
 #include <algorithm>
@@ -63,6 +64,47 @@ namespace {
 
 class S3StorageImpl;
 
+// MD5 of a whole object, fed as it streams (S3 ETags are MD5s; see S3Sink::verify_stored).
+class Md5 {
+ public:
+  Md5() : ctx_(EVP_MD_CTX_new()) {
+    if (!ctx_ || !EVP_DigestInit_ex(ctx_, EVP_md5(), nullptr)) throw Error(Code::internal, "MD5 init failed");
+  }
+  ~Md5() { EVP_MD_CTX_free(ctx_); }
+  Md5(const Md5&) = delete;
+  Md5& operator=(const Md5&) = delete;
+  void update(const char* p, size_t n) {
+    if (!EVP_DigestUpdate(ctx_, p, n)) throw Error(Code::internal, "MD5 failed");
+  }
+  std::string raw() {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (!EVP_DigestFinal_ex(ctx_, md, &len)) throw Error(Code::internal, "MD5 failed");
+    return std::string(reinterpret_cast<char*>(md), len);
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+// "\"0123abc...\"" -> 0123abc... (S3 quotes its ETags).
+std::string unquote(std::string e) {
+  if (e.size() >= 2 && e.front() == '"' && e.back() == '"') e = e.substr(1, e.size() - 2);
+  for (auto& c : e)
+    if (c >= 'A' && c <= 'F') c = static_cast<char>(c - 'A' + 'a');
+  return e;
+}
+
+bool is_md5_hex(const std::string& s) {
+  return s.size() == 32 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+// SSE-KMS and SSE-C objects have ETags that are not the MD5 of their content.
+bool etag_not_md5(const Response& r) {
+  return r.header("x-amz-server-side-encryption").rfind("aws:kms", 0) == 0 ||
+         !r.header("x-amz-server-side-encryption-customer-algorithm").empty();
+}
+
 class S3Sink final : public Sink {
  public:
   S3Sink(S3StorageImpl& st, std::string key);
@@ -82,6 +124,8 @@ class S3Sink final : public Sink {
   void submit_part();
   void worker();
   Pairs object_headers() const;
+  bool etags_are_md5(const Response& r) const;
+  void verify_stored(const Response* put_answer, const std::string& whole_md5_hex, int parts);
 
   S3StorageImpl& st_;
   Client& client_;
@@ -95,6 +139,8 @@ class S3Sink final : public Sink {
   std::condition_variable cv_;
   std::deque<Job> queue_;
   std::map<int, std::string> etags_;
+  std::map<int, std::string> part_md5_;  // raw MD5 of each part sent
+  Md5 md5_;                              // of everything written
   uint64_t inflight_bytes_ = 0;
   uint64_t total_bytes_ = 0;  // handed to the parts so far
   int inflight_ = 0;
@@ -175,6 +221,9 @@ class S3StorageImpl final : public Storage {
     c.log = o.log;
     apply_environment(c);
     if (o.max_attempts > 0) c.max_attempts = o.max_attempts;
+    // Half the stall timeout: a stalled request is retried before the run as a whole
+    // counts as stalled.
+    if (o.stall_timeout_seconds > 0) c.low_speed_time_s = std::max<long>(1, static_cast<long>(o.stall_timeout_seconds / 2));
     client_ = std::make_unique<Client>(std::move(c), u.bucket);
     part_size_ = o.part_size ? o.part_size : kDefaultPartSize;
     if (part_size_ < kMinPartSize || part_size_ > kMaxPartSize)
@@ -199,15 +248,22 @@ class S3StorageImpl final : public Storage {
     std::vector<ObjectInfo> out;
     std::string root = prefix_.empty() ? "" : prefix_ + "/";
     std::string token;
-    for (;;) {
+    for (int page = 1;; ++page) {
       Request r;
       r.method = "GET";
       r.query = {{"list-type", "2"}, {"prefix", root + prefix}};
       if (!token.empty()) r.query.emplace_back("continuation-token", token);
-      Response resp = client_->perform(r);
+      Response resp;
+      try {
+        resp = client_->perform(r);
+      } catch (const Error& e) {
+        // A listing is all or nothing: a partial one must not look like fewer backups.
+        throw Error(e.code(), fmt::format("S3 listing of {} failed at page {}: {}", describe(), page, e.what()),
+                    e.retriable());
+      }
       pugi::xml_document doc;
       if (!doc.load_buffer(resp.body.data(), resp.body.size()))
-        throw Error(Code::io, fmt::format("S3 listing of {}: malformed XML", describe()));
+        throw Error(Code::io, fmt::format("S3 listing of {}: malformed XML at page {}", describe(), page));
       pugi::xml_node res = doc.child("ListBucketResult");
       if (!res) throw Error(Code::io, fmt::format("S3 listing of {}: no ListBucketResult", describe()));
       for (pugi::xml_node c : res.children("Contents")) {
@@ -375,7 +431,7 @@ void S3Sink::worker() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
-    std::string etag;
+    std::string etag, md5;
     std::exception_ptr err;
     try {
       Request r;
@@ -383,19 +439,30 @@ void S3Sink::worker() {
       r.key = key_;
       r.query = {{"partNumber", std::to_string(job.number)}, {"uploadId", upload_id_}};
       r.body = job.data;
-      r.headers.emplace_back("Content-MD5", md5_base64(job.data));  // S3 checks each part
+      md5 = md5_raw(job.data);
+      r.headers.emplace_back("Content-MD5", base64(md5));  // S3 checks each part
       r.cancel = &stop_;
       Response resp = client_.perform(r);
       etag = resp.header("etag");
       if (etag.empty())
         throw Error(Code::io, fmt::format("S3 UploadPart {} part {}: no ETag", client_.describe(key_), job.number));
+      // A server that ignores Content-MD5 (or a proxy that damaged the part) shows it
+      // in the ETag: the MD5 of what it stored.
+      if (etags_are_md5(resp) && is_md5_hex(unquote(etag)) && unquote(etag) != to_hex(md5))
+        throw Error(Code::corrupt,
+                    fmt::format("S3 UploadPart {} part {}: the server stored other bytes than the {} sent (its ETag "
+                                "{} is not their MD5 {}); the upload is abandoned",
+                                client_.describe(key_), job.number, job.data.size(), etag, to_hex(md5)));
     } catch (...) {
       err = std::current_exception();
     }
     {
       std::lock_guard lk(mu_);
       if (err && !error_) error_ = err;
-      if (!err) etags_[job.number] = etag;
+      if (!err) {
+        etags_[job.number] = etag;
+        part_md5_[job.number] = md5;
+      }
       inflight_bytes_ -= job.data.size();
       --inflight_;
     }
@@ -408,6 +475,7 @@ void S3Sink::write(Bytes data) {
   check_failed();
   const char* p = reinterpret_cast<const char*>(data.data());
   size_t left = data.size();
+  md5_.update(p, left);
   while (left) {
     uint64_t cap = part_size_for(next_part_, st_.part_size());
     size_t n = static_cast<size_t>(std::min<uint64_t>(left, cap - buf_.size()));
@@ -424,20 +492,24 @@ void S3Sink::commit() {
   if (upload_id_.empty()) {
     // Small object: one PUT.
     ensure_absent();
+    std::string md5 = md5_.raw();
     Request r;
     r.method = "PUT";
     r.key = key_;
     r.body = buf_;
     r.headers = object_headers();
-    r.headers.emplace_back("Content-MD5", md5_base64(buf_));
+    r.headers.emplace_back("Content-MD5", base64(md5));
     r.headers.emplace_back("If-None-Match", "*");
+    Response resp;
     try {
-      client_.perform(r);
+      resp = client_.perform(r);
     } catch (const Error& e) {
       if (e.code() == Code::exists)
         throw Error(Code::exists, fmt::format("{} already exists; it was not overwritten", client_.describe(key_)));
       throw;
     }
+    total_bytes_ = buf_.size();
+    verify_stored(&resp, to_hex(md5), 0);
     done_ = true;
     buf_ = std::string();
     return;
@@ -496,9 +568,62 @@ void S3Sink::commit() {
                                         e.message),
                   transient);
   }
-  done_ = true;
   upload_id_.clear();  // completed: nothing to abort
   abort();             // joins the workers
+  verify_stored(nullptr, to_hex(md5_.raw()), static_cast<int>(part_md5_.size()));
+  done_ = true;
+}
+
+bool S3Sink::etags_are_md5(const Response& r) const {
+  return st_.opts().sse.rfind("aws:kms", 0) != 0 && !etag_not_md5(r);
+}
+
+// What the server acknowledged is checked before anyone can take it for a backup: a
+// HEAD must show exactly the bytes sent (length), and an ETag that is an MD5 must be
+// the right one (the content's MD5 for one PUT, or servers like s3rver; for a
+// multipart object AWS's "MD5 of the parts' MD5s-N"). A mismatch means the server kept
+// a short or damaged object: it is deleted (it did not exist before: ensure_absent)
+// and the write fails with Code::corrupt.
+void S3Sink::verify_stored(const Response* put_answer, const std::string& whole_md5_hex, int parts) {
+  std::string problem;
+  if (put_answer) {
+    std::string etag = unquote(put_answer->header("etag"));
+    if (etags_are_md5(*put_answer) && is_md5_hex(etag) && etag != whole_md5_hex)
+      problem = fmt::format("its ETag {} is not the MD5 of the {} bytes sent ({})", etag, total_bytes_, whole_md5_hex);
+  }
+  if (problem.empty()) {
+    Response h = st_.head(key_);
+    if (h.status == 404)
+      throw Error(Code::corrupt, fmt::format("{}: the server acknowledged the upload but has no such object",
+                                             client_.describe(key_)));
+    std::string len = h.header("content-length");
+    std::string etag = unquote(h.header("etag"));
+    std::string multi;
+    if (parts > 0) {
+      std::string all;
+      for (auto& [n, m] : part_md5_) all += m;
+      multi = fmt::format("{}-{}", to_hex(md5_raw(all)), parts);
+    }
+    if (len.empty() || std::strtoull(len.c_str(), nullptr, 10) != total_bytes_)
+      problem = fmt::format("it holds {} bytes, {} were sent", len.empty() ? "an unknown number of" : len, total_bytes_);
+    else if (etags_are_md5(h) && is_md5_hex(etag) && etag != whole_md5_hex)
+      problem = fmt::format("its ETag {} is not the MD5 of the bytes sent ({})", etag, whole_md5_hex);
+    else if (etags_are_md5(h) && parts > 0 && etag.find('-') != std::string::npos && etag != multi)
+      problem = fmt::format("its ETag {} differs from the one of the parts sent ({})", etag, multi);
+  }
+  if (problem.empty()) return;
+  std::string fate = "it was deleted";
+  try {
+    Request r;
+    r.method = "DELETE";
+    r.key = key_;
+    r.accept = {404};
+    client_.perform(r);
+  } catch (const std::exception& e) {
+    fate = fmt::format("deleting it failed too ({}): delete it by hand", e.what());
+  }
+  throw Error(Code::corrupt, fmt::format("{}: the server kept other bytes than were uploaded: {}; {}",
+                                         client_.describe(key_), problem, fate));
 }
 
 void S3Sink::abort() noexcept {

@@ -45,13 +45,15 @@ std::string base64(std::string_view raw) {
   return out;
 }
 
-std::string md5_base64(std::string_view data) {
+std::string md5_raw(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (!EVP_Digest(data.data(), data.size(), md, &len, EVP_md5(), nullptr))
     throw Error(Code::internal, "MD5 failed");
-  return base64(std::string_view(reinterpret_cast<char*>(md), len));
+  return std::string(reinterpret_cast<char*>(md), len);
 }
+
+std::string md5_base64(std::string_view data) { return base64(md5_raw(data)); }
 
 std::string uri_encode(std::string_view s, bool encode_slash) {
   static const char* digits = "0123456789ABCDEF";

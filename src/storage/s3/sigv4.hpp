@@ -64,6 +64,7 @@ std::string hmac_sha256(std::string_view key, std::string_view data);  // raw by
 std::string to_hex(std::string_view raw);
 std::string base64(std::string_view raw);
 std::string md5_base64(std::string_view data);  // Content-MD5
+std::string md5_raw(std::string_view data);     // 16 bytes
 
 // YYYYMMDDTHHMMSSZ of a UTC time.
 std::string amz_date(std::time_t t);

@@ -207,3 +207,48 @@ TEST_CASE("s3 lifecycle rule XML: the runbook's policy over the repository's pre
     CHECK(err.code() == Code::unsupported);
   }
 }
+
+TEST_CASE("s3 retries follow the AWS SDKs' standard mode") {
+  // Transient statuses and throttling codes, whatever the status they come with.
+  for (long st : {500L, 502L, 503L, 504L, 429L}) CHECK(retriable_answer(st, ""));
+  for (const char* code : {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                           "TooManyRequestsException", "RequestTimeout", "PriorRequestNotComplete"})
+    CHECK(retriable_answer(400, code));
+  // Everything else fails at once: client errors, 501, other 5xx, a skewed clock.
+  for (long st : {400L, 403L, 404L, 409L, 412L, 501L, 505L}) CHECK_FALSE(retriable_answer(st, ""));
+  CHECK_FALSE(retriable_answer(403, "AccessDenied"));
+  CHECK_FALSE(retriable_answer(403, "RequestTimeTooSkewed"));
+  CHECK_FALSE(retriable_answer(404, "NoSuchKey"));
+  // Full jitter over an exponential ceiling: 1 s, 2 s, 4 s ... capped at 20 s.
+  CHECK(backoff_ceiling_ms(1, 1000, 20000) == 1000);
+  CHECK(backoff_ceiling_ms(2, 1000, 20000) == 2000);
+  CHECK(backoff_ceiling_ms(5, 1000, 20000) == 16000);
+  CHECK(backoff_ceiling_ms(6, 1000, 20000) == 20000);
+  CHECK(backoff_ceiling_ms(60, 1000, 20000) == 20000);
+  ClientConfig c;
+  CHECK(c.max_attempts == 3);
+  CHECK(c.retry_base_ms == 1000);
+  CHECK(c.retry_cap_ms == 20000);
+}
+
+TEST_CASE("s3 CA bundle and test backoff from the environment; skew details parsed") {
+  ::setenv("AWS_CA_BUNDLE", "/etc/ssl/private-ca.pem", 1);
+  ::setenv("MEVBACKUP_S3_RETRY_BASE_MS", "5", 1);
+  ClientConfig c;
+  apply_environment(c);
+  CHECK(c.ca_bundle == "/etc/ssl/private-ca.pem");
+  CHECK(c.retry_base_ms == 5);
+  ClientConfig d;
+  d.ca_bundle = "/explicit.pem";  // options win
+  apply_environment(d);
+  CHECK(d.ca_bundle == "/explicit.pem");
+  ::unsetenv("AWS_CA_BUNDLE");
+  ::unsetenv("MEVBACKUP_S3_RETRY_BASE_MS");
+  auto e = parse_error(
+      "<Error><Code>RequestTimeTooSkewed</Code><Message>The difference between the request time and the current "
+      "time is too large.</Message><RequestTime>20261127T080000Z</RequestTime><ServerTime>2026-11-27T07:44:00Z"
+      "</ServerTime></Error>");
+  CHECK(e.code == "RequestTimeTooSkewed");
+  CHECK(e.request_time == "20261127T080000Z");
+  CHECK(e.server_time == "2026-11-27T07:44:00Z");
+}
