@@ -11,6 +11,7 @@
 #include "mevbackup/error.hpp"
 #include "mevbackup/maintenance.hpp"
 #include "mevbackup/pitr.hpp"
+#include "mevbackup/sync.hpp"
 
 using namespace mevbackup;
 using namespace mevbackup::pitr;
@@ -193,6 +194,13 @@ TEST_CASE("catalog: a base backup set is one backup; without its manifest, its p
   REQUIRE(v.size() == 1);
   CHECK_FALSE(v[0].verification.ok);
   CHECK(v[0].verification.message.find("does not reach") != std::string::npos);
+  // sync copies every part, then the manifest.
+  TempDir d2;
+  auto copy = Repository(make_local_storage(d2.path()));
+  auto sr = sync_repositories(repo, copy, "basebackup", {});
+  CHECK(sr.copied == std::vector<std::string>{good.id});
+  CHECK(copy.storage().stat("basebackup/basebackup_20261127_070000/backup_manifest.gz"));
+  CHECK(copy.list("basebackup").size() == 1);
   // remove_backup takes every part with it.
   repo.remove_backup(good);
   CHECK(repo.storage().list("basebackup/basebackup_20261127_070000/").empty());
