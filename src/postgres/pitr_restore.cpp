@@ -361,6 +361,25 @@ std::string diagnose(Storage& st, const Manifest& m, const std::string& log_path
   return out + fmt::format("; server log: {}", log_path);
 }
 
+// pg_controldata's "Database cluster state" is "in production" (recovery finished).
+bool in_production(const std::string& pg_controldata, const std::string& data_dir) {
+  SpawnOptions so;
+  so.argv = {pg_controldata, "-D", data_dir};
+  so.env["LC_ALL"] = std::string("C");
+  so.env["LANG"] = std::string("C");
+  so.env["LANGUAGE"] = std::nullopt;
+  so.pipe_stdout = true;
+  Subprocess p(so);
+  std::string out;
+  char buf[4096];
+  while (size_t n = p.read_stdout(MutBytes(reinterpret_cast<std::byte*>(buf), sizeof buf))) out.append(buf, n);
+  if (p.wait() != 0) return false;
+  auto pos = out.find("Database cluster state:");
+  if (pos == std::string::npos) return false;
+  auto q = out.find_first_not_of(" ", pos + 23);
+  return q != std::string::npos && out.compare(q, 13, "in production") == 0;
+}
+
 }  // namespace
 
 nlohmann::json PitrRestoreResult::to_json() const {
@@ -569,6 +588,9 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
   res.summary = fmt::format("restored base backup {} (WAL {} .. {}, ended {}) into {}; recovery target: {}\n", m.id,
                             m.source.value("start_lsn", "?"), m.source.value("stop_lsn", "?"),
                             m.source.value("stop_time", m.finished_at), data_dir, target_text);
+  if (owner.uid == 0)
+    res.summary += "warning: the files belong to root and PostgreSQL refuses to run as root: chown -R them to the "
+                   "server's user (or restore again with --owner)\n";
   if (!opts.start) {
     res.summary += "start the server to replay the archived WAL:\n  " + res.start_command + "\n";
     return res;
@@ -588,6 +610,7 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
       throw Error(Code::restore_failed, fmt::format("{} {}: {}", pg_ctl, describe_exit(rc), p.stderr_text()));
   }
   if (ctx.log) ctx.log(LogLevel::info, fmt::format("server starting on {}; waiting for recovery to finish", data_dir));
+  std::string pg_controldata = pg_ctl.substr(0, pg_ctl.rfind('/') + 1) + "pg_controldata";
   auto t0 = std::chrono::steady_clock::now();
   auto deadline = t0 + std::chrono::seconds(opts.timeout_seconds > 0 ? opts.timeout_seconds : 3600);
   bool seen_pid = false;
@@ -600,7 +623,11 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
       std::vector<std::string> lines;
       std::istringstream in(pidfile);
       for (std::string l; std::getline(in, l);) lines.push_back(l);
-      if (lines.size() >= 8 && lines[7].find("ready") != std::string::npos) break;
+      // "ready" is also written when hot standby opens, so recovery is over only once
+      // the server removed recovery.signal and pg_control says "in production".
+      if (lines.size() >= 8 && lines[7].find("ready") != std::string::npos &&
+          ::access((data_dir + "/recovery.signal").c_str(), F_OK) != 0 && in_production(pg_controldata, data_dir))
+        break;
       long pid = std::atol(lines[0].c_str());
       if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) dead = true;
     } else if (seen_pid || std::chrono::steady_clock::now() - t0 > std::chrono::seconds(20)) {

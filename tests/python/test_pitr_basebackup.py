@@ -182,7 +182,8 @@ def test_restore_to_time_before_deletion_into_second_server(scenario):
         second = PgServer()
         second.port = port
         second.password = s.pg.password
-        assert second.psql("SELECT pg_is_in_recovery()") == "f"
+        assert second.psql("SELECT pg_is_in_recovery()") == "f", (
+            open(os.path.join(data, "postmaster.pid")).read() + open(os.path.join(data, "pitr_recovery.log")).read())
         # The deleted rows are back: everything committed before the noted time.
         assert second.psql("SELECT count(*) FROM accounts") == "1500"
         assert second.psql("SELECT count(*) FROM accounts WHERE id <= 1200") == "1200"
