@@ -412,6 +412,63 @@ MEVB_API int mevb_wal_push(mevb_repo *repo, const char *path, int *already_archi
  * checking its checksum. Fails with MEVB_ERR_NOT_FOUND when the archive lacks it. */
 MEVB_API int mevb_wal_fetch(mevb_repo *repo, const char *name, const char *dest);
 
+/* ---- point-in-time recovery: base backups and restore to a point ------------------ */
+
+typedef struct mevb_basebackup_opts {
+  uint32_t struct_size;
+  const char *conninfo;     /* libpq conninfo or URI (required); the role needs REPLICATION */
+  const char *name_prefix;  /* NULL: "basebackup" (ids like basebackup_YYYYMMDD_HHMMSS) */
+  const char *compression;  /* NULL: "gzip"; "zstd" or "none" */
+  int level;                /* compression level; -1: default */
+  int spread_checkpoint;    /* non-zero: CHECKPOINT 'spread' instead of 'fast' */
+  uint32_t max_rate_kbps;   /* 0: unlimited; else 32..1048576 (server-side MAX_RATE) */
+  int allow_no_archiving;   /* non-zero: accept a server whose archive_mode is off */
+  mevb_progress_cb progress;
+  void *progress_user;
+} mevb_basebackup_opts;
+#define MEVB_BASEBACKUP_OPTS_INIT {sizeof(mevb_basebackup_opts), NULL, NULL, NULL, -1, 0, 0, 0, NULL, NULL}
+MEVB_API int mevb_basebackup_opts_init(mevb_basebackup_opts *opts, size_t size);
+
+/* Streams a base backup over the replication protocol (PostgreSQL 15+) into
+ * <repo>/basebackup/<id>/ (base.tar.gz, <tablespace oid>.tar.gz, backup_manifest.gz; the
+ * set's manifest last). On failure nothing complete-looking remains. */
+MEVB_API int mevb_repo_backup_basebackup(mevb_repo *repo, const mevb_basebackup_opts *opts, mevb_backup **out);
+
+typedef struct mevb_pitr_restore_opts {
+  uint32_t struct_size;
+  const char *data_dir;        /* absent or empty directory (required) */
+  const char *target_time;     /* at most one target; all NULL: the end of the archived WAL */
+  const char *target_lsn;
+  const char *target_name;
+  const char *backup_id;       /* NULL: the newest base backup that ended before the target */
+  const char *repo_url;        /* the repository, as restore_command will name it */
+  const char *mevbackup_path;  /* the CLI restore_command runs; NULL: "mevbackup" */
+  const char *restore_command; /* NULL: "<mevbackup_path> wal-fetch --repo <repo_url> %f %p" */
+  const char *owner;           /* user owning the files; NULL: owner of data_dir or its parent */
+  const char *const *settings; /* "name=value" lines for postgresql.auto.conf */
+  size_t settings_count;
+  const char *const *tablespace_map; /* "OID=DIR" */
+  size_t tablespace_map_count;
+  int start;                   /* non-zero: pg_ctl start as the owner and wait for recovery */
+  int timeout_seconds;         /* with start; 0: 3600 */
+  const char *log_file;        /* with start; NULL: <data_dir>/pitr_recovery.log */
+  mevb_progress_cb progress;
+  void *progress_user;
+  const char *const *wal_fetch_args; /* extra wal-fetch options (never credentials) */
+  size_t wal_fetch_args_count;
+} mevb_pitr_restore_opts;
+#define MEVB_PITR_RESTORE_OPTS_INIT \
+  {sizeof(mevb_pitr_restore_opts), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, 0}
+MEVB_API int mevb_pitr_restore_opts_init(mevb_pitr_restore_opts *opts, size_t size);
+
+/* Restores to a point: unpacks the base backup into data_dir, writes recovery.signal and
+ * the recovery settings; *out (may be NULL) reports the backup used and how to start
+ * the server. MEVB_ERR_NOT_EMPTY for a non-empty data_dir, MEVB_ERR_NOT_FOUND when no
+ * base backup precedes the target, MEVB_ERR_RESTORE_FAILED when a started recovery
+ * fails (the message names the missing WAL segment when it can tell).
+ * mevb_report_status(*out): 1 when the server was started and recovery finished, else 0. */
+MEVB_API int mevb_repo_restore_pitr(mevb_repo *repo, const mevb_pitr_restore_opts *opts, mevb_report **out);
+
 #ifdef __cplusplus
 }
 #endif

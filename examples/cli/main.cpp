@@ -18,6 +18,8 @@ int cmd_lifecycle(int argc, char** argv, int start);
 // Point-in-time recovery
 int cmd_wal_push(int argc, char** argv, int start);
 int cmd_wal_fetch(int argc, char** argv, int start);
+int cmd_backup_basebackup(int argc, char** argv, int start);
+int cmd_restore_pitr(int argc, char** argv, int start);
 }  // namespace cli
 
 namespace {
@@ -42,6 +44,11 @@ const char* kUsage =
     "                             [--target-rdb-version N])\n"
     "  mevbackup wal-push --repo REPO WALPATH           (archive_command: ... %p)\n"
     "  mevbackup wal-fetch --repo REPO WALNAME DEST     (restore_command: ... %f %p; exit 1 if absent)\n"
+    "  mevbackup backup basebackup --repo REPO --dbname CONNINFO [--prefix NAME] [--compress gzip|zstd|none]\n"
+    "                              [--level N] [--max-rate KBPS] [--spread-checkpoint] [--json]\n"
+    "  mevbackup restore pitr --repo REPO --data-dir DIR [--target-time TIME | --target-lsn LSN |\n"
+    "                         --target-name NAME] [--backup ID] [--owner USER] [--set NAME=VALUE]...\n"
+    "                         [--tablespace-map OID=DIR]... [--start [--timeout SECONDS] [--log FILE]]\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
     "  mevbackup prune --repo REPO [--keep-last N] [--keep-days N] [--keep-daily N] [--keep-weekly N]\n"
     "                  [--keep-monthly N] [--keep-yearly N] [--grace DURATION] [--kind K] [--source S]\n"
@@ -97,6 +104,8 @@ const Command kCommands[] = {
     // Point-in-time recovery
     {"wal-push", nullptr, cli::cmd_wal_push},
     {"wal-fetch", nullptr, cli::cmd_wal_fetch},
+    {"backup", "basebackup", cli::cmd_backup_basebackup},
+    {"restore", "pitr", cli::cmd_restore_pitr},
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +30,10 @@ struct Manifest {
   // The key of this manifest in storage: "<path>.manifest.json".
   std::string key() const { return path + kManifestSuffix; }
   static constexpr const char* kManifestSuffix = ".manifest.json";
+
+  // Other stored objects of a multi-part backup (a PITR base backup's tablespace tars
+  // and backup_manifest, from source.files), deleted with it; empty for other kinds.
+  std::vector<std::string> extra_paths() const;
 
   nlohmann::json to_json() const;
   std::string to_string() const;  // pretty JSON, newline-terminated

@@ -27,6 +27,23 @@ nlohmann::json Manifest::to_json() const {
   };
 }
 
+std::vector<std::string> Manifest::extra_paths() const {
+  std::vector<std::string> out;
+  if (kind != "basebackup" || !source.is_object() || !source.contains("files") || !source["files"].is_array())
+    return out;
+  // Only keys inside the set's own directory: a manifest never names another backup's.
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return out;
+  std::string dir = path.substr(0, slash + 1);
+  for (auto& f : source["files"]) {
+    if (!f.is_object() || !f.contains("path") || !f["path"].is_string()) continue;
+    std::string p = f["path"].get<std::string>();
+    if (p != path && p.size() > dir.size() && p.rfind(dir, 0) == 0 && p.find('/', dir.size()) == std::string::npos)
+      out.push_back(p);
+  }
+  return out;
+}
+
 std::string Manifest::to_string() const { return to_json().dump(2) + "\n"; }
 
 Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) {

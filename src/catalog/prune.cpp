@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/maintenance.hpp"
+#include "mevbackup/pitr.hpp"
 
 namespace mevbackup {
 
@@ -42,6 +43,7 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
   // manifest-less artifact that could be mistaken for a running one.
   std::vector<std::string> phase1, phase2;
   std::vector<size_t> deleted_backups;
+  size_t extra_keys = 0;
   for (size_t i = 0; i < res.decisions.size(); ++i) {
     auto& d = res.decisions[i];
     if (ctx.log)
@@ -53,10 +55,29 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
     } else {
       phase1.push_back(manifests[i]->path);
       phase1.push_back(manifests[i]->path + Verification::kSuffix);
+      for (auto& key : manifests[i]->extra_paths()) {  // base backup parts
+        phase1.push_back(key);
+        ++extra_keys;
+      }
       deleted_backups.push_back(i);
     }
   }
-  if (opts.dry_run || phase1.empty()) return res;
+  // PITR: WAL older than the oldest base backup kept goes too (pitr::prune_wal).
+  bool wal_retention = opts.kind.empty() || opts.kind == "basebackup";
+  std::vector<Manifest> kept_base;
+  if (wal_retention) {
+    std::set<std::string> gone_ids;
+    for (size_t i : deleted_backups) gone_ids.insert(manifests[i]->id);
+    for (auto& e : cat.backups)
+      if (e.manifest.kind == "basebackup" && !gone_ids.count(e.manifest.id)) kept_base.push_back(e.manifest);
+  }
+  auto prune_wal = [&] {
+    if (wal_retention) pitr::prune_wal(repo.storage(), kept_base, opts.dry_run, ctx.log);
+  };
+  if (opts.dry_run || phase1.empty()) {
+    prune_wal();
+    return res;
+  }
   if (ctx.cancel) ctx.cancel->check();
   std::set<std::string> failed;
   std::vector<Storage::RemoveFailure> failures = repo.storage().remove_many(phase1);
@@ -76,8 +97,9 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
   }
   if (!failures.empty())
     throw Error(Code::io, fmt::format("prune deleted {} of {}, but could not delete {} object(s) in {}; first: {}: {}",
-                                      res.deleted, deleted_backups.size() + (phase1.size() - 2 * deleted_backups.size()),
+                                      res.deleted, deleted_backups.size() + (phase1.size() - 2 * deleted_backups.size() - extra_keys),
                                       failures.size(), repo.storage().describe(), failures[0].key, failures[0].reason));
+  prune_wal();
   return res;
 }
 

@@ -14,6 +14,7 @@ std::string kind_directory(const std::string& kind) {
   if (kind == "postgres") return "database";
   if (kind == "redis") return "redis";
   if (kind == "files") return "config";
+  if (kind == "basebackup") return "basebackup";  // PITR: one directory per base backup (pitr.hpp)
   throw Error(Code::invalid_argument, fmt::format("unknown backup kind \"{}\"", kind));
 }
 
@@ -187,6 +188,18 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
     if (ends_with(k, vsuffix)) continue;
     if (k.rfind("wal/", 0) == 0) continue;  // the WAL archive (pitr.hpp): neither backups nor leftovers
     if (!ends_with(k, msuffix)) {
+      // PITR base backups: every part of basebackup/<id>/ belongs to the set whose manifest
+      // is basebackup/<id>/base.tar.gz.manifest.json (or .tar.zst / .tar).
+      if (k.rfind("basebackup/", 0) == 0) {
+        auto slash = k.find('/', 11);
+        if (slash != std::string::npos) {
+          std::string set = k.substr(0, slash + 1);
+          bool complete = false;
+          for (const char* base : {"base.tar.gz", "base.tar.zst", "base.tar"})
+            complete = complete || keys.count(set + base + msuffix);
+          if (complete) continue;
+        }
+      }
       if (!keys.count(k + msuffix)) cat.incomplete.push_back(obj);
       continue;
     }
@@ -231,6 +244,7 @@ void Repository::record_verification(const Manifest& m, const Verification& v) {
 
 void Repository::remove_backup(const Manifest& m) {
   storage_->remove(m.path);
+  for (auto& key : m.extra_paths()) storage_->remove(key);
   storage_->remove(m.path + Verification::kSuffix);
   storage_->remove(m.key());
 }

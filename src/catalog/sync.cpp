@@ -36,6 +36,24 @@ class NullSink final : public Sink {
   void abort() noexcept override {}
 };
 
+// The other stored objects of a multi-part backup (a PITR base backup's tablespace tars
+// and backup_manifest), each described as a Manifest for copy_checked.
+std::vector<Manifest> extra_parts(const Manifest& m) {
+  std::vector<Manifest> out;
+  for (auto& key : m.extra_paths()) {
+    for (auto& f : m.source["files"]) {
+      if (f.value("path", "") != key) continue;
+      Manifest p = m;
+      p.path = key;
+      p.size = f.value("size", uint64_t{0});
+      p.sha256 = f.value("sha256", "");
+      out.push_back(std::move(p));
+      break;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 SyncResult sync_repositories(Repository& from, Repository& to, const std::string& kind, const RunContext& ctx) {
@@ -49,6 +67,17 @@ SyncResult sync_repositories(Repository& from, Repository& to, const std::string
       continue;
     }
     std::string manifest_text = src.read_small(m.key(), 64 << 20);
+    // Parts first: the manifest, written last, must find every one of them in place.
+    for (const Manifest& part : extra_parts(m)) {
+      if (dst.stat(part.path)) {
+        NullSink null;
+        copy_checked(dst, part, null, ctx);
+      } else {
+        auto sink = dst.put(part.path);
+        copy_checked(src, part, *sink, ctx);
+        r.bytes += part.size;
+      }
+    }
     if (auto existing = dst.stat(m.path)) {
       // Left by an interrupted sync: keep it only if it is exactly the backup's bytes.
       NullSink null;

@@ -5,6 +5,7 @@
 
 #include "mevbackup/digest.hpp"
 #include "mevbackup/maintenance.hpp"
+#include "mevbackup/pitr.hpp"
 #include "mevbackup/postgres.hpp"
 #include "mevbackup/redis.hpp"
 
@@ -27,6 +28,35 @@ class DigestSink final : public Sink {
   Observer* extra = nullptr;  // a kind's own check of the payload
 };
 
+// PITR base backups: every other part re-read like the main one, then the WAL archive
+// checked for gaps from the backup's start segment to the newest archived one.
+template <class Check>
+void verify_basebackup(Repository& repo, const Manifest& m, const RunContext& ctx, Check& check) {
+  for (auto& p : pitr::basebackup_parts(m)) {
+    if (p.stored.path == m.path) continue;
+    DigestSink sink;
+    repo.restore_stream(p.stored, sink, ctx);
+    check(p.name, sink.count.count() == p.stored.payload_size && sink.sha.hex() == p.stored.payload_sha256,
+          fmt::format("{}: {} bytes, sha256 {}", p.stored.path, p.stored.size, p.stored.sha256));
+  }
+  uint64_t seg = m.source.at("wal_segment_size").get<uint64_t>();
+  auto tli = static_cast<uint32_t>(m.source.at("start_timeline").get<long long>());
+  uint64_t start = pitr::parse_lsn(m.source.at("start_lsn").get<std::string>());
+  std::string stop_seg = m.source.at("stop_segment").get<std::string>();
+  pitr::WalContinuity c = pitr::wal_continuity(repo.storage(), tli, start, seg);
+  std::string gaps;
+  for (auto& g : c.gaps) gaps += fmt::format("{}{}", gaps.empty() ? "" : ", ", g.first == g.last ? g.first : g.first + ".." + g.last);
+  bool reaches_stop = !c.newest_segment.empty() &&
+                      pitr::wal_segment_number(c.newest_segment, seg) >= pitr::wal_segment_number(stop_seg, seg);
+  if (!gaps.empty())
+    check("wal continuity", false, fmt::format("archived WAL from {} to {} has gaps: {} missing", c.first_segment,
+                                                c.newest_segment, gaps));
+  check("wal continuity", reaches_stop,
+        reaches_stop ? fmt::format("WAL archived without gaps from {} to {}", c.first_segment, c.newest_segment)
+                     : fmt::format("the WAL archive does not reach the backup's end segment {} (newest archived: {})",
+                                   stop_seg, c.newest_segment.empty() ? "none" : c.newest_segment));
+}
+
 Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions& opts, const RunContext& ctx) {
   Verification v;
   auto check = [&](const std::string& name, bool ok, const std::string& detail) {
@@ -45,6 +75,7 @@ Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions
     check("payload sha256", sink.sha.hex() == m.payload_sha256,
           fmt::format("{} (manifest {})", sink.sha.hex(), m.payload_sha256));
     if (rdb) check("rdb", true, rdb->verify(ctx));
+    if (m.kind == "basebackup") verify_basebackup(repo, m, ctx, check);
     if (m.kind == "postgres" && !opts.restore_test_conninfo.empty()) {
       nlohmann::json checks = restore_test_postgres(repo, m, opts.restore_test_conninfo, opts.queries, ctx);
       for (auto& c : checks) v.checks.push_back(c);

@@ -1,10 +1,12 @@
 /* The C API tested in C (C99, -pedantic).
  *   mevb_capi_test                      checks that need no server
  *   mevb_capi_test REPO CONNINFO TARGET also a backup/list/restore round trip */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include <mevbackup.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int failures = 0;
 #define CHECK(cond)                                                         \
@@ -238,10 +240,49 @@ static void s3_option_checks(void) {
   mevb_repo_free(repo);
 }
 
+/* Point-in-time recovery: options, argument checks, and the empty repository. */
+static void pitr_checks(void) {
+  mevb_repo *repo = NULL;
+  mevb_basebackup_opts bo;
+  mevb_pitr_restore_opts po = MEVB_PITR_RESTORE_OPTS_INIT;
+  mevb_backup *b = NULL;
+  mevb_report *rep = (mevb_report *)&failures; /* reset to NULL on failure */
+  char repo_dir[] = "/tmp/mevb-capi-pitr-XXXXXX";
+  char data_dir[512];
+  CHECK(mevb_basebackup_opts_init(&bo, sizeof bo) == MEVB_OK);
+  CHECK(bo.struct_size == sizeof bo && bo.level == -1 && bo.max_rate_kbps == 0);
+  CHECK(mevb_pitr_restore_opts_init(&po, sizeof po) == MEVB_OK);
+  CHECK(po.start == 0 && po.data_dir == NULL);
+  if (!mkdtemp(repo_dir)) {
+    CHECK(0);
+    return;
+  }
+  CHECK(mevb_repo_open(&repo, repo_dir, NULL) == MEVB_OK);
+  CHECK(mevb_repo_backup_basebackup(repo, NULL, &b) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(mevb_repo_backup_basebackup(repo, &bo, &b) == MEVB_ERR_INVALID_ARGUMENT); /* no conninfo */
+  CHECK(b == NULL);
+  bo.conninfo = "host=127.0.0.1 port=1 dbname=x connect_timeout=2";
+  CHECK(mevb_repo_backup_basebackup(repo, &bo, &b) == MEVB_ERR_CONNECTION);
+  CHECK(mevb_repo_restore_pitr(repo, &po, &rep) == MEVB_ERR_INVALID_ARGUMENT); /* no data_dir */
+  CHECK(rep == NULL);
+  snprintf(data_dir, sizeof data_dir, "%s/data", repo_dir);
+  po.data_dir = data_dir;
+  po.repo_url = repo_dir;
+  po.target_time = "2026-11-27 07:00:00"; /* no zone */
+  CHECK(mevb_repo_restore_pitr(repo, &po, &rep) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(mevb_error_last()->message, "zone") != NULL);
+  po.target_time = "2026-11-27 07:00:00+00";
+  CHECK(mevb_repo_restore_pitr(repo, &po, &rep) == MEVB_ERR_NOT_FOUND); /* no base backup */
+  CHECK(strstr(mevb_error_last()->message, "base backup") != NULL);
+  mevb_repo_free(repo);
+  rmdir(repo_dir);
+}
+
 int main(int argc, char **argv) {
   no_server_checks();
   redis_checks();
   s3_option_checks();
+  pitr_checks();
   if (argc == 4) round_trip(argv[1], argv[2], argv[3]);
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);

@@ -1,0 +1,412 @@
+// Base backup Dumper: BASE_BACKUP over the replication protocol (PostgreSQL 15+), each
+// archive of the single COPY OUT stream sent through the pipeline into the repository.
+//
+// PostgreSQL 15 answers BASE_BACKUP with: a result set (start LSN, timeline), a result
+// set (tablespaces), then one COPY OUT stream whose CopyData messages start with a type
+// byte: 'n' new archive (name, tablespace location), 'd' data of the current archive or
+// of the manifest, 'p' progress (int64), 'm' the manifest follows. After CopyDone comes
+// a result set with the end LSN and timeline.
+#include <sys/socket.h>
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "mevbackup/digest.hpp"
+#include "mevbackup/pitr.hpp"
+#include "mevbackup/version.hpp"
+#include "../io/subprocess.hpp"
+
+namespace mevbackup::pitr {
+
+namespace {
+
+struct ConnDeleter {
+  void operator()(PGconn* c) const { PQfinish(c); }
+};
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using ConnPtr = std::unique_ptr<PGconn, ConnDeleter>;
+using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
+
+std::string conn_error(PGconn* c) { return one_line(PQerrorMessage(c)); }
+
+ConnPtr connect_replication(const std::string& conninfo) {
+  // The conninfo is expanded first; "replication" then overrides whatever it said.
+  const char* keys[] = {"dbname", "replication", "fallback_application_name", nullptr};
+  const char* vals[] = {conninfo.c_str(), "database", "mevbackup", nullptr};
+  ConnPtr c(PQconnectdbParams(keys, vals, 1));
+  if (!c) throw Error(Code::no_memory, "cannot allocate a PostgreSQL connection");
+  if (PQstatus(c.get()) != CONNECTION_OK) {
+    std::string msg = conn_error(c.get());
+    Code code = Code::connection;
+    bool retriable = true;
+    if (PQconnectionNeedsPassword(c.get()) || msg.find("authentication failed") != std::string::npos ||
+        msg.find("no password supplied") != std::string::npos) {
+      code = Code::auth;
+      retriable = false;
+    } else if (msg.find("does not exist") != std::string::npos ||
+               msg.find("no pg_hba.conf entry") != std::string::npos ||
+               msg.find("must be superuser or replication role") != std::string::npos ||
+               msg.find("permission denied") != std::string::npos) {
+      code = Code::auth;
+      retriable = false;
+    }
+    throw Error(code, fmt::format("cannot open a replication connection to the server: {}", msg), retriable);
+  }
+  return c;
+}
+
+// A simple query on the replication connection (SHOW, IDENTIFY_SYSTEM).
+ResultPtr query(PGconn* c, const std::string& q) {
+  ResultPtr r(PQexec(c, q.c_str()));
+  if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK)
+    throw Error(PQstatus(c) == CONNECTION_OK ? Code::dump_failed : Code::connection,
+                fmt::format("base backup: {} failed: {}", q, one_line(r ? PQresultErrorMessage(r.get()) : PQerrorMessage(c))));
+  return r;
+}
+
+std::string value(PGconn* c, const std::string& q) {
+  auto r = query(c, q);
+  if (PQntuples(r.get()) < 1) throw Error(Code::dump_failed, fmt::format("base backup: {} returned no row", q));
+  return PQgetvalue(r.get(), 0, 0);
+}
+
+// The COPY OUT stream, one message at a time. The archive Source reads 'd' messages of
+// the current archive and stops (returns 0) at the next header, which the caller reads.
+class CopyStream {
+ public:
+  explicit CopyStream(PGconn* c) : c_(c) {}
+  ~CopyStream() { release(); }
+
+  enum class Kind { data, new_archive, manifest, end };
+  struct Header {
+    Kind kind = Kind::end;
+    std::string name, location;
+  };
+
+  // Reads messages until one that is not progress. Data is kept for read_data().
+  Kind next() {
+    for (;;) {
+      release();
+      int n = PQgetCopyData(c_, &buf_, 0);
+      if (n == -1) {
+        // CopyDone, or the server's error (a terminated walsender): only the next result
+        // tells them apart, and it must be known before the last archive is committed.
+        ResultPtr r(PQgetResult(c_));
+        if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+          std::string msg = r ? one_line(PQresultErrorMessage(r.get())) : conn_error(c_);
+          throw Error(PQstatus(c_) == CONNECTION_OK ? Code::dump_failed : Code::connection,
+                      fmt::format("base backup stream broke off: {}", msg.empty() ? "connection lost" : msg), true);
+        }
+        end_result_ = std::move(r);
+        ended_ = true;
+        return Kind::end;
+      }
+      if (n == -2 || n == 0) {
+        std::string msg = conn_error(c_);
+        // The error of a terminated backend arrives as the next result.
+        if (ResultPtr r{PQgetResult(c_)}; r && PQresultStatus(r.get()) == PGRES_FATAL_ERROR)
+          msg = one_line(PQresultErrorMessage(r.get()));
+        throw Error(PQstatus(c_) == CONNECTION_OK ? Code::dump_failed : Code::connection,
+                    fmt::format("base backup stream broke off: {}", msg.empty() ? "connection lost" : msg), true);
+      }
+      len_ = static_cast<size_t>(n);
+      pos_ = 1;
+      switch (buf_[0]) {
+        case 'd':
+          return Kind::data;
+        case 'p':
+          continue;
+        case 'n': {
+          header_ = Header{Kind::new_archive, cstring_at(1), ""};
+          header_.location = cstring_at(2 + header_.name.size());
+          return Kind::new_archive;
+        }
+        case 'm':
+          header_ = Header{Kind::manifest, "backup_manifest", ""};
+          return Kind::manifest;
+        default:
+          throw Error(Code::dump_failed, fmt::format("base backup stream: unknown message type '{}'", buf_[0]));
+      }
+    }
+  }
+
+  // Copies the rest of the current data message into `out`; 0 when there is none.
+  size_t take(MutBytes out) {
+    if (!buf_ || buf_[0] != 'd' || pos_ >= len_) return 0;
+    size_t n = std::min(out.size(), len_ - pos_);
+    std::memcpy(out.data(), buf_ + pos_, n);
+    pos_ += n;
+    return n;
+  }
+  bool has_data() const { return buf_ && buf_[0] == 'd' && pos_ < len_; }
+  const Header& header() const { return header_; }
+  bool ended() const { return ended_; }
+  // The result set after CopyDone (end LSN and timeline).
+  ResultPtr take_end_result() { return std::move(end_result_); }
+
+ private:
+  std::string cstring_at(size_t at) const {
+    if (at >= len_) throw Error(Code::dump_failed, "base backup stream: truncated archive header");
+    const char* s = buf_ + at;
+    size_t n = strnlen(s, len_ - at);
+    if (n == len_ - at) throw Error(Code::dump_failed, "base backup stream: unterminated archive header");
+    return std::string(s, n);
+  }
+  void release() {
+    if (buf_) PQfreemem(buf_);
+    buf_ = nullptr;
+    len_ = pos_ = 0;
+  }
+  PGconn* c_;
+  char* buf_ = nullptr;
+  size_t len_ = 0, pos_ = 0;
+  Header header_;
+  bool ended_ = false;
+  ResultPtr end_result_;
+};
+
+// The bytes of one archive (or of the manifest) as a Source: ends at the next header.
+class ArchiveSource final : public Source {
+ public:
+  ArchiveSource(CopyStream& s, PGconn* c) : s_(s), c_(c) {}
+  size_t read(MutBytes buf) override {
+    for (;;) {
+      if (stop_) return 0;
+      if (size_t n = s_.take(buf)) return n;
+      CopyStream::Kind k = s_.next();
+      if (k != CopyStream::Kind::data) {
+        stop_ = true;
+        next_ = k;
+        return 0;
+      }
+    }
+  }
+  // Unblocks a read waiting for the server: the connection is of no use after a failure.
+  void abort() noexcept override {
+    int fd = PQsocket(c_);
+    if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+  }
+  CopyStream::Kind next() const { return next_; }
+
+ private:
+  CopyStream& s_;
+  PGconn* c_;
+  bool stop_ = false;
+  CopyStream::Kind next_ = CopyStream::Kind::end;
+};
+
+bool valid_archive_name(const std::string& n) {
+  if (n == "base.tar") return true;
+  if (n.size() < 5 || n.compare(n.size() - 4, 4, ".tar") != 0) return false;
+  for (size_t i = 0; i + 4 < n.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(n[i]))) return false;
+  return true;
+}
+
+std::string utc_micro(TimePoint t) {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count() % 1000000;
+  if (us < 0) us += 1000000;
+  std::string s = format_rfc3339(t);  // "...SSZ"
+  s.pop_back();
+  return fmt::format("{}.{:06}Z", s, us);
+}
+
+}  // namespace
+
+Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunContext& ctx) {
+  if (opts.max_rate_kbps && (opts.max_rate_kbps < 32 || opts.max_rate_kbps > 1048576))
+    throw Error(Code::invalid_argument, fmt::format("max rate {} kB/s is outside 32..1048576", opts.max_rate_kbps));
+  Storage& st = repo.storage();
+  ConnPtr conn = connect_replication(opts.conninfo);
+  PGconn* c = conn.get();
+  int server_num = PQserverVersion(c);
+  if (server_num < 150000)
+    throw Error(Code::unsupported,
+                fmt::format("base backups need PostgreSQL 15 or newer (the server runs {}.{})", server_num / 10000,
+                            server_num % 10000 / 100));
+  std::string server_version = value(c, "SHOW server_version");
+  uint64_t seg_size = parse_wal_segment_size(value(c, "SHOW wal_segment_size"));
+  std::string archive_mode = value(c, "SHOW archive_mode");
+  if (archive_mode == "off") {
+    std::string msg = "the server's archive_mode is off: a base backup without archived WAL cannot be recovered "
+                      "(set archive_mode=on and archive_command='mevbackup wal-push --repo ... %p')";
+    if (opts.require_archiving) throw Error(Code::unsupported, msg);
+    if (ctx.log) ctx.log(LogLevel::warning, msg);
+  }
+  std::string system_id;
+  {
+    auto r = query(c, "IDENTIFY_SYSTEM");
+    system_id = PQgetvalue(r.get(), 0, 0);
+  }
+
+  // A fresh id and directory; an existing set (complete or not) is never reused.
+  TimePoint started = repo.clock().now();
+  std::string base_id = opts.name_prefix + "_" + format_name_stamp(started);
+  if (opts.name_prefix.empty() || opts.name_prefix.find_first_not_of(
+                                      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+                                      std::string::npos)
+    throw Error(Code::invalid_argument,
+                fmt::format("base backup name prefix \"{}\" may hold only letters, digits, '_' and '-'", opts.name_prefix));
+  std::string id, dir;
+  for (int i = 0;; ++i) {
+    id = i ? fmt::format("{}_{}", base_id, i) : base_id;
+    dir = "basebackup/" + id;
+    if (st.list(dir + "/").empty()) break;
+    if (i > 1000) throw Error(Code::exists, fmt::format("cannot find a free name for {} in {}", base_id, st.describe()));
+  }
+
+  std::string cmd = fmt::format("BASE_BACKUP (LABEL 'mevbackup {}', CHECKPOINT '{}', MANIFEST 'yes'", id,
+                                opts.fast_checkpoint ? "fast" : "spread");
+  if (opts.max_rate_kbps) cmd += fmt::format(", MAX_RATE {}", opts.max_rate_kbps);
+  cmd += ")";
+  if (ctx.log) ctx.log(LogLevel::info, fmt::format("starting base backup {} of PostgreSQL {} (system {})", id, server_version, system_id));
+  if (!PQsendQuery(c, cmd.c_str()))
+    throw Error(Code::connection, fmt::format("cannot send BASE_BACKUP: {}", conn_error(c)), true);
+
+  auto next_result = [&](ExecStatusType want, const char* what) {
+    ResultPtr r(PQgetResult(c));
+    if (!r || PQresultStatus(r.get()) != want) {
+      std::string msg = r ? one_line(PQresultErrorMessage(r.get())) : conn_error(c);
+      throw Error(PQstatus(c) == CONNECTION_OK ? Code::dump_failed : Code::connection,
+                  fmt::format("base backup failed ({}): {}", what, msg.empty() ? "unexpected reply" : msg));
+    }
+    return r;
+  };
+
+  std::vector<std::string> stored;  // keys committed so far, removed again on failure
+  nlohmann::json files = nlohmann::json::array();
+  Manifest m;
+  try {
+    ResultPtr start = next_result(PGRES_TUPLES_OK, "start position");
+    std::string start_lsn = PQgetvalue(start.get(), 0, 0);
+    long long start_tli = std::atoll(PQgetvalue(start.get(), 0, 1));
+    ResultPtr tbs = next_result(PGRES_TUPLES_OK, "tablespace list");
+    std::map<std::string, std::string> locations;  // oid -> location
+    for (int i = 0; i < PQntuples(tbs.get()); ++i)
+      if (!PQgetisnull(tbs.get(), i, 0)) locations[PQgetvalue(tbs.get(), i, 0)] = PQgetvalue(tbs.get(), i, 1);
+    next_result(PGRES_COPY_OUT, "starting the stream");
+
+    CopyStream stream(c);
+    CopyStream::Kind k = stream.next();
+    if (k == CopyStream::Kind::data) throw Error(Code::dump_failed, "base backup stream: data before any archive");
+    auto store = [&](const std::string& name, const std::string& oid, const std::string& location) {
+      std::string key = dir + "/" + name + std::string(compression_suffix(opts.compression));
+      ArchiveSource src(stream, c);
+      Sha256 payload_sha, stored_sha;
+      ByteCounter payload_n, stored_n;
+      auto comp = make_compressor(opts.compression, opts.level);
+      Pipeline p(src);
+      p.observe(payload_sha).observe(payload_n);
+      if (comp) p.then(*comp);
+      p.observe(stored_sha).observe(stored_n);
+      auto sink = st.put(key);
+      PipelineOptions po = ctx.pipeline;
+      if (!*po.stage_name) po.stage_name = "basebackup";
+      p.run(*sink, ctx.cancel, ctx.progress, po);
+      stored.push_back(key);
+      nlohmann::json f = {{"name", name},
+                          {"path", key},
+                          {"compression", std::string(compression_name(opts.compression))},
+                          {"size", stored_n.count()},
+                          {"sha256", stored_sha.hex()},
+                          {"payload_size", payload_n.count()},
+                          {"payload_sha256", payload_sha.hex()}};
+      if (!oid.empty()) {
+        f["tablespace_oid"] = oid;
+        f["tablespace_location"] = location;
+      }
+      files.push_back(f);
+      if (ctx.log) ctx.log(LogLevel::info, fmt::format("stored {} ({} bytes)", key, stored_n.count()));
+      return src.next();
+    };
+    bool have_base = false, have_manifest = false;
+    while (k == CopyStream::Kind::new_archive || k == CopyStream::Kind::manifest) {
+      if (k == CopyStream::Kind::manifest) {
+        k = store("backup_manifest", "", "");
+        have_manifest = true;
+        continue;
+      }
+      CopyStream::Header h = stream.header();
+      if (!valid_archive_name(h.name))
+        throw Error(Code::dump_failed, fmt::format("base backup stream: unexpected archive name \"{}\"", h.name));
+      std::string oid;
+      if (h.name != "base.tar") {
+        oid = h.name.substr(0, h.name.size() - 4);
+        if (!locations.count(oid))
+          throw Error(Code::dump_failed, fmt::format("base backup stream: archive {} is no listed tablespace", h.name));
+      } else {
+        have_base = true;
+      }
+      k = store(h.name, oid, h.location);
+    }
+    if (!have_base) throw Error(Code::dump_failed, "base backup stream ended without the base archive");
+    ResultPtr end = stream.take_end_result();
+    if (!end || PQntuples(end.get()) < 1) throw Error(Code::dump_failed, "base backup stream ended without its end position");
+    std::string stop_lsn = PQgetvalue(end.get(), 0, 0);
+    long long stop_tli = std::atoll(PQgetvalue(end.get(), 0, 1));
+    TimePoint stopped = repo.clock().now();
+    while (ResultPtr r{PQgetResult(c)}) {
+      auto s = PQresultStatus(r.get());
+      if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
+        throw Error(Code::dump_failed, fmt::format("base backup failed at its end: {}", one_line(PQresultErrorMessage(r.get()))));
+    }
+    // Ordered: base.tar first (it is the set's main artifact), then tablespaces, manifest.
+    std::stable_sort(files.begin(), files.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+      auto rank = [](const nlohmann::json& f) { return f["name"] == "base.tar" ? 0 : f["name"] == "backup_manifest" ? 2 : 1; };
+      return rank(a) < rank(b);
+    });
+    const nlohmann::json& base = files[0];
+    m.id = id;
+    m.kind = "basebackup";
+    m.path = base["path"].get<std::string>();
+    m.format = "postgresql-base-backup-tar";
+    m.compression = std::string(compression_name(opts.compression));
+    m.size = base["size"].get<uint64_t>();
+    m.sha256 = base["sha256"].get<std::string>();
+    m.payload_size = base["payload_size"].get<uint64_t>();
+    m.payload_sha256 = base["payload_sha256"].get<std::string>();
+    m.started_at = format_rfc3339(started);
+    m.finished_at = format_rfc3339(stopped);
+    m.source_name = opts.name_prefix;
+    m.tool = {{"name", "libmevbackup"}, {"version", kVersionString}};
+    m.source = {{"label", "mevbackup " + id},
+                {"server_version", server_version},
+                {"server_version_num", server_num},
+                {"system_identifier", system_id},
+                {"wal_segment_size", seg_size},
+                {"start_lsn", start_lsn},
+                {"start_timeline", start_tli},
+                {"start_segment", wal_segment_name(static_cast<uint32_t>(start_tli), parse_lsn(start_lsn), seg_size)},
+                {"stop_lsn", stop_lsn},
+                {"stop_timeline", stop_tli},
+                {"stop_segment", wal_segment_name(static_cast<uint32_t>(stop_tli), parse_lsn(stop_lsn), seg_size)},
+                {"start_time", utc_micro(started)},
+                {"stop_time", utc_micro(stopped)},
+                {"postgresql_manifest", have_manifest},
+                {"files", files}};
+    // The set becomes a backup only now, with its manifest written last.
+    st.write_small(m.key(), m.to_string());
+  } catch (...) {
+    for (auto& key : stored) {
+      try {
+        st.remove(key);
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+  if (ctx.log)
+    ctx.log(LogLevel::info, fmt::format("base backup {} complete: WAL {} .. {} on timeline {}", id,
+                                        m.source["start_lsn"].get<std::string>(), m.source["stop_lsn"].get<std::string>(),
+                                        m.source["stop_timeline"].get<long long>()));
+  return m;
+}
+
+}  // namespace mevbackup::pitr

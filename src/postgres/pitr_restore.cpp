@@ -1,0 +1,656 @@
+// Restore to a point: the base backup preceding the target unpacked into an empty data
+// directory, recovery.signal and the recovery settings written, optionally the server
+// started (as the data directory's owner) and watched until recovery ends.
+//
+// Each tar is pulled from storage by libarchive through our own decompressor, hashed on
+// the way, and checked against the manifest at its end; a mismatch (or any failure)
+// empties the data directory again so nothing half-restored looks usable.
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "mevbackup/digest.hpp"
+#include "mevbackup/pitr.hpp"
+#include "../files/files_common.hpp"
+#include "../io/subprocess.hpp"
+
+namespace mevbackup::pitr {
+
+namespace {
+
+namespace fs = std::filesystem;
+using files::archive_message;
+
+Error sys_error(int e, const std::string& what) {
+  Code c = e == ENOENT ? Code::not_found : e == EACCES || e == EPERM ? Code::permission
+           : e == ENOSPC                                             ? Code::no_space
+                                                                     : Code::io;
+  return Error(c, fmt::format("{}: {}", what, std::strerror(e)));
+}
+
+struct Owner {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string name;  // empty when the uid has no passwd entry
+};
+
+Owner owner_by_name(const std::string& name) {
+  std::vector<char> buf(16384);
+  passwd pw{}, *res = nullptr;
+  if (getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &res) != 0 || !res)
+    throw Error(Code::not_found, fmt::format("no user \"{}\" on this system", name));
+  return {pw.pw_uid, pw.pw_gid, pw.pw_name};
+}
+
+Owner owner_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw sys_error(errno, fmt::format("cannot stat {}", path));
+  Owner o{st.st_uid, st.st_gid, ""};
+  std::vector<char> buf(16384);
+  passwd pw{}, *res = nullptr;
+  if (getpwuid_r(st.st_uid, &pw, buf.data(), buf.size(), &res) == 0 && res) o.name = pw.pw_name;
+  return o;
+}
+
+std::string shell_word(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:") ==
+                        std::string::npos)
+    return s;
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+bool dir_is_empty(const std::string& path) {
+  DIR* d = ::opendir(path.c_str());
+  if (!d) throw sys_error(errno, fmt::format("cannot read directory {}", path));
+  bool empty = true;
+  while (dirent* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(d);
+  return empty;
+}
+
+// Makes `path` an empty directory of mode 0700 owned by `o`. Returns true when it was
+// created (so that a failure can remove it again).
+bool prepare_empty_dir(const std::string& path, const Owner& o, const char* what) {
+  struct stat st {};
+  bool created = false;
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) throw Error(Code::not_empty, fmt::format("{} {} exists and is not a directory", what, path));
+    if (!dir_is_empty(path))
+      throw Error(Code::not_empty, fmt::format("{} {} is not empty: a point-in-time restore needs an empty directory", what, path));
+  } else if (errno == ENOENT) {
+    if (::mkdir(path.c_str(), 0700) != 0) throw sys_error(errno, fmt::format("cannot create {} {}", what, path));
+    created = true;
+  } else {
+    throw sys_error(errno, fmt::format("cannot stat {} {}", what, path));
+  }
+  if (::chmod(path.c_str(), 0700) != 0) throw sys_error(errno, fmt::format("cannot chmod {}", path));
+  if (::geteuid() == 0 && ::chown(path.c_str(), o.uid, o.gid) != 0)
+    throw sys_error(errno, fmt::format("cannot give {} to uid {}", path, o.uid));
+  return created;
+}
+
+void empty_dir(const std::string& path) {
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(path, ec)) fs::remove_all(e.path(), ec);
+}
+
+std::string read_text(const std::string& path, size_t max_tail = 256 * 1024) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return {};
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string s = ss.str();
+  if (s.size() > max_tail) s = s.substr(s.size() - max_tail);
+  return s;
+}
+
+// A stored part pulled by libarchive: storage -> (hash) -> decompress -> (hash) -> tar.
+class PartReader {
+ public:
+  PartReader(Storage& st, const Manifest& part, CancelToken* cancel)
+      : part_(part), src_(st.get(part.path)), dec_(make_decompressor(parse_compression(part.compression))),
+        cancel_(cancel), in_buf_(256 * 1024), out_buf_(256 * 1024) {}
+
+  static la_ssize_t on_read(archive* a, void* self, const void** buff) {
+    auto* r = static_cast<PartReader*>(self);
+    try {
+      return static_cast<la_ssize_t>(r->fill(buff));
+    } catch (...) {
+      r->error_ = std::current_exception();
+      archive_set_error(a, EIO, "reading the stored archive failed");
+      return ARCHIVE_FATAL;
+    }
+  }
+  void rethrow() {
+    if (error_) std::rethrow_exception(error_);
+  }
+  // After the tar's end: read what is left (padding) and check the whole stream.
+  void finish() {
+    const void* b = nullptr;
+    while (fill(&b)) {
+    }
+    stored_sha_.finish();
+    payload_sha_.finish();
+    if (stored_n_ != part_.size || stored_sha_.hex() != part_.sha256)
+      throw Error(Code::corrupt, fmt::format("{}: stored bytes ({} bytes, sha256 {}) do not match the manifest ({} bytes, "
+                                             "sha256 {}); the restore was undone",
+                                             part_.path, stored_n_, stored_sha_.hex(), part_.size, part_.sha256));
+    if (payload_n_ != part_.payload_size || payload_sha_.hex() != part_.payload_sha256)
+      throw Error(Code::corrupt, fmt::format("{}: the unpacked archive does not match the manifest; the restore was undone",
+                                             part_.path));
+  }
+
+ private:
+  size_t fill(const void** out) {
+    for (;;) {
+      if (cancel_) cancel_->check();
+      if (in_.pos == in_.n && !eof_) {
+        size_t n = src_->read(MutBytes(in_buf_.data(), in_buf_.size()));
+        if (n == 0) eof_ = true;
+        Bytes got(in_buf_.data(), n);
+        stored_sha_.update(got);
+        stored_n_ += n;
+        in_ = InBuf{in_buf_.data(), n, 0};
+      }
+      if (!dec_) {
+        if (in_.left() == 0) {
+          if (eof_) return 0;
+          continue;
+        }
+        *out = in_.p + in_.pos;
+        size_t n = in_.left();
+        payload_sha_.update(Bytes(in_.p + in_.pos, n));
+        payload_n_ += n;
+        in_.pos = in_.n;
+        return n;
+      }
+      if (done_) return 0;
+      OutBuf ob{out_buf_.data(), out_buf_.size(), 0};
+      done_ = dec_->process(in_, ob, eof_ && in_.left() == 0);
+      if (ob.pos) {
+        payload_sha_.update(Bytes(out_buf_.data(), ob.pos));
+        payload_n_ += ob.pos;
+        *out = out_buf_.data();
+        return ob.pos;
+      }
+      if (done_) return 0;
+    }
+  }
+
+  const Manifest& part_;
+  std::unique_ptr<Source> src_;
+  std::unique_ptr<Filter> dec_;
+  CancelToken* cancel_;
+  std::vector<std::byte> in_buf_, out_buf_;
+  InBuf in_;
+  bool eof_ = false, done_ = false;
+  Sha256 stored_sha_, payload_sha_;
+  uint64_t stored_n_ = 0, payload_n_ = 0;
+  std::exception_ptr error_;
+};
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+}
+
+// Extracts one tar part under `root` (a real path without symlinks). Symlinks are
+// allowed only as pg_tblspc/<oid> in the base archive; they are returned, not created.
+std::map<std::string, std::string> extract_part(Storage& st, const BaseBackupPart& part, const std::string& root,
+                                                const Owner& owner, const RunContext& ctx) {
+  std::map<std::string, std::string> links;
+  PartReader reader(st, part.stored, ctx.cancel);
+  files::ArchiveRead r(archive_read_new());
+  files::ArchiveWrite w(archive_write_disk_new());
+  if (!r || !w) throw std::bad_alloc();
+  archive_read_support_format_tar(r.get());
+  int flags = ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+              ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_NO_OVERWRITE;
+  if (::geteuid() == 0) flags |= ARCHIVE_EXTRACT_OWNER;  // uid/gid set below, never looked up by name
+  archive_write_disk_set_options(w.get(), flags);
+  auto check_read = [&](int rc, const std::string& what) {
+    if (rc >= ARCHIVE_WARN) return;
+    reader.rethrow();
+    throw Error(Code::corrupt, fmt::format("{}: {}: {}", part.stored.path, what, archive_message(r.get())));
+  };
+  check_read(archive_read_open(r.get(), &reader, nullptr, &PartReader::on_read, nullptr), "not a tar archive");
+  for (;;) {
+    archive_entry* e = nullptr;
+    int rc = archive_read_next_header(r.get(), &e);
+    if (rc == ARCHIVE_EOF) break;
+    check_read(rc, "bad tar archive");
+    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+    while (name.rfind("./", 0) == 0) name.erase(0, 2);
+    while (!name.empty() && name.back() == '/') name.pop_back();
+    if (name.empty() || name == ".") continue;
+    bool bad = name[0] == '/';
+    for (size_t i = 0; i < name.size() && !bad;) {
+      size_t j = name.find('/', i);
+      if (j == std::string::npos) j = name.size();
+      std::string comp = name.substr(i, j - i);
+      bad = comp == ".." || comp.empty();
+      i = j + 1;
+    }
+    if (bad) throw Error(Code::corrupt, fmt::format("{}: unsafe member name \"{}\"", part.stored.path, name));
+    auto type = archive_entry_filetype(e);
+    if (archive_entry_hardlink(e))
+      throw Error(Code::corrupt, fmt::format("{}: unexpected hard link \"{}\"", part.stored.path, name));
+    if (type == AE_IFLNK) {
+      if (part.name != "base.tar" || name.rfind("pg_tblspc/", 0) != 0 || !all_digits(name.substr(10)))
+        throw Error(Code::corrupt, fmt::format("{}: unexpected symbolic link \"{}\"", part.stored.path, name));
+      links[name.substr(10)] = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
+      continue;
+    }
+    if (type != AE_IFREG && type != AE_IFDIR)
+      throw Error(Code::corrupt, fmt::format("{}: unexpected file type of \"{}\"", part.stored.path, name));
+    std::string full = root + "/" + name;
+    archive_entry_copy_pathname(e, full.c_str());
+    archive_entry_set_uid(e, owner.uid);
+    archive_entry_set_gid(e, owner.gid);
+    int wrc = archive_write_header(w.get(), e);
+    if (wrc < ARCHIVE_WARN)
+      throw Error(Code::restore_failed, fmt::format("cannot create {}: {}", full, archive_message(w.get())));
+    if (type == AE_IFREG) {
+      for (;;) {
+        const void* buf = nullptr;
+        size_t size = 0;
+        la_int64_t offset = 0;
+        int drc = archive_read_data_block(r.get(), &buf, &size, &offset);
+        if (drc == ARCHIVE_EOF) break;
+        check_read(drc, fmt::format("reading \"{}\"", name));
+        if (archive_write_data_block(w.get(), buf, size, offset) < ARCHIVE_WARN)
+          throw Error(Code::restore_failed, fmt::format("writing {}: {}", full, archive_message(w.get())));
+      }
+    }
+    if (archive_write_finish_entry(w.get()) < ARCHIVE_WARN)
+      throw Error(Code::restore_failed, fmt::format("finishing {}: {}", full, archive_message(w.get())));
+  }
+  if (archive_write_close(w.get()) < ARCHIVE_WARN)
+    throw Error(Code::restore_failed, fmt::format("finishing the restore into {}: {}", root, archive_message(w.get())));
+  reader.finish();
+  return links;
+}
+
+void write_owned(const std::string& path, const std::string& text, bool append, const Owner& o) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0600);
+  if (fd < 0) throw sys_error(errno, fmt::format("cannot write {}", path));
+  size_t off = 0;
+  while (off < text.size()) {
+    ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      ::close(fd);
+      throw sys_error(e, fmt::format("cannot write {}", path));
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) throw sys_error(errno, fmt::format("cannot write {}", path));
+  if (::geteuid() == 0 && ::chown(path.c_str(), o.uid, o.gid) != 0)
+    throw sys_error(errno, fmt::format("cannot give {} to uid {}", path, o.uid));
+}
+
+std::string utc_conf_time(TimePoint t) {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count() % 1000000;
+  if (us < 0) us += 1000000;
+  std::string s = format_rfc3339(t);  // YYYY-MM-DDTHH:MM:SSZ
+  s[10] = ' ';
+  s.pop_back();
+  return fmt::format("{}.{:06}+00", s, us);
+}
+
+bool valid_setting_name(const std::string& n) {
+  return !n.empty() && n.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.") == std::string::npos;
+}
+
+// Why recovery stopped, from the server log: the FATAL line and the first WAL segment
+// the archive could not supply.
+std::string diagnose(Storage& st, const Manifest& m, const std::string& log_path) {
+  std::string log = read_text(log_path);
+  std::string fatal, last_restored;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("FATAL:") != std::string::npos || line.find("PANIC:") != std::string::npos) {
+      if (fatal.empty() || line.find("recovery") != std::string::npos || fatal.find("recovery") == std::string::npos)
+        fatal = line.substr(line.find(line.find("FATAL:") != std::string::npos ? "FATAL:" : "PANIC:"));
+    }
+    auto p = line.find("restored log file \"");
+    if (p != std::string::npos) {
+      std::string n = line.substr(p + 19, 24);
+      if (n.size() == 24 && n.find('"') == std::string::npos) last_restored = n;
+    }
+  }
+  std::string out = fatal.empty() ? "the server stopped during recovery" : fatal;
+  try {
+    uint64_t seg_size = m.source.at("wal_segment_size").get<uint64_t>();
+    std::string next;
+    if (!last_restored.empty()) {
+      uint32_t tli = static_cast<uint32_t>(std::stoul(last_restored.substr(0, 8), nullptr, 16));
+      next = wal_segment_name_from_number(tli, wal_segment_number(last_restored, seg_size) + 1, seg_size);
+    } else {
+      next = m.source.at("start_segment").get<std::string>();
+    }
+    if (!st.stat(wal_payload_key(parse_wal_file_name(next))))
+      out += fmt::format("; WAL segment {} is missing from the archive {}", next, st.describe());
+    if (!last_restored.empty()) out += fmt::format(" (last segment restored: {})", last_restored);
+  } catch (const std::exception&) {
+  }
+  return out + fmt::format("; server log: {}", log_path);
+}
+
+// pg_controldata's "Database cluster state" is "in production" (recovery finished).
+bool in_production(const std::string& pg_controldata, const std::string& data_dir) {
+  SpawnOptions so;
+  so.argv = {pg_controldata, "-D", data_dir};
+  so.env["LC_ALL"] = std::string("C");
+  so.env["LANG"] = std::string("C");
+  so.env["LANGUAGE"] = std::nullopt;
+  so.pipe_stdout = true;
+  Subprocess p(so);
+  std::string out;
+  char buf[4096];
+  while (size_t n = p.read_stdout(MutBytes(reinterpret_cast<std::byte*>(buf), sizeof buf))) out.append(buf, n);
+  if (p.wait() != 0) return false;
+  auto pos = out.find("Database cluster state:");
+  if (pos == std::string::npos) return false;
+  auto q = out.find_first_not_of(" ", pos + 23);
+  return q != std::string::npos && out.compare(q, 13, "in production") == 0;
+}
+
+}  // namespace
+
+nlohmann::json PitrRestoreResult::to_json() const {
+  return {{"backup", backup.id},
+          {"start_lsn", backup.source.value("start_lsn", "")},
+          {"stop_lsn", backup.source.value("stop_lsn", "")},
+          {"stop_time", backup.source.value("stop_time", "")},
+          {"started", started},
+          {"start_command", start_command},
+          {"summary", summary}};
+}
+
+PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts, const RunContext& ctx) {
+  int targets = !opts.target_time.empty() + !opts.target_lsn.empty() + !opts.target_name.empty();
+  if (targets > 1) throw Error(Code::invalid_argument, "give at most one of target time, target LSN and target name");
+  if (opts.data_dir.empty()) throw Error(Code::invalid_argument, "no data directory given");
+  if (opts.restore_command.empty() && opts.repo_url.empty())
+    throw Error(Code::invalid_argument, "the restore_command needs the repository location (repo_url)");
+  std::optional<TimePoint> target_time;
+  std::optional<uint64_t> target_lsn;
+  if (!opts.target_time.empty()) target_time = parse_target_time(opts.target_time);
+  if (!opts.target_lsn.empty()) target_lsn = parse_lsn(opts.target_lsn);
+  for (auto& [k, v] : opts.settings)
+    if (!valid_setting_name(k)) throw Error(Code::invalid_argument, fmt::format("\"{}\" is not a setting name", k));
+
+  // 1. The base backup: the newest that ended before the target.
+  Storage& st = repo.storage();
+  std::vector<Manifest> all = repo.list("basebackup", ctx.log);
+  std::optional<Manifest> chosen;
+  for (auto& m : all) {
+    if (!opts.backup_id.empty() && m.id != opts.backup_id) continue;
+    if (target_time && parse_target_time(m.source.value("stop_time", m.finished_at)) > *target_time) continue;
+    if (target_lsn && parse_lsn(m.source.value("stop_lsn", "0/0")) > *target_lsn) continue;
+    chosen = m;  // oldest first: the last match is the newest
+  }
+  if (!chosen) {
+    std::string what = !opts.backup_id.empty() ? fmt::format("base backup \"{}\"", opts.backup_id) : "base backup";
+    if (target_time || target_lsn)
+      throw Error(Code::not_found, fmt::format("no {} in {} ended before the target {}{}", what, st.describe(),
+                                               target_time ? opts.target_time : opts.target_lsn,
+                                               all.empty() ? " (there is none)" : ""));
+    throw Error(Code::not_found, fmt::format("no {} in {}", what, st.describe()));
+  }
+  const Manifest& m = *chosen;
+  std::vector<BaseBackupPart> parts = basebackup_parts(m);
+
+  // 2. The owner and the empty directories.
+  std::string data_dir = opts.data_dir;
+  while (data_dir.size() > 1 && data_dir.back() == '/') data_dir.pop_back();
+  Owner owner;
+  if (!opts.owner.empty()) {
+    owner = owner_by_name(opts.owner);
+  } else {
+    struct stat sd {};
+    std::string parent = fs::path(data_dir).parent_path().string();
+    owner = owner_of(::stat(data_dir.c_str(), &sd) == 0 ? data_dir : (parent.empty() ? "." : parent));
+  }
+  if (::geteuid() != 0 && owner.uid != ::geteuid())
+    throw Error(Code::permission, fmt::format("cannot give the restored files to {} (uid {}): only root can; restore as "
+                                              "that user or as root",
+                                              owner.name.empty() ? "its owner" : owner.name, owner.uid));
+  if (opts.start && owner.uid == 0)
+    throw Error(Code::invalid_argument, fmt::format("{} would be owned by root and PostgreSQL refuses to run as root: "
+                                                    "name the server's user (owner)", data_dir));
+  std::map<std::string, std::string> ts_target;  // oid -> directory
+  for (auto& p : parts)
+    if (!p.tablespace_oid.empty()) {
+      auto it = opts.tablespace_map.find(p.tablespace_oid);
+      ts_target[p.tablespace_oid] = it != opts.tablespace_map.end() ? it->second : p.tablespace_location;
+    }
+  for (auto& [oid, _] : opts.tablespace_map)
+    if (!ts_target.count(oid))
+      throw Error(Code::invalid_argument, fmt::format("base backup {} has no tablespace {}", m.id, oid));
+  std::vector<std::string> created, used;
+  auto undo = [&] {
+    for (auto& d : used) empty_dir(d);
+    for (auto it = created.rbegin(); it != created.rend(); ++it) ::rmdir(it->c_str());
+  };
+  try {
+    if (prepare_empty_dir(data_dir, owner, "data directory")) created.push_back(data_dir);
+    used.push_back(data_dir);
+    for (auto& [oid, dir] : ts_target) {
+      if (dir.empty() || dir[0] != '/')
+        throw Error(Code::invalid_argument, fmt::format("tablespace {} needs an absolute location, not \"{}\"", oid, dir));
+      if (prepare_empty_dir(dir, owner, "tablespace directory")) created.push_back(dir);
+      used.push_back(dir);
+    }
+    char real[PATH_MAX];
+    if (!::realpath(data_dir.c_str(), real)) throw sys_error(errno, fmt::format("cannot resolve {}", data_dir));
+    std::string root = real;
+
+    // 3. The archives.
+    std::map<std::string, std::string> links;
+    for (auto& p : parts) {
+      if (p.name == "backup_manifest") {
+        // PostgreSQL's own manifest goes beside the files, where pg_verifybackup looks.
+        class FileSink final : public Sink {
+         public:
+          FileSink(std::string path, Owner o) : path_(std::move(path)), o_(o) {
+            fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+            if (fd_ < 0) throw sys_error(errno, fmt::format("cannot create {}", path_));
+          }
+          ~FileSink() override {
+            if (fd_ >= 0) ::close(fd_);
+          }
+          void write(Bytes d) override {
+            size_t off = 0;
+            while (off < d.size()) {
+              ssize_t n = ::write(fd_, d.data() + off, d.size() - off);
+              if (n < 0 && errno == EINTR) continue;
+              if (n < 0) throw sys_error(errno, fmt::format("cannot write {}", path_));
+              off += static_cast<size_t>(n);
+            }
+          }
+          void commit() override {
+            if (::fsync(fd_) != 0) throw sys_error(errno, fmt::format("cannot write {}", path_));
+            ::close(fd_);
+            fd_ = -1;
+            if (::geteuid() == 0 && ::chown(path_.c_str(), o_.uid, o_.gid) != 0)
+              throw sys_error(errno, fmt::format("cannot give {} to uid {}", path_, o_.uid));
+          }
+          void abort() noexcept override {
+            if (fd_ >= 0) ::close(fd_);
+            fd_ = -1;
+            ::unlink(path_.c_str());
+          }
+
+         private:
+          std::string path_;
+          Owner o_;
+          int fd_ = -1;
+        } sink(root + "/backup_manifest", owner);
+        repo.restore_stream(p.stored, sink, ctx);
+        continue;
+      }
+      std::string into = root;
+      if (!p.tablespace_oid.empty()) {
+        if (!::realpath(ts_target[p.tablespace_oid].c_str(), real))
+          throw sys_error(errno, fmt::format("cannot resolve {}", ts_target[p.tablespace_oid]));
+        into = real;
+      }
+      if (ctx.log) ctx.log(LogLevel::info, fmt::format("unpacking {} into {}", p.stored.path, into));
+      auto l = extract_part(st, p, into, owner, ctx);
+      if (p.name == "base.tar") links = l;
+    }
+    // Tablespace links point at the (possibly remapped) locations.
+    for (auto& [oid, dir] : ts_target) {
+      std::string link = root + "/pg_tblspc/" + oid;
+      ::unlink(link.c_str());
+      if (::symlink(dir.c_str(), link.c_str()) != 0) throw sys_error(errno, fmt::format("cannot create {}", link));
+      if (::geteuid() == 0) (void)::lchown(link.c_str(), owner.uid, owner.gid);
+    }
+
+    // 4. Recovery settings.
+    std::string cmd = opts.restore_command;
+    if (cmd.empty()) {
+      cmd = restore_command_word(opts.mevbackup_path) + " wal-fetch --repo " + restore_command_word(opts.repo_url);
+      for (auto& a : opts.wal_fetch_args) cmd += " " + restore_command_word(a);
+      cmd += " %f %p";
+    }
+    std::string conf = fmt::format("\n# Written by mevbackup restore pitr at {} from base backup {}\n",
+                                   format_rfc3339(repo.clock().now()), m.id);
+    conf += "restore_command = " + conf_quote(cmd) + "\n";
+    if (target_time) conf += "recovery_target_time = " + conf_quote(utc_conf_time(*target_time)) + "\n";
+    if (target_lsn) conf += "recovery_target_lsn = " + conf_quote(format_lsn(*target_lsn)) + "\n";
+    if (!opts.target_name.empty()) conf += "recovery_target_name = " + conf_quote(opts.target_name) + "\n";
+    if (targets) conf += "recovery_target_action = 'promote'\n";
+    for (auto& [k, v] : opts.settings) conf += k + " = " + conf_quote(v) + "\n";
+    write_owned(root + "/postgresql.auto.conf", conf, true, owner);
+    write_owned(root + "/recovery.signal", "", false, owner);
+    int dfd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::syncfs(dfd);  // the restored files are durable before the server trusts them
+      ::close(dfd);
+    }
+  } catch (...) {
+    undo();
+    throw;
+  }
+
+  // 5. How to start, or start and watch.
+  PitrRestoreResult res;
+  res.backup = m;
+  int major = m.source.value("server_version_num", 150000) / 10000;
+  std::string pg_ctl = opts.pg_ctl_path;
+  if (pg_ctl.empty()) {
+    pg_ctl = fmt::format("/usr/lib/postgresql/{}/bin/pg_ctl", major);
+    if (::access(pg_ctl.c_str(), X_OK) != 0) pg_ctl = find_in_path("pg_ctl").value_or("pg_ctl");
+  }
+  std::string log_file = opts.log_file.empty() ? data_dir + "/pitr_recovery.log" : opts.log_file;
+  std::vector<std::string> argv;
+  bool as_other = ::geteuid() == 0 && owner.uid != 0;
+  if (as_other) {
+    if (owner.name.empty())
+      throw Error(Code::invalid_argument, fmt::format("uid {} owning {} has no user name to run the server as", owner.uid, data_dir));
+    std::string runuser = ::access("/usr/sbin/runuser", X_OK) == 0 ? "/usr/sbin/runuser" : "runuser";
+    argv = {runuser, "-u", owner.name, "--"};
+  }
+  for (const std::string& a : {pg_ctl, std::string("-D"), data_dir, std::string("-l"), log_file, std::string("start")})
+    argv.push_back(a);
+  for (auto& a : argv) res.start_command += (res.start_command.empty() ? "" : " ") + shell_word(a);
+  std::string target_text = target_time ? "time " + opts.target_time
+                            : target_lsn ? "LSN " + opts.target_lsn
+                            : !opts.target_name.empty() ? "restore point " + opts.target_name
+                                                        : "the end of the archived WAL";
+  res.summary = fmt::format("restored base backup {} (WAL {} .. {}, ended {}) into {}; recovery target: {}\n", m.id,
+                            m.source.value("start_lsn", "?"), m.source.value("stop_lsn", "?"),
+                            m.source.value("stop_time", m.finished_at), data_dir, target_text);
+  if (owner.uid == 0)
+    res.summary += "warning: the files belong to root and PostgreSQL refuses to run as root: chown -R them to the "
+                   "server's user (or restore again with --owner)\n";
+  if (!opts.start) {
+    res.summary += "start the server to replay the archived WAL:\n  " + res.start_command + "\n";
+    return res;
+  }
+
+  argv.insert(argv.end() - 1, "-W");  // pg_ctl returns at once; recovery is watched below
+  SpawnOptions so;
+  so.argv = argv;
+  so.pipe_stdout = true;  // "server starting": not ours to print
+  {
+    Subprocess p(so);
+    char buf[4096];
+    while (p.read_stdout(MutBytes(reinterpret_cast<std::byte*>(buf), sizeof buf))) {
+    }
+    int rc = p.wait();
+    if (rc != 0)
+      throw Error(Code::restore_failed, fmt::format("{} {}: {}", pg_ctl, describe_exit(rc), p.stderr_text()));
+  }
+  if (ctx.log) ctx.log(LogLevel::info, fmt::format("server starting on {}; waiting for recovery to finish", data_dir));
+  std::string pg_controldata = pg_ctl.substr(0, pg_ctl.rfind('/') + 1) + "pg_controldata";
+  auto t0 = std::chrono::steady_clock::now();
+  auto deadline = t0 + std::chrono::seconds(opts.timeout_seconds > 0 ? opts.timeout_seconds : 3600);
+  bool seen_pid = false;
+  for (;;) {
+    if (ctx.cancel) ctx.cancel->check();
+    std::string pidfile = read_text(data_dir + "/postmaster.pid");
+    bool dead = false;
+    if (!pidfile.empty()) {
+      seen_pid = true;
+      std::vector<std::string> lines;
+      std::istringstream in(pidfile);
+      for (std::string l; std::getline(in, l);) lines.push_back(l);
+      // "ready" is also written when hot standby opens, so recovery is over only once
+      // the server removed recovery.signal and pg_control says "in production".
+      if (lines.size() >= 8 && lines[7].find("ready") != std::string::npos &&
+          ::access((data_dir + "/recovery.signal").c_str(), F_OK) != 0 && in_production(pg_controldata, data_dir))
+        break;
+      long pid = std::atol(lines[0].c_str());
+      if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) dead = true;
+    } else if (seen_pid || std::chrono::steady_clock::now() - t0 > std::chrono::seconds(20)) {
+      dead = true;
+    }
+    if (dead)
+      throw Error(Code::restore_failed, fmt::format("recovery of {} from base backup {} failed: {}", data_dir, m.id,
+                                                    diagnose(st, m, log_file)));
+    if (std::chrono::steady_clock::now() > deadline)
+      throw Error(Code::io, fmt::format("recovery of {} still running after {} s; the server keeps running (log: {})",
+                                        data_dir, opts.timeout_seconds, log_file),
+                  true);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  res.started = true;
+  std::string stop;
+  for (auto& a : argv) {
+    if (a == "-W" || a == "start" || a == "-l" || a == log_file) continue;
+    stop += (stop.empty() ? "" : " ") + shell_word(a);
+  }
+  res.summary += fmt::format("recovery finished and the server runs (promoted); log: {}\nstop it with:\n  {} stop\n",
+                             log_file, stop);
+  return res;
+}
+
+}  // namespace mevbackup::pitr
