@@ -7,8 +7,10 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
+#include <algorithm>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -247,9 +249,10 @@ void RepositoryLock::Impl::acquire() {
       forget_id();
       int64_t age = now_seconds() - conflict->refreshed;
       throw Error(Code::locked,
-                  fmt::format("repository {} is locked: cannot take a {} lock while a {} lock is held by {} pid {} since "
+                  fmt::format("repository {} is locked: cannot take {} lock while {} {} lock is held by {} pid {} since "
                               "{} (lock {}, refreshed {} s ago; it is abandoned after {} s without refresh)",
-                              storage.describe(), kind_name(kind), conflict->kind, conflict->host, conflict->pid,
+                              storage.describe(), kind == LockKind::exclusive ? "an exclusive" : "a shared",
+                              conflict->kind == "exclusive" ? "an" : "a", conflict->kind, conflict->host, conflict->pid,
                               stamp(conflict->created), conflict->key, age < 0 ? 0 : age, opts.ttl.count()));
     }
     std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(500), deadline - now));
