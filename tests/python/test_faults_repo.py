@@ -253,8 +253,11 @@ def test_13_backup_is_locked_out_by_an_exclusive_lock_until_its_holder_dies(pg, 
         with mevbackup.Repository(repo) as rp:
             with pytest.raises(mevbackup.Locked):
                 rp.verify("all")
+            cfg = tmp_path / "cfg"
+            cfg.mkdir()
+            (cfg / "app.yml").write_text("a: 1\n")
             with pytest.raises(mevbackup.Locked):
-                rp.backup_files(["repo"], base=tmp_path)
+                rp.backup_files(["app.yml"], base=cfg)
     finally:
         holder.kill()
         holder.wait()
@@ -674,7 +677,7 @@ def test_16_bad_rdb_corpus_is_refused_and_the_data_dir_untouched(tools, tmp_path
     code = mevbackup.VersionMismatch if "version" in expect else mevbackup.Corrupt
     with mevbackup.Repository(repo) as rp:
         with pytest.raises(code):
-            rp.restore_redis(ident, data_dir=ddir)
+            rp.restore_redis(ident, data_dir=str(ddir))
     assert sorted(os.listdir(ddir)) == ["dump.rdb"]
 
 
@@ -705,6 +708,7 @@ class ProcScanner:
                     if c in cmd:
                         self.hits.append((d.name, cmd))
             self.scans += 1
+            time.sleep(0.002)
 
     def __enter__(self):
         self._t.start()
