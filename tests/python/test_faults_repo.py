@@ -213,8 +213,9 @@ def test_13_prune_is_locked_out_while_a_backup_runs_then_succeeds(pg, tools, tmp
             with pytest.raises(mevbackup.Locked) as e:
                 rp.prune(keep_last=1)
         assert e.value.code == 18 == mevbackup.Locked.code and str(repo) in e.value.message
-        # A second backup (shared) is not blocked by the first.
-        pg_backup(tools, pg, repo, env=lock_env(pg))
+        # A second backup (shared) is not blocked by the first (its own name: two backups
+        # of one source started in the same second would race for one final name).
+        pg_backup(tools, pg, repo, "mev_protection", "--prefix", "second", env=lock_env(pg))
         # A prune told to wait gets the lock once the backup is done.
         waiting = start(tools, "prune", "--repo", repo, "--keep-last", "10", env=lock_env(pg, wait=60))
         time.sleep(0.5)
