@@ -400,14 +400,15 @@ def test_13_s3_backup_and_prune_concurrently(pg, tools, tmp_path, s3):
     pg_backup(tools, pg, url, env=env)
     before = s3_manifests(tools, url, env)
     gate = tmp_path / "gate"
+    earlier = len(s3_lock_puts(s3, url))  # the first backup's lock
     p = start(tools, "backup", "postgres", "--repo", url, "--dbname", pg.conninfo("mev_protection"), "--quiet",
               "--pg-dump", gated_pg_dump(tmp_path, pg, gate), env=env)
     try:
-        wait_for(lambda: s3_lock_puts(s3, url), what="the lock object on S3")
+        wait_for(lambda: len(s3_lock_puts(s3, url)) > earlier, what="the lock object on S3")
         r = run(tools, "prune", "--repo", url, "--keep-last", "1", env=env)
         assert r.returncode == 1
         assert "is locked" in r.stderr and f"pid {p.pid}" in r.stderr and url.split("//")[1] in r.stderr, r.stderr
-        wait_for(lambda: len(s3_lock_puts(s3, url)) >= 2, timeout=10, what="a refresh on S3")
+        wait_for(lambda: len(s3_lock_puts(s3, url)) >= earlier + 2, timeout=10, what="a refresh on S3")
     finally:
         gate.touch()
     out, err = p.communicate(timeout=60)
@@ -426,9 +427,10 @@ def test_13_14_s3_killed_backup_leaves_a_lock_that_the_next_prune_clears(pg, too
     pg_backup(tools, pg, url, env=env)
     before = s3_manifests(tools, url, env)
     gate = tmp_path / "gate"
+    earlier = len(s3_lock_puts(s3, url))  # the first backup's lock
     p = start(tools, "backup", "postgres", "--repo", url, "--dbname", pg.conninfo("mev_protection"), "--quiet",
               "--pg-dump", gated_pg_dump(tmp_path, pg, gate), env=env)
-    wait_for(lambda: s3_lock_puts(s3, url), what="the lock object on S3")
+    wait_for(lambda: len(s3_lock_puts(s3, url)) > earlier, what="the lock object on S3")
     kill_group(p)
     gate.touch()
     lock_key = s3_lock_puts(s3, url)[-1]["path"]
