@@ -814,7 +814,8 @@ def test_18_umask_000_keeps_the_repository_private(pg, tools, tmp_path):
     p = start(tools, "backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--quiet",
               "--pg-dump", gated_pg_dump(tmp_path, pg, gate), env=pg.env(), umask=0)
     try:
-        wait_for(lambda: lock_files(repo) and [f for f in (repo / "database").iterdir() if f.name.startswith(".")],
+        wait_for(lambda: lock_files(repo) and (repo / "database").is_dir()
+                 and [f for f in (repo / "database").iterdir() if f.name.startswith(".")],
                  what="the lock and the temporary artifact")
         _assert_private(repo)  # the lock and the temporary file too
     finally:
