@@ -237,8 +237,12 @@ TEST_CASE("lock: a waiting locker gets the lock once the holder lets go; refresh
     t.join();
     auto first = lock_files(dir);
     REQUIRE(first.size() == 1);
-    for (int i = 0; i < 40 && lock_files(dir) == first; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // A refresh writes the next object, then removes the previous one: wait for one new.
     auto second = lock_files(dir);
+    for (int i = 0; i < 80 && (second == first || second.size() != 1); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      second = lock_files(dir);
+    }
     REQUIRE(second.size() == 1);
     CHECK(second != first);
     CHECK(first[0].substr(0, 22) == second[0].substr(0, 22));  // same id, next sequence number
