@@ -8,7 +8,7 @@ using namespace mevb_capi;
 extern "C" {
 
 const char* mevb_status_str(int status) {
-  if (status < 0 || status > MEVB_ERR_UNSUPPORTED) return "unknown status";
+  if (status < 0 || status > MEVB_ERR_LOCKED) return "unknown status";
   return code_name(static_cast<Code>(status));
 }
 

@@ -54,7 +54,8 @@ typedef enum mevb_status {
   MEVB_ERR_NOT_EMPTY = 14,
   MEVB_ERR_NO_SPACE = 15,
   MEVB_ERR_PERMISSION = 16,
-  MEVB_ERR_UNSUPPORTED = 17
+  MEVB_ERR_UNSUPPORTED = 17,
+  MEVB_ERR_LOCKED = 18 /* the repository is locked by another run (docs/lock.md) */
 } mevb_status;
 
 /* A static, human-readable name of a status ("not found"). */

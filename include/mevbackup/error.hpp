@@ -27,6 +27,7 @@ enum class Code : int {
   no_space = 15,
   permission = 16,
   unsupported = 17,
+  locked = 18,  // the repository is locked by another run (lock.hpp)
 };
 
 const char* code_name(Code c) noexcept;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "mevbackup/lock.hpp"
 #include "mevbackup/maintenance.hpp"
 #include "mevbackup/pitr.hpp"
 
@@ -17,6 +18,8 @@ nlohmann::json PruneResult::to_json() const {
 
 PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, const RunContext& ctx) {
   opts.policy.validate();
+  // No backup may be writing or reading while prune decides what to delete (lock.hpp).
+  RepositoryLock lock(repo.storage(), opts.dry_run ? LockKind::shared : LockKind::exclusive, ctx.log);
   Catalog cat = repo.catalog(opts.kind, ctx.log);
   std::vector<RetentionItem> items;
   std::vector<const Manifest*> manifests;

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/digest.hpp"
+#include "mevbackup/lock.hpp"
 #include "mevbackup/version.hpp"
 
 namespace mevbackup {
@@ -75,6 +76,7 @@ class MagicCheck final : public Observer {
 Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const RunContext& ctx,
                              const std::function<void(Manifest&)>& complete) {
   check_name_prefix(spec.name_prefix);
+  RepositoryLock lock(*storage_, LockKind::shared, ctx.log);  // a prune waits for it (lock.hpp)
   TimePoint started = clock_.now();
   std::string base = spec.name_prefix + "_" + format_name_stamp(started);
   std::string ext = spec.extension + std::string(compression_suffix(spec.compression));
@@ -127,6 +129,7 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
 }
 
 void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext& ctx) {
+  RepositoryLock lock(*storage_, LockKind::shared, ctx.log);
   auto info = storage_->stat(m.path);
   if (!info)
     throw Error(Code::not_found, fmt::format("artifact {} of backup {} is missing from {}", m.path, m.id, storage_->describe()));
@@ -187,6 +190,7 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
     const std::string& k = obj.key;
     if (ends_with(k, vsuffix)) continue;
     if (k.rfind("wal/", 0) == 0) continue;  // the WAL archive (pitr.hpp): neither backups nor leftovers
+    if (k.rfind(kLockDir, 0) == 0) continue;  // repository locks (lock.hpp)
     if (!ends_with(k, msuffix)) {
       // PITR base backups: every part of basebackup/<id>/ belongs to the set whose manifest
       // is basebackup/<id>/base.tar.gz.manifest.json (or .tar.zst / .tar).
@@ -221,7 +225,8 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
       if (log) log(LogLevel::warning, fmt::format("skipping {}: {}", k, e.what()));
     }
   }
-  for (auto& o : storage_->list_unfinished(prefix)) cat.incomplete.push_back(o);
+  for (auto& o : storage_->list_unfinished(prefix))
+    if (o.key.rfind(kLockDir, 0) != 0) cat.incomplete.push_back(o);  // a lock's leftovers are the lock's to clean
   std::sort(cat.backups.begin(), cat.backups.end(), [](const CatalogEntry& a, const CatalogEntry& b) {
     return std::tie(a.manifest.started_at, a.manifest.id) < std::tie(b.manifest.started_at, b.manifest.id);
   });

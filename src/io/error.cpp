@@ -25,6 +25,7 @@ const char* code_name(Code c) noexcept {
     case Code::no_space: return "no space left";
     case Code::permission: return "permission denied";
     case Code::unsupported: return "unsupported";
+    case Code::locked: return "repository locked";
   }
   return "unknown status";
 }

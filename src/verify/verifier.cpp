@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/digest.hpp"
+#include "mevbackup/lock.hpp"
 #include "mevbackup/maintenance.hpp"
 #include "mevbackup/pitr.hpp"
 #include "mevbackup/postgres.hpp"
@@ -86,7 +87,7 @@ Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions
     v.ok = true;
     v.message = fmt::format("{} checks passed", v.checks.size());
   } catch (const Error& e) {
-    if (e.code() == Code::cancelled) throw;
+    if (e.code() == Code::cancelled || e.code() == Code::locked) throw;  // not the backup's fault
     v.ok = false;
     v.message = e.what();
   }
@@ -98,6 +99,7 @@ Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions
 
 std::vector<VerifyResult> verify(Repository& repo, const std::string& which, const VerifyOptions& opts,
                                  const RunContext& ctx) {
+  RepositoryLock lock(repo.storage(), LockKind::shared, ctx.log);
   std::vector<Manifest> targets;
   if (which == "all") targets = repo.list(opts.kind, ctx.log);
   else targets.push_back(repo.find(which, opts.kind, opts.source, ctx.log));

@@ -25,6 +25,7 @@ __all__ = [
     "InvalidArgument", "OutOfMemory", "InternalError", "IOError", "NotFound", "AlreadyExists",
     "Cancelled", "ConnectionFailed", "AuthenticationFailed", "DumpFailed", "RestoreFailed",
     "Corrupt", "VersionMismatch", "NotEmpty", "NoSpace", "PermissionDenied", "Unsupported",
+    "Locked",
 ]
 
 # ---- errors --------------------------------------------------------------------------
@@ -64,11 +65,12 @@ NotEmpty = _error_class("NotEmpty", 14, "The restore target is not empty (use cl
 NoSpace = _error_class("NoSpace", 15, "A disk is full.")
 PermissionDenied = _error_class("PermissionDenied", 16, "Permission denied.")
 Unsupported = _error_class("Unsupported", 17, "Not supported (yet).")
+Locked = _error_class("Locked", 18, "The repository is locked by another run (a prune, or a backup during a prune).")
 
 _ERRORS = {c.code: c for c in (
     InvalidArgument, OutOfMemory, InternalError, IOError, NotFound, AlreadyExists, Cancelled,
     ConnectionFailed, AuthenticationFailed, DumpFailed, RestoreFailed, Corrupt, VersionMismatch,
-    NotEmpty, NoSpace, PermissionDenied, Unsupported)}
+    NotEmpty, NoSpace, PermissionDenied, Unsupported, Locked)}
 
 # ---- C declarations ----------------------------------------------------------------
 

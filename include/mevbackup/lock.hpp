@@ -1,0 +1,78 @@
+// The repository lock, as restic does it over plain object storage (no
+// compare-and-swap): every run writes its own lock object under locks/ through the
+// Storage interface, then lists locks/ and backs out with Code::locked when a
+// conflicting live lock exists. Exclusive conflicts with everything, shared only with
+// exclusive. Two runs racing can both back out; neither can both proceed.
+//
+// A held lock is refreshed by a background thread (a new object is written, then the
+// old one removed). A lock not refreshed within its TTL is abandoned; so is a lock of a
+// process that no longer exists on this host. Abandoned locks are ignored by everyone
+// and removed by the next exclusive locker.
+//
+// Environment (read when a lock is taken):
+//   MEVBACKUP_LOCK_TTL=SECONDS      a lock not refreshed that long is abandoned (1800)
+//   MEVBACKUP_LOCK_REFRESH=SECONDS  refresh interval of a held lock (TTL/6, at least 1)
+//   MEVBACKUP_LOCK_WAIT=SECONDS     retry a conflicting lock that long before failing (0)
+//   MEVBACKUP_NO_LOCK=1             take no lock at all (a read-only repository)
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mevbackup/repository.hpp"
+#include "mevbackup/storage.hpp"
+
+namespace mevbackup {
+
+enum class LockKind { shared, exclusive };
+
+struct LockOptions {
+  std::chrono::seconds ttl{1800};
+  std::chrono::seconds refresh{300};
+  std::chrono::seconds wait{0};
+  bool disabled = false;
+  // Defaults overridden by the MEVBACKUP_LOCK_* variables; invalid_argument on a bad value.
+  static LockOptions from_env();
+};
+
+// One lock as stored in locks/<id>-<seq>.json.
+struct LockInfo {
+  std::string key;  // the storage key it was read from
+  std::string id;
+  std::string kind;  // "shared" | "exclusive"
+  std::string host;
+  long pid = 0;
+  int64_t created = 0;    // seconds since the epoch
+  int64_t refreshed = 0;  // seconds since the epoch (the later of the record's time and the object's)
+  bool stale = false;     // abandoned: not refreshed within the TTL, or its process is gone
+  std::string stale_reason;
+};
+
+inline constexpr const char* kLockDir = "locks/";
+
+// Every lock in the repository (unreadable lock objects are logged and skipped).
+std::vector<LockInfo> list_locks(Storage& storage, const LockOptions& opts, const LogFn& log = {});
+
+class RepositoryLock {
+ public:
+  // Takes the lock or throws Error(Code::locked) naming the holder. Within one process,
+  // a lock already held on the same Storage object covers a nested request of the same
+  // or a weaker kind. A shared lock that cannot be written for lack of permission (a
+  // read-only repository) is logged as a warning and the operation goes on unlocked;
+  // any other failure to write a lock throws the storage's error.
+  RepositoryLock(Storage& storage, LockKind kind, const LogFn& log = {});
+  RepositoryLock(Storage& storage, LockKind kind, const LogFn& log, const LockOptions& opts);
+  ~RepositoryLock();
+  RepositoryLock(const RepositoryLock&) = delete;
+  RepositoryLock& operator=(const RepositoryLock&) = delete;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mevbackup

@@ -1,0 +1,337 @@
+// The repository lock (lock.hpp): lock objects under locks/, written through Storage.
+#include "mevbackup/lock.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace mevbackup {
+
+namespace {
+
+int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string stamp(int64_t t) { return format_rfc3339(std::chrono::system_clock::from_time_t(static_cast<std::time_t>(t))); }
+
+std::string this_host() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::string random_id() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> g(mu);
+  return fmt::format("{:016x}", rng());
+}
+
+const char* kind_name(LockKind k) { return k == LockKind::exclusive ? "exclusive" : "shared"; }
+
+// Locks this process holds, per Storage object: nested requests are covered by them,
+// and a process never conflicts with its own locks.
+struct Held {
+  int shared = 0, exclusive = 0;
+  std::set<std::string> ids;
+};
+std::mutex g_registry_mu;
+std::map<const Storage*, Held> g_registry;
+
+std::chrono::seconds env_seconds(const char* name, std::chrono::seconds fallback, long long min) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  long long n = std::strtoll(v, &end, 10);
+  if (*end || n < min || n > 10LL * 365 * 86400)
+    throw Error(Code::invalid_argument, fmt::format("{} must be a number of seconds (at least {}), not \"{}\"", name, min, v));
+  return std::chrono::seconds(n);
+}
+
+}  // namespace
+
+LockOptions LockOptions::from_env() {
+  LockOptions o;
+  if (const char* v = std::getenv("MEVBACKUP_NO_LOCK"); v && *v && std::string(v) != "0") o.disabled = true;
+  o.ttl = env_seconds("MEVBACKUP_LOCK_TTL", o.ttl, 1);
+  o.refresh = env_seconds("MEVBACKUP_LOCK_REFRESH", std::max<std::chrono::seconds>(std::chrono::seconds(1), o.ttl / 6), 1);
+  o.wait = env_seconds("MEVBACKUP_LOCK_WAIT", o.wait, 0);
+  return o;
+}
+
+std::vector<LockInfo> list_locks(Storage& storage, const LockOptions& opts, const LogFn& log) {
+  std::vector<LockInfo> out;
+  const std::string host = this_host();
+  const int64_t now = now_seconds();
+  for (auto& obj : storage.list(kLockDir)) {
+    if (obj.key.size() < 5 || obj.key.compare(obj.key.size() - 5, 5, ".json") != 0) continue;
+    LockInfo l;
+    l.key = obj.key;
+    try {
+      auto j = nlohmann::json::parse(storage.read_small(obj.key, 64 << 10));
+      l.id = j.at("id").get<std::string>();
+      l.kind = j.at("kind").get<std::string>();
+      l.host = j.value("host", "");
+      l.pid = j.value("pid", 0L);
+      l.created = j.value("created", int64_t{0});
+      l.refreshed = std::max<int64_t>(j.value("refreshed", int64_t{0}), obj.mtime);
+      if (l.kind != "shared" && l.kind != "exclusive") throw Error(Code::corrupt, "unknown lock kind \"" + l.kind + "\"");
+    } catch (const Error& e) {
+      if (e.code() == Code::not_found) continue;  // released meanwhile
+      if (log) log(LogLevel::warning, fmt::format("ignoring lock object {}: {}", obj.key, e.what()));
+      continue;
+    } catch (const std::exception& e) {
+      if (log) log(LogLevel::warning, fmt::format("ignoring lock object {}: {}", obj.key, e.what()));
+      continue;
+    }
+    int64_t age = now - l.refreshed;
+    if (age > opts.ttl.count()) {
+      l.stale = true;
+      l.stale_reason = fmt::format("not refreshed for {} s (TTL {} s)", age, opts.ttl.count());
+    } else if (l.host == host && l.pid > 0) {
+      bool gone = false;
+      if (l.pid == static_cast<long>(::getpid())) {
+        std::lock_guard<std::mutex> g(g_registry_mu);
+        bool mine = false;
+        for (auto& [s, h] : g_registry) mine = mine || h.ids.count(l.id);
+        gone = !mine;  // an earlier process with our pid
+      } else {
+        gone = ::kill(static_cast<pid_t>(l.pid), 0) != 0 && errno == ESRCH;
+      }
+      if (gone) {
+        l.stale = true;
+        l.stale_reason = fmt::format("process {} no longer runs on {}", l.pid, host);
+      }
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+struct RepositoryLock::Impl {
+  Storage& storage;
+  LockKind kind;
+  LogFn log;
+  LockOptions opts;
+  bool nested = false, active = false;
+  std::string id, host, key;
+  long pid = 0;
+  int64_t created = 0;
+  int seq = 0;
+  std::thread refresher;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  int refresh_failures = 0;
+  std::string refresh_error;
+
+  Impl(Storage& s, LockKind k, LogFn l, LockOptions o) : storage(s), kind(k), log(std::move(l)), opts(o) {}
+
+  std::string key_for(int n) const { return fmt::format("{}{}-{:08d}.json", kLockDir, id, n); }
+  std::string record() const {
+    int64_t now = now_seconds();
+    nlohmann::json j = {{"id", id},           {"kind", kind_name(kind)}, {"host", host},
+                        {"pid", pid},         {"created", created},      {"created_at", stamp(created)},
+                        {"refreshed", now},   {"refreshed_at", stamp(now)}, {"tool", "libmevbackup"}};
+    return j.dump(2) + "\n";
+  }
+
+  void acquire();
+  void refresh_loop();
+  void release() noexcept;
+};
+
+void RepositoryLock::Impl::acquire() {
+  id = random_id();
+  host = this_host();
+  pid = static_cast<long>(::getpid());
+  created = now_seconds();
+  {
+    std::lock_guard<std::mutex> g(g_registry_mu);
+    g_registry[&storage].ids.insert(id);
+  }
+  auto forget_id = [&] {
+    std::lock_guard<std::mutex> g(g_registry_mu);
+    auto it = g_registry.find(&storage);
+    if (it == g_registry.end()) return;
+    it->second.ids.erase(id);
+    if (it->second.ids.empty() && !it->second.shared && !it->second.exclusive) g_registry.erase(it);
+  };
+  auto deadline = std::chrono::steady_clock::now() + opts.wait;
+  for (;;) {
+    key = key_for(seq);
+    try {
+      storage.write_small(key, record());
+    } catch (const Error& e) {
+      forget_id();
+      // A read-only repository can still be restored from and verified, unlocked.
+      if (kind == LockKind::shared && e.code() == Code::permission) {
+        if (log)
+          log(LogLevel::warning, fmt::format("cannot write the shared lock {} in {}: {}; going on without a lock", key,
+                                             storage.describe(), e.what()));
+        return;
+      }
+      if (kind == LockKind::shared) throw;  // the operation would fail the same way: its own message
+      throw Error(e.code(), fmt::format("cannot take the exclusive lock of {}: {}", storage.describe(), e.what()),
+                  e.retriable());
+    }
+    std::optional<LockInfo> conflict;
+    std::vector<LockInfo> stale;
+    try {
+      std::set<std::string> mine;
+      {
+        std::lock_guard<std::mutex> g(g_registry_mu);
+        mine = g_registry[&storage].ids;
+      }
+      for (auto& l : list_locks(storage, opts, log)) {
+        if (mine.count(l.id)) continue;
+        if (l.stale) {
+          stale.push_back(l);
+          continue;
+        }
+        if ((kind == LockKind::exclusive || l.kind == "exclusive") && !conflict) conflict = l;
+      }
+    } catch (...) {
+      try {
+        storage.remove(key);
+      } catch (...) {
+      }
+      forget_id();
+      throw;
+    }
+    if (!conflict) {
+      if (kind == LockKind::exclusive) {
+        for (auto& l : stale) {
+          if (log) log(LogLevel::info, fmt::format("removing abandoned {} lock {} of {} pid {}: {}", l.kind, l.key, l.host, l.pid, l.stale_reason));
+          try {
+            storage.remove(l.key);
+          } catch (const Error& e) {
+            if (log) log(LogLevel::warning, fmt::format("cannot remove abandoned lock {}: {}", l.key, e.what()));
+          }
+        }
+        // Temporary files of lock writes that never committed (a killed process).
+        try {
+          int64_t now = now_seconds();
+          for (auto& o : storage.list_unfinished(kLockDir))
+            if (now - o.mtime > opts.ttl.count()) storage.remove(o.key);
+        } catch (const Error&) {
+        }
+      }
+      active = true;
+      {
+        std::lock_guard<std::mutex> g(g_registry_mu);
+        auto& h = g_registry[&storage];
+        (kind == LockKind::exclusive ? h.exclusive : h.shared)++;
+      }
+      refresher = std::thread([this] { refresh_loop(); });
+      return;
+    }
+    try {
+      storage.remove(key);
+    } catch (...) {
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      forget_id();
+      int64_t age = now_seconds() - conflict->refreshed;
+      throw Error(Code::locked,
+                  fmt::format("repository {} is locked: cannot take {} lock while {} {} lock is held by {} pid {} since "
+                              "{} (lock {}, refreshed {} s ago; it is abandoned after {} s without refresh)",
+                              storage.describe(), kind == LockKind::exclusive ? "an exclusive" : "a shared",
+                              conflict->kind == "exclusive" ? "an" : "a", conflict->kind, conflict->host, conflict->pid,
+                              stamp(conflict->created), conflict->key, age < 0 ? 0 : age, opts.ttl.count()));
+    }
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(500), deadline - now));
+  }
+}
+
+void RepositoryLock::Impl::refresh_loop() {
+  std::unique_lock<std::mutex> lk(mu);
+  while (!stop) {
+    if (cv.wait_for(lk, opts.refresh, [&] { return stop; })) break;
+    lk.unlock();
+    std::string next = key_for(seq + 1);
+    try {
+      storage.write_small(next, record());
+      std::string old = key;
+      key = next;
+      ++seq;
+      storage.remove(old);
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> g(mu);
+      ++refresh_failures;
+      refresh_error = e.what();
+    }
+    lk.lock();
+  }
+}
+
+void RepositoryLock::Impl::release() noexcept {
+  if (!active) return;
+  {
+    std::lock_guard<std::mutex> g(mu);
+    stop = true;
+  }
+  cv.notify_all();
+  if (refresher.joinable()) refresher.join();
+  try {
+    storage.remove(key);
+  } catch (const std::exception& e) {
+    if (log) log(LogLevel::warning, fmt::format("cannot remove lock {}: {}", key, e.what()));
+  }
+  if (refresh_failures && log)
+    log(LogLevel::warning, fmt::format("refreshing lock {} failed {} time(s); last: {}", key, refresh_failures, refresh_error));
+  std::lock_guard<std::mutex> g(g_registry_mu);
+  auto it = g_registry.find(&storage);
+  if (it != g_registry.end()) {
+    (kind == LockKind::exclusive ? it->second.exclusive : it->second.shared)--;
+    it->second.ids.erase(id);
+    if (it->second.ids.empty() && !it->second.shared && !it->second.exclusive) g_registry.erase(it);
+  }
+  active = false;
+}
+
+RepositoryLock::RepositoryLock(Storage& storage, LockKind kind, const LogFn& log)
+    : RepositoryLock(storage, kind, log, LockOptions::from_env()) {}
+
+RepositoryLock::RepositoryLock(Storage& storage, LockKind kind, const LogFn& log, const LockOptions& opts)
+    : impl_(std::make_unique<Impl>(storage, kind, log, opts)) {
+  if (opts.disabled) return;
+  {
+    std::lock_guard<std::mutex> g(g_registry_mu);
+    auto it = g_registry.find(&storage);
+    if (it != g_registry.end() && (it->second.exclusive > 0 || (kind == LockKind::shared && it->second.shared > 0))) {
+      (kind == LockKind::exclusive ? it->second.exclusive : it->second.shared)++;
+      impl_->nested = true;
+      return;
+    }
+  }
+  impl_->acquire();
+}
+
+RepositoryLock::~RepositoryLock() {
+  if (!impl_) return;
+  if (impl_->nested) {
+    std::lock_guard<std::mutex> g(g_registry_mu);
+    auto it = g_registry.find(&impl_->storage);
+    if (it != g_registry.end()) (impl_->kind == LockKind::exclusive ? it->second.exclusive : it->second.shared)--;
+    return;
+  }
+  impl_->release();
+}
+
+}  // namespace mevbackup
