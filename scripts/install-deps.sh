@@ -16,6 +16,9 @@ packages=(
 # Redis support: hiredis to talk to servers, redis-server/redis-tools for the tests'
 # throwaway servers and redis-check-rdb.
 packages+=(libhiredis-dev redis-server redis-tools)
+# Sanitizer and fuzzing jobs (docs/fuzzing.md): clang with its libFuzzer/ASan runtimes
+# (libclang-rt-dev); gcc's libasan comes with g++.
+packages+=(clang libclang-rt-dev)
 
 missing=()
 for p in "${packages[@]}"; do
