@@ -19,6 +19,9 @@ packages+=(libhiredis-dev redis-server redis-tools)
 # Fault-injection tests (network, S3, TLS, clock): faketime moves the CLI's clock,
 # openssl makes the test certificates.
 packages+=(faketime openssl)
+# Sanitizer and fuzzing jobs (docs/fuzzing.md): clang with its libFuzzer/ASan runtimes
+# (libclang-rt-dev); gcc's libasan comes with g++.
+packages+=(clang libclang-rt-dev)
 
 missing=()
 for p in "${packages[@]}"; do

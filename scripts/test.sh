@@ -19,4 +19,20 @@ else
 fi
 meson compile -C build-meson
 meson test -C build-meson --print-errorlogs --timeout-multiplier 2
+
+# Sanitizers and fuzzing (docs/fuzzing.md).
+echo "== ASan + UBSan build (build-asan) and every test"
+if [ ! -f build-asan/build.ninja ]; then
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEVB_SANITIZE=ON -DMEVB_BUILD_FUZZ=OFF >/dev/null
+fi
+cmake --build build-asan -j"$(nproc)"
+(cd build-asan && UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure --timeout 1500)
+
+echo "== libFuzzer targets (build-fuzz, clang), a bounded run of each from its seeds"
+if [ ! -f build-fuzz/build.ninja ]; then
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEVB_FUZZ=ON \
+    -DMEVB_BUILD_EXAMPLES=OFF >/dev/null
+fi
+cmake --build build-fuzz -j"$(nproc)" --target mevb_fuzz_all
+(cd build-fuzz && ctest --output-on-failure -L fuzz -j"$(nproc)")
 echo "== all tests passed"

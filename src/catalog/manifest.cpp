@@ -51,9 +51,16 @@ Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) 
     return Error(Code::corrupt, fmt::format("manifest {} is invalid: {}", where, what));
   };
   if (!j.is_object()) throw fail("not a JSON object");
-  int version = j.value("manifest_version", 0);
+  // Only a positive integer is a version: j.value<int>() threw json::type_error for a
+  // string and converted an out-of-range double with undefined behaviour (both found by
+  // tests/fuzz/manifest_fuzz.cpp), so one broken manifest failed a whole listing.
+  auto ver = j.find("manifest_version");
+  if (ver == j.end() || !ver->is_number_integer()) throw fail("missing manifest_version");
+  // Parsed text holds a positive number as unsigned, a json built in memory as signed.
+  if (!ver->is_number_unsigned() && ver->get<int64_t>() < 1) throw fail("missing manifest_version");
+  uint64_t version = ver->is_number_unsigned() ? ver->get<uint64_t>() : static_cast<uint64_t>(ver->get<int64_t>());
   if (version < 1) throw fail("missing manifest_version");
-  if (version > kFormatVersion)
+  if (version > static_cast<uint64_t>(kFormatVersion))
     throw Error(Code::unsupported,
                 fmt::format("manifest {} has version {}; this library reads up to {}", where, version, kFormatVersion));
   Manifest m;

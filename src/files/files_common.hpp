@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "mevbackup/manifest.hpp"
+#include "mevbackup/stream.hpp"
+
 namespace mevbackup::files {
 
 // Splits a '/'-separated name into components, dropping empty ones and ".".
@@ -39,5 +42,12 @@ inline std::string archive_message(archive* a) {
   const char* s = archive_error_string(a);
   return s && *s ? s : "unknown libarchive error";
 }
+
+// The member checks of restore_files() on a tar held in memory, as a dry run (nothing
+// written, no staging directory): the names of the members it would restore, in order.
+// Fed to the extraction `chunk` bytes at a time. Throws as restore_files() does
+// (restore_failed naming an unsafe member, corrupt for a bad archive or a member the
+// manifest `m` does not list). For the fuzzer (tests/fuzz/tar_members_fuzz.cpp) and tests.
+std::vector<std::string> check_tar_members(Bytes tar, const Manifest& m, size_t chunk = 64 * 1024);
 
 }  // namespace mevbackup::files

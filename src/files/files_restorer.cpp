@@ -180,15 +180,25 @@ class FilesRestoreSink final : public Sink {
   }
 
   void commit() override {
-    queue_.close();
-    if (thread_.joinable()) thread_.join();
-    rethrow();
+    finish_extraction();
     if (log_ && !opts_.dry_run && !private_cwd_)
       log_(LogLevel::debug, "unshare(CLONE_FS) not allowed: extracting with absolute staging paths");
     plan_and_move();
   }
 
   void abort() noexcept override { stop(); }
+
+  // The end of the stream: waits for the extraction thread, throws what it found.
+  void finish_extraction() {
+    queue_.close();
+    if (thread_.joinable()) thread_.join();
+    rethrow();
+  }
+  std::vector<std::string> member_names() const {
+    std::vector<std::string> out;
+    for (auto& e : entries_) out.push_back(e.name);
+    return out;
+  }
 
   std::vector<FileAction> actions;
 
@@ -639,6 +649,17 @@ std::vector<FileAction> restore_files(Repository& repo, const Manifest& backup, 
                                         sink.actions.size(), target));
   }
   return sink.actions;
+}
+
+std::vector<std::string> files::check_tar_members(Bytes tar, const Manifest& m, size_t chunk) {
+  FilesRestoreOptions o;
+  o.dry_run = true;  // no staging directory, nothing written, no unshare()
+  static const LogFn no_log;
+  FilesRestoreSink sink(m, o, "", "", no_log);
+  if (chunk == 0) chunk = 1;
+  for (size_t pos = 0; pos < tar.size(); pos += chunk) sink.write(tar.subspan(pos, std::min(chunk, tar.size() - pos)));
+  sink.finish_extraction();
+  return sink.member_names();
 }
 
 }  // namespace mevbackup

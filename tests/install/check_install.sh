@@ -29,5 +29,6 @@ LD_LIBRARY_PATH=$libdir "$tmp/consumer/consumer"
 
 # pkg-config, strict C99
 flags=$(PKG_CONFIG_PATH=$libdir/pkgconfig pkg-config --cflags --libs mevbackup)
-cc -std=c99 -Wall -Wextra -Werror -pedantic "$src/tests/install/consumer/main.c" $flags -o "$tmp/pc-consumer"
+# CFLAGS/LDFLAGS: a sanitizer build (tests/CMakeLists.txt) builds its consumers with the sanitizers.
+cc -std=c99 -Wall -Wextra -Werror -pedantic ${CFLAGS:-} "$src/tests/install/consumer/main.c" $flags ${LDFLAGS:-} -o "$tmp/pc-consumer"
 LD_LIBRARY_PATH=$libdir "$tmp/pc-consumer"

@@ -214,7 +214,12 @@ S3Error parse_error(const std::string& xml) {
 int64_t parse_iso8601(const std::string& s) {
   std::tm tm{};
   int y, mo, d, h, mi, sec;
-  if (std::sscanf(s.c_str(), "%d-%d-%dT%d:%d:%d", &y, &mo, &d, &h, &mi, &sec) != 6) return 0;
+  // Widths bound every field (no overflow inside sscanf); a field out of range is as
+  // malformed as a missing one (found by tests/fuzz/s3_xml_fuzz.cpp: a year of
+  // -2147483648 overflowed y - 1900).
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) != 6) return 0;
+  if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60)
+    return 0;
   tm.tm_year = y - 1900;
   tm.tm_mon = mo - 1;
   tm.tm_mday = d;

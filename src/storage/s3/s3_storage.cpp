@@ -54,6 +54,55 @@ S3Url parse_s3_url(const std::string& url) {
   return u;
 }
 
+// ---- the parsers of S3's XML answers (reached by tests/fuzz/s3_xml_fuzz.cpp) ----
+
+ListPage parse_list_page(const std::string& xml, const std::string& root, const std::string& where) {
+  pugi::xml_document doc;
+  if (!doc.load_buffer(xml.data(), xml.size()))
+    throw Error(Code::io, fmt::format("S3 listing of {}: malformed XML", where));
+  pugi::xml_node res = doc.child("ListBucketResult");
+  if (!res) throw Error(Code::io, fmt::format("S3 listing of {}: no ListBucketResult", where));
+  ListPage page;
+  for (pugi::xml_node c : res.children("Contents")) {
+    std::string k = c.child_value("Key");
+    if (k.compare(0, root.size(), root) != 0) continue;
+    page.objects.push_back(ObjectInfo{k.substr(root.size()), std::strtoull(c.child_value("Size"), nullptr, 10),
+                                      parse_iso8601(c.child_value("LastModified"))});
+  }
+  page.truncated = std::string(res.child_value("IsTruncated")) == "true";
+  if (page.truncated) page.next_token = res.child_value("NextContinuationToken");
+  return page;
+}
+
+std::string parse_upload_id(const std::string& xml) {
+  pugi::xml_document doc;
+  doc.load_buffer(xml.data(), xml.size());
+  return doc.child("InitiateMultipartUploadResult").child_value("UploadId");
+}
+
+std::vector<Storage::RemoveFailure> parse_delete_result(const std::string& xml, const std::string& root,
+                                                        const std::string& where) {
+  pugi::xml_document res;
+  if (!res.load_buffer(xml.data(), xml.size()) || !res.child("DeleteResult"))
+    throw Error(Code::io, fmt::format("DeleteObjects in {}: malformed answer", where));
+  std::vector<Storage::RemoveFailure> failed;
+  for (pugi::xml_node e : res.child("DeleteResult").children("Error")) {
+    std::string k = e.child_value("Key");
+    if (k.compare(0, root.size(), root) == 0) k = k.substr(root.size());
+    failed.push_back({k, fmt::format("{}: {}", e.child_value("Code"), e.child_value("Message"))});
+  }
+  return failed;
+}
+
+S3Error parse_complete_result(const std::string& xml, const std::string& where) {
+  S3Error e = parse_error(xml);
+  if (!e.code.empty()) return e;
+  pugi::xml_document res;
+  if (!res.load_buffer(xml.data(), xml.size()) || !res.child("CompleteMultipartUploadResult"))
+    throw Error(Code::io, fmt::format("S3 CompleteMultipartUpload {}: unexpected answer", where));
+  return e;
+}
+
 std::string xml_of(const pugi::xml_document& doc) {
   std::ostringstream os;
   doc.save(os, "", pugi::format_raw | pugi::format_no_declaration);
@@ -261,19 +310,10 @@ class S3StorageImpl final : public Storage {
         throw Error(e.code(), fmt::format("S3 listing of {} failed at page {}: {}", describe(), page, e.what()),
                     e.retriable());
       }
-      pugi::xml_document doc;
-      if (!doc.load_buffer(resp.body.data(), resp.body.size()))
-        throw Error(Code::io, fmt::format("S3 listing of {}: malformed XML at page {}", describe(), page));
-      pugi::xml_node res = doc.child("ListBucketResult");
-      if (!res) throw Error(Code::io, fmt::format("S3 listing of {}: no ListBucketResult", describe()));
-      for (pugi::xml_node c : res.children("Contents")) {
-        std::string k = c.child_value("Key");
-        if (k.compare(0, root.size(), root) != 0) continue;
-        out.push_back(ObjectInfo{k.substr(root.size()), std::strtoull(c.child_value("Size"), nullptr, 10),
-                                 parse_iso8601(c.child_value("LastModified"))});
-      }
-      if (std::string(res.child_value("IsTruncated")) != "true") break;
-      token = res.child_value("NextContinuationToken");
+      ListPage lp = parse_list_page(resp.body, root, fmt::format("{} (page {})", describe(), page));
+      for (auto& o : lp.objects) out.push_back(std::move(o));
+      if (!lp.truncated) break;
+      token = lp.next_token;
       if (token.empty()) throw Error(Code::io, fmt::format("S3 listing of {}: truncated without a token", describe()));
     }
     std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.key < b.key; });
@@ -319,15 +359,8 @@ class S3StorageImpl final : public Storage {
       r.headers = {{"Content-Type", "application/xml"}, {"Content-MD5", s3::md5_base64(body)}};
       try {
         Response resp = client_->perform(r);
-        pugi::xml_document res;
-        if (!res.load_buffer(resp.body.data(), resp.body.size()) || !res.child("DeleteResult"))
-          throw Error(Code::io, fmt::format("DeleteObjects in {}: malformed answer", describe()));
-        std::string root = prefix_.empty() ? "" : prefix_ + "/";
-        for (pugi::xml_node e : res.child("DeleteResult").children("Error")) {
-          std::string k = e.child_value("Key");
-          if (k.compare(0, root.size(), root) == 0) k = k.substr(root.size());
-          failed.push_back({k, fmt::format("{}: {}", e.child_value("Code"), e.child_value("Message"))});
-        }
+        for (auto& f : parse_delete_result(resp.body, prefix_.empty() ? "" : prefix_ + "/", describe()))
+          failed.push_back(std::move(f));
       } catch (const Error& e) {
         for (size_t i = start; i < end; ++i) failed.push_back({keys[i], e.what()});
       }
@@ -394,9 +427,7 @@ void S3Sink::start_upload() {
   r.headers = object_headers();
   r.cancel = &stop_;
   Response resp = client_.perform(r);
-  pugi::xml_document doc;
-  doc.load_buffer(resp.body.data(), resp.body.size());
-  upload_id_ = doc.child("InitiateMultipartUploadResult").child_value("UploadId");
+  upload_id_ = parse_upload_id(resp.body);
   if (upload_id_.empty())
     throw Error(Code::io, fmt::format("S3 CreateMultipartUpload {}: no UploadId in the answer", client_.describe(key_)));
   for (int i = 0; i < st_.concurrency(); ++i) workers_.emplace_back([this] { worker(); });
@@ -555,13 +586,8 @@ void S3Sink::commit() {
       }
       throw;
     }
-    S3Error e = parse_error(resp.body);
-    if (e.code.empty()) {
-      pugi::xml_document res;
-      if (!res.load_buffer(resp.body.data(), resp.body.size()) || !res.child("CompleteMultipartUploadResult"))
-        throw Error(Code::io, fmt::format("S3 CompleteMultipartUpload {}: unexpected answer", client_.describe(key_)));
-      break;
-    }
+    S3Error e = parse_complete_result(resp.body, client_.describe(key_));
+    if (e.code.empty()) break;
     bool transient = e.code == "InternalError" || e.code == "SlowDown" || e.code == "ServiceUnavailable";
     if (!transient || attempt >= client_.config().max_attempts)
       throw Error(Code::io, fmt::format("S3 CompleteMultipartUpload {}: {}: {}", client_.describe(key_), e.code,

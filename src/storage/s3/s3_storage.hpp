@@ -3,6 +3,10 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "mevbackup/storage.hpp"
+#include "s3_client.hpp"
 
 namespace mevbackup::s3 {
 
@@ -22,5 +26,24 @@ struct S3Url {
   std::string bucket, prefix;
 };
 S3Url parse_s3_url(const std::string& url);
+
+// The parsers of S3's XML answers, apart from the requests so that the unit tests and
+// the fuzzer (tests/fuzz/s3_xml_fuzz.cpp) reach them. `where` names the bucket or key
+// in messages; `root` is the repository's prefix with its '/', removed from the keys.
+struct ListPage {
+  std::vector<ObjectInfo> objects;  // keys under `root` only, `root` removed
+  bool truncated = false;           // IsTruncated was "true"
+  std::string next_token;           // NextContinuationToken (when truncated)
+};
+// ListObjectsV2. Throws io for malformed XML or no ListBucketResult.
+ListPage parse_list_page(const std::string& xml, const std::string& root, const std::string& where);
+// CreateMultipartUpload: the UploadId, "" when the answer has none.
+std::string parse_upload_id(const std::string& xml);
+// DeleteObjects (quiet): the keys that failed. Throws io for a malformed answer.
+std::vector<Storage::RemoveFailure> parse_delete_result(const std::string& xml, const std::string& root,
+                                                        const std::string& where);
+// CompleteMultipartUpload: the <Error> of a 200 answer (code empty on success). Throws
+// io when the answer is neither an error nor a CompleteMultipartUploadResult.
+S3Error parse_complete_result(const std::string& xml, const std::string& where);
 
 }  // namespace mevbackup::s3

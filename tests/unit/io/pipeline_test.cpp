@@ -19,7 +19,7 @@ class Copy final : public Filter {
   explicit Copy(size_t step = SIZE_MAX) : step_(step) {}
   bool process(InBuf& in, OutBuf& out, bool finish) override {
     size_t n = std::min({in.left(), out.room(), step_});
-    std::memcpy(out.p + out.pos, in.p + in.pos, n);
+    if (n) std::memcpy(out.p + out.pos, in.p + in.pos, n);  // in.p is null on the last, empty call
     in.pos += n;
     out.pos += n;
     return finish && in.left() == 0;

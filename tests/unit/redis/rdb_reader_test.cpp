@@ -14,7 +14,7 @@ namespace {
 std::vector<std::byte> corpus(const char* name) {
   namespace fs = std::filesystem;
   fs::path here = fs::path(__FILE__).parent_path();
-  for (fs::path p : {here / "../../fuzz/corpus" / name, fs::path("../tests/fuzz/corpus") / name}) {
+  for (fs::path p : {here / "../../fuzz/corpus/rdb" / name, fs::path("../tests/fuzz/corpus/rdb") / name}) {
     std::ifstream f(p, std::ios::binary);
     if (!f) continue;
     std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

@@ -1,0 +1,112 @@
+// The functions the fuzz targets call (tests/fuzz), on their committed seeds: the S3
+// answer parsers and the files restorer's member checks behave as the code that uses
+// them expects, so that fuzzing them fuzzes what a restore or a listing runs.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <functional>
+#include <fstream>
+
+#include "files/files_common.hpp"
+#include "storage/s3/s3_client.hpp"
+#include "storage/s3/s3_storage.hpp"
+
+using namespace mevbackup;
+
+namespace {
+
+std::string seed(const std::string& rel) {
+  namespace fs = std::filesystem;
+  fs::path here = fs::path(__FILE__).parent_path();
+  for (fs::path p : {here / "../../fuzz/corpus" / rel, fs::path("../tests/fuzz/corpus") / rel}) {
+    std::ifstream f(p, std::ios::binary);
+    if (f) return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  }
+  FAIL("seed not found: " << rel);
+  return {};
+}
+
+Code code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return Code::ok;
+}
+
+std::vector<std::string> members(const std::string& tar, size_t chunk = 509) {
+  Manifest m;
+  m.id = "seed";
+  m.kind = "files";
+  return files::check_tar_members(Bytes(reinterpret_cast<const std::byte*>(tar.data()), tar.size()), m, chunk);
+}
+
+}  // namespace
+
+TEST_CASE("s3 listing parser: keys under the prefix only, sizes, dates, continuation") {
+  auto p = s3::parse_list_page(seed("s3_xml/list_truncated.xml"), "prefix/", "s3://bucket/prefix");
+  REQUIRE(p.objects.size() == 2);
+  CHECK(p.objects[0].key == "postgres/a.dump.gz");
+  CHECK(p.objects[0].size == 123456);
+  CHECK(p.objects[0].mtime == 1795744807);
+  CHECK(p.truncated);
+  CHECK(p.next_token == "1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=");
+  auto last = s3::parse_list_page(seed("s3_xml/list_last.xml"), "prefix/", "s3://bucket/prefix");
+  CHECK_FALSE(last.truncated);
+  REQUIRE(last.objects.size() == 1);
+  CHECK(last.objects[0].key == "redis/r.rdb.zst");
+  CHECK(code_of([] { s3::parse_list_page("<ListBucketResult", "", "s3://b"); }) == Code::io);
+  CHECK(code_of([] { s3::parse_list_page("<Error/>", "", "s3://b"); }) == Code::io);
+}
+
+TEST_CASE("s3 answer parsers: UploadId, CompleteMultipartUpload, DeleteObjects, <Error>") {
+  CHECK(s3::parse_upload_id(seed("s3_xml/initiate.xml")) == "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA");
+  CHECK(s3::parse_upload_id("not xml").empty());
+  CHECK(s3::parse_complete_result(seed("s3_xml/complete.xml"), "s3://b/k").code.empty());
+  auto e = s3::parse_complete_result(seed("s3_xml/error.xml"), "s3://b/k");
+  CHECK(e.code == "SlowDown");
+  CHECK(e.message == "Please reduce your request rate.");
+  CHECK(code_of([] { s3::parse_complete_result("", "s3://b/k"); }) == Code::io);
+  auto f = s3::parse_delete_result(seed("s3_xml/delete_errors.xml"), "prefix/", "s3://b/prefix");
+  REQUIRE(f.size() == 2);
+  CHECK(f[0].key == "b");
+  CHECK(f[0].reason == "AccessDenied: Access Denied");
+  CHECK(f[1].key == "elsewhere/c");
+  CHECK(code_of([] { s3::parse_delete_result("<x/>", "", "s3://b"); }) == Code::io);
+}
+
+TEST_CASE("files restorer member checks on tars: the tree passes, hostile members are refused") {
+  for (size_t chunk : {size_t(1), size_t(509), size_t(1) << 20})
+    CHECK(members(seed("tar_members/tree.tar"), chunk) ==
+          std::vector<std::string>{"nginx", "nginx/nginx.conf", "current.conf", "nginx/copy.conf", "nginx/up.conf",
+                                   "empty"});
+  for (const char* hostile : {"dotdot_name.tar", "dotdot_symlink.tar", "through_symlink.tar", "absolute.tar",
+                              "device.tar", "duplicate.tar"}) {
+    CAPTURE(hostile);
+    std::string tar = seed(std::string("tar_members/") + hostile);
+    CHECK(code_of([&] { members(tar); }) == Code::restore_failed);
+  }
+  std::string truncated = seed("tar_members/tree.tar").substr(0, 700);
+  CHECK(code_of([&] { members(truncated); }) == Code::corrupt);
+}
+
+// Findings of the fuzz targets (docs/fuzzing.md), kept as seeds and checked here.
+TEST_CASE("fuzz findings: manifest_version not a positive integer is corrupt, not a crash") {
+  for (const char* f : {"manifest/version_string.json", "manifest/version_huge_float.json"}) {
+    CAPTURE(f);
+    std::string text = seed(f);
+    CHECK(code_of([&] { Manifest::parse(text, f); }) == Code::corrupt);
+  }
+  CHECK(code_of([] { Manifest::parse(R"({"manifest_version": -1})", "m"); }) == Code::corrupt);
+  CHECK(code_of([] { Manifest::parse(R"({"manifest_version": 2})", "m"); }) == Code::unsupported);
+}
+
+TEST_CASE("fuzz findings: S3 dates out of range read as 0, without overflow") {
+  CHECK(s3::parse_iso8601("-2147483648-01-01T00:00:00Z") == 0);
+  CHECK(s3::parse_iso8601("2026-13-01T00:00:00Z") == 0);
+  CHECK(s3::parse_iso8601("2026-11-27T05:11:39Z") == 1795756299);
+  auto p = s3::parse_list_page(seed("s3_xml/list_year_overflow.xml"), "", "s3://b");
+  REQUIRE(p.objects.size() == 1);
+  CHECK(p.objects[0].mtime == 0);
+}
