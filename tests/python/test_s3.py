@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -210,10 +212,29 @@ def test_stream_failing_midway_aborts_the_upload(cli, pg, s3, prefix, s3env, aws
     real = os.path.join(_bindir(), "pg_dump")
     fake = tmp_path / "pg_dump"
     fake.write_text(f"#!/bin/sh\ncase \"$1\" in --version) exec {real} --version;; esac\n"
-                    "head -c 12000000 /dev/urandom\necho 'pg_dump: error: simulated failure' >&2\nexit 1\n")
+                    "head -c 12000000 /dev/urandom\n"
+                    # Hold the stream open until the first parts are stored (or 20 s), so the
+                    # failure lands mid-upload rather than racing the first part.
+                    f"i=0; while [ $i -lt 200 ] && ! [ -e {tmp_path}/parts ]; do sleep 0.1; i=$((i+1)); done\n"
+                    "echo 'pg_dump: error: simulated failure' >&2\nexit 1\n")
     fake.chmod(0o755)
-    r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname", pg.conninfo("mev_protection"),
-            "--pg-dump", fake, "--part-size", "5", env=s3env)
+    stop = threading.Event()
+
+    def mark_first_part():
+        while not stop.is_set():
+            if s3.proxy.calls("PUT", "partNumber="):
+                (tmp_path / "parts").touch()
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=mark_first_part)
+    watcher.start()
+    try:
+        r = cli("backup", "postgres", "--repo", f"s3://{BUCKET}/{prefix}", "--dbname",
+                pg.conninfo("mev_protection"), "--pg-dump", fake, "--part-size", "5", env=s3env)
+    finally:
+        stop.set()
+        watcher.join()
     assert r.returncode == 1
     assert "simulated failure" in r.stderr, r.stderr
     mine = [c for c in s3.proxy.calls() if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
