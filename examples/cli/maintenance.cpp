@@ -16,7 +16,9 @@ int to_int(const Args& a, const std::string& name, int dflt, int min) {
 }
 
 // Seconds of a duration such as 25h, 7d, 1d12h.
-long long to_seconds(const std::string& name, const std::string& v) {
+// A duration such as 25h, 7d or 1d12h; "0" too where zero makes sense (allow_zero).
+long long to_seconds(const std::string& name, const std::string& v, bool allow_zero = false) {
+  if (allow_zero && (v == "0" || v == "0s")) return 0;
   long long total = 0, n = 0;
   bool digits = false;
   for (char c : v) {
@@ -62,7 +64,7 @@ int cmd_prune(int argc, char** argv, int start) {
   o.keep_weekly = to_int(a, "keep-weekly", 0, 1);
   o.keep_monthly = to_int(a, "keep-monthly", 0, 1);
   o.keep_yearly = to_int(a, "keep-yearly", 0, 1);
-  if (const char* g = opt(a, "grace")) o.incomplete_grace_seconds = to_seconds("grace", g);
+  if (const char* g = opt(a, "grace")) o.incomplete_grace_seconds = to_seconds("grace", g, true);
   o.kind = opt(a, "kind");
   o.source = opt(a, "source");
   o.now = opt(a, "now");

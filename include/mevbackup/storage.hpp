@@ -20,6 +20,9 @@ struct ObjectInfo {
   std::string key;
   uint64_t size = 0;
   int64_t mtime = 0;  // seconds since the epoch: when the object was stored
+  // list_unfinished on S3: the multipart upload this leftover is (its key is the key the
+  // upload was for; size is 0, unknown). Empty for objects and local temporary files.
+  std::string upload_id;
 };
 
 class Storage {
@@ -38,6 +41,9 @@ class Storage {
     (void)prefix;
     return {};
   }
+  // Removes one leftover of list_unfinished (S3: aborts the multipart upload, which
+  // frees its parts). Removing what is already gone is not an error.
+  virtual void remove_unfinished(const ObjectInfo& leftover) { remove(leftover.key); }
   // Removing a missing key is not an error.
   virtual void remove(const std::string& key) = 0;
   // Removes many keys (S3: DeleteObjects batches of 1000). Tries every key and returns

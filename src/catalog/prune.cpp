@@ -35,9 +35,14 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
     manifests.push_back(&e.manifest);
   }
   std::vector<IncompleteItem> incomplete;
+  std::vector<const ObjectInfo*> leftovers;  // parallel to `incomplete`
   if (opts.source.empty())  // an incomplete object has no manifest to tell its source
-    for (auto& o : cat.incomplete)
-      incomplete.push_back({o.key, std::chrono::system_clock::from_time_t(static_cast<std::time_t>(o.mtime))});
+    for (auto& o : cat.incomplete) {
+      // An S3 multipart upload never completed is named as such (its key may also exist).
+      std::string id = o.upload_id.empty() ? o.key : fmt::format("{} (unfinished multipart upload)", o.key);
+      incomplete.push_back({id, std::chrono::system_clock::from_time_t(static_cast<std::time_t>(o.mtime))});
+      leftovers.push_back(&o);
+    }
 
   PruneResult res;
   res.decisions = apply_retention(items, incomplete, opts.policy, now);
@@ -45,6 +50,7 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
   // manifests of the backups whose artifact is gone. A backup is never left as a
   // manifest-less artifact that could be mistaken for a running one.
   std::vector<std::string> phase1, phase2;
+  std::vector<const ObjectInfo*> uploads;  // aborted one by one (no batch call exists)
   std::vector<size_t> deleted_backups;
   size_t extra_keys = 0;
   for (size_t i = 0; i < res.decisions.size(); ++i) {
@@ -54,7 +60,11 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
                                           d.keep ? "keep" : "delete", d.id, d.reason));
     if (d.keep) continue;
     if (d.incomplete) {
-      phase1.push_back(d.id);
+      const ObjectInfo* o = leftovers[i - items.size()];
+      if (o->upload_id.empty())
+        phase1.push_back(o->key);
+      else
+        uploads.push_back(o);
     } else {
       phase1.push_back(manifests[i]->path);
       phase1.push_back(manifests[i]->path + Verification::kSuffix);
@@ -77,13 +87,21 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
   auto prune_wal = [&] {
     if (wal_retention) pitr::prune_wal(repo.storage(), kept_base, opts.dry_run, ctx.log);
   };
-  if (opts.dry_run || phase1.empty()) {
+  if (opts.dry_run || (phase1.empty() && uploads.empty())) {
     prune_wal();
     return res;
   }
   if (ctx.cancel) ctx.cancel->check();
   std::set<std::string> failed;
-  std::vector<Storage::RemoveFailure> failures = repo.storage().remove_many(phase1);
+  std::vector<Storage::RemoveFailure> failures =
+      phase1.empty() ? std::vector<Storage::RemoveFailure>{} : repo.storage().remove_many(phase1);
+  for (auto* o : uploads) {
+    try {
+      repo.storage().remove_unfinished(*o);
+    } catch (const Error& e) {
+      failures.push_back({fmt::format("{} (unfinished multipart upload)", o->key), e.what()});
+    }
+  }
   for (auto& f : failures) failed.insert(f.key);
   for (size_t i : deleted_backups)
     if (!failed.count(manifests[i]->path) && !failed.count(manifests[i]->path + Verification::kSuffix))
@@ -100,7 +118,9 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
   }
   if (!failures.empty())
     throw Error(Code::io, fmt::format("prune deleted {} of {}, but could not delete {} object(s) in {}; first: {}: {}",
-                                      res.deleted, deleted_backups.size() + (phase1.size() - 2 * deleted_backups.size() - extra_keys),
+                                      res.deleted,
+                                      deleted_backups.size() + uploads.size() +
+                                          (phase1.size() - 2 * deleted_backups.size() - extra_keys),
                                       failures.size(), repo.storage().describe(), failures[0].key, failures[0].reason));
   prune_wal();
   return res;

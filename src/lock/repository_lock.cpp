@@ -227,7 +227,7 @@ void RepositoryLock::Impl::acquire() {
         try {
           int64_t now = now_seconds();
           for (auto& o : storage.list_unfinished(kLockDir))
-            if (now - o.mtime > opts.ttl.count()) storage.remove(o.key);
+            if (now - o.mtime > opts.ttl.count()) storage.remove_unfinished(o);
         } catch (const Error&) {
         }
       }

@@ -1,5 +1,5 @@
 // libFuzzer target for the parsers of S3's XML answers (src/storage/s3): the listing
-// (ListObjectsV2), <Error> bodies, CreateMultipartUpload, CompleteMultipartUpload and
+// (ListObjectsV2), the multipart uploads listing (ListMultipartUploads), <Error> bodies, CreateMultipartUpload, CompleteMultipartUpload and
 // DeleteObjects answers, and the listing's LastModified dates. A server (or a proxy)
 // can send anything: every input must end in a value or an Error(io), never a crash.
 #include <cstddef>
@@ -36,6 +36,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       ListPage p = parse_list_page(xml, root, "s3://fuzz/prefix");
       for (auto& o : p.objects)
         if (o.key.size() > xml.size()) std::abort();
+    } catch (const Error& e) {
+      expect_io(e);
+    }
+  }
+  for (const char* root : {"", "prefix/"}) {
+    try {
+      UploadsPage p = parse_uploads_page(xml, root, "s3://fuzz/prefix");
+      for (auto& o : p.uploads)
+        if (o.key.empty() || o.upload_id.empty() || o.key.size() > xml.size()) std::abort();
     } catch (const Error& e) {
       expect_io(e);
     }

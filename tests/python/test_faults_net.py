@@ -87,6 +87,8 @@ def repo(s3, cli, tmp_path):
     """A fresh prefix holding one good files backup (the "earlier backup")."""
     s3.proxy.faults.clear()
     s3.proxy.list_page_size = None
+    s3.proxy.list_uploads = True
+    s3.proxy.uploads_page_size = None
     _n[0] += 1
     prefix = f"f{_n[0]}"
     env = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ENDPOINT_URL": s3.proxy.endpoint,
@@ -133,6 +135,8 @@ def repo(s3, cli, tmp_path):
     yield r
     s3.proxy.faults.clear()
     s3.proxy.list_page_size = None
+    s3.proxy.list_uploads = True
+    s3.proxy.uploads_page_size = None
 
 
 def contract(repo, result, *cause):
@@ -507,3 +511,71 @@ def test_s12_listing_fault_mid_pagination_deletes_nothing(s3, repo, cli, action,
     s3.proxy.faults = []
     cli("prune", "--repo", repo.url, "--keep-last", "1", env=repo.env, check=True)
     assert len(repo.snapshot()) == 2
+
+
+# ---- 14 on S3: the multipart upload of a killed run ----------------------------------------
+
+def _killed_mid_upload(repo, s3, tools):
+    """Runs a backup of big.bin (two parts), holds it in the retry back-off of part 2 and
+    kills it there (SIGKILL): part 1 stays on the server in an upload never completed."""
+    def part2(m, p, q):
+        return m == "PUT" and q.get("partNumber") == "2" and p.startswith(f"/{BUCKET}/{repo.prefix}/")
+
+    fault = Fault(part2, "503", count=1000)
+    s3.proxy.faults = [fault]
+    env = dict(os.environ, **repo.env)
+    env.update(MEVBACKUP_S3_RETRY_BASE_MS="30000", AWS_MAX_ATTEMPTS="10")
+    p = subprocess.Popen([tools["cli"], "backup", "files", "--repo", repo.url, "--base", str(repo.src), "--quiet",
+                          "big.bin"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while fault.hits == 0 and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fault.hits > 0, "the backup never reached part 2"
+    finally:
+        os.killpg(p.pid, 9)
+        p.wait()
+        s3.proxy.faults = []
+
+
+def test_s14_prune_aborts_the_multipart_upload_of_a_killed_run(repo, s3, cli, tools):
+    _killed_mid_upload(repo, s3, tools)
+    _killed_mid_upload(repo, s3, tools)
+    assert len(repo.leftovers()) == 2
+    s3.proxy.uploads_page_size = 1  # one upload a page: the listing follows the markers
+    # Within the grace period an upload may belong to a running backup: kept, and said so.
+    r = cli("prune", "--repo", repo.url, "--keep-last", "5", "--json", env=repo.env)
+    assert r.returncode == 0, r.stderr
+    decisions = json.loads(r.stdout)["decisions"]
+    uploads = [d for d in decisions if d["id"].endswith("(unfinished multipart upload)")]
+    assert [d["action"] for d in uploads] == ["keep", "keep"], decisions
+    assert all("grace" in d["reason"] for d in uploads)
+    assert len(repo.leftovers()) == 2
+    # Past it: both are aborted (their parts freed), nothing else is touched.
+    r = cli("prune", "--repo", repo.url, "--keep-last", "5", "--grace", "0s", "--json", env=repo.env)
+    assert r.returncode == 0, r.stderr
+    decisions = json.loads(r.stdout)["decisions"]
+    uploads = [d for d in decisions if d["id"].endswith("(unfinished multipart upload)")]
+    assert [d["action"] for d in uploads] == ["delete", "delete"], decisions
+    assert all(d["id"].startswith("config/") for d in uploads), uploads
+    assert repo.leftovers() == []
+    assert repo.calls("DELETE", "uploadId=") == [204, 204]
+    listings = [c for c in s3.proxy.calls("GET", "uploads") if f"prefix={repo.prefix}%2F" in c["query"]]
+    assert len(listings) >= 3  # two pages of one upload each, then the last (first prune as well)
+    assert repo.snapshot() == repo.before
+    assert repo.verify().returncode == 0
+
+
+def test_s14_server_without_upload_listing_warns_and_prunes_the_rest(repo, s3, cli, tools):
+    _killed_mid_upload(repo, s3, tools)
+    s3.proxy.list_uploads = False  # s3rver itself: NotImplemented
+    r = cli("prune", "--repo", repo.url, "--keep-last", "5", "--grace", "0s", env=repo.env)
+    assert r.returncode == 0, r.stderr
+    assert "cannot list multipart uploads" in r.stderr and "mevbackup lifecycle --abort-incomplete" in r.stderr, r.stderr
+    assert len(repo.leftovers()) == 1  # nothing else to do here: the lifecycle rule is the remedy
+    assert repo.snapshot() == repo.before
+    s3.proxy.list_uploads = True
+    r = cli("prune", "--repo", repo.url, "--keep-last", "5", "--grace", "0s", env=repo.env)
+    assert r.returncode == 0, r.stderr
+    assert repo.leftovers() == []

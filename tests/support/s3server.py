@@ -132,6 +132,10 @@ class VerifyingProxy:
         self.requests: List[dict] = []   # method, path, query, status
         self.faults: List[Fault] = []
         self.list_page_size: Optional[int] = None  # > 0: ListObjectsV2 pages of this many keys
+        # s3rver answers NotImplemented to ListMultipartUploads: the proxy answers it from
+        # s3rver's pending uploads (False: pass the request on, as a server without it).
+        self.list_uploads = True
+        self.uploads_page_size: Optional[int] = None  # > 0: ListMultipartUploads pages
         self.lock = threading.Lock()
         proxy = self
 
@@ -261,6 +265,9 @@ class VerifyingProxy:
             self._reply(h, status, {"Content-Type": "application/xml"}, _xml_error(code, message))
             return
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if h.command == "GET" and "uploads" in query and self.list_uploads and parts.path.strip("/").count("/") == 0:
+            self._list_uploads(h, parts.path.strip("/"), query)
+            return
         if h.command == "DELETE" and "uploadId" in query:
             self._abort_upload(h, parts.path.split("/")[1], query["uploadId"])
             return
@@ -319,6 +326,41 @@ class VerifyingProxy:
             self._reply(h, resp.status, headers, data, head_length=resp.getheader("Content-Length"))
         finally:
             conn.close()
+
+    def _list_uploads(self, h: BaseHTTPRequestHandler, bucket: str, query: Dict[str, str]) -> None:
+        """ListMultipartUploads as S3 answers it (sorted by key, then upload; markers),
+        from the uploads s3rver holds. Initiated = when s3rver made the upload's folder."""
+        entries = []
+        for d in self.data_dir.glob(f"{bucket}/*_uploads/*"):
+            try:
+                entries.append(((d / "key").read_text(), d.name, d.stat().st_mtime))
+            except OSError:
+                continue  # completed or aborted meanwhile
+        prefix = query.get("prefix", "")
+        entries = sorted(e for e in entries if e[0].startswith(prefix))
+        key_marker, id_marker = query.get("key-marker", ""), query.get("upload-id-marker", "")
+        if key_marker:
+            entries = [e for e in entries if e[0] > key_marker or (id_marker and e[0] == key_marker and e[1] > id_marker)]
+        limit = self.uploads_page_size or int(query.get("max-uploads") or 1000)
+        page, truncated = entries[:limit], len(entries) > limit
+        ns = "http://s3.amazonaws.com/doc/2006-03-01/"
+        root = ET.Element("ListMultipartUploadsResult", xmlns=ns)
+        for name, value in (("Bucket", bucket), ("KeyMarker", key_marker), ("UploadIdMarker", id_marker),
+                            ("Prefix", prefix), ("MaxUploads", str(limit)),
+                            ("IsTruncated", "true" if truncated else "false")):
+            ET.SubElement(root, name).text = value
+        if truncated:
+            ET.SubElement(root, "NextKeyMarker").text = page[-1][0]
+            ET.SubElement(root, "NextUploadIdMarker").text = page[-1][1]
+        for key, upload_id, mtime in page:
+            u = ET.SubElement(root, "Upload")
+            ET.SubElement(u, "Key").text = key
+            ET.SubElement(u, "UploadId").text = upload_id
+            ET.SubElement(u, "StorageClass").text = "STANDARD"
+            ET.SubElement(u, "Initiated").text = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(mtime))
+        self._record(h, 200)
+        self._reply(h, 200, {"Content-Type": "application/xml"}, ET.tostring(root, encoding="UTF-8",
+                                                                               xml_declaration=True))
 
     def _page(self, data: bytes, token: Optional[str]) -> bytes:
         """One page of list_page_size keys of a full ListObjectsV2 answer, after `token`."""

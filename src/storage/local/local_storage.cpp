@@ -152,7 +152,7 @@ class LocalStorage final : public Storage {
       throw sys_error(errno, fmt::format("cannot stat {}", path));
     }
     if (!S_ISREG(st.st_mode)) return std::nullopt;
-    return ObjectInfo{key, static_cast<uint64_t>(st.st_size), static_cast<int64_t>(st.st_mtime)};
+    return ObjectInfo{key, static_cast<uint64_t>(st.st_size), static_cast<int64_t>(st.st_mtime), {}};
   }
 
   void remove(const std::string& key) override {
@@ -211,7 +211,7 @@ class LocalStorage final : public Storage {
           subdirs.push_back(key);
       } else if (S_ISREG(st.st_mode) && is_temp_name(name) == temporaries &&
                  key.compare(0, prefix.size(), prefix) == 0) {
-        out.push_back(ObjectInfo{key, static_cast<uint64_t>(st.st_size), static_cast<int64_t>(st.st_mtime)});
+        out.push_back(ObjectInfo{key, static_cast<uint64_t>(st.st_size), static_cast<int64_t>(st.st_mtime), {}});
       }
     }
     ::closedir(d);

@@ -67,10 +67,35 @@ ListPage parse_list_page(const std::string& xml, const std::string& root, const 
     std::string k = c.child_value("Key");
     if (k.compare(0, root.size(), root) != 0) continue;
     page.objects.push_back(ObjectInfo{k.substr(root.size()), std::strtoull(c.child_value("Size"), nullptr, 10),
-                                      parse_iso8601(c.child_value("LastModified"))});
+                                      parse_iso8601(c.child_value("LastModified")), {}});
   }
   page.truncated = std::string(res.child_value("IsTruncated")) == "true";
   if (page.truncated) page.next_token = res.child_value("NextContinuationToken");
+  return page;
+}
+
+UploadsPage parse_uploads_page(const std::string& xml, const std::string& root, const std::string& where) {
+  pugi::xml_document doc;
+  if (!doc.load_buffer(xml.data(), xml.size()))
+    throw Error(Code::io, fmt::format("S3 listing of the multipart uploads of {}: malformed XML", where));
+  pugi::xml_node res = doc.child("ListMultipartUploadsResult");
+  if (!res)
+    throw Error(Code::io, fmt::format("S3 listing of the multipart uploads of {}: no ListMultipartUploadsResult", where));
+  UploadsPage page;
+  for (pugi::xml_node u : res.children("Upload")) {
+    std::string k = u.child_value("Key");
+    std::string id = u.child_value("UploadId");
+    if (k.size() <= root.size() || k.compare(0, root.size(), root) != 0 || id.empty()) continue;
+    page.uploads.push_back(ObjectInfo{k.substr(root.size()), 0, parse_iso8601(u.child_value("Initiated")), std::move(id)});
+  }
+  page.truncated = std::string(res.child_value("IsTruncated")) == "true";
+  if (page.truncated) {
+    page.next_key_marker = res.child_value("NextKeyMarker");
+    page.next_upload_id_marker = res.child_value("NextUploadIdMarker");
+    if (page.next_key_marker.empty())
+      throw Error(Code::io,
+                  fmt::format("S3 listing of the multipart uploads of {}: truncated without a NextKeyMarker", where));
+  }
   return page;
 }
 
@@ -320,13 +345,71 @@ class S3StorageImpl final : public Storage {
     return out;
   }
 
+  // ListMultipartUploads: what a killed run left. Their parts cost storage until they
+  // are aborted. A server without the call (s3rver answers NotImplemented) has nothing
+  // to list here: a warning says so, and the lifecycle rule is the remedy.
+  std::vector<ObjectInfo> list_unfinished(const std::string& prefix) override {
+    std::vector<ObjectInfo> out;
+    std::string root = prefix_.empty() ? "" : prefix_ + "/";
+    std::string key_marker, id_marker;
+    for (int page = 1;; ++page) {
+      Request r;
+      r.method = "GET";
+      r.query = {{"uploads", ""}, {"prefix", root + prefix}};
+      if (!key_marker.empty()) {
+        r.query.emplace_back("key-marker", key_marker);
+        r.query.emplace_back("upload-id-marker", id_marker);
+      }
+      Response resp;
+      try {
+        resp = client_->perform(r);
+      } catch (const Error& e) {
+        if (e.code() == Code::unsupported && page == 1) {
+          if (opts_.log)
+            opts_.log(2,
+                      fmt::format("the server of {} cannot list multipart uploads ({}): uploads left by killed runs "
+                                  "are not aborted here; `mevbackup lifecycle --abort-incomplete DAYS` has the "
+                                  "server do it",
+                                  describe(), e.what()));
+          return {};
+        }
+        throw Error(e.code(),
+                    fmt::format("S3 listing of the multipart uploads of {} failed at page {}: {}", describe(), page,
+                                e.what()),
+                    e.retriable());
+      }
+      UploadsPage up = parse_uploads_page(resp.body, root, fmt::format("{} (page {})", describe(), page));
+      for (auto& o : up.uploads) out.push_back(std::move(o));
+      if (!up.truncated) break;
+      if (up.next_key_marker == key_marker && up.next_upload_id_marker == id_marker)
+        throw Error(Code::io, fmt::format("S3 listing of the multipart uploads of {}: page {} repeats its markers",
+                                          describe(), page));
+      key_marker = up.next_key_marker;
+      id_marker = up.next_upload_id_marker;
+    }
+    std::sort(out.begin(), out.end(),
+              [](auto& a, auto& b) { return std::tie(a.key, a.upload_id) < std::tie(b.key, b.upload_id); });
+    return out;
+  }
+
+  void remove_unfinished(const ObjectInfo& leftover) override {
+    if (leftover.upload_id.empty()) return remove(leftover.key);
+    validate_key(leftover.key);
+    Request r;
+    r.method = "DELETE";
+    r.key = full(leftover.key);
+    r.query = {{"uploadId", leftover.upload_id}};
+    r.accept = {404};  // NoSuchUpload: already aborted or completed
+    client_->perform(r);
+  }
+
   std::optional<ObjectInfo> stat(const std::string& key) override {
     validate_key(key);
     Response r = head(full(key));
     if (r.status == 404) return std::nullopt;
     int64_t mtime = 0;
     if (auto lm = r.header("last-modified"); !lm.empty()) mtime = curl_getdate(lm.c_str(), nullptr);
-    return ObjectInfo{key, std::strtoull(r.header("content-length").c_str(), nullptr, 10), std::max<int64_t>(mtime, 0)};
+    return ObjectInfo{key, std::strtoull(r.header("content-length").c_str(), nullptr, 10), std::max<int64_t>(mtime, 0), {}};
   }
 
   void remove(const std::string& key) override {

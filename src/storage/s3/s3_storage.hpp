@@ -37,6 +37,15 @@ struct ListPage {
 };
 // ListObjectsV2. Throws io for malformed XML or no ListBucketResult.
 ListPage parse_list_page(const std::string& xml, const std::string& root, const std::string& where);
+// ListMultipartUploads: the uploads for keys under `root` (`root` removed; upload_id and
+// mtime = Initiated set, size 0) and the markers of the next page. Throws io for
+// malformed XML or no ListMultipartUploadsResult, or a truncated page without markers.
+struct UploadsPage {
+  std::vector<ObjectInfo> uploads;
+  bool truncated = false;
+  std::string next_key_marker, next_upload_id_marker;
+};
+UploadsPage parse_uploads_page(const std::string& xml, const std::string& root, const std::string& where);
 // CreateMultipartUpload: the UploadId, "" when the answer has none.
 std::string parse_upload_id(const std::string& xml);
 // DeleteObjects (quiet): the keys that failed. Throws io for a malformed answer.

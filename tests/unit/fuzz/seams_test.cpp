@@ -60,6 +60,31 @@ TEST_CASE("s3 listing parser: keys under the prefix only, sizes, dates, continua
   CHECK(code_of([] { s3::parse_list_page("<Error/>", "", "s3://b"); }) == Code::io);
 }
 
+TEST_CASE("s3 multipart uploads listing parser: uploads under the prefix, Initiated, markers") {
+  auto p = s3::parse_uploads_page(seed("s3_xml/uploads_truncated.xml"), "prefix/", "s3://bucket/prefix");
+  REQUIRE(p.uploads.size() == 2);  // "prefixed-elsewhere/..." is not under "prefix/"
+  CHECK(p.uploads[0].key == "database/a.dump.gz");
+  CHECK(p.uploads[0].upload_id == "a-upload-1");
+  CHECK(p.uploads[0].mtime == 1795744807);
+  CHECK(p.uploads[0].size == 0);
+  CHECK(p.uploads[1].upload_id == "b-upload-2");
+  CHECK(p.truncated);
+  CHECK(p.next_key_marker == "prefix/database/b.dump.gz");
+  CHECK(p.next_upload_id_marker == "b-upload-2");
+  auto all = s3::parse_uploads_page(seed("s3_xml/uploads_truncated.xml"), "", "s3://bucket");
+  CHECK(all.uploads.size() == 3);
+  CHECK(code_of([] {
+          s3::parse_uploads_page("<ListMultipartUploadsResult><IsTruncated>true</IsTruncated></ListMultipartUploadsResult>",
+                                 "", "s3://b");
+        }) == Code::io);  // truncated, but no marker to go on from
+  CHECK(code_of([] { s3::parse_uploads_page("<ListBucketResult/>", "", "s3://b"); }) == Code::io);
+  CHECK(code_of([] { s3::parse_uploads_page("<ListMultipartUploadsResult", "", "s3://b"); }) == Code::io);
+  auto empty = s3::parse_uploads_page("<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>"
+                                      "</ListMultipartUploadsResult>", "", "s3://b");
+  CHECK(empty.uploads.empty());
+  CHECK_FALSE(empty.truncated);
+}
+
 TEST_CASE("s3 answer parsers: UploadId, CompleteMultipartUpload, DeleteObjects, <Error>") {
   CHECK(s3::parse_upload_id(seed("s3_xml/initiate.xml")) == "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA");
   CHECK(s3::parse_upload_id("not xml").empty());
