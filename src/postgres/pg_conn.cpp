@@ -105,6 +105,14 @@ std::string Conn::quote_ident(const std::string& name) {
   return s;
 }
 
+std::string Conn::quote_literal(const std::string& text) {
+  char* q = PQescapeLiteral(c_.get(), text.c_str(), text.size());
+  if (!q) throw Error(Code::invalid_argument, "cannot quote a literal");
+  std::string s = q;
+  PQfreemem(q);
+  return s;
+}
+
 std::map<std::string, std::optional<std::string>> conninfo_env(const std::string& conninfo) {
   ConnInfoOptions parsed, defaults;
   parse_conninfo(conninfo, parsed);

@@ -29,6 +29,7 @@ class Conn {
   Result exec(const std::string& sql, const std::vector<std::string>& params = {}, const char* what = nullptr);
   std::string value(const std::string& sql, const std::vector<std::string>& params = {});
   std::string quote_ident(const std::string& name);
+  std::string quote_literal(const std::string& text);  // for the commands that take no parameters
   std::string dbname() const { return PQdb(c_.get()); }
   int server_version() const { return PQserverVersion(c_.get()); }
   PGconn* get() const { return c_.get(); }

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 
@@ -101,6 +103,54 @@ bool database_exists(pg::Conn& c, const std::string& name) {
   return c.value("SELECT count(*) FROM pg_database WHERE datname = $1", {name}) != "0";
 }
 
+std::string this_host() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+// Each staging database says whose it is (COMMENT ON DATABASE); a restore killed before it
+// could drop its own leaves one. The next restore to the same target drops those of dead
+// processes of this host that nobody is connected to; others are left (and named).
+std::string staging_comment() { return fmt::format("mevbackup restore staging: host={} pid={}", this_host(), ::getpid()); }
+
+void drop_abandoned_staging(pg::Conn& admin, const std::string& target, const RunContext& ctx) {
+  std::string like = target.substr(0, 30) + "_mevb_restore_";
+  std::string pattern;
+  for (char c : like) {
+    if (c == '_' || c == '%' || c == '\\') pattern += '\\';
+    pattern += c;
+  }
+  pg::Result r = admin.exec(
+      "SELECT d.datname, coalesce(shobj_description(d.oid, 'pg_database'), ''), "
+      "(SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) "
+      "FROM pg_database d WHERE d.datname LIKE $1 || '%' ORDER BY 1",
+      {pattern}, "listing staging databases");
+  std::string host = this_host();
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    std::string name = PQgetvalue(r.get(), i, 0), comment = PQgetvalue(r.get(), i, 1);
+    bool connected = std::string(PQgetvalue(r.get(), i, 2)) != "0";
+    char h[256] = {};
+    long pid = 0;
+    bool ours = std::sscanf(comment.c_str(), "mevbackup restore staging: host=%255s pid=%ld", h, &pid) == 2;
+    bool dead = ours && h == host && pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    if (!dead || connected) {
+      if (ctx.log)
+        ctx.log(LogLevel::info, fmt::format("leaving staging database {} ({}): {}", name,
+                                            comment.empty() ? "no owner noted" : comment,
+                                            connected ? "in use" : "not known to be abandoned"));
+      continue;
+    }
+    if (ctx.log)
+      ctx.log(LogLevel::info, fmt::format("dropping staging database {} left by a killed restore (pid {})", name, pid));
+    try {
+      admin.exec(fmt::format("DROP DATABASE IF EXISTS {}", admin.quote_ident(name)), {}, "dropping a staging database");
+    } catch (const Error& e) {
+      if (ctx.log) ctx.log(LogLevel::warning, fmt::format("could not drop staging database {}: {}", name, e.what()));
+    }
+  }
+}
+
 }  // namespace
 
 void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreOptions& opts, const RunContext& ctx) {
@@ -129,6 +179,7 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
   std::string pg_restore =
       opts.pg_restore_path.empty() ? pg::find_tool("pg_restore", backup.source.value("pg_dump_version", 0))
                                    : opts.pg_restore_path;
+  drop_abandoned_staging(admin, target, ctx);
   std::string staging = staging_name(target);
   std::string create = fmt::format("CREATE DATABASE {} TEMPLATE template0", admin.quote_ident(staging));
   if (!owner.empty()) {
@@ -149,6 +200,14 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
       if (ctx.log) ctx.log(LogLevel::error, fmt::format("could not drop staging database {}: {}", staging, e.what()));
     }
   };
+  try {
+    admin.exec(fmt::format("COMMENT ON DATABASE {} IS {}", admin.quote_ident(staging),
+                           admin.quote_literal(staging_comment())),
+               {}, "marking the staging database");
+  } catch (...) {
+    drop_staging();
+    throw;
+  }
 
   try {
     SpawnOptions so;

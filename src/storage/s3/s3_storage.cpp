@@ -16,6 +16,7 @@
 #include <pugixml.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -365,7 +366,7 @@ class S3StorageImpl final : public Storage {
         resp = client_->perform(r);
       } catch (const Error& e) {
         if (e.code() == Code::unsupported && page == 1) {
-          if (opts_.log)
+          if (opts_.log && !warned_no_upload_listing_.exchange(true))
             opts_.log(2,
                       fmt::format("the server of {} cannot list multipart uploads ({}): uploads left by killed runs "
                                   "are not aborted here; `mevbackup lifecycle --abort-incomplete DAYS` has the "
@@ -477,6 +478,7 @@ class S3StorageImpl final : public Storage {
   std::unique_ptr<Client> client_;
   uint64_t part_size_;
   int concurrency_;
+  std::atomic<bool> warned_no_upload_listing_{false};  // said once per storage
 };
 
 // The first buffer grows as data comes, so a manifest does not cost a whole part.
