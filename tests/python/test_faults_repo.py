@@ -500,6 +500,45 @@ def test_14_sigkill_during_restore(pg, tools, tmp_path, newdb, seed):
     _cleanup_run_and_check(tools, repo, before, pg.env())
 
 
+def _staging_dbs(pg, target):
+    return pg.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{target[:30]}\\_mevb\\_restore\\_%' "
+                   "ORDER BY 1").split()
+
+
+def test_14_sigkill_mid_restore_staging_database_is_dropped_by_the_next_restore(pg, tools, tmp_path, newdb):
+    """A restore killed while pg_restore fills its staging database leaves that database on
+    the server; the next restore to the same target drops it (its process is dead, nobody is
+    connected) and leaves one that is not known to be abandoned."""
+    repo = tmp_path / "repo"
+    pg_backup(tools, pg, repo)
+    target = newdb("killed")
+    slow = tmp_path / "pg_restore_slow"
+    slow.write_text(f"""#!/bin/bash
+if [ "$1" = --version ]; then exec {pg.bindir}/pg_restore --version; fi
+sleep 30 & wait
+""")
+    slow.chmod(0o755)
+    p = start(tools, "restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--quiet",
+              "--pg-restore", slow, env=lock_env(pg))
+    wait_for(lambda: _staging_dbs(pg, target), timeout=30, what="the staging database")
+    kill_group(p)
+    left = _staging_dbs(pg, target)
+    assert len(left) == 1
+    # Not ours to judge: another host's staging database (say, a restore running there).
+    other = f"{target[:30]}_mevb_restore_0badcafe"
+    pg.psql(f'CREATE DATABASE "{other}"')
+    pg.psql(f"""COMMENT ON DATABASE "{other}" IS 'mevbackup restore staging: host=elsewhere pid=1'""")
+    r = run(tools, "restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--verbose",
+            env=lock_env(pg))
+    assert r.returncode == 0, r.stderr
+    assert f"dropping staging database {left[0]} left by a killed restore" in r.stderr, r.stderr
+    assert f"leaving staging database {other}" in r.stderr, r.stderr
+    assert _staging_dbs(pg, target) == [other]
+    assert pg.psql("SELECT count(*) FROM mev_threats", target) == pg.psql("SELECT count(*) FROM mev_threats",
+                                                                         "mev_protection")
+    pg.psql(f'DROP DATABASE "{other}"')
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_14_sigkill_during_prune(pg, tools, tmp_path, seed):
     rng = random.Random(seed)
