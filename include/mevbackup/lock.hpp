@@ -6,7 +6,10 @@
 //
 // A held lock is refreshed by a background thread (a new object is written, then the
 // old one removed). A lock not refreshed within its TTL is abandoned; so is a lock of a
-// process that no longer exists on this host. Abandoned locks are ignored by everyone
+// process that no longer exists on this host. A holder whose refreshes keep failing
+// until the next one would come after the TTL has lost its lock: the run it guards
+// (guard()) is cancelled with Code::locked, before a prune elsewhere could take the
+// repository from under it. Abandoned locks are ignored by everyone
 // and removed by the next exclusive locker.
 //
 // Environment (read when a lock is taken):
@@ -67,6 +70,11 @@ class RepositoryLock {
   RepositoryLock(Storage& storage, LockKind kind, const LogFn& log, const LockOptions& opts);
   ~RepositoryLock();
   RepositoryLock(const RepositoryLock&) = delete;
+
+  // `ctx` for the run this lock protects: its cancel token also trips, with
+  // Error(locked) naming the lock, when the lock is lost (ctx's own token still works).
+  // Valid while the lock lives.
+  RunContext guard(const RunContext& ctx);
   RepositoryLock& operator=(const RepositoryLock&) = delete;
 
   struct Impl;

@@ -77,14 +77,36 @@ class Sink {
 // Cooperative cancellation, shared by everyone taking part in a run.
 class CancelToken {
  public:
-  void cancel() noexcept { flag_.store(true, std::memory_order_relaxed); }
-  bool cancelled() const noexcept { return flag_.load(std::memory_order_relaxed); }
-  void reset() noexcept { flag_.store(false, std::memory_order_relaxed); }
-  // Throws Error(cancelled) when cancelled.
+  CancelToken() = default;
+  // A token that is also cancelled when `parent` is (a part of a run: see RepositoryLock::guard).
+  explicit CancelToken(const CancelToken* parent) : parent_(parent) {}
+  CancelToken(const CancelToken&) = delete;
+  CancelToken& operator=(const CancelToken&) = delete;
+
+  void cancel() noexcept { flag_.store(true, std::memory_order_release); }
+  // Cancels with a reason: check() then throws Error(code, why) instead of "cancelled".
+  // The first reason given stays.
+  void cancel(Code code, std::string why);
+  bool cancelled() const noexcept {
+    return flag_.load(std::memory_order_acquire) || (parent_ && parent_->cancelled());
+  }
+  // Not while others use the token (the C API resets it when a run starts).
+  void reset() noexcept {
+    flag_.store(false, std::memory_order_relaxed);
+    has_reason_.store(false, std::memory_order_relaxed);
+    claiming_.store(false, std::memory_order_relaxed);
+  }
+  // Throws when cancelled: the reason given to cancel(code, why), the parent's, or
+  // Error(cancelled).
   void check() const;
 
  private:
   std::atomic<bool> flag_{false};
+  std::atomic<bool> has_reason_{false};  // code_ and why_ are set (before flag_)
+  std::atomic<bool> claiming_{false};    // one writer of code_ and why_
+  Code code_ = Code::cancelled;
+  std::string why_;
+  const CancelToken* parent_ = nullptr;
 };
 
 struct Progress {

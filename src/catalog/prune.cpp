@@ -20,7 +20,8 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
   opts.policy.validate();
   // No backup may be writing or reading while prune decides what to delete (lock.hpp).
   RepositoryLock lock(repo.storage(), opts.dry_run ? LockKind::shared : LockKind::exclusive, ctx.log);
-  Catalog cat = repo.catalog(opts.kind, ctx.log);
+  const RunContext gctx = lock.guard(ctx);  // cancelled if the lock is lost
+  Catalog cat = repo.catalog(opts.kind, gctx.log);
   std::vector<RetentionItem> items;
   std::vector<const Manifest*> manifests;
   for (auto& e : cat.backups) {
@@ -55,8 +56,8 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
   size_t extra_keys = 0;
   for (size_t i = 0; i < res.decisions.size(); ++i) {
     auto& d = res.decisions[i];
-    if (ctx.log)
-      ctx.log(LogLevel::info, fmt::format("{}{} {}: {}", opts.dry_run && !d.keep ? "would " : "",
+    if (gctx.log)
+      gctx.log(LogLevel::info, fmt::format("{}{} {}: {}", opts.dry_run && !d.keep ? "would " : "",
                                           d.keep ? "keep" : "delete", d.id, d.reason));
     if (d.keep) continue;
     if (d.incomplete) {
@@ -85,13 +86,13 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
       if (e.manifest.kind == "basebackup" && !gone_ids.count(e.manifest.id)) kept_base.push_back(e.manifest);
   }
   auto prune_wal = [&] {
-    if (wal_retention) pitr::prune_wal(repo.storage(), kept_base, opts.dry_run, ctx.log);
+    if (wal_retention) pitr::prune_wal(repo.storage(), kept_base, opts.dry_run, gctx.log);
   };
   if (opts.dry_run || (phase1.empty() && uploads.empty())) {
     prune_wal();
     return res;
   }
-  if (ctx.cancel) ctx.cancel->check();
+  if (gctx.cancel) gctx.cancel->check();
   std::set<std::string> failed;
   std::vector<Storage::RemoveFailure> failures =
       phase1.empty() ? std::vector<Storage::RemoveFailure>{} : repo.storage().remove_many(phase1);

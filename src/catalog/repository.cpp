@@ -77,6 +77,7 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
                              const std::function<void(Manifest&)>& complete) {
   check_name_prefix(spec.name_prefix);
   RepositoryLock lock(*storage_, LockKind::shared, ctx.log);  // a prune waits for it (lock.hpp)
+  const RunContext gctx = lock.guard(ctx);  // cancelled if the lock is lost
   TimePoint started = clock_.now();
   std::string base = spec.name_prefix + "_" + format_name_stamp(started);
   std::string ext = spec.extension + std::string(compression_suffix(spec.compression));
@@ -111,9 +112,9 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
     if (complete) complete(m);
   });
   auto sink = storage_->put(m.path);
-  PipelineOptions po = ctx.pipeline;
+  PipelineOptions po = gctx.pipeline;
   if (!*po.stage_name) po.stage_name = "backup";
-  p.run(*sink, ctx.cancel, ctx.progress, po);
+  p.run(*sink, gctx.cancel, gctx.progress, po);
   try {
     storage_->write_small(m.key(), m.to_string());
   } catch (...) {
@@ -124,12 +125,13 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
     }
     throw;
   }
-  if (ctx.log) ctx.log(LogLevel::info, fmt::format("stored {} ({} bytes) in {}", m.path, m.size, storage_->describe()));
+  if (gctx.log) gctx.log(LogLevel::info, fmt::format("stored {} ({} bytes) in {}", m.path, m.size, storage_->describe()));
   return m;
 }
 
 void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext& ctx) {
   RepositoryLock lock(*storage_, LockKind::shared, ctx.log);
+  const RunContext gctx = lock.guard(ctx);  // cancelled if the lock is lost
   auto info = storage_->stat(m.path);
   if (!info)
     throw Error(Code::not_found, fmt::format("artifact {} of backup {} is missing from {}", m.path, m.id, storage_->describe()));
@@ -152,9 +154,9 @@ void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext&
       throw Error(Code::corrupt, fmt::format("artifact {}: SHA-256 {} does not match the manifest's {}", m.path,
                                              sha.hex(), m.sha256));
   });
-  PipelineOptions po = ctx.pipeline;
+  PipelineOptions po = gctx.pipeline;
   if (!*po.stage_name) po.stage_name = "restore";
-  p.run(sink, ctx.cancel, ctx.progress, po);
+  p.run(sink, gctx.cancel, gctx.progress, po);
 }
 
 nlohmann::json Verification::to_json() const {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/digest.hpp"
+#include "mevbackup/lock.hpp"
 
 namespace mevbackup {
 
@@ -60,8 +61,13 @@ SyncResult sync_repositories(Repository& from, Repository& to, const std::string
   SyncResult r;
   Storage& src = from.storage();
   Storage& dst = to.storage();
-  for (const Manifest& m : from.list(kind, ctx.log)) {
-    if (ctx.cancel) ctx.cancel->check();
+  // Shared on both sides: a prune of either waits (what is read must stay, what is being
+  // copied must not be taken for an abandoned upload); both guard the run.
+  RepositoryLock from_lock(src, LockKind::shared, ctx.log);
+  RepositoryLock to_lock(dst, LockKind::shared, ctx.log);
+  const RunContext gctx = to_lock.guard(from_lock.guard(ctx));
+  for (const Manifest& m : from.list(kind, gctx.log)) {
+    if (gctx.cancel) gctx.cancel->check();
     if (dst.stat(m.key())) {
       ++r.present;
       continue;
@@ -71,21 +77,21 @@ SyncResult sync_repositories(Repository& from, Repository& to, const std::string
     for (const Manifest& part : extra_parts(m)) {
       if (dst.stat(part.path)) {
         NullSink null;
-        copy_checked(dst, part, null, ctx);
+        copy_checked(dst, part, null, gctx);
       } else {
         auto sink = dst.put(part.path);
-        copy_checked(src, part, *sink, ctx);
+        copy_checked(src, part, *sink, gctx);
         r.bytes += part.size;
       }
     }
     if (auto existing = dst.stat(m.path)) {
       // Left by an interrupted sync: keep it only if it is exactly the backup's bytes.
       NullSink null;
-      copy_checked(dst, m, null, ctx);
-      if (ctx.log) ctx.log(LogLevel::info, fmt::format("{} was already in {} and matches its manifest", m.path, dst.describe()));
+      copy_checked(dst, m, null, gctx);
+      if (gctx.log) gctx.log(LogLevel::info, fmt::format("{} was already in {} and matches its manifest", m.path, dst.describe()));
     } else {
       auto sink = dst.put(m.path);
-      copy_checked(src, m, *sink, ctx);
+      copy_checked(src, m, *sink, gctx);
       r.bytes += m.size;
     }
     try {
@@ -97,7 +103,7 @@ SyncResult sync_repositories(Repository& from, Repository& to, const std::string
       }
       throw;
     }
-    if (ctx.log) ctx.log(LogLevel::info, fmt::format("copied {} ({} bytes) to {}", m.id, m.size, dst.describe()));
+    if (gctx.log) gctx.log(LogLevel::info, fmt::format("copied {} ({} bytes) to {}", m.id, m.size, dst.describe()));
     r.copied.push_back(m.id);
   }
   return r;

@@ -15,8 +15,22 @@
 
 namespace mevbackup {
 
+void CancelToken::cancel(Code code, std::string why) {
+  if (!claiming_.exchange(true)) {
+    code_ = code;
+    why_ = std::move(why);
+    has_reason_.store(true, std::memory_order_release);
+  }
+  cancel();
+}
+
 void CancelToken::check() const {
-  if (cancelled()) throw Error(Code::cancelled, "operation cancelled");
+  if (!flag_.load(std::memory_order_acquire)) {
+    if (parent_) parent_->check();
+    return;
+  }
+  if (has_reason_.load(std::memory_order_acquire)) throw Error(code_, why_);
+  throw Error(Code::cancelled, "operation cancelled");
 }
 
 size_t MemorySource::read(MutBytes buf) {
@@ -298,7 +312,7 @@ void Pipeline::run(Sink& sink, CancelToken* cancel, const ProgressFn& progress,
     ChunkQueue& in_q = *st.queues.back();
     Chunk c;
     for (;;) {
-      if (cancel_tok.cancelled()) throw Error(Code::cancelled, "operation cancelled");
+      cancel_tok.check();
       auto wait = opts.progress_interval;
       if (opts.stall_timeout.count() > 0) wait = std::min(wait, std::max(opts.stall_timeout / 4, std::chrono::milliseconds(10)));
       auto r = in_q.pop(c, wait);

@@ -138,6 +138,8 @@ struct RepositoryLock::Impl {
   bool stop = false;
   int refresh_failures = 0;
   std::string refresh_error;
+  std::chrono::steady_clock::time_point last_written;  // the lock object was last written then
+  std::unique_ptr<CancelToken> guard_token;             // of guard(): tripped when the lock is lost
 
   Impl(Storage& s, LockKind k, LogFn l, LockOptions o) : storage(s), kind(k), log(std::move(l)), opts(o) {}
 
@@ -189,6 +191,7 @@ void RepositoryLock::Impl::acquire() {
       throw Error(e.code(), fmt::format("cannot take the exclusive lock of {}: {}", storage.describe(), e.what()),
                   e.retriable());
     }
+    last_written = std::chrono::steady_clock::now();
     std::optional<LockInfo> conflict;
     std::vector<LockInfo> stale;
     try {
@@ -265,8 +268,11 @@ void RepositoryLock::Impl::refresh_loop() {
     if (cv.wait_for(lk, opts.refresh, [&] { return stop; })) break;
     lk.unlock();
     std::string next = key_for(seq + 1);
+    bool written = false;
     try {
       storage.write_small(next, record());
+      written = true;
+      last_written = std::chrono::steady_clock::now();
       std::string old = key;
       key = next;
       ++seq;
@@ -277,6 +283,21 @@ void RepositoryLock::Impl::refresh_loop() {
       refresh_error = e.what();
     }
     lk.lock();
+    // The next refresh would come after the TTL: others may then take this lock for
+    // abandoned (a prune could delete what this run reads or writes). Stop the run.
+    if (!written && std::chrono::steady_clock::now() - last_written + opts.refresh >= opts.ttl) {
+      std::string why = fmt::format("lost the {} lock {} of {}: it could not be refreshed for {} s (TTL {} s; {} "
+                                    "failure(s), last: {}); the run is stopped so that no other run takes the "
+                                    "repository from under it",
+                                    kind_name(kind), key, storage.describe(),
+                                    std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                                     last_written)
+                                        .count(),
+                                    opts.ttl.count(), refresh_failures, refresh_error);
+      if (log) log(LogLevel::error, why);
+      if (guard_token) guard_token->cancel(Code::locked, why);
+      break;  // nothing to keep alive any more
+    }
   }
 }
 
@@ -321,6 +342,15 @@ RepositoryLock::RepositoryLock(Storage& storage, LockKind kind, const LogFn& log
     }
   }
   impl_->acquire();
+}
+
+RunContext RepositoryLock::guard(const RunContext& ctx) {
+  RunContext out = ctx;
+  if (!impl_ || impl_->nested || !impl_->active) return out;  // the outer lock (or none) guards it
+  std::lock_guard<std::mutex> g(impl_->mu);
+  if (!impl_->guard_token) impl_->guard_token = std::make_unique<CancelToken>(ctx.cancel);
+  out.cancel = impl_->guard_token.get();
+  return out;
 }
 
 RepositoryLock::~RepositoryLock() {

@@ -100,15 +100,16 @@ Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions
 std::vector<VerifyResult> verify(Repository& repo, const std::string& which, const VerifyOptions& opts,
                                  const RunContext& ctx) {
   RepositoryLock lock(repo.storage(), LockKind::shared, ctx.log);
+  const RunContext gctx = lock.guard(ctx);  // cancelled if the lock is lost
   std::vector<Manifest> targets;
-  if (which == "all") targets = repo.list(opts.kind, ctx.log);
-  else targets.push_back(repo.find(which, opts.kind, opts.source, ctx.log));
+  if (which == "all") targets = repo.list(opts.kind, gctx.log);
+  else targets.push_back(repo.find(which, opts.kind, opts.source, gctx.log));
   std::vector<VerifyResult> out;
   for (auto& m : targets) {
-    if (ctx.cancel) ctx.cancel->check();
-    VerifyResult r{m.id, verify_one(repo, m, opts, ctx)};
-    if (ctx.log)
-      ctx.log(r.verification.ok ? LogLevel::info : LogLevel::error,
+    if (gctx.cancel) gctx.cancel->check();
+    VerifyResult r{m.id, verify_one(repo, m, opts, gctx)};
+    if (gctx.log)
+      gctx.log(r.verification.ok ? LogLevel::info : LogLevel::error,
               fmt::format("{} {}: {}", r.verification.ok ? "ok" : "FAILED", m.id, r.verification.message));
     if (opts.record) repo.record_verification(m, r.verification);
     out.push_back(std::move(r));

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -249,6 +250,59 @@ TEST_CASE("lock: a waiting locker gets the lock once the holder lets go; refresh
     CHECK(testutil::mode_of(dir / second[0]) == 0600);
   }
   CHECK(lock_files(dir).empty());
+}
+
+TEST_CASE("lock: a holder whose refreshes keep failing loses the lock; the run it guards stops with Code::locked") {
+  TempDir dir;
+  FaultyFs fs;
+  fs.match = "/locks/";
+  auto st = make_local_storage(dir.path(), fs);
+  LockOptions o = quick(2);
+  o.refresh = std::chrono::seconds(1);
+  std::vector<std::string> log;
+  std::mutex log_mu;
+  CancelToken user;
+  RunContext ctx;
+  ctx.cancel = &user;
+  {
+    RepositoryLock l(*st, LockKind::shared, [&](LogLevel, const std::string& m) {
+      std::lock_guard<std::mutex> g(log_mu);
+      log.push_back(m);
+    }, o);
+    RunContext guarded = l.guard(ctx);
+    REQUIRE(guarded.cancel != nullptr);
+    CHECK(guarded.cancel != &user);
+    CHECK_NOTHROW(guarded.cancel->check());
+    fs.fail = FaultyFs::Fail::write;  // from now on no lock object can be written
+    for (int i = 0; i < 60 && !guarded.cancel->cancelled(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    REQUIRE(guarded.cancel->cancelled());
+    CHECK_FALSE(user.cancelled());  // the caller's own token is not touched
+    std::string msg;
+    CHECK(code_of([&] { guarded.cancel->check(); }, &msg) == Code::locked);
+    CHECK(msg.find("lost the shared lock") != std::string::npos);
+    CHECK(msg.find("could not be refreshed") != std::string::npos);
+    fs.fail = FaultyFs::Fail::none;
+  }
+  std::lock_guard<std::mutex> g(log_mu);
+  REQUIRE_FALSE(log.empty());
+  CHECK(log[0].find("lost the shared lock") != std::string::npos);
+}
+
+TEST_CASE("cancel token: a child trips with its parent, a reason is thrown as given") {
+  CancelToken parent;
+  CancelToken child(&parent);
+  CHECK_NOTHROW(child.check());
+  parent.cancel();
+  CHECK(child.cancelled());
+  CHECK(code_of([&] { child.check(); }) == Code::cancelled);
+  CancelToken t;
+  t.cancel(Code::locked, "first reason");
+  t.cancel(Code::io, "second reason");
+  std::string msg;
+  CHECK(code_of([&] { t.check(); }, &msg) == Code::locked);
+  CHECK(msg.find("first reason") != std::string::npos);
+  t.reset();
+  CHECK_NOTHROW(t.check());
 }
 
 TEST_CASE("lock: prune and publish back out with Code::locked and change nothing; the catalog ignores locks/") {
