@@ -149,57 +149,11 @@ std::string restore_command_word(const std::string& s) {
 }
 
 TimePoint parse_target_time(const std::string& text) {
-  auto bad = [&](const char* why) {
-    return Error(Code::invalid_argument,
-                 fmt::format("target time \"{}\" {}: use \"YYYY-MM-DD HH:MM:SS[.ffffff]+00\" (a zone is required)",
-                             text, why));
-  };
-  int Y, M, D, h, m, s, n = 0;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%*1[ T]%2d:%2d:%2d%n", &Y, &M, &D, &h, &m, &s, &n) != 6 || n == 0)
-    throw bad("is not a date and time");
-  size_t i = static_cast<size_t>(n);
-  long usec = 0;
-  if (i < text.size() && text[i] == '.') {
-    ++i;
-    int digits = 0;
-    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
-      if (digits < 6) usec = usec * 10 + (text[i] - '0');
-      ++digits;
-      ++i;
-    }
-    if (!digits) throw bad("has an empty fraction");
-    for (; digits < 6; ++digits) usec *= 10;
-  }
-  while (i < text.size() && text[i] == ' ') ++i;
-  long offset = 0;
-  if (i < text.size() && (text[i] == 'Z' || text[i] == 'z')) {
-    ++i;
-  } else if (i < text.size() && (text[i] == '+' || text[i] == '-')) {
-    int sign = text[i] == '-' ? -1 : 1;
-    ++i;
-    int oh = 0, om = 0, k = 0;
-    if (std::sscanf(text.c_str() + i, "%2d%n", &oh, &k) != 1 || k != 2) throw bad("has a bad zone offset");
-    i += 2;
-    if (i < text.size() && text[i] == ':') ++i;
-    if (i + 2 <= text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
-      if (std::sscanf(text.c_str() + i, "%2d%n", &om, &k) != 1 || k != 2) throw bad("has a bad zone offset");
-      i += 2;
-    }
-    offset = sign * (oh * 3600L + om * 60L);
-  } else {
-    throw bad("has no time zone");
-  }
-  if (i != text.size()) throw bad("has trailing characters");
-  if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || s > 60) throw bad("is out of range");
-  std::tm tm{};
-  tm.tm_year = Y - 1900;
-  tm.tm_mon = M - 1;
-  tm.tm_mday = D;
-  tm.tm_hour = h;
-  tm.tm_min = m;
-  tm.tm_sec = s;
-  time_t t = timegm(&tm) - offset;
-  return std::chrono::system_clock::from_time_t(t) + std::chrono::microseconds(usec);
+  std::string why;
+  if (auto t = try_parse_time(text, &why)) return *t;
+  throw Error(Code::invalid_argument,
+              fmt::format("target time \"{}\" {}: use \"YYYY-MM-DD HH:MM:SS[.ffffff]+00\" (a zone is required)", text,
+                          why));
 }
 
 // ---- base backup parts -------------------------------------------------------------

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "mevbackup/clock.hpp"
 #include "mevbackup/error.hpp"
 
 namespace mevbackup::s3 {
@@ -212,21 +213,10 @@ S3Error parse_error(const std::string& xml) {
 }
 
 int64_t parse_iso8601(const std::string& s) {
-  std::tm tm{};
-  int y, mo, d, h, mi, sec;
-  // Widths bound every field (no overflow inside sscanf); a field out of range is as
-  // malformed as a missing one (found by tests/fuzz/s3_xml_fuzz.cpp: a year of
-  // -2147483648 overflowed y - 1900).
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) != 6) return 0;
-  if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60)
-    return 0;
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = sec;
-  return static_cast<int64_t>(timegm(&tm));
+  auto t = try_parse_time(s);
+  if (!t) return 0;
+  int64_t secs = std::chrono::duration_cast<std::chrono::seconds>(t->time_since_epoch()).count();
+  return secs < 0 ? 0 : secs;
 }
 
 Client::Client(ClientConfig cfg, std::string bucket) : cfg_(std::move(cfg)), bucket_(std::move(bucket)) {

@@ -71,6 +71,34 @@ TEST_CASE("RFC 3339 times parse and format in UTC") {
   CHECK_THROWS_AS(parse_rfc3339("2026-13-01T00:00:00Z"), Error);
 }
 
+TEST_CASE("one time parser: every accepted spelling, and why a text is refused") {
+  TimePoint t = parse_rfc3339("2026-11-27T04:27:23Z");
+  for (const char* same : {"2026-11-27 04:27:23Z", "2026-11-27T04:27:23.000Z", "2026-11-27T05:27:23+01:00",
+                           "2026-11-27T05:27:23+01", "2026-11-27 05:27:23 +0100", "2026-11-27T02:57:23-01:30"}) {
+    auto p = try_parse_time(same);
+    REQUIRE_MESSAGE(p.has_value(), same);
+    CHECK_MESSAGE(*p == t, same);
+  }
+  CHECK(*try_parse_time("2026-11-27T04:27:23.25Z") - t == std::chrono::milliseconds(250));
+  std::string why;
+  CHECK_FALSE(try_parse_time("2026-11-27T04:27:23", &why));
+  CHECK(why == "has no time zone");
+  CHECK_FALSE(try_parse_time("2026-11-27T04:27:23Zjunk", &why));
+  CHECK(why == "has trailing characters");
+  CHECK_FALSE(try_parse_time("2026-11-27T24:00:00Z", &why));
+  CHECK(why == "is out of range");
+  CHECK_FALSE(try_parse_time("2026-11-27T04:27:23.Z", &why));
+  CHECK(why == "has an empty fraction");
+  CHECK_FALSE(try_parse_time("-2147483648-01-01T00:00:00Z", &why));
+  std::string msg;
+  try {
+    parse_rfc3339("2026-11-27 04:27");
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("\"2026-11-27 04:27\": it is not a date and time") != std::string::npos);
+}
+
 TEST_CASE("the version agrees across the build, the C header and the C++ core") {
   CHECK(std::string(kVersionString) == MEVB_PROJECT_VERSION);
   CHECK(MEVB_VERSION_NUMBER == kVersionMajor * 10000 + kVersionMinor * 100 + kVersionPatch);
