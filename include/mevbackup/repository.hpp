@@ -61,6 +61,20 @@ struct Catalog {
   std::vector<ObjectInfo> incomplete;
 };
 
+// What store_compressed wrote: the stored bytes and the payload they hold.
+struct StoredDigest {
+  uint64_t size = 0, payload_size = 0;
+  std::string sha256, payload_sha256;  // hex
+};
+
+// The one way an artifact is written: `source` -> SHA-256 and count of the payload ->
+// compressor -> SHA-256 and count of the stored bytes -> storage.put(key), committed only
+// after `before_commit` (given the digest; it may throw to reject the artifact) returned.
+// `stage` names the pipeline in progress reports and errors. Nothing remains on failure.
+StoredDigest store_compressed(Storage& storage, const std::string& key, Source& source, Compression compression,
+                              int level, const RunContext& ctx, const char* stage,
+                              const std::function<void(const StoredDigest&)>& before_commit = {});
+
 class Repository {
  public:
   explicit Repository(std::unique_ptr<Storage> storage, Clock& clock = system_clock());

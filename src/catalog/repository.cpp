@@ -73,6 +73,31 @@ class MagicCheck final : public Observer {
 
 }  // namespace
 
+StoredDigest store_compressed(Storage& storage, const std::string& key, Source& source, Compression compression,
+                              int level, const RunContext& ctx, const char* stage,
+                              const std::function<void(const StoredDigest&)>& before_commit) {
+  Sha256 payload_sha, stored_sha;
+  ByteCounter payload_n, stored_n;
+  auto comp = make_compressor(compression, level);
+  Pipeline p(source);
+  p.observe(payload_sha).observe(payload_n);
+  if (comp) p.then(*comp);
+  p.observe(stored_sha).observe(stored_n);
+  StoredDigest d;
+  p.before_commit([&] {
+    d.size = stored_n.count();
+    d.sha256 = stored_sha.hex();
+    d.payload_size = payload_n.count();
+    d.payload_sha256 = payload_sha.hex();
+    if (before_commit) before_commit(d);
+  });
+  auto sink = storage.put(key);
+  PipelineOptions po = ctx.pipeline;
+  if (!*po.stage_name) po.stage_name = stage;
+  p.run(*sink, ctx.cancel, ctx.progress, po);
+  return d;
+}
+
 Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const RunContext& ctx,
                              const std::function<void(Manifest&)>& complete) {
   check_name_prefix(spec.name_prefix);
@@ -96,25 +121,15 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
   m.source_name = spec.name_prefix;
   m.tool = {{"name", "libmevbackup"}, {"version", kVersionString}};
 
-  Sha256 payload_sha, stored_sha;
-  ByteCounter payload_n, stored_n;
-  auto comp = make_compressor(spec.compression, spec.level);
-  Pipeline p(source);
-  p.observe(payload_sha).observe(payload_n);
-  if (comp) p.then(*comp);
-  p.observe(stored_sha).observe(stored_n);
-  p.before_commit([&] {
-    m.size = stored_n.count();
-    m.sha256 = stored_sha.hex();
-    m.payload_size = payload_n.count();
-    m.payload_sha256 = payload_sha.hex();
-    m.finished_at = format_rfc3339(clock_.now());
-    if (complete) complete(m);
-  });
-  auto sink = storage_->put(m.path);
-  PipelineOptions po = gctx.pipeline;
-  if (!*po.stage_name) po.stage_name = "backup";
-  p.run(*sink, gctx.cancel, gctx.progress, po);
+  store_compressed(*storage_, m.path, source, spec.compression, spec.level, gctx, "backup",
+                   [&](const StoredDigest& d) {
+                     m.size = d.size;
+                     m.sha256 = d.sha256;
+                     m.payload_size = d.payload_size;
+                     m.payload_sha256 = d.payload_sha256;
+                     m.finished_at = format_rfc3339(clock_.now());
+                     if (complete) complete(m);
+                   });
   try {
     storage_->write_small(m.key(), m.to_string());
   } catch (...) {

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/digest.hpp"
+#include "mevbackup/lock.hpp"
 #include "mevbackup/pitr.hpp"
 #include "mevbackup/version.hpp"
 #include "../io/subprocess.hpp"
@@ -221,6 +222,9 @@ std::string utc_micro(TimePoint t) {
 }  // namespace
 
 Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunContext& ctx) {
+  // Shared, as every backup and restore: a prune waits for it (lock.hpp).
+  RepositoryLock lock(repo.storage(), LockKind::shared, ctx.log);
+  const RunContext gctx = lock.guard(ctx);
   if (opts.max_rate_kbps && (opts.max_rate_kbps < 32 || opts.max_rate_kbps > 1048576))
     throw Error(Code::invalid_argument, fmt::format("max rate {} kB/s is outside 32..1048576", opts.max_rate_kbps));
   Storage& st = repo.storage();
@@ -238,7 +242,7 @@ Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunC
     std::string msg = "the server's archive_mode is off: a base backup without archived WAL cannot be recovered "
                       "(set archive_mode=on and archive_command='mevbackup wal-push --repo ... %p')";
     if (opts.require_archiving) throw Error(Code::unsupported, msg);
-    if (ctx.log) ctx.log(LogLevel::warning, msg);
+    if (gctx.log) gctx.log(LogLevel::warning, msg);
   }
   std::string system_id;
   {
@@ -266,7 +270,7 @@ Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunC
                                 opts.fast_checkpoint ? "fast" : "spread");
   if (opts.max_rate_kbps) cmd += fmt::format(", MAX_RATE {}", opts.max_rate_kbps);
   cmd += ")";
-  if (ctx.log) ctx.log(LogLevel::info, fmt::format("starting base backup {} of PostgreSQL {} (system {})", id, server_version, system_id));
+  if (gctx.log) gctx.log(LogLevel::info, fmt::format("starting base backup {} of PostgreSQL {} (system {})", id, server_version, system_id));
   if (!PQsendQuery(c, cmd.c_str()))
     throw Error(Code::connection, fmt::format("cannot send BASE_BACKUP: {}", conn_error(c)), true);
 
@@ -299,31 +303,21 @@ Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunC
     auto store = [&](const std::string& name, const std::string& oid, const std::string& location) {
       std::string key = dir + "/" + name + std::string(compression_suffix(opts.compression));
       ArchiveSource src(stream, c);
-      Sha256 payload_sha, stored_sha;
-      ByteCounter payload_n, stored_n;
-      auto comp = make_compressor(opts.compression, opts.level);
-      Pipeline p(src);
-      p.observe(payload_sha).observe(payload_n);
-      if (comp) p.then(*comp);
-      p.observe(stored_sha).observe(stored_n);
-      auto sink = st.put(key);
-      PipelineOptions po = ctx.pipeline;
-      if (!*po.stage_name) po.stage_name = "basebackup";
-      p.run(*sink, ctx.cancel, ctx.progress, po);
+      StoredDigest d = store_compressed(st, key, src, opts.compression, opts.level, gctx, "basebackup");
       stored.push_back(key);
       nlohmann::json f = {{"name", name},
                           {"path", key},
                           {"compression", std::string(compression_name(opts.compression))},
-                          {"size", stored_n.count()},
-                          {"sha256", stored_sha.hex()},
-                          {"payload_size", payload_n.count()},
-                          {"payload_sha256", payload_sha.hex()}};
+                          {"size", d.size},
+                          {"sha256", d.sha256},
+                          {"payload_size", d.payload_size},
+                          {"payload_sha256", d.payload_sha256}};
       if (!oid.empty()) {
         f["tablespace_oid"] = oid;
         f["tablespace_location"] = location;
       }
       files.push_back(f);
-      if (ctx.log) ctx.log(LogLevel::info, fmt::format("stored {} ({} bytes)", key, stored_n.count()));
+      if (gctx.log) gctx.log(LogLevel::info, fmt::format("stored {} ({} bytes)", key, d.size));
       return src.next();
     };
     bool have_base = false, have_manifest = false;
@@ -402,8 +396,8 @@ Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunC
     }
     throw;
   }
-  if (ctx.log)
-    ctx.log(LogLevel::info, fmt::format("base backup {} complete: WAL {} .. {} on timeline {}", id,
+  if (gctx.log)
+    gctx.log(LogLevel::info, fmt::format("base backup {} complete: WAL {} .. {} on timeline {}", id,
                                         m.source["start_lsn"].get<std::string>(), m.source["stop_lsn"].get<std::string>(),
                                         m.source["stop_timeline"].get<long long>()));
   return m;

@@ -27,6 +27,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/digest.hpp"
+#include "mevbackup/lock.hpp"
 #include "mevbackup/pitr.hpp"
 #include "../files/files_common.hpp"
 #include "../io/subprocess.hpp"
@@ -393,6 +394,9 @@ nlohmann::json PitrRestoreResult::to_json() const {
 }
 
 PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts, const RunContext& ctx) {
+  // Shared, as every backup and restore: a prune waits for it (lock.hpp).
+  RepositoryLock lock(repo.storage(), LockKind::shared, ctx.log);
+  const RunContext gctx = lock.guard(ctx);
   int targets = !opts.target_time.empty() + !opts.target_lsn.empty() + !opts.target_name.empty();
   if (targets > 1) throw Error(Code::invalid_argument, "give at most one of target time, target LSN and target name");
   if (opts.data_dir.empty()) throw Error(Code::invalid_argument, "no data directory given");
@@ -407,7 +411,7 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
 
   // 1. The base backup: the newest that ended before the target.
   Storage& st = repo.storage();
-  std::vector<Manifest> all = repo.list("basebackup", ctx.log);
+  std::vector<Manifest> all = repo.list("basebackup", gctx.log);
   std::optional<Manifest> chosen;
   for (auto& m : all) {
     if (!opts.backup_id.empty() && m.id != opts.backup_id) continue;
@@ -512,7 +516,7 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
           Owner o_;
           int fd_ = -1;
         } sink(root + "/backup_manifest", owner);
-        repo.restore_stream(p.stored, sink, ctx);
+        repo.restore_stream(p.stored, sink, gctx);
         continue;
       }
       std::string into = root;
@@ -521,8 +525,8 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
           throw sys_error(errno, fmt::format("cannot resolve {}", ts_target[p.tablespace_oid]));
         into = real;
       }
-      if (ctx.log) ctx.log(LogLevel::info, fmt::format("unpacking {} into {}", p.stored.path, into));
-      auto l = extract_part(st, p, into, owner, ctx);
+      if (gctx.log) gctx.log(LogLevel::info, fmt::format("unpacking {} into {}", p.stored.path, into));
+      auto l = extract_part(st, p, into, owner, gctx);
       if (p.name == "base.tar") links = l;
     }
     // Tablespace links point at the (possibly remapped) locations.
@@ -609,13 +613,13 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
     if (rc != 0)
       throw Error(Code::restore_failed, fmt::format("{} {}: {}", pg_ctl, describe_exit(rc), p.stderr_text()));
   }
-  if (ctx.log) ctx.log(LogLevel::info, fmt::format("server starting on {}; waiting for recovery to finish", data_dir));
+  if (gctx.log) gctx.log(LogLevel::info, fmt::format("server starting on {}; waiting for recovery to finish", data_dir));
   std::string pg_controldata = pg_ctl.substr(0, pg_ctl.rfind('/') + 1) + "pg_controldata";
   auto t0 = std::chrono::steady_clock::now();
   auto deadline = t0 + std::chrono::seconds(opts.timeout_seconds > 0 ? opts.timeout_seconds : 3600);
   bool seen_pid = false;
   for (;;) {
-    if (ctx.cancel) ctx.cancel->check();
+    if (gctx.cancel) gctx.cancel->check();
     std::string pidfile = read_text(data_dir + "/postmaster.pid");
     bool dead = false;
     if (!pidfile.empty()) {
