@@ -376,6 +376,33 @@ class _Callbacks:
             raise self.error
 
 
+def _run(repo: "Repository", opts, progress: Optional[ProgressFn], call) -> None:
+    """call(repo handle) with `opts.progress` calling `progress` (kept alive for the call);
+    re-raises what the Python callback raised during it (it cancels the run)."""
+    cb = _Callbacks(repo, progress)
+    opts.progress = cb.c_progress
+    try:
+        call(repo._handle())
+    except Error:
+        cb.reraise()
+        raise
+
+
+def _run_backup(repo: "Repository", fn, opts, progress: Optional[ProgressFn]) -> "Backup":
+    """A backup call of the C API: fn(repo, &opts, &backup) -> Backup."""
+    h = _p()
+    _run(repo, opts, progress, lambda handle: fn(handle, ctypes.byref(opts), ctypes.byref(h)))
+    try:
+        return Backup._from_handle(h)
+    finally:
+        _lib.mevb_backup_free(h)
+
+
+def _run_restore(repo: "Repository", fn, ident: Optional[str], opts, progress: Optional[ProgressFn]) -> None:
+    """A restore call of the C API: fn(repo, id, &opts)."""
+    _run(repo, opts, progress, lambda handle: fn(handle, _enc(ident), ctypes.byref(opts)))
+
+
 class Repository:
     """A backup repository: a local directory or ``s3://bucket/prefix``.
 
@@ -500,19 +527,9 @@ class Repository:
         o.pg_dump_path = _enc(pg_dump)
         o.pg_dump_args, o.pg_dump_args_count, keep = _argv(pg_dump_args)
         o.exact_count_max_bytes = exact_count_max_bytes
-        cb = _Callbacks(self, progress)
-        o.progress = cb.c_progress
-        h = _p()
-        try:
-            _lib.mevb_repo_backup_postgres(self._handle(), ctypes.byref(o), ctypes.byref(h))
-        except Error:
-            cb.reraise()
-            raise
+        b = _run_backup(self, _lib.mevb_repo_backup_postgres, o, progress)
         del keep
-        try:
-            return Backup._from_handle(h)
-        finally:
-            _lib.mevb_backup_free(h)
+        return b
 
     def restore_postgres(self, backup: Union[str, Backup] = "latest", *, dbname: str, clean: bool = False,
                          source: Optional[str] = None, pg_restore: Optional[str] = None,
@@ -529,13 +546,7 @@ class Repository:
         o.pg_restore_args, o.pg_restore_args_count, keep = _argv(pg_restore_args)
         o.jobs = jobs
         o.staging_dir = _enc(staging_dir)
-        cb = _Callbacks(self, progress)
-        o.progress = cb.c_progress
-        try:
-            _lib.mevb_repo_restore_postgres(self._handle(), _enc(ident), ctypes.byref(o))
-        except Error:
-            cb.reraise()
-            raise
+        _run_restore(self, _lib.mevb_repo_restore_postgres, ident, o, progress)
         del keep
 
     # -- retention, verification, monitoring
@@ -600,19 +611,9 @@ class Repository:
         o.name_prefix = _enc(prefix)
         o.compression = _enc(compression)
         o.level = -1 if level is None else int(level)
-        cb = _Callbacks(self, progress)
-        o.progress = cb.c_progress
-        h = _p()
-        try:
-            _lib.mevb_repo_backup_files(self._handle(), ctypes.byref(o), ctypes.byref(h))
-        except Error:
-            cb.reraise()
-            raise
+        b = _run_backup(self, _lib.mevb_repo_backup_files, o, progress)
         del keep_p, keep_e
-        try:
-            return Backup._from_handle(h)
-        finally:
-            _lib.mevb_backup_free(h)
+        return b
 
     def restore_files(self, backup: Union[str, Backup] = "latest", *, target: Union[str, os.PathLike],
                       only: Optional[Sequence[str]] = None, dry_run: bool = False, overwrite: bool = False,
@@ -635,13 +636,7 @@ class Repository:
 
         c_entry = _FILES_ENTRY_CB(on_entry)
         o.on_entry = c_entry
-        cb = _Callbacks(self, progress)
-        o.progress = cb.c_progress
-        try:
-            _lib.mevb_repo_restore_files(self._handle(), _enc(ident), ctypes.byref(o))
-        except Error:
-            cb.reraise()
-            raise
+        _run_restore(self, _lib.mevb_repo_restore_files, ident, o, progress)
         del keep, c_entry
         return actions
 # ---- Redis ------------------------------------------------------------------------------
@@ -685,18 +680,8 @@ def _backup_redis(self: "Repository", url: str, *, password: Optional[str] = Non
     o.compression = _enc(compression)
     o.level = -1 if level is None else int(level)
     o.timeout_seconds = int(timeout)
-    cb = _Callbacks(self, progress)
-    o.progress = cb.c_progress
-    h = _p()
-    try:
-        _lib.mevb_repo_backup_redis(self._handle(), ctypes.byref(o), ctypes.byref(h))
-    except Error:
-        cb.reraise()
-        raise
-    try:
-        return Backup._from_handle(h)
-    finally:
-        _lib.mevb_backup_free(h)
+    b = _run_backup(self, _lib.mevb_repo_backup_redis, o, progress)
+    return b
 
 
 def _restore_redis(self: "Repository", backup: Union[str, Backup] = "latest", *, data_dir: Optional[str] = None,
@@ -724,13 +709,7 @@ def _restore_redis(self: "Repository", backup: Union[str, Backup] = "latest", *,
     o.password = _enc(password)
     o.replace = 1 if replace else 0
     o.flush = 1 if flush else 0
-    cb = _Callbacks(self, progress)
-    o.progress = cb.c_progress
-    try:
-        _lib.mevb_repo_restore_redis(self._handle(), _enc(ident), ctypes.byref(o))
-    except Error:
-        cb.reraise()
-        raise
+    _run_restore(self, _lib.mevb_repo_restore_redis, ident, o, progress)
     del keep_b, keep_a
 
 
@@ -808,18 +787,8 @@ def _backup_basebackup(self: "Repository", dbname: str, *, prefix: Optional[str]
     o.spread_checkpoint = 1 if spread_checkpoint else 0
     o.max_rate_kbps = int(max_rate_kbps)
     o.allow_no_archiving = 1 if allow_no_archiving else 0
-    cb = _Callbacks(self, progress)
-    o.progress = cb.c_progress
-    h = _p()
-    try:
-        _lib.mevb_repo_backup_basebackup(self._handle(), ctypes.byref(o), ctypes.byref(h))
-    except Error:
-        cb.reraise()
-        raise
-    try:
-        return Backup._from_handle(h)
-    finally:
-        _lib.mevb_backup_free(h)
+    b = _run_backup(self, _lib.mevb_repo_backup_basebackup, o, progress)
+    return b
 
 
 def _restore_pitr(self: "Repository", data_dir: Union[str, os.PathLike], *, repo_url: Optional[str] = None,
@@ -851,14 +820,8 @@ def _restore_pitr(self: "Repository", data_dir: Union[str, os.PathLike], *, repo
     o.start = 1 if start else 0
     o.timeout_seconds = int(timeout_seconds)
     o.log_file = _enc(log_file)
-    cb = _Callbacks(self, progress)
-    o.progress = cb.c_progress
     h = _p()
-    try:
-        _lib.mevb_repo_restore_pitr(self._handle(), ctypes.byref(o), ctypes.byref(h))
-    except Error:
-        cb.reraise()
-        raise
+    _run(self, o, progress, lambda handle: _lib.mevb_repo_restore_pitr(handle, ctypes.byref(o), ctypes.byref(h)))
     del keep1, keep2, keep3
     return _take_report(h)
 
