@@ -373,6 +373,36 @@ def test_s8_damaged_object_is_caught_before_the_backup_exists(s3, repo, fast_ret
     assert repo.snapshot() == repo.before and repo.leftovers() == []
 
 
+@pytest.mark.parametrize("stale", [1, 2, 50])
+def test_s8_a_lagging_head_is_asked_again_before_the_object_counts_as_damaged(s3, repo, stale):
+    """A server whose reads lag behind its acknowledgements (s3rver answers a PUT before
+    its file is written): the HEAD after an upload is asked up to three times."""
+    def stored_head(m, p, q):
+        """The HEADs of an artifact right after its PUT (called under the proxy's lock)."""
+        if m != "HEAD" or not p.endswith(".tar.gz"):
+            return False
+        prev = [c for c in s3.proxy.requests if c["path"] == p]
+        return bool(prev) and (prev[-1]["method"], prev[-1]["status"]) in (("PUT", 200), ("HEAD", "stale-head"))
+
+    s3.proxy.faults = [Fault(stored_head, "stale-head", count=stale)]
+    r = repo.backup()
+    if stale < 3:
+        assert r.returncode == 0, r.stderr
+        assert s3.proxy.faults[0].hits == stale
+        seq = [(c["method"], c["status"]) for c in s3.proxy.calls()
+               if c["path"].startswith(f"/{BUCKET}/{repo.prefix}/") and c["path"].endswith(".tar.gz")]
+        put = len(seq) - 1 - seq[::-1].index(("PUT", 200))
+        assert seq[put + 1:] == [("HEAD", "stale-head")] * stale + [("HEAD", 200)], seq
+        assert repo.verify().returncode == 0
+    else:
+        contract(repo, r, "kept other bytes", "holds 0 bytes")
+        seq = [(c["method"], c["status"]) for c in s3.proxy.calls()
+               if c["path"].startswith(f"/{BUCKET}/{repo.prefix}/") and c["path"].endswith(".tar.gz")]
+        put = len(seq) - 1 - seq[::-1].index(("PUT", 200))  # this run's upload (the fixture made one too)
+        # Three HEADs after the upload, then the damaged object is deleted.
+        assert seq[put + 1:put + 5] == [("HEAD", "stale-head")] * 3 + [("DELETE", 204)], seq
+
+
 # ---- scenario 9: a skewed clock --------------------------------------------------------
 
 @pytest.mark.parametrize("offset", ["+16m", "-16m"])

@@ -100,7 +100,8 @@ class Fault:
     one byte / with one bit flipped and pass on the server's answer, as a server that
     keeps damaged data; "truncate-lie" / "flip-lie" also replace the answer's ETag with the
     MD5 of the body as received, as a server that damages data after checking it;
-    "bad-xml" answers 200 with a malformed XML body. `code` is the S3 error code of a
+    "bad-xml" answers 200 with a malformed XML body; "stale-head" forwards a HEAD but answers
+    Content-Length 0, as a server whose reads lag behind its acknowledgements. `code` is the S3 error code of a
     status answer (default: InternalError for 500, SlowDown for 503, a plausible one
     otherwise); `hits` counts the requests the fault caught."""
 
@@ -252,7 +253,7 @@ class VerifyingProxy:
             return
         damage = fault.action if fault is not None and fault.action in (
             "truncate", "flip", "truncate-lie", "flip-lie") else None
-        if fault is not None and damage is None and fault.action != "drop-response":
+        if fault is not None and damage is None and fault.action not in ("drop-response", "stale-head"):
             status = int(fault.action)
             self._record(h, status)
             self._reply(h, status, {"Content-Type": "application/xml"},
@@ -321,6 +322,11 @@ class VerifyingProxy:
                 h.wfile.flush()
                 h.close_connection = True
                 h.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if fault is not None and fault.action == "stale-head":
+                # An eventually consistent server: the object is there, its length not yet.
+                self._record(h, "stale-head")
+                self._reply(h, resp.status, headers, data, head_length="0")
                 return
             self._record(h, resp.status)
             self._reply(h, resp.status, headers, data, head_length=resp.getheader("Content-Length"))

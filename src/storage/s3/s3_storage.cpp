@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -702,11 +703,11 @@ void S3Sink::verify_stored(const Response* put_answer, const std::string& whole_
     if (etags_are_md5(*put_answer) && is_md5_hex(etag) && etag != whole_md5_hex)
       problem = fmt::format("its ETag {} is not the MD5 of the {} bytes sent ({})", etag, total_bytes_, whole_md5_hex);
   }
-  if (problem.empty()) {
+  // The HEAD is asked up to three times: a server that is only eventually consistent
+  // (s3rver answers a PUT before its file is written; some S3-compatible stores lag
+  // behind their own acknowledgements) is given a moment before its answer counts.
+  for (int attempt = 1; problem.empty(); ++attempt) {
     Response h = st_.head(key_);
-    if (h.status == 404)
-      throw Error(Code::corrupt, fmt::format("{}: the server acknowledged the upload but has no such object",
-                                             client_.describe(key_)));
     std::string len = h.header("content-length");
     std::string etag = unquote(h.header("etag"));
     std::string multi;
@@ -715,12 +716,22 @@ void S3Sink::verify_stored(const Response* put_answer, const std::string& whole_
       for (auto& [n, m] : part_md5_) all += m;
       multi = fmt::format("{}-{}", to_hex(md5_raw(all)), parts);
     }
-    if (len.empty() || std::strtoull(len.c_str(), nullptr, 10) != total_bytes_)
-      problem = fmt::format("it holds {} bytes, {} were sent", len.empty() ? "an unknown number of" : len, total_bytes_);
+    std::string seen;
+    if (h.status == 404)
+      seen = "the server acknowledged the upload but has no such object";
+    else if (len.empty() || std::strtoull(len.c_str(), nullptr, 10) != total_bytes_)
+      seen = fmt::format("it holds {} bytes, {} were sent", len.empty() ? "an unknown number of" : len, total_bytes_);
     else if (etags_are_md5(h) && is_md5_hex(etag) && etag != whole_md5_hex)
-      problem = fmt::format("its ETag {} is not the MD5 of the bytes sent ({})", etag, whole_md5_hex);
+      seen = fmt::format("its ETag {} is not the MD5 of the bytes sent ({})", etag, whole_md5_hex);
     else if (etags_are_md5(h) && parts > 0 && etag.find('-') != std::string::npos && etag != multi)
-      problem = fmt::format("its ETag {} differs from the one of the parts sent ({})", etag, multi);
+      seen = fmt::format("its ETag {} differs from the one of the parts sent ({})", etag, multi);
+    if (seen.empty()) return;
+    if (attempt < 3) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+      continue;
+    }
+    if (h.status == 404) throw Error(Code::corrupt, fmt::format("{}: {}", client_.describe(key_), seen));
+    problem = seen;
   }
   if (problem.empty()) return;
   std::string fate = "it was deleted";
