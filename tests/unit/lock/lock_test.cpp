@@ -274,7 +274,8 @@ TEST_CASE("lock: a holder whose refreshes keep failing loses the lock; the run i
     CHECK(guarded.cancel != &user);
     CHECK_NOTHROW(guarded.cancel->check());
     fs.fail = FaultyFs::Fail::write;  // from now on no lock object can be written
-    for (int i = 0; i < 60 && !guarded.cancel->cancelled(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int i = 0; i < 200 && !guarded.cancel->cancelled(); ++i)  // lost after ~1 s; 10 s for slow builds
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     REQUIRE(guarded.cancel->cancelled());
     CHECK_FALSE(user.cancelled());  // the caller's own token is not touched
     std::string msg;
