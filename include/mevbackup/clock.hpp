@@ -20,7 +20,8 @@ Clock& system_clock();
 std::string format_rfc3339(TimePoint t);
 // The one parser of dates and times with a zone, for every caller (manifests, --now,
 // recovery target times, S3 listings): "YYYY-MM-DD(T| )HH:MM:SS[.frac][ ](Z|±HH[:MM]|±HHMM)",
-// microsecond precision. nullopt when malformed, out of range or without a zone; `why`
+// microsecond precision, years 1970..2200. nullopt when malformed, out of range or
+// without a zone; `why`
 // then says which ("has no time zone", ...).
 std::optional<TimePoint> try_parse_time(const std::string& text, std::string* why = nullptr);
 // try_parse_time, or invalid_argument naming the text.

@@ -79,7 +79,10 @@ std::optional<TimePoint> try_parse_time(const std::string& text, std::string* wh
     return fail("has no time zone");
   }
   if (i != text.size()) return fail("has trailing characters");
-  if (Y < 0 || M < 1 || M > 12 || D < 1 || D > 31 || h < 0 || h > 23 || m < 0 || m > 59 || s < 0 || s > 60)
+  // Years outside 1970..2200 are refused: system_clock counts nanoseconds in 64 bits,
+  // which end before 1678 and after 2262 (the fuzzer found a year 1013 overflowing it).
+  if (Y < 1970 || Y > 2200 || M < 1 || M > 12 || D < 1 || D > 31 || h < 0 || h > 23 || m < 0 || m > 59 || s < 0 ||
+      s > 60)
     return fail("is out of range");
   std::tm tm{};
   tm.tm_year = Y - 1900;

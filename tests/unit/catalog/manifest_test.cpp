@@ -90,6 +90,10 @@ TEST_CASE("one time parser: every accepted spelling, and why a text is refused")
   CHECK_FALSE(try_parse_time("2026-11-27T04:27:23.Z", &why));
   CHECK(why == "has an empty fraction");
   CHECK_FALSE(try_parse_time("-2147483648-01-01T00:00:00Z", &why));
+  CHECK_FALSE(try_parse_time("1013-11-27T02:00:07.000Z", &why));  // nanoseconds since 1970 overflow (fuzzer)
+  CHECK(why == "is out of range");
+  CHECK_FALSE(try_parse_time("9999-12-31T23:59:59Z"));
+  CHECK(try_parse_time("2200-01-01T00:00:00Z").has_value());
   std::string msg;
   try {
     parse_rfc3339("2026-11-27 04:27");
