@@ -706,16 +706,16 @@ void S3Sink::verify_stored(const Response* put_answer, const std::string& whole_
   // The HEAD is asked up to three times: a server that is only eventually consistent
   // (s3rver answers a PUT before its file is written; some S3-compatible stores lag
   // behind their own acknowledgements) is given a moment before its answer counts.
+  std::string multi;  // AWS's multipart ETag: MD5 of the parts' MD5s, "-" and their count
+  if (parts > 0) {
+    std::string all;
+    for (auto& [n, m] : part_md5_) all += m;
+    multi = fmt::format("{}-{}", to_hex(md5_raw(all)), parts);
+  }
   for (int attempt = 1; problem.empty(); ++attempt) {
     Response h = st_.head(key_);
     std::string len = h.header("content-length");
     std::string etag = unquote(h.header("etag"));
-    std::string multi;
-    if (parts > 0) {
-      std::string all;
-      for (auto& [n, m] : part_md5_) all += m;
-      multi = fmt::format("{}-{}", to_hex(md5_raw(all)), parts);
-    }
     std::string seen;
     if (h.status == 404)
       seen = "the server acknowledged the upload but has no such object";
