@@ -106,7 +106,8 @@ inline bool g_progress = false;
 inline void on_log(int level, const char* message, void*) {
   if (level >= MEVB_LOG_WARNING || g_verbose) {
     if (g_progress) std::fputs("\r\033[K", stderr);
-    std::fprintf(stderr, "mevbackup: %s%s\n", level >= MEVB_LOG_WARNING ? "warning: " : "", message);
+    const char* kind = level >= MEVB_LOG_ERROR ? "error: " : level >= MEVB_LOG_WARNING ? "warning: " : "";
+    std::fprintf(stderr, "mevbackup: %s%s\n", kind, message);
   }
 }
 

@@ -294,8 +294,11 @@ void RepositoryLock::Impl::refresh_loop() {
                                                                                      last_written)
                                         .count(),
                                     opts.ttl.count(), refresh_failures, refresh_error);
-      if (log) log(LogLevel::error, why);
-      if (guard_token) guard_token->cancel(Code::locked, why);
+      // A guarded run fails with this message; an unguarded holder can only be told.
+      if (guard_token)
+        guard_token->cancel(Code::locked, why);
+      else if (log)
+        log(LogLevel::error, why);
       break;  // nothing to keep alive any more
     }
   }

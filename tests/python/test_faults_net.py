@@ -609,3 +609,41 @@ def test_s14_server_without_upload_listing_warns_and_prunes_the_rest(repo, s3, c
     r = cli("prune", "--repo", repo.url, "--keep-last", "5", "--grace", "0s", env=repo.env)
     assert r.returncode == 0, r.stderr
     assert repo.leftovers() == []
+
+
+# ---- 13 on S3: a run whose lock can no longer be refreshed --------------------------------
+
+def test_s13_lost_lock_stops_an_s3_backup(repo, s3, cli, pg, tmp_path):
+    """The lock object's refreshes fail (500) from the first one on while a backup streams:
+    once the next refresh would come after the TTL, the run is stopped with `locked`, its
+    upload aborted, and the repository holds what it held before."""
+    fake = tmp_path / "pg_dump"
+    real = os.path.join(pg.bindir, "pg_dump")
+    # Streams a part's worth, then stays silent (as a dump of a big table does) for up
+    # to 60 s, then would finish: only the lost lock can end the run in time.
+    fake.write_text(f"#!/bin/sh\ncase \"$1\" in --version) exec {real} --version;; esac\n"
+                    "head -c 6000000 /dev/urandom\n"
+                    "i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n"
+                    "head -c 1000 /dev/urandom\n")
+    fake.chmod(0o755)
+
+    def lock_refresh(m, p, q):
+        return (m == "PUT" and p.startswith(f"/{BUCKET}/{repo.prefix}/locks/")
+                and not p.endswith("-00000000.json"))
+
+    fault = Fault(lock_refresh, "500", count=10_000)
+    s3.proxy.faults = [fault]
+    t0 = time.monotonic()
+    r = cli("backup", "postgres", "--repo", repo.url, "--dbname", pg.conninfo("mev_protection"), "--pg-dump", fake,
+            "--part-size", "5",
+            env=dict(repo.env, MEVBACKUP_LOCK_TTL="4", MEVBACKUP_LOCK_REFRESH="1", AWS_MAX_ATTEMPTS="1"))
+    elapsed = time.monotonic() - t0
+    s3.proxy.faults = []
+    assert fault.hits >= 2, fault.hits  # refreshes were attempted and failed
+    assert elapsed < 30, f"the run went on for {elapsed:.0f} s after losing its lock"
+    contract(repo, r, r"lost the shared lock", r"could not be refreshed", r"TTL 4 s", r"500|InternalError")
+    assert r.stderr.count("lost the shared lock") == 1, r.stderr  # said once, as the run's error
+    assert "mevbackup: error: lost the shared lock" in r.stderr, r.stderr
+    assert repo.calls("PUT", "partNumber=")  # it was uploading when it stopped
+    assert repo.calls("DELETE", "uploadId=") == [204]  # and aborted that upload
+    assert not [c for c in repo.calls("POST", "uploadId=")]  # never completed

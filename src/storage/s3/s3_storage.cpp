@@ -727,6 +727,9 @@ void S3Sink::verify_stored(const Response* put_answer, const std::string& whole_
       seen = fmt::format("its ETag {} differs from the one of the parts sent ({})", etag, multi);
     if (seen.empty()) return;
     if (attempt < 3) {
+      if (st_.opts().log)
+        st_.opts().log(1, fmt::format("{}: the server does not show the upload yet ({}); asking again in {} ms",
+                                      client_.describe(key_), seen, 200 * attempt));
       std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
       continue;
     }

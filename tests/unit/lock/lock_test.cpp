@@ -285,8 +285,14 @@ TEST_CASE("lock: a holder whose refreshes keep failing loses the lock; the run i
     fs.fail = FaultyFs::Fail::none;
   }
   std::lock_guard<std::mutex> g(log_mu);
+  // The failures are logged; the loss itself is the guarded run's error, not said twice.
   REQUIRE_FALSE(log.empty());
-  CHECK(log[0].find("lost the shared lock") != std::string::npos);
+  bool failures_logged = false;
+  for (auto& m : log) {
+    CHECK(m.find("lost the") == std::string::npos);
+    if (m.find("refreshing lock") != std::string::npos && m.find("failed") != std::string::npos) failures_logged = true;
+  }
+  CHECK(failures_logged);
 }
 
 TEST_CASE("cancel token: a child trips with its parent, a reason is thrown as given") {
