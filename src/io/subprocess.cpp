@@ -82,6 +82,14 @@ std::optional<std::string> find_in_path(const std::string& name) {
   return std::nullopt;
 }
 
+std::string this_host() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+bool process_gone(long pid) { return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH; }
+
 std::string describe_exit(int code) {
   if (code >= 128) return fmt::format("was killed by signal {}", code - 128);
   return fmt::format("exited with status {}", code);

@@ -61,4 +61,12 @@ std::string describe_exit(int code);
 // The full path of `name` in PATH, or nullopt.
 std::optional<std::string> find_in_path(const std::string& name);
 
+// This machine's host name ("unknown" if it has none), as written into lock objects and
+// staging-database comments so that a later run can tell its own host's leftovers.
+std::string this_host();
+
+// True when no process `pid` exists on this host (kill(pid, 0) says ESRCH); a process of
+// another user still counts as running.
+bool process_gone(long pid);
+
 }  // namespace mevbackup

@@ -1,10 +1,8 @@
 // The repository lock (lock.hpp): lock objects under locks/, written through Storage.
 #include "mevbackup/lock.hpp"
 
-#include <signal.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
 #include <algorithm>
@@ -18,6 +16,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "../io/subprocess.hpp"
+
 namespace mevbackup {
 
 namespace {
@@ -27,12 +27,6 @@ int64_t now_seconds() {
 }
 
 std::string stamp(int64_t t) { return format_rfc3339(std::chrono::system_clock::from_time_t(static_cast<std::time_t>(t))); }
-
-std::string this_host() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
-  return buf;
-}
 
 std::string random_id() {
   static std::mutex mu;
@@ -110,7 +104,7 @@ std::vector<LockInfo> list_locks(Storage& storage, const LockOptions& opts, cons
         for (auto& [s, h] : g_registry) mine = mine || h.ids.count(l.id);
         gone = !mine;  // an earlier process with our pid
       } else {
-        gone = ::kill(static_cast<pid_t>(l.pid), 0) != 0 && errno == ESRCH;
+        gone = process_gone(l.pid);
       }
       if (gone) {
         l.stale = true;
@@ -285,14 +279,13 @@ void RepositoryLock::Impl::refresh_loop() {
     lk.lock();
     // The next refresh would come after the TTL: others may then take this lock for
     // abandoned (a prune could delete what this run reads or writes). Stop the run.
-    if (!written && std::chrono::steady_clock::now() - last_written + opts.refresh >= opts.ttl) {
+    auto unrefreshed = std::chrono::steady_clock::now() - last_written;
+    if (!written && unrefreshed + opts.refresh >= opts.ttl) {
       std::string why = fmt::format("lost the {} lock {} of {}: it could not be refreshed for {} s (TTL {} s; {} "
                                     "failure(s), last: {}); the run is stopped so that no other run takes the "
                                     "repository from under it",
                                     kind_name(kind), key, storage.describe(),
-                                    std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
-                                                                                     last_written)
-                                        .count(),
+                                    std::chrono::duration_cast<std::chrono::seconds>(unrefreshed).count(),
                                     opts.ttl.count(), refresh_failures, refresh_error);
       // A guarded run fails with this message; an unguarded holder can only be told.
       if (guard_token)

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -93,20 +92,16 @@ class StagedFileSink final : public Sink {
 
 const char* kMaintenanceDb = "postgres";
 
+// NAMEDATALEN is 64: a recognisable prefix of the target, then (staging_name) a random tag.
+std::string staging_prefix(const std::string& target) { return target.substr(0, 30) + "_mevb_restore_"; }
+
 std::string staging_name(const std::string& target) {
   std::mt19937_64 rng{std::random_device{}()};
-  // NAMEDATALEN is 64: keep a recognisable prefix of the target, then a random tag.
-  return fmt::format("{}_mevb_restore_{:08x}", target.substr(0, 30), static_cast<uint32_t>(rng()));
+  return fmt::format("{}{:08x}", staging_prefix(target), static_cast<uint32_t>(rng()));
 }
 
 bool database_exists(pg::Conn& c, const std::string& name) {
   return c.value("SELECT count(*) FROM pg_database WHERE datname = $1", {name}) != "0";
-}
-
-std::string this_host() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
-  return buf;
 }
 
 // Each staging database says whose it is (COMMENT ON DATABASE); a restore killed before it
@@ -115,9 +110,8 @@ std::string this_host() {
 std::string staging_comment() { return fmt::format("mevbackup restore staging: host={} pid={}", this_host(), ::getpid()); }
 
 void drop_abandoned_staging(pg::Conn& admin, const std::string& target, const RunContext& ctx) {
-  std::string like = target.substr(0, 30) + "_mevb_restore_";
   std::string pattern;
-  for (char c : like) {
+  for (char c : staging_prefix(target)) {
     if (c == '_' || c == '%' || c == '\\') pattern += '\\';
     pattern += c;
   }
@@ -133,7 +127,7 @@ void drop_abandoned_staging(pg::Conn& admin, const std::string& target, const Ru
     char h[256] = {};
     long pid = 0;
     bool ours = std::sscanf(comment.c_str(), "mevbackup restore staging: host=%255s pid=%ld", h, &pid) == 2;
-    bool dead = ours && h == host && pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    bool dead = ours && h == host && process_gone(pid);
     if (!dead || connected) {
       if (ctx.log)
         ctx.log(LogLevel::info, fmt::format("leaving staging database {} ({}): {}", name,

@@ -633,7 +633,7 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
           ::access((data_dir + "/recovery.signal").c_str(), F_OK) != 0 && in_production(pg_controldata, data_dir))
         break;
       long pid = std::atol(lines[0].c_str());
-      if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) dead = true;
+      if (process_gone(pid)) dead = true;
     } else if (seen_pid || std::chrono::steady_clock::now() - t0 > std::chrono::seconds(20)) {
       dead = true;
     }

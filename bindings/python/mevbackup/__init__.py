@@ -680,8 +680,7 @@ def _backup_redis(self: "Repository", url: str, *, password: Optional[str] = Non
     o.compression = _enc(compression)
     o.level = -1 if level is None else int(level)
     o.timeout_seconds = int(timeout)
-    b = _run_backup(self, _lib.mevb_repo_backup_redis, o, progress)
-    return b
+    return _run_backup(self, _lib.mevb_repo_backup_redis, o, progress)
 
 
 def _restore_redis(self: "Repository", backup: Union[str, Backup] = "latest", *, data_dir: Optional[str] = None,
@@ -787,8 +786,7 @@ def _backup_basebackup(self: "Repository", dbname: str, *, prefix: Optional[str]
     o.spread_checkpoint = 1 if spread_checkpoint else 0
     o.max_rate_kbps = int(max_rate_kbps)
     o.allow_no_archiving = 1 if allow_no_archiving else 0
-    b = _run_backup(self, _lib.mevb_repo_backup_basebackup, o, progress)
-    return b
+    return _run_backup(self, _lib.mevb_repo_backup_basebackup, o, progress)
 
 
 def _restore_pitr(self: "Repository", data_dir: Union[str, os.PathLike], *, repo_url: Optional[str] = None,

@@ -736,7 +736,7 @@ void S3Sink::verify_stored(const Response* put_answer, const std::string& whole_
     if (h.status == 404) throw Error(Code::corrupt, fmt::format("{}: {}", client_.describe(key_), seen));
     problem = seen;
   }
-  if (problem.empty()) return;
+  // Here the server kept something other than what was sent.
   std::string fate = "it was deleted";
   try {
     Request r;

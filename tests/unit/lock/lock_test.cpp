@@ -295,6 +295,33 @@ TEST_CASE("lock: a holder whose refreshes keep failing loses the lock; the run i
   CHECK(failures_logged);
 }
 
+TEST_CASE("lock: an unguarded holder whose refreshes keep failing is told in the log") {
+  TempDir dir;
+  FaultyFs fs;
+  fs.match = "/locks/";
+  auto st = make_local_storage(dir.path(), fs);
+  LockOptions o = quick(2);
+  o.refresh = std::chrono::seconds(1);
+  std::vector<std::pair<LogLevel, std::string>> log;
+  std::mutex log_mu;
+  auto lost = [&] {
+    std::lock_guard<std::mutex> g(log_mu);
+    for (auto& [lvl, m] : log)
+      if (lvl == LogLevel::error && m.find("lost the shared lock") != std::string::npos) return true;
+    return false;
+  };
+  {
+    RepositoryLock l(*st, LockKind::shared, [&](LogLevel lvl, const std::string& m) {
+      std::lock_guard<std::mutex> g(log_mu);
+      log.emplace_back(lvl, m);
+    }, o);
+    fs.fail = FaultyFs::Fail::write;
+    for (int i = 0; i < 200 && !lost(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    fs.fail = FaultyFs::Fail::none;
+  }
+  CHECK(lost());
+}
+
 TEST_CASE("cancel token: a child trips with its parent, a reason is thrown as given") {
   CancelToken parent;
   CancelToken child(&parent);
