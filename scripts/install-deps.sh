@@ -16,6 +16,8 @@ packages=(
 # Redis support: hiredis to talk to servers, redis-server/redis-tools for the tests'
 # throwaway servers and redis-check-rdb.
 packages+=(libhiredis-dev redis-server redis-tools)
+# The CLI's argument parser (header-only).
+packages+=(libcli11-dev)
 # Fault-injection tests (network, S3, TLS, clock): faketime moves the CLI's clock,
 # openssl makes the test certificates.
 packages+=(faketime openssl)

@@ -12,74 +12,120 @@ std::vector<const char*> c_strings(const std::vector<std::string>& v) {
 }
 
 struct EntryReport {
-  bool dry = false;
+  bool dry = false, quiet = false;
   int conflicts = 0;
+  nlohmann::json* entries = nullptr;  // with --json: collected instead of printed
 };
 
 void on_entry(const char* name, const char* action, void* user) {
   auto* r = static_cast<EntryReport*>(user);
   if (std::strcmp(action, "conflict") == 0) r->conflicts++;
-  if (r->dry || std::strcmp(action, "unchanged") != 0) std::printf("%-9s %s\n", action, name);
+  if (!r->dry && (r->quiet || std::strcmp(action, "unchanged") == 0)) return;
+  if (r->entries) r->entries->push_back({{"action", action}, {"name", name}});
+  else std::printf("%-9s %s\n", action, name);
 }
 
 }  // namespace
 
-int cmd_backup_files(int argc, char** argv, int start) {
-  std::vector<std::string> paths;
-  Args a = parse(argc, argv, start, {"repo", "base", "prefix", "compress", "level"}, {"exclude"},
-                 {"include-secrets", "ignore-missing", "json", "quiet", "verbose"}, &paths);
-  common_flags(a);
-  if (paths.empty()) throw UsageError{"backup files needs at least one PATH"};
-  mevb_files_backup_opts o = MEVB_FILES_BACKUP_OPTS_INIT;
-  o.base_dir = opt(a, "base");
-  o.name_prefix = opt(a, "prefix");
-  o.compression = opt(a, "compress");
-  o.level = level_option(a);
-  auto cpaths = c_strings(paths);
-  o.paths = cpaths.data();
-  o.paths_count = cpaths.size();
-  std::vector<const char*> excludes;
-  if (auto it = a.many.find("exclude"); it != a.many.end()) excludes = c_strings(it->second);
-  o.excludes = excludes.data();
-  o.excludes_count = excludes.size();
-  o.include_secrets = a.flags.count("include-secrets") ? 1 : 0;
-  o.ignore_missing = a.flags.count("ignore-missing") ? 1 : 0;
-  o.progress = on_progress;
-  mevb_repo* repo = open_repo(a);
-  mevb_backup* b = nullptr;
-  if (mevb_repo_backup_files(repo, &o, &b) != MEVB_OK) fail();
-  return report_backup(repo, b, a.flags.count("json") > 0);
+Action setup_backup_files(CLI::App* app) {
+  struct Opts {
+    RepoOptions repo;
+    OutputOptions out;
+    std::string base, prefix, compress;
+    std::vector<std::string> excludes, paths;
+    int level = -1;
+    bool include_secrets = false, ignore_missing = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_repo_options(app, o->repo);
+  app->add_option("--base", o->base, "directory the PATHs are relative to (default: the current one)")
+      ->type_name("DIR");
+  app->add_option("-e,--exclude", o->excludes, "leave out what matches (repeatable)")
+      ->allow_extra_args(false)->type_name("GLOB");
+  app->add_flag("--include-secrets", o->include_secrets, "back up .env, *.pem, *.key, id_rsa*, secrets/, ... too");
+  app->add_flag("--ignore-missing", o->ignore_missing, "skip PATHs that do not exist");
+  app->add_option("--prefix", o->prefix, "name prefix of the backup (default config)")->type_name("NAME");
+  app->add_option("--compress", o->compress, "compression (default gzip)")->type_name("gzip|zstd|none");
+  add_level_option(app, o->level);
+  add_output_options(app, o->out);
+  app->add_option("paths", o->paths, "files, directories or globs to back up")->type_name("PATH");
+  return [o] {
+    apply_output(o->out);
+    if (o->paths.empty()) throw UsageError{"backup files needs at least one PATH"};
+    auto c = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
+    mevb_files_backup_opts fo = MEVB_FILES_BACKUP_OPTS_INIT;
+    fo.base_dir = c(o->base);
+    fo.name_prefix = c(o->prefix);
+    fo.compression = c(o->compress);
+    fo.level = o->level;
+    auto cpaths = c_strings(o->paths);
+    fo.paths = cpaths.data();
+    fo.paths_count = cpaths.size();
+    auto excludes = c_strings(o->excludes);
+    fo.excludes = excludes.data();
+    fo.excludes_count = excludes.size();
+    fo.include_secrets = o->include_secrets ? 1 : 0;
+    fo.ignore_missing = o->ignore_missing ? 1 : 0;
+    fo.progress = on_progress;
+    mevb_repo* repo = open_repo(o->repo);
+    mevb_backup* b = nullptr;
+    if (mevb_repo_backup_files(repo, &fo, &b) != MEVB_OK) fail();
+    return report_backup(repo, b, o->out);
+  };
 }
 
-int cmd_restore_files(int argc, char** argv, int start) {
-  Args a = parse(argc, argv, start, {"repo", "backup", "target", "source"}, {"only"},
-                 {"dry-run", "overwrite", "quiet", "verbose"});
-  common_flags(a);
-  std::string target = need(a, "target");
-  std::string backup = a.one.count("backup") ? a.one["backup"] : "latest";
-  bool dry = a.flags.count("dry-run") > 0;
-  mevb_files_restore_opts o = MEVB_FILES_RESTORE_OPTS_INIT;
-  o.target = target.c_str();
-  std::vector<const char*> only;
-  if (auto it = a.many.find("only"); it != a.many.end()) only = c_strings(it->second);
-  o.only = only.data();
-  o.only_count = only.size();
-  o.dry_run = dry ? 1 : 0;
-  o.overwrite = a.flags.count("overwrite") ? 1 : 0;
-  o.source_name = opt(a, "source");
-  EntryReport report;
-  report.dry = dry;
-  o.on_entry = on_entry;
-  o.on_entry_user = &report;
-  o.progress = on_progress;
-  mevb_repo* repo = open_repo(a);
-  if (mevb_repo_restore_files(repo, backup.c_str(), &o) != MEVB_OK) fail();
-  if (!dry) std::printf("restored %s into %s\n", backup.c_str(), target.c_str());
-  if (dry && report.conflicts)
-    std::fprintf(stderr, "mevbackup: %d existing file(s) differ; a restore would refuse them without --overwrite\n",
-                 report.conflicts);
-  mevb_repo_free(repo);
-  return 0;
+Action setup_restore_files(CLI::App* app) {
+  struct Opts {
+    RepoOptions repo;
+    OutputOptions out;
+    std::string backup = "latest", target, source;
+    std::vector<std::string> only;
+    bool dry_run = false, overwrite = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_repo_options(app, o->repo);
+  app->add_option("-t,--target", o->target, "directory to restore into")->required()->type_name("DIR");
+  app->add_option("-b,--backup", o->backup, "backup id, or latest (default)")->type_name("ID|latest");
+  app->add_option("--only", o->only, "restore only what matches (repeatable)")
+      ->allow_extra_args(false)->type_name("GLOB");
+  app->add_flag("-n,--dry-run", o->dry_run, "say what a restore would do, change nothing");
+  app->add_flag("--overwrite", o->overwrite, "replace existing files that differ");
+  app->add_option("--source", o->source, "with latest: the latest backup of this prefix")->type_name("NAME");
+  add_output_options(app, o->out);
+  return [o] {
+    apply_output(o->out);
+    mevb_files_restore_opts fo = MEVB_FILES_RESTORE_OPTS_INIT;
+    fo.target = o->target.c_str();
+    auto only = c_strings(o->only);
+    fo.only = only.data();
+    fo.only_count = only.size();
+    fo.dry_run = o->dry_run ? 1 : 0;
+    fo.overwrite = o->overwrite ? 1 : 0;
+    fo.source_name = o->source.empty() ? nullptr : o->source.c_str();
+    nlohmann::json entries = nlohmann::json::array();
+    EntryReport report;
+    report.dry = o->dry_run;
+    report.quiet = o->out.quiet;
+    if (o->out.json) report.entries = &entries;
+    fo.on_entry = on_entry;
+    fo.on_entry_user = &report;
+    fo.progress = on_progress;
+    mevb_repo* repo = open_repo(o->repo);
+    std::string id = resolve_backup(repo, o->backup, "files", fo.source_name);
+    if (mevb_repo_restore_files(repo, id.c_str(), &fo) != MEVB_OK) fail();
+    if (o->out.json) {
+      nlohmann::json j = {{"target", o->target}, {"dry_run", o->dry_run}, {"entries", entries}};
+      if (o->dry_run) j["conflicts"] = report.conflicts;
+      report_restore(o->out, id, "files", "", j);
+    } else if (!o->dry_run) {
+      report_restore(o->out, id, "files", " into " + o->target);
+    }
+    if (o->dry_run && report.conflicts && !o->out.json)
+      std::fprintf(stderr, "mevbackup: %d existing file(s) differ; a restore would refuse them without --overwrite\n",
+                   report.conflicts);
+    mevb_repo_free(repo);
+    return kExitOk;
+  };
 }
 
 }  // namespace cli

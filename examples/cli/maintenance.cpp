@@ -5,129 +5,153 @@ namespace cli {
 
 namespace {
 
-int to_int(const Args& a, const std::string& name, int dflt, int min) {
-  const char* v = opt(a, name);
-  if (!v) return dflt;
-  char* end = nullptr;
-  long n = std::strtol(v, &end, 10);
-  if (!*v || *end || n < min || n > 1000000)
-    throw UsageError{"--" + name + " must be an integer >= " + std::to_string(min) + ", not \"" + v + "\""};
-  return static_cast<int>(n);
-}
-
-// Seconds of a duration such as 25h, 7d, 1d12h.
-// A duration such as 25h, 7d or 1d12h; "0" too where zero makes sense (allow_zero).
-long long to_seconds(const std::string& name, const std::string& v, bool allow_zero = false) {
-  if (allow_zero && (v == "0" || v == "0s")) return 0;
-  long long total = 0, n = 0;
-  bool digits = false;
-  for (char c : v) {
-    if (c >= '0' && c <= '9') {
-      n = n * 10 + (c - '0');
-      digits = true;
-      if (n > 100000000) break;
-      continue;
-    }
-    long long unit = c == 's' ? 1 : c == 'm' ? 60 : c == 'h' ? 3600 : c == 'd' ? 86400 : c == 'w' ? 604800 : 0;
-    if (!unit || !digits) throw UsageError{"--" + name + ": invalid duration \"" + v + "\" (e.g. 25h, 7d, 1d12h)"};
-    total += n * unit;
-    n = 0;
-    digits = false;
+int finish_report(mevb_report* r, const OutputOptions& out, int exit_code) {
+  if (out.json) {
+    std::fputs(mevb_report_json(r), stdout);
+    std::fputc('\n', stdout);
+  } else if (!out.quiet || exit_code != 0) {
+    std::fputs(mevb_report_text(r), stdout);
   }
-  if (digits || total <= 0) throw UsageError{"--" + name + ": invalid duration \"" + v + "\" (e.g. 25h, 7d, 1d12h)"};
-  return total;
-}
-
-int finish_report(mevb_report* r, bool json, int exit_code) {
-  std::fputs(json ? mevb_report_json(r) : mevb_report_text(r), stdout);
-  if (json) std::fputc('\n', stdout);
   mevb_report_free(r);
   return exit_code;
 }
 
 }  // namespace
 
-int cmd_prune(int argc, char** argv, int start) {
-  Args a = parse(argc, argv, start,
-                 {"repo", "keep-last", "keep-days", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly",
-                  "grace", "kind", "source", "now"},
-                 {}, {"dry-run", "json", "quiet", "verbose"});
-  common_flags(a);
-  static const char* rules[] = {"keep-last", "keep-days", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly"};
-  bool any = false;
-  for (const char* r : rules) any = any || a.one.count(r);
-  if (!any) throw UsageError{"prune needs a policy: --keep-last, --keep-days or --keep-daily/weekly/monthly/yearly"};
-  mevb_prune_opts o = MEVB_PRUNE_OPTS_INIT;
-  o.keep_last = to_int(a, "keep-last", 1, 1);
-  o.keep_days = to_int(a, "keep-days", 0, 1);
-  o.keep_daily = to_int(a, "keep-daily", 0, 1);
-  o.keep_weekly = to_int(a, "keep-weekly", 0, 1);
-  o.keep_monthly = to_int(a, "keep-monthly", 0, 1);
-  o.keep_yearly = to_int(a, "keep-yearly", 0, 1);
-  if (const char* g = opt(a, "grace")) o.incomplete_grace_seconds = to_seconds("grace", g, true);
-  o.kind = opt(a, "kind");
-  o.source = opt(a, "source");
-  o.now = opt(a, "now");
-  o.dry_run = a.flags.count("dry-run") ? 1 : 0;
-  mevb_repo* repo = open_repo(a);
-  mevb_report* r = nullptr;
-  if (mevb_repo_prune(repo, &o, &r) != MEVB_OK) fail();
-  mevb_repo_free(repo);
-  return finish_report(r, a.flags.count("json"), 0);
-}
-
-int cmd_verify(int argc, char** argv, int start) {
-  Args a = parse(argc, argv, start, {"repo", "backup", "kind", "source", "restore-test"}, {"query"},
-                 {"no-record", "json", "quiet", "verbose"});
-  common_flags(a);
-  std::string which = a.one.count("backup") ? a.one["backup"] : "latest";
-  mevb_verify_opts o = MEVB_VERIFY_OPTS_INIT;
-  o.kind = opt(a, "kind");
-  o.source = opt(a, "source");
-  o.restore_test_conninfo = opt(a, "restore-test");
-  if (o.restore_test_conninfo) warn_password_in_argv(o.restore_test_conninfo);
-  std::vector<const char*> queries;
-  if (auto it = a.many.find("query"); it != a.many.end())
-    for (auto& q : it->second) queries.push_back(q.c_str());
-  o.queries = queries.data();
-  o.queries_count = queries.size();
-  if (!queries.empty() && !o.restore_test_conninfo) throw UsageError{"--query needs --restore-test CONNINFO"};
-  o.no_record = a.flags.count("no-record") ? 1 : 0;
-  o.progress = on_progress;
-  mevb_repo* repo = open_repo(a);
-  mevb_report* r = nullptr;
-  if (mevb_repo_verify(repo, which.c_str(), &o, &r) != MEVB_OK) fail();
-  mevb_repo_free(repo);
-  int failed = mevb_report_status(r);
-  return finish_report(r, a.flags.count("json"), failed ? 1 : 0);
-}
-
-// Nagios plugin conventions: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN — also for
-// usage errors and failures, so a monitoring system never reads them as CRITICAL.
-int cmd_check(int argc, char** argv, int start) {
-  try {
-    Args a = parse(argc, argv, start, {"repo", "kind", "max-age", "now", "prometheus"}, {}, {"json", "quiet", "verbose"});
-    common_flags(a);
-    mevb_check_opts o = MEVB_CHECK_OPTS_INIT;
-    o.kind = opt(a, "kind");
-    o.max_age_seconds = to_seconds("max-age", need(a, "max-age"));
-    o.now = opt(a, "now");
-    o.prometheus_file = opt(a, "prometheus");
-    std::string location = need(a, "repo", "MEVBACKUP_REPO");
-    mevb_repo* repo = nullptr;
+Action setup_prune(CLI::App* app) {
+  struct Opts {
+    RepoOptions repo;
+    OutputOptions out;
+    std::optional<int> keep_last, keep_days, keep_daily, keep_weekly, keep_monthly, keep_yearly;
+    std::string grace, kind, source, now;
+    bool dry_run = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_repo_options(app, o->repo);
+  const char* g = "Policy (at least one)";
+  auto keep = [&](const char* name, std::optional<int>& v, const char* what) {
+    app->add_option(name, v, what)->type_name("N")->check(CLI::Range(1, 1000000))->group(g);
+  };
+  keep("--keep-last", o->keep_last, "keep the newest N backups (at least 1 is always kept)");
+  keep("--keep-days", o->keep_days, "keep every backup of the last N days");
+  keep("--keep-daily", o->keep_daily, "keep the newest backup of each of the last N days");
+  keep("--keep-weekly", o->keep_weekly, "... of each of the last N weeks");
+  keep("--keep-monthly", o->keep_monthly, "... of each of the last N months");
+  keep("--keep-yearly", o->keep_yearly, "... of each of the last N years");
+  app->add_option("--grace", o->grace, "age after which an incomplete upload is a leftover (0: at once)")
+      ->type_name("DURATION")->check(duration_validator(true));
+  app->add_option("-k,--kind", o->kind, "only backups of this kind")->type_name("KIND");
+  app->add_option("--source", o->source, "only backups of this source")->type_name("NAME");
+  app->add_option("--now", o->now, "the time to judge ages against (RFC 3339; default: now)")->type_name("TIME");
+  app->add_flag("-n,--dry-run", o->dry_run, "say what would be deleted, delete nothing");
+  add_output_options(app, o->out);
+  return [o] {
+    apply_output(o->out);
+    if (!o->keep_last && !o->keep_days && !o->keep_daily && !o->keep_weekly && !o->keep_monthly && !o->keep_yearly)
+      throw UsageError{"prune needs a policy: --keep-last, --keep-days or --keep-daily/weekly/monthly/yearly"};
+    auto c = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
+    mevb_prune_opts po = MEVB_PRUNE_OPTS_INIT;
+    po.keep_last = o->keep_last.value_or(1);
+    po.keep_days = o->keep_days.value_or(0);
+    po.keep_daily = o->keep_daily.value_or(0);
+    po.keep_weekly = o->keep_weekly.value_or(0);
+    po.keep_monthly = o->keep_monthly.value_or(0);
+    po.keep_yearly = o->keep_yearly.value_or(0);
+    if (!o->grace.empty()) po.incomplete_grace_seconds = parse_duration("--grace", o->grace, true);
+    po.kind = c(o->kind);
+    po.source = c(o->source);
+    po.now = c(o->now);
+    po.dry_run = o->dry_run ? 1 : 0;
+    mevb_repo* repo = open_repo(o->repo);
     mevb_report* r = nullptr;
-    if (mevb_repo_open(&repo, location.c_str(), nullptr) != MEVB_OK || mevb_repo_check(repo, &o, &r) != MEVB_OK) {
+    if (mevb_repo_prune(repo, &po, &r) != MEVB_OK) fail();
+    mevb_repo_free(repo);
+    OutputOptions out = o->out;
+    if (o->dry_run) out.quiet = false;  // a dry run's report is its whole point
+    return finish_report(r, out, kExitOk);
+  };
+}
+
+Action setup_verify(CLI::App* app) {
+  struct Opts {
+    RepoOptions repo;
+    OutputOptions out;
+    std::string backup = "latest", kind, source, restore_test;
+    std::vector<std::string> queries;
+    bool no_record = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_repo_options(app, o->repo);
+  app->add_option("-b,--backup", o->backup, "backup id, latest (default) or all")->type_name("ID|latest|all");
+  app->add_option("-k,--kind", o->kind, "with latest or all: backups of this kind")->type_name("KIND");
+  app->add_option("--source", o->source, "with latest or all: backups of this source")->type_name("NAME");
+  app->add_option("--restore-test", o->restore_test, "restore into a scratch database on this server and check it")
+      ->type_name("CONNINFO");
+  app->add_option("--query", o->queries, "with --restore-test: a query that must succeed (repeatable)")
+      ->allow_extra_args(false)->type_name("SQL");
+  app->add_flag("--no-record", o->no_record, "do not store the result beside the backup");
+  add_output_options(app, o->out);
+  return [o] {
+    apply_output(o->out);
+    auto c = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
+    mevb_verify_opts vo = MEVB_VERIFY_OPTS_INIT;
+    vo.kind = c(o->kind);
+    vo.source = c(o->source);
+    vo.restore_test_conninfo = c(o->restore_test);
+    if (vo.restore_test_conninfo) warn_password_in_argv(o->restore_test);
+    std::vector<const char*> queries;
+    for (auto& q : o->queries) queries.push_back(q.c_str());
+    vo.queries = queries.data();
+    vo.queries_count = queries.size();
+    if (!queries.empty() && !vo.restore_test_conninfo) throw UsageError{"--query needs --restore-test CONNINFO"};
+    vo.no_record = o->no_record ? 1 : 0;
+    vo.progress = on_progress;
+    mevb_repo* repo = open_repo(o->repo);
+    mevb_report* r = nullptr;
+    if (mevb_repo_verify(repo, o->backup.c_str(), &vo, &r) != MEVB_OK) fail();
+    mevb_repo_free(repo);
+    int failed = mevb_report_status(r);
+    return finish_report(r, o->out, failed ? kExitFailure : kExitOk);
+  };
+}
+
+// Nagios plugin conventions: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, also for usage
+// errors and failures (main.cpp), so a monitoring system never reads them as CRITICAL.
+Action setup_check(CLI::App* app) {
+  struct Opts {
+    RepoOptions repo;
+    OutputOptions out;
+    std::string kind, max_age, now, prometheus;
+  };
+  auto o = std::make_shared<Opts>();
+  add_repo_options(app, o->repo);
+  app->add_option("--max-age", o->max_age, "the newest good backup must be younger (e.g. 25h)")
+      ->required()->type_name("DURATION")->check(duration_validator());
+  app->add_option("-k,--kind", o->kind, "only backups of this kind")->type_name("KIND");
+  app->add_option("--now", o->now, "the time to judge ages against (RFC 3339; default: now)")->type_name("TIME");
+  app->add_option("--prometheus", o->prometheus, "also write the metrics to FILE (node_exporter textfile)")
+      ->type_name("FILE");
+  add_output_options(app, o->out);
+  return [o] {
+    apply_output(o->out);
+    g_json_errors = false;  // check reports its failures as UNKNOWN on stdout
+    auto c = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
+    mevb_check_opts co = MEVB_CHECK_OPTS_INIT;
+    co.kind = c(o->kind);
+    co.max_age_seconds = parse_duration("--max-age", o->max_age);
+    co.now = c(o->now);
+    co.prometheus_file = c(o->prometheus);
+    mevb_repo* repo = try_open_repo_at(o->repo.storage, o->repo.repo);
+    mevb_report* r = nullptr;
+    if (!repo || mevb_repo_check(repo, &co, &r) != MEVB_OK) {
       std::printf("MEVBACKUP UNKNOWN - %s\n", mevb_error_last()->message);
       mevb_repo_free(repo);
       return 3;
     }
     mevb_repo_free(repo);
     int status = mevb_report_status(r);
-    return finish_report(r, a.flags.count("json"), status);
-  } catch (const UsageError& e) {
-    std::printf("MEVBACKUP UNKNOWN - usage: %s\n", e.msg.c_str());
-    return 3;
-  }
+    return finish_report(r, o->out, status);
+  };
 }
 
 }  // namespace cli

@@ -3,63 +3,99 @@
 
 namespace cli {
 
-int cmd_backup_postgres(int argc, char** argv, int start) {
-  Args a = parse(argc, argv, start, {"repo", "dbname", "prefix", "compress", "level", "pg-dump"}, {"pg-dump-arg"},
-                 {"json", "quiet", "verbose"});
-  common_flags(a);
-  std::string conninfo = need(a, "dbname");
-  warn_password_in_argv(conninfo);
-  mevb_pg_backup_opts o = MEVB_PG_BACKUP_OPTS_INIT;
-  o.conninfo = conninfo.c_str();
-  o.name_prefix = opt(a, "prefix");
-  o.compression = opt(a, "compress");
-  o.pg_dump_path = opt(a, "pg-dump");
-  o.level = level_option(a);
-  std::vector<const char*> extra;
-  if (auto it = a.many.find("pg-dump-arg"); it != a.many.end()) {
-    for (auto& s : it->second) extra.push_back(s.c_str());
-    o.pg_dump_args = extra.data();
-    o.pg_dump_args_count = extra.size();
-  }
-  o.progress = on_progress;
-  mevb_repo* repo = open_repo(a);
-  mevb_backup* b = nullptr;
-  if (mevb_repo_backup_postgres(repo, &o, &b) != MEVB_OK) fail();
-  return report_backup(repo, b, a.flags.count("json") > 0);
+Action setup_backup_postgres(CLI::App* app) {
+  struct Opts {
+    RepoOptions repo;
+    OutputOptions out;
+    std::string dbname, prefix, compress, pg_dump;
+    std::vector<std::string> pg_dump_args;
+    int level = -1;
+  };
+  auto o = std::make_shared<Opts>();
+  add_repo_options(app, o->repo);
+  app->add_option("-d,--dbname", o->dbname, "libpq connection string or URI of the database")
+      ->required()->type_name("CONNINFO");
+  app->add_option("--prefix", o->prefix, "name prefix of the backup (default: the database name)")->type_name("NAME");
+  app->add_option("--compress", o->compress, "compression (default gzip)")->type_name("gzip|zstd|none");
+  add_level_option(app, o->level);
+  app->add_option("--pg-dump", o->pg_dump, "pg_dump to run (default: the newest able to dump the server)")
+      ->type_name("PATH");
+  app->add_option("--pg-dump-arg", o->pg_dump_args, "argument for pg_dump, replacing --no-owner --no-acl (repeatable)")
+      ->allow_extra_args(false)->type_name("ARG");
+  add_output_options(app, o->out);
+  return [o] {
+    apply_output(o->out);
+    warn_password_in_argv(o->dbname);
+    auto c = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
+    mevb_pg_backup_opts po = MEVB_PG_BACKUP_OPTS_INIT;
+    po.conninfo = o->dbname.c_str();
+    po.name_prefix = c(o->prefix);
+    po.compression = c(o->compress);
+    po.pg_dump_path = c(o->pg_dump);
+    po.level = o->level;
+    std::vector<const char*> extra;
+    for (auto& s : o->pg_dump_args) extra.push_back(s.c_str());
+    if (!extra.empty()) {
+      po.pg_dump_args = extra.data();
+      po.pg_dump_args_count = extra.size();
+    }
+    po.progress = on_progress;
+    mevb_repo* repo = open_repo(o->repo);
+    mevb_backup* b = nullptr;
+    if (mevb_repo_backup_postgres(repo, &po, &b) != MEVB_OK) fail();
+    return report_backup(repo, b, o->out);
+  };
 }
 
-int cmd_restore_postgres(int argc, char** argv, int start) {
-  Args a = parse(argc, argv, start, {"repo", "dbname", "backup", "source", "pg-restore", "jobs", "staging-dir"},
-                 {"pg-restore-arg"},
-                 {"clean", "quiet", "verbose"});
-  common_flags(a);
-  std::string conninfo = need(a, "dbname");
-  warn_password_in_argv(conninfo);
-  std::string backup = a.one.count("backup") ? a.one["backup"] : "latest";
-  mevb_pg_restore_opts o = MEVB_PG_RESTORE_OPTS_INIT;
-  o.conninfo = conninfo.c_str();
-  o.clean = a.flags.count("clean") ? 1 : 0;
-  o.source_name = opt(a, "source");
-  o.pg_restore_path = opt(a, "pg-restore");
-  o.staging_dir = opt(a, "staging-dir");
-  if (const char* j = opt(a, "jobs")) {
-    char* end = nullptr;
-    long v = std::strtol(j, &end, 10);
-    if (!*j || *end || v < 1 || v > 64) throw UsageError{std::string("--jobs must be 1..64, not \"") + j + "\""};
-    o.jobs = static_cast<int>(v);
-  }
-  std::vector<const char*> extra;
-  if (auto it = a.many.find("pg-restore-arg"); it != a.many.end()) {
-    for (auto& s : it->second) extra.push_back(s.c_str());
-    o.pg_restore_args = extra.data();
-    o.pg_restore_args_count = extra.size();
-  }
-  o.progress = on_progress;
-  mevb_repo* repo = open_repo(a);
-  if (mevb_repo_restore_postgres(repo, backup.c_str(), &o) != MEVB_OK) fail();
-  std::printf("restored %s\n", backup.c_str());
-  mevb_repo_free(repo);
-  return 0;
+Action setup_restore_postgres(CLI::App* app) {
+  struct Opts {
+    RepoOptions repo;
+    OutputOptions out;
+    std::string dbname, backup = "latest", source, pg_restore, staging_dir;
+    std::vector<std::string> pg_restore_args;
+    int jobs = 1;
+    bool clean = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_repo_options(app, o->repo);
+  app->add_option("-d,--dbname", o->dbname, "libpq connection string or URI of the target database")
+      ->required()->type_name("CONNINFO");
+  app->add_option("-b,--backup", o->backup, "backup id, or latest (default)")->type_name("ID|latest");
+  app->add_option("--source", o->source, "with latest: the latest backup of this database")->type_name("DB");
+  app->add_flag("--clean", o->clean, "replace a target database that is not empty");
+  app->add_option("-j,--jobs", o->jobs, "parallel pg_restore jobs (stages the dump in a file)")
+      ->type_name("N")->check(CLI::Range(1, 64));
+  app->add_option("--staging-dir", o->staging_dir, "where --jobs stages the dump (default $TMPDIR or /tmp)")
+      ->type_name("DIR");
+  app->add_option("--pg-restore", o->pg_restore, "pg_restore to run")->type_name("PATH");
+  app->add_option("--pg-restore-arg", o->pg_restore_args, "argument for pg_restore (repeatable)")
+      ->allow_extra_args(false)->type_name("ARG");
+  add_output_options(app, o->out);
+  return [o] {
+    apply_output(o->out);
+    warn_password_in_argv(o->dbname);
+    auto c = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
+    mevb_pg_restore_opts po = MEVB_PG_RESTORE_OPTS_INIT;
+    po.conninfo = o->dbname.c_str();
+    po.clean = o->clean ? 1 : 0;
+    po.source_name = c(o->source);
+    po.pg_restore_path = c(o->pg_restore);
+    po.staging_dir = c(o->staging_dir);
+    po.jobs = o->jobs;
+    std::vector<const char*> extra;
+    for (auto& s : o->pg_restore_args) extra.push_back(s.c_str());
+    if (!extra.empty()) {
+      po.pg_restore_args = extra.data();
+      po.pg_restore_args_count = extra.size();
+    }
+    po.progress = on_progress;
+    mevb_repo* repo = open_repo(o->repo);
+    std::string id = resolve_backup(repo, o->backup, "postgres", po.source_name);
+    if (mevb_repo_restore_postgres(repo, id.c_str(), &po) != MEVB_OK) fail();
+    report_restore(o->out, id, "postgres", "");
+    mevb_repo_free(repo);
+    return kExitOk;
+  };
 }
 
 }  // namespace cli

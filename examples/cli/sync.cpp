@@ -4,55 +4,89 @@
 
 namespace cli {
 
-int cmd_sync(int argc, char** argv, int start) {
-  Args a = parse(argc, argv, start, {"from", "to", "kind"}, {}, {"quiet", "verbose"});
-  common_flags(a);
-  std::string from = need(a, "from"), to = need(a, "to");
-  mevb_repo* src = open_repo_at(a, from);
-  mevb_repo* dst = open_repo_at(a, to);
-  mevb_sync_opts o = MEVB_SYNC_OPTS_INIT;
-  o.kind = opt(a, "kind");
-  o.progress = on_progress;
-  size_t copied = 0;
-  if (mevb_repo_sync(src, dst, &o, &copied) != MEVB_OK) fail();
-  std::printf("copied %zu backup%s from %s to %s\n", copied, copied == 1 ? "" : "s", from.c_str(), to.c_str());
-  mevb_repo_free(dst);
-  mevb_repo_free(src);
-  return 0;
+Action setup_sync(CLI::App* app) {
+  struct Opts {
+    StorageOptions storage;
+    OutputOptions out;
+    std::string from, to, kind;
+  };
+  auto o = std::make_shared<Opts>();
+  app->add_option("--from", o->from, "repository to copy from")->required()->type_name("REPO");
+  app->add_option("--to", o->to, "repository to copy to")->required()->type_name("REPO");
+  app->add_option("-k,--kind", o->kind, "only backups of this kind")->type_name("KIND");
+  add_storage_options(app, o->storage);
+  add_output_options(app, o->out);
+  return [o] {
+    apply_output(o->out);
+    mevb_repo* src = open_repo_at(o->storage, o->from);
+    mevb_repo* dst = open_repo_at(o->storage, o->to);
+    mevb_sync_opts so = MEVB_SYNC_OPTS_INIT;
+    so.kind = o->kind.empty() ? nullptr : o->kind.c_str();
+    so.progress = on_progress;
+    size_t copied = 0;
+    if (mevb_repo_sync(src, dst, &so, &copied) != MEVB_OK) fail();
+    if (o->out.json)
+      std::printf("%s\n", nlohmann::json({{"copied", copied}, {"from", o->from}, {"to", o->to}}).dump(2).c_str());
+    else if (!o->out.quiet)
+      std::printf("copied %zu backup%s from %s to %s\n", copied, copied == 1 ? "" : "s", o->from.c_str(),
+                  o->to.c_str());
+    mevb_repo_free(dst);
+    mevb_repo_free(src);
+    return kExitOk;
+  };
 }
 
-int cmd_lifecycle(int argc, char** argv, int start) {
-  Args a = parse(argc, argv, start, {"repo", "expire", "rule-id", "abort-incomplete"}, {"transition"},
-                 {"quiet", "verbose"});
-  common_flags(a);
-  auto number = [](const std::string& what, const std::string& s) {
-    char* end = nullptr;
-    long v = std::strtol(s.c_str(), &end, 10);
-    if (s.empty() || *end || v < 0 || v > 100000) throw UsageError{what + " must be a number of days, not \"" + s + "\""};
-    return static_cast<int>(v);
+Action setup_lifecycle(CLI::App* app) {
+  struct Opts {
+    RepoOptions repo;
+    OutputOptions out;
+    std::string rule_id;
+    std::vector<std::string> transitions;
+    std::optional<int> expire, abort_incomplete;
   };
-  std::vector<std::string> classes;
-  std::vector<mevb_lifecycle_transition> ts;
-  if (auto it = a.many.find("transition"); it != a.many.end()) {
-    classes.reserve(it->second.size());
-    for (auto& t : it->second) {
+  auto o = std::make_shared<Opts>();
+  add_repo_options(app, o->repo);
+  app->add_option("--transition", o->transitions, "move objects to CLASS after DAYS (repeatable)")
+      ->allow_extra_args(false)->type_name("DAYS:CLASS");
+  app->add_option("--expire", o->expire, "delete objects after DAYS")->type_name("DAYS")->check(CLI::Range(0, 100000));
+  app->add_option("--abort-incomplete", o->abort_incomplete, "abort multipart uploads unfinished after DAYS")
+      ->type_name("DAYS")->check(CLI::Range(0, 100000));
+  app->add_option("--rule-id", o->rule_id, "the rule's id")->type_name("ID");
+  add_output_options(app, o->out);
+  return [o] {
+    apply_output(o->out);
+    auto number = [](const std::string& what, const std::string& s) {
+      char* end = nullptr;
+      long v = std::strtol(s.c_str(), &end, 10);
+      if (s.empty() || *end || v < 0 || v > 100000)
+        throw UsageError{what + " must be a number of days, not \"" + s + "\""};
+      return static_cast<int>(v);
+    };
+    std::vector<std::string> classes;
+    std::vector<mevb_lifecycle_transition> ts;
+    classes.reserve(o->transitions.size());
+    for (auto& t : o->transitions) {
       auto colon = t.find(':');
-      if (colon == std::string::npos) throw UsageError{"--transition is DAYS:CLASS (e.g. 30:GLACIER), not \"" + t + "\""};
+      if (colon == std::string::npos)
+        throw UsageError{"--transition is DAYS:CLASS (e.g. 30:GLACIER), not \"" + t + "\""};
       classes.push_back(t.substr(colon + 1));
       ts.push_back({number("--transition", t.substr(0, colon)), classes.back().c_str()});
     }
-  }
-  mevb_lifecycle_opts o = MEVB_LIFECYCLE_OPTS_INIT;
-  o.rule_id = opt(a, "rule-id");
-  o.transitions = ts.data();
-  o.transitions_count = ts.size();
-  if (const char* e = opt(a, "expire")) o.expire_days = number("--expire", e);
-  if (const char* e = opt(a, "abort-incomplete")) o.abort_incomplete_days = number("--abort-incomplete", e);
-  mevb_repo* repo = open_repo(a);
-  if (mevb_repo_put_bucket_lifecycle(repo, &o) != MEVB_OK) fail();
-  std::printf("lifecycle rule installed on %s\n", need(a, "repo", "MEVBACKUP_REPO").c_str());
-  mevb_repo_free(repo);
-  return 0;
+    mevb_lifecycle_opts lo = MEVB_LIFECYCLE_OPTS_INIT;
+    lo.rule_id = o->rule_id.empty() ? nullptr : o->rule_id.c_str();
+    lo.transitions = ts.data();
+    lo.transitions_count = ts.size();
+    if (o->expire) lo.expire_days = *o->expire;
+    if (o->abort_incomplete) lo.abort_incomplete_days = *o->abort_incomplete;
+    mevb_repo* repo = open_repo(o->repo);
+    if (mevb_repo_put_bucket_lifecycle(repo, &lo) != MEVB_OK) fail();
+    if (o->out.json)
+      std::printf("%s\n", nlohmann::json({{"lifecycle", "installed"}, {"repo", o->repo.repo}}).dump(2).c_str());
+    else if (!o->out.quiet)
+      std::printf("lifecycle rule installed on %s\n", o->repo.repo.c_str());
+    mevb_repo_free(repo);
+    return kExitOk;
+  };
 }
 
 }  // namespace cli

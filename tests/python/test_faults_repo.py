@@ -205,7 +205,7 @@ def test_13_prune_is_locked_out_while_a_backup_runs_then_succeeds(pg, tools, tmp
         t0 = time.monotonic()
         r = run(tools, "prune", "--repo", repo, "--keep-last", "1", env=lock_env(pg))
         assert time.monotonic() - t0 < 10
-        assert r.returncode == 1
+        assert r.returncode == 11  # locked: try again later
         assert "is locked" in r.stderr and f"shared lock is held by {socket.gethostname()} pid {p.pid}" in r.stderr
         assert r.stderr.count("\n") == 1
         # The library: status 18, mevbackup.Locked.
@@ -301,7 +301,7 @@ def test_13_lock_is_refreshed_while_held_and_survives_its_ttl(pg, tools, tmp_pat
         # Older than its TTL, yet refreshed: still live.
         assert time.time() - records[0]["created"] > 3
         r = run(tools, "prune", "--repo", repo, "--keep-last", "1", env=env)
-        assert r.returncode == 1 and "is locked" in r.stderr, r.stderr
+        assert r.returncode == 11 and "is locked" in r.stderr, r.stderr
     finally:
         gate.touch()
     out, err = p.communicate(timeout=60)
@@ -329,7 +329,7 @@ def test_13_abandoned_lock_of_a_killed_backup_expires(pg, tools, tmp_path):
     lock.write_text(json.dumps(rec))
     t0 = time.monotonic()
     r = run(tools, "prune", "--repo", repo, "--keep-last", "5", "--grace", "1s", env=env)
-    assert r.returncode == 1 and "another-host" in r.stderr, r.stderr
+    assert r.returncode == 11 and "another-host" in r.stderr, r.stderr
 
     def prune_ok():
         time.sleep(0.2)
@@ -406,7 +406,7 @@ def test_13_s3_backup_and_prune_concurrently(pg, tools, tmp_path, s3):
     try:
         wait_for(lambda: len(s3_lock_puts(s3, url)) > earlier, what="the lock object on S3")
         r = run(tools, "prune", "--repo", url, "--keep-last", "1", env=env)
-        assert r.returncode == 1
+        assert r.returncode == 11
         assert "is locked" in r.stderr and f"pid {p.pid}" in r.stderr and url.split("//")[1] in r.stderr, r.stderr
         wait_for(lambda: len(s3_lock_puts(s3, url)) >= earlier + 2, timeout=10, what="a refresh on S3")
     finally:

@@ -1,0 +1,246 @@
+// The option groups, callbacks and reports every mevbackup command shares.
+#include <cctype>
+
+#include "cli.hpp"
+
+namespace cli {
+
+namespace {
+
+// The C API's status names (MEVB_ERR_NOT_FOUND -> "not_found"), for JSON errors.
+const char* status_name(int code) {
+  static const char* const names[] = {"ok",        "invalid_argument", "nomem",          "internal",
+                                      "io",        "not_found",        "exists",         "cancelled",
+                                      "connection", "auth",            "dump_failed",    "restore_failed",
+                                      "corrupt",   "version_mismatch", "not_empty",      "no_space",
+                                      "permission", "unsupported",     "locked"};
+  if (code >= 0 && static_cast<size_t>(code) < sizeof names / sizeof names[0]) return names[code];
+  return "error";
+}
+
+}  // namespace
+
+std::vector<std::string> StorageOptions::as_args() const {
+  std::vector<std::string> out;
+  auto add = [&](const char* name, const std::string& v) {
+    if (!v.empty()) {
+      out.push_back(name);
+      out.push_back(v);
+    }
+  };
+  add("--storage-class", storage_class);
+  add("--endpoint-url", endpoint_url);
+  add("--region", region);
+  add("--ca-bundle", ca_bundle);
+  add("--sse", sse);
+  add("--sse-kms-key-id", sse_kms_key_id);
+  if (part_size_mib) add("--part-size", std::to_string(part_size_mib));
+  if (no_verify_tls) out.push_back("--no-verify-tls");
+  if (path_style) out.push_back("--path-style");
+  if (unsigned_payload) out.push_back("--unsigned-payload");
+  return out;
+}
+
+void add_storage_options(CLI::App* app, StorageOptions& s) {
+  const char* g = "S3 storage";
+  app->add_option("--storage-class", s.storage_class, "S3 storage class of new objects (STANDARD_IA, GLACIER, ...)")
+      ->type_name("CLASS")->group(g);
+  app->add_option("--endpoint-url", s.endpoint_url, "S3 endpoint, https://host[:port] (default AWS_ENDPOINT_URL)")
+      ->type_name("URL")->group(g);
+  app->add_option("--region", s.region, "S3 region (default AWS_REGION)")->type_name("REGION")->group(g);
+  app->add_option("--ca-bundle", s.ca_bundle, "PEM file of the CAs to trust")->type_name("PEM")->group(g);
+  app->add_flag("--no-verify-tls", s.no_verify_tls, "do not verify the TLS certificate")->group(g);
+  app->add_flag("--path-style", s.path_style, "path-style addressing for any endpoint")->group(g);
+  app->add_flag("--unsigned-payload", s.unsigned_payload, "sign no request bodies (https only)")->group(g);
+  app->add_option("--sse", s.sse, "server-side encryption")->type_name("AES256|aws:kms")->group(g);
+  app->add_option("--sse-kms-key-id", s.sse_kms_key_id, "KMS key of --sse aws:kms")->type_name("ID")->group(g);
+  app->add_option("--part-size", s.part_size_mib, "first multipart part in MiB, 5..5120 (default 8)")
+      ->type_name("MiB")->check(CLI::Range(5u, 5120u))->group(g);
+}
+
+void add_repo_options(CLI::App* app, RepoOptions& r) {
+  app->add_option("-r,--repo", r.repo, "repository: a directory or s3://bucket/prefix")
+      ->envname("MEVBACKUP_REPO")->required()->type_name("REPO");
+  add_storage_options(app, r.storage);
+}
+
+void add_output_options(CLI::App* app, OutputOptions& o, bool json) {
+  app->add_flag("-q,--quiet", o.quiet, "print nothing when it works (no progress, no report)");
+  app->add_flag("-v,--verbose", o.verbose, "log details on stderr");
+  if (json) app->add_flag("--json", o.json, "report as JSON (errors too, on stderr)");
+}
+
+void apply_output(const OutputOptions& o) {
+  g_verbose = o.verbose;
+  g_json_errors = o.json;
+  g_progress = !o.quiet && !o.json && isatty(STDERR_FILENO);
+}
+
+long long parse_duration(const std::string& what, const std::string& v, bool allow_zero) {
+  auto bad = [&] {
+    return UsageError{what + ": invalid duration \"" + v + "\" (seconds, or e.g. 90s, 30m, 25h, 2d, 1w, 1d12h)"};
+  };
+  long long total = 0, n = 0;
+  bool digits = false, unit_seen = false;
+  for (char c : v) {
+    if (c >= '0' && c <= '9') {
+      n = n * 10 + (c - '0');
+      digits = true;
+      if (n > 100000000) throw bad();
+      continue;
+    }
+    long long unit = c == 's' ? 1 : c == 'm' ? 60 : c == 'h' ? 3600 : c == 'd' ? 86400 : c == 'w' ? 604800 : 0;
+    if (!unit || !digits) throw bad();
+    total += n * unit;
+    n = 0;
+    digits = false;
+    unit_seen = true;
+  }
+  if (digits) {
+    if (unit_seen) throw bad();  // "1h30": the unit of 30 is missing
+    total += n;
+  }
+  if (v.empty() || total < 0 || (total == 0 && !allow_zero)) throw bad();
+  return total;
+}
+
+CLI::Validator duration_validator(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& v) -> std::string {
+        try {
+          parse_duration("duration", v, allow_zero);
+          return {};
+        } catch (const UsageError& e) {
+          return e.msg.substr(std::strlen("duration: "));
+        }
+      },
+      "DURATION");
+}
+
+void on_log(int level, const char* message, void*) {
+  if (level >= MEVB_LOG_WARNING || g_verbose) {
+    if (g_progress) std::fputs("\r\033[K", stderr);
+    const char* kind = level >= MEVB_LOG_ERROR ? "error: " : level >= MEVB_LOG_WARNING ? "warning: " : "";
+    std::fprintf(stderr, "mevbackup: %s%s\n", kind, message);
+  }
+}
+
+int on_progress(const mevb_progress* p, void*) {
+  if (!g_progress) return 0;
+  double mib_in = p->bytes_in / 1048576.0, mib_out = p->bytes_out / 1048576.0;
+  double rate = p->elapsed_seconds > 0 ? mib_in / p->elapsed_seconds : 0;
+  std::fprintf(stderr, "\r\033[K%s: %.1f MiB read, %.1f MiB written, %.1f MiB/s, %.0f s", p->stage, mib_in, mib_out,
+               rate, p->elapsed_seconds);
+  if (p->done) std::fputc('\n', stderr);
+  std::fflush(stderr);
+  return 0;
+}
+
+nlohmann::json error_json(const char* code_name, int status, int exit_status, const std::string& message) {
+  return {{"error", {{"code", code_name}, {"status", status}, {"exit_status", exit_status}, {"message", message}}}};
+}
+
+void fail() {
+  const mevb_error* e = mevb_error_last();
+  if (g_progress) std::fputs("\r\033[K", stderr);
+  std::string message = e->message && *e->message ? e->message : mevb_status_str(e->code);
+  int exit_status = e->code == MEVB_ERR_LOCKED ? kExitLocked : kExitFailure;
+  if (g_json_errors) {
+    nlohmann::json j = error_json(status_name(e->code), e->code, exit_status, message);
+    j["error"]["retriable"] = e->retriable != 0;
+    std::fprintf(stderr, "%s\n", j.dump().c_str());
+  } else {
+    std::fprintf(stderr, "mevbackup: error: %s\n", message.c_str());
+  }
+  std::fflush(stdout);
+  std::exit(exit_status);
+}
+
+mevb_repo* try_open_repo_at(const StorageOptions& s, const std::string& location) {
+  mevb_repo_opts ro = MEVB_REPO_OPTS_INIT;
+  ro.log = on_log;
+  // A stalled server or network must not hang a cron job forever.
+  if (const char* v = std::getenv("MEVBACKUP_STALL_TIMEOUT"); v && *v)
+    ro.stall_timeout_seconds = parse_duration("MEVBACKUP_STALL_TIMEOUT", v, true);
+  auto c = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
+  ro.storage_class = c(s.storage_class);
+  ro.endpoint_url = c(s.endpoint_url);
+  ro.region = c(s.region);
+  ro.ca_bundle = c(s.ca_bundle);
+  ro.sse = c(s.sse);
+  ro.sse_kms_key_id = c(s.sse_kms_key_id);
+  ro.no_verify_tls = s.no_verify_tls ? 1 : 0;
+  ro.path_style = s.path_style ? 1 : 0;
+  ro.unsigned_payload = s.unsigned_payload ? 1 : 0;
+  ro.part_size = static_cast<uint64_t>(s.part_size_mib) * 1024 * 1024;
+  mevb_repo* repo = nullptr;
+  if (mevb_repo_open(&repo, location.c_str(), &ro) != MEVB_OK) return nullptr;
+  return repo;
+}
+
+mevb_repo* open_repo_at(const StorageOptions& s, const std::string& location) {
+  mevb_repo* repo = try_open_repo_at(s, location);
+  if (!repo) fail();
+  return repo;
+}
+
+mevb_repo* open_repo(const RepoOptions& r) { return open_repo_at(r.storage, r.repo); }
+
+void add_level_option(CLI::App* app, int& level) {
+  app->add_option("--level", level, "compression level (gzip 1-3: ISA-L, 4-12: libdeflate; zstd 1-22)")
+      ->type_name("N")->check(CLI::Range(1, 99));
+}
+
+nlohmann::json backup_json(const mevb_backup* b) {
+  return {{"id", mevb_backup_id(b)},
+          {"kind", mevb_backup_kind(b)},
+          {"source", mevb_backup_source_name(b)},
+          {"path", mevb_backup_path(b)},
+          {"size", mevb_backup_size(b)},
+          {"sha256", mevb_backup_sha256(b)},
+          {"created_at", mevb_backup_created_at(b)},
+          {"compression", mevb_backup_compression(b)}};
+}
+
+int report_backup(mevb_repo* repo, mevb_backup* b, const OutputOptions& out) {
+  if (out.json) {
+    std::fputs(mevb_backup_manifest_json(b), stdout);
+  } else if (!out.quiet) {
+    std::printf("backup %s: %s (%llu bytes, sha256 %s)\n", mevb_backup_id(b), mevb_backup_path(b),
+                static_cast<unsigned long long>(mevb_backup_size(b)), mevb_backup_sha256(b));
+  }
+  mevb_backup_free(b);
+  mevb_repo_free(repo);
+  return kExitOk;
+}
+
+std::string resolve_backup(mevb_repo* repo, const std::string& which, const char* kind, const char* source) {
+  if (which != "latest") return which;
+  mevb_backup* b = nullptr;
+  if (mevb_repo_find(repo, which.c_str(), kind, source, &b) != MEVB_OK) fail();
+  std::string id = mevb_backup_id(b);
+  mevb_backup_free(b);
+  return id;
+}
+
+void report_restore(const OutputOptions& out, const std::string& id, const char* kind, const std::string& detail,
+                    nlohmann::json extra) {
+  if (out.json) {
+    nlohmann::json j = {{"restored", id}, {"kind", kind}};
+    j.update(extra);
+    std::printf("%s\n", j.dump(2).c_str());
+  } else if (!out.quiet) {
+    std::printf("restored %s%s\n", id.c_str(), detail.c_str());
+  }
+}
+
+void warn_password_in_argv(const std::string& conninfo) {
+  if (conninfo.find("password=") != std::string::npos ||
+      (conninfo.find("://") != std::string::npos && conninfo.find('@') != std::string::npos &&
+       conninfo.substr(0, conninfo.find('@')).find(':', conninfo.find("://") + 3) != std::string::npos))
+    std::fprintf(stderr,
+                 "mevbackup: warning: a password on the command line is visible to other users; use PGPASSWORD "
+                 "or a passfile\n");
+}
+
+}  // namespace cli
