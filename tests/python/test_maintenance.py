@@ -12,7 +12,8 @@ import mevbackup
 def make_backups(cli, pg, repo, n):
     ids = []
     for _ in range(n):
-        r = cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--quiet")
+        # not --quiet: the backup line names the new id
+        r = cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"))
         assert r.returncode == 0, r.stderr
         ids.append(r.stdout.split()[1].rstrip(":"))
     return ids
