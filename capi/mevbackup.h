@@ -448,7 +448,7 @@ typedef struct mevb_pitr_restore_opts {
   const char *owner;           /* user owning the files; NULL: owner of data_dir or its parent */
   const char *const *settings; /* "name=value" lines for postgresql.auto.conf */
   size_t settings_count;
-  const char *const *tablespace_map; /* "OID=DIR" */
+  const char *const *tablespace_map; /* "OID=DIR" or "OID=original"; required for every tablespace */
   size_t tablespace_map_count;
   int start;                   /* non-zero: pg_ctl start as the owner and wait for recovery */
   int timeout_seconds;         /* with start; 0: 3600 */

@@ -48,7 +48,7 @@ const char* kUsage =
     "                              [--level N] [--max-rate KBPS] [--spread-checkpoint] [--json]\n"
     "  mevbackup restore pitr --repo REPO --data-dir DIR [--target-time TIME | --target-lsn LSN |\n"
     "                         --target-name NAME] [--backup ID] [--owner USER] [--set NAME=VALUE]...\n"
-    "                         [--tablespace-map OID=DIR]... [--start [--timeout SECONDS] [--log FILE]]\n"
+    "                         [--tablespace-map OID=DIR|OID=original]... [--start [--timeout SECONDS] [--log FILE]]\n"
     "  mevbackup list --repo REPO [--kind postgres] [--json]\n"
     "  mevbackup prune --repo REPO [--keep-last N] [--keep-days N] [--keep-daily N] [--keep-weekly N]\n"
     "                  [--keep-monthly N] [--keep-yearly N] [--grace DURATION] [--kind K] [--source S]\n"
