@@ -53,7 +53,7 @@ int cmd_backup_files(int argc, char** argv, int start) {
 
 int cmd_restore_files(int argc, char** argv, int start) {
   Args a = parse(argc, argv, start, {"repo", "backup", "target", "source"}, {"only"},
-                 {"dry-run", "overwrite", "quiet", "verbose"});
+                 {"dry-run", "overwrite", "keep-special-modes", "quiet", "verbose"});
   common_flags(a);
   std::string target = need(a, "target");
   std::string backup = a.one.count("backup") ? a.one["backup"] : "latest";
@@ -66,6 +66,7 @@ int cmd_restore_files(int argc, char** argv, int start) {
   o.only_count = only.size();
   o.dry_run = dry ? 1 : 0;
   o.overwrite = a.flags.count("overwrite") ? 1 : 0;
+  o.keep_special_modes = a.flags.count("keep-special-modes") ? 1 : 0;
   o.source_name = opt(a, "source");
   EntryReport report;
   report.dry = dry;

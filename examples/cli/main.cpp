@@ -34,7 +34,7 @@ const char* kUsage =
     "  mevbackup backup files --repo REPO [--base DIR] [--exclude GLOB]... [--include-secrets]\n"
     "                         [--ignore-missing] [--prefix NAME] [--json] PATH...\n"
     "  mevbackup restore files --repo REPO --target DIR [--backup ID|latest] [--only GLOB]...\n"
-    "                          [--dry-run] [--overwrite] [--source NAME]\n"
+    "                          [--dry-run] [--overwrite] [--keep-special-modes] [--source NAME]\n"
     "  mevbackup backup redis --repo REPO --redis-url redis://[user@]host:port\n"
     "                         [--mode auto|bgsave|replication] [--prefix NAME] [--compress gzip|zstd|none]\n"
     "                         [--level N] [--timeout SECONDS] [--json]\n"
