@@ -49,6 +49,7 @@ int mevb_repo_restore_files(mevb_repo* repo, const char* id_or_latest, const mev
     fo.only = args_or(o.only, o.only_count, {});
     fo.dry_run = o.dry_run != 0;
     fo.overwrite = o.overwrite != 0;
+    fo.keep_special_modes = o.keep_special_modes != 0;
     RunContext ctx = make_context(repo, o.progress, o.progress_user);
     Manifest m = repo->repo.find(id_or_latest, "files", str_or(o.source_name), ctx.log);
     auto actions = restore_files(repo->repo, m, fo, ctx);

@@ -299,7 +299,9 @@ typedef void (*mevb_files_entry_cb)(const char *name, const char *action, void *
  * checked (no absolute names, no "..", no link leading outside, nothing written
  * through a link), and members are moved in only after the whole archive extracted and
  * its checksum matched. Existing files with other content or mode make the restore
- * fail with MEVB_ERR_EXISTS, changing nothing, unless `overwrite`. */
+ * fail with MEVB_ERR_EXISTS, changing nothing, unless `overwrite`. Sparse members are
+ * refused; a member whose size, mode or owner differs from the manifest is
+ * MEVB_ERR_CORRUPT. */
 typedef struct mevb_files_restore_opts {
   uint32_t struct_size;
   const char *target;             /* required: directory to restore into */
@@ -312,8 +314,9 @@ typedef struct mevb_files_restore_opts {
   void *on_entry_user;
   mevb_progress_cb progress;
   void *progress_user;
+  int keep_special_modes;         /* non-zero: keep setuid/setgid and world-write bits (dropped by default) */
 } mevb_files_restore_opts;
-#define MEVB_FILES_RESTORE_OPTS_INIT {sizeof(mevb_files_restore_opts), NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, NULL}
+#define MEVB_FILES_RESTORE_OPTS_INIT {sizeof(mevb_files_restore_opts), NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0}
 MEVB_API int mevb_files_restore_opts_init(mevb_files_restore_opts *opts, size_t size);
 MEVB_API int mevb_repo_restore_files(mevb_repo *repo, const char *id_or_latest, const mevb_files_restore_opts *opts);
 /* ---- Redis ------------------------------------------------------------------------- */
@@ -448,7 +451,7 @@ typedef struct mevb_pitr_restore_opts {
   const char *owner;           /* user owning the files; NULL: owner of data_dir or its parent */
   const char *const *settings; /* "name=value" lines for postgresql.auto.conf */
   size_t settings_count;
-  const char *const *tablespace_map; /* "OID=DIR" */
+  const char *const *tablespace_map; /* "OID=DIR" or "OID=original"; required for every tablespace */
   size_t tablespace_map_count;
   int start;                   /* non-zero: pg_ctl start as the owner and wait for recovery */
   int timeout_seconds;         /* with start; 0: 3600 */

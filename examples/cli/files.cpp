@@ -80,7 +80,7 @@ Action setup_restore_files(CLI::App* app) {
     OutputOptions out;
     std::string backup = "latest", target, source;
     std::vector<std::string> only;
-    bool dry_run = false, overwrite = false;
+    bool dry_run = false, overwrite = false, keep_special_modes = false;
   };
   auto o = std::make_shared<Opts>();
   add_repo_options(app, o->repo);
@@ -90,6 +90,8 @@ Action setup_restore_files(CLI::App* app) {
       ->allow_extra_args(false)->type_name("GLOB");
   app->add_flag("-n,--dry-run", o->dry_run, "say what a restore would do, change nothing");
   app->add_flag("--overwrite", o->overwrite, "replace existing files that differ");
+  app->add_flag("--keep-special-modes", o->keep_special_modes,
+                "keep setuid/setgid and world-writable bits as archived (dropped by default)");
   app->add_option("--source", o->source, "with latest: the latest backup of this prefix")->type_name("NAME");
   add_output_options(app, o->out);
   return [o] {
@@ -101,6 +103,7 @@ Action setup_restore_files(CLI::App* app) {
     fo.only_count = only.size();
     fo.dry_run = o->dry_run ? 1 : 0;
     fo.overwrite = o->overwrite ? 1 : 0;
+    fo.keep_special_modes = o->keep_special_modes ? 1 : 0;
     fo.source_name = o->source.empty() ? nullptr : o->source.c_str();
     nlohmann::json entries = nlohmann::json::array();
     EntryReport report;

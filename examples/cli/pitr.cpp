@@ -126,8 +126,8 @@ Action setup_restore_pitr(CLI::App* app) {
   app->add_option("--owner", o->owner, "user that owns the data directory")->type_name("USER");
   app->add_option("--set", o->sets, "a server setting NAME=VALUE (repeatable)")
       ->allow_extra_args(false)->type_name("NAME=VALUE");
-  app->add_option("--tablespace-map", o->tablespace_maps, "where a tablespace goes (repeatable)")
-      ->allow_extra_args(false)->type_name("OID=DIR");
+  app->add_option("--tablespace-map", o->tablespace_maps, "where a tablespace goes: OID=DIR, or OID=original to confirm the recorded location (one for every tablespace; repeatable)")
+      ->allow_extra_args(false)->type_name("OID=DIR|OID=original");
   app->add_flag("--start", o->start, "start the server and wait for the recovery to finish");
   app->add_option("--timeout", o->timeout, "with --start: the longest wait (up to 7d)")
       ->type_name("DURATION")->check(duration_validator());

@@ -46,6 +46,7 @@ struct FilesRestoreOptions {
                                         // (a match on a directory takes everything below it)
   bool dry_run = false;                 // check and list, write nothing
   bool overwrite = false;               // replace existing files whose content or mode differ
+  bool keep_special_modes = false;      // keep setuid/setgid and world-write bits (dropped by default)
 };
 
 // What a restore did (or, with dry_run, would do) to one member.
@@ -61,9 +62,11 @@ struct FileAction {
 // extracted and its checksum matched the manifest are the members moved into place.
 // Existing files with other content or mode are refused (Code::exists, naming them)
 // unless overwrite; identical ones are left alone; directories are merged. A failure
-// leaves the target as it was. Throws restore_failed naming an unsafe member, corrupt
-// when the artifact or a member does not match the manifest, not_found when an `only`
-// glob matches nothing.
+// leaves the target as it was. Members are restored without setuid/setgid and
+// world-write bits unless keep_special_modes; sparse members are refused (backup_files
+// never writes them). Throws restore_failed naming an unsafe member, corrupt when the
+// artifact or a member (type, content, size, mode, owner) does not match the manifest,
+// not_found when an `only` glob matches nothing. dry_run makes the same checks.
 std::vector<FileAction> restore_files(Repository& repo, const Manifest& backup, const FilesRestoreOptions& opts,
                                       const RunContext& ctx);
 

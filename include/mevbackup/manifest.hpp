@@ -10,6 +10,12 @@
 
 namespace mevbackup {
 
+// A backup id is used as a path component (basebackup/<id>/) and written into server
+// configuration (postgresql.auto.conf), so whatever its source (a manifest, the user) it
+// is only [A-Za-z0-9_.-], 1..255 characters, not beginning with '.' (as the name
+// prefixes a backup is given, check_name_prefix).
+bool valid_backup_id(const std::string& id);
+
 struct Manifest {
   static constexpr int kFormatVersion = 1;
   std::string id;           // e.g. "mev_protection_20261127_020000"
@@ -38,6 +44,7 @@ struct Manifest {
   nlohmann::json to_json() const;
   std::string to_string() const;  // pretty JSON, newline-terminated
   // Throws corrupt naming `where` and the missing/invalid field.
+  // Also throws corrupt when the id is not a valid_backup_id().
   static Manifest from_json(const nlohmann::json& j, const std::string& where);
   static Manifest parse(const std::string& text, const std::string& where);
 };

@@ -15,6 +15,8 @@
 #include "mevbackup/repository.hpp"
 #include "mevbackup/storage.hpp"
 
+struct archive_entry;  // libarchive's, for check_basebackup_member
+
 namespace mevbackup::pitr {
 
 // What kind of file PostgreSQL archives under this name.
@@ -93,10 +95,26 @@ struct BaseBackupPart {
   std::string tablespace_location;
   Manifest stored;
 };
-// Throws corrupt when `m` is not a base backup manifest.
+// Throws corrupt when `m` is not a base backup manifest, or when a part is not one a
+// base backup writes (base.tar, <oid>.tar, backup_manifest) at its own path in
+// basebackup/<id>/, or the id is not a valid_backup_id().
 std::vector<BaseBackupPart> basebackup_parts(const Manifest& m);
 
+// The member checks of a restore on one base backup tar (`part_name` "base.tar" or
+// "<oid>.tar"): relative names without "..", only files and directories (symbolic links
+// only as pg_tblspc/<oid> of base.tar), no hard links, no sparse members. Returns the
+// cleaned name ("" for the archive's root, which is skipped) and, for a pg_tblspc link,
+// its target in *link_target; throws corrupt naming `where` and the member.
+std::string check_basebackup_member(archive_entry* e, const std::string& part_name, const std::string& where,
+                                    std::string* link_target);
+// The same checks over a tar held in memory, nothing extracted: the member names in
+// order. For the fuzzer (tests/fuzz/basebackup_tar_fuzz.cpp) and tests.
+std::vector<std::string> check_basebackup_tar(Bytes tar, const std::string& part_name);
+
 // ---- restore to a point ----------------------------------------------------------
+
+// The tablespace_map value that restores a tablespace at its recorded location.
+inline constexpr const char* kTablespaceOriginal = "original";
 
 struct PitrRestoreOptions {
   std::string data_dir;            // absent or empty directory
@@ -112,7 +130,10 @@ struct PitrRestoreOptions {
   std::vector<std::string> wal_fetch_args;  // e.g. --endpoint-url URL (never credentials)
   std::string owner;               // user owning the files; empty: owner of data_dir, else of its parent
   std::vector<std::pair<std::string, std::string>> settings;  // more postgresql.auto.conf lines
-  std::map<std::string, std::string> tablespace_map;          // oid -> new location
+  // oid -> location, required for every tablespace of the backup (invalid_argument
+  // naming the unmapped ones otherwise); kTablespaceOriginal confirms the location the
+  // manifest records.
+  std::map<std::string, std::string> tablespace_map;
   bool start = false;              // run pg_ctl start (as the owner) and wait for recovery
   int timeout_seconds = 3600;
   std::string log_file;            // the server's log with start; empty: <data_dir>/pitr_recovery.log

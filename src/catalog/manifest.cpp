@@ -76,6 +76,7 @@ Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) 
     out = it->get<uint64_t>();
   };
   str("id", m.id);
+  if (!valid_backup_id(m.id)) throw fail("id is not 1-255 characters of [A-Za-z0-9_.-] not starting with '.'");
   str("kind", m.kind);
   str("path", m.path);
   str("format", m.format);
@@ -91,6 +92,11 @@ Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) 
   if (auto it = j.find("source"); it != j.end() && it->is_object()) m.source = *it;
   if (auto it = j.find("tool"); it != j.end() && it->is_object()) m.tool = *it;
   return m;
+}
+
+bool valid_backup_id(const std::string& id) {
+  if (id.empty() || id.size() > 255 || id[0] == '.') return false;
+  return id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == std::string::npos;
 }
 
 Manifest Manifest::parse(const std::string& text, const std::string& where) {

@@ -340,6 +340,11 @@ class TarSource final : public Source {
                           {"size", m.type == Type::file ? static_cast<uint64_t>(st.st_size) : 0},
                           {"mtime", static_cast<int64_t>(st.st_mtime)}};
     if (m.type == Type::symlink) cur_["target"] = link;
+    // The owner as the tar header holds it, so a restore can refuse a header changed after the backup.
+    cur_["uid"] = static_cast<uint64_t>(st.st_uid);
+    cur_["gid"] = static_cast<uint64_t>(st.st_gid);
+    if (auto& u = names_.user(st.st_uid); !u.empty()) cur_["user"] = u;
+    if (auto& g = names_.group(st.st_gid); !g.empty()) cur_["group"] = g;
     if (m.type == Type::file) {
       in_file_ = true;
       remaining_ = static_cast<uint64_t>(st.st_size);
@@ -411,6 +416,32 @@ std::string absolute_base(const std::string& base) {
   return s;
 }
 
+// A backup is only a success once the catalog, the way every later restore, list and
+// prune reads it, sees it: otherwise "latest" would silently mean an older backup. One
+// the catalog cannot read is taken back (manifest first, so nothing half-listed stays)
+// and the run fails naming the reason the catalog gave.
+void confirm_listed(Repository& repo, const Manifest& m, const RunContext& ctx) {
+  std::string reason;
+  LogFn capture = [&](LogLevel level, const std::string& msg) {
+    if (msg.find(m.key()) != std::string::npos) reason = msg;
+    else if (ctx.log) ctx.log(level, msg);
+  };
+  for (auto& listed : repo.list("files", capture))
+    if (listed.id == m.id && listed.path == m.path) return;
+  Storage& st = repo.storage();
+  try {
+    st.remove(m.key());
+    st.remove(m.path);
+  } catch (const Error& e) {
+    throw Error(Code::corrupt, fmt::format("backup {} was stored but the catalog cannot read its manifest ({}); removing "
+                                           "it failed too ({}): delete {} and {} by hand",
+                                           m.id, reason.empty() ? "it is not listed" : reason, e.what(), m.key(), m.path));
+  }
+  throw Error(Code::corrupt, fmt::format("backup {} was stored but the catalog cannot read its manifest ({}); it was "
+                                         "removed again, so no backup was made",
+                                         m.id, reason.empty() ? "it is not listed" : reason));
+}
+
 }  // namespace
 
 Manifest backup_files(Repository& repo, const FilesBackupOptions& opts, const RunContext& ctx) {
@@ -455,6 +486,7 @@ Manifest backup_files(Repository& repo, const FilesBackupOptions& opts, const Ru
         {"secret_excludes", !opts.include_secrets},
     };
   });
+  confirm_listed(repo, out, ctx);
   return out;
 }
 

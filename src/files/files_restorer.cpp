@@ -294,8 +294,7 @@ class FilesRestoreSink final : public Sink {
     }
     const std::string prefix = relative || opts_.dry_run ? "" : staging_ + "/";
 
-    std::set<std::string> seen, symlinks, files, ancestors;
-    std::vector<std::byte> zeros;
+    std::set<std::string> seen, symlinks, files, ancestors, nondirs;
     for (;;) {
       archive_entry* e = nullptr;
       int rc = archive_read_next_header(r.get(), &e);
@@ -316,7 +315,6 @@ class FilesRestoreSink final : public Sink {
       }
       Entry en;
       en.name = name;
-      en.mode = archive_entry_perm(e);
       en.mtime = archive_entry_mtime(e);
       en.mtime_nsec = archive_entry_mtime_nsec(e);
       const char* hl = archive_entry_hardlink(e);
@@ -345,11 +343,18 @@ class FilesRestoreSink final : public Sink {
       }
       if (seen.count(name)) unsafe(name, "it appears twice in the archive");
       if (has_prefix_dir(name, symlinks)) unsafe(name, "it would be written through a symlink of the archive");
+      // The same verdict with or without dry_run: libarchive would refuse to create a
+      // member below a file it just wrote, so this check decides, not the disk.
+      if (has_prefix_dir(name, nondirs)) unsafe(name, "it would be written below a member the archive restores as a file");
+      // The library's own backups never write sparse members; a declared hole would be
+      // hashed (and written) as zeros, so a small archive could claim petabytes.
+      if (archive_entry_sparse_count(e) > 0) unsafe(name, "sparse members are not restored");
       if (en.kind != Kind::dir && ancestors.count(name))
         unsafe(name, "it would replace a directory that holds other members");
       seen.insert(name);
       for (size_t i = 1; i < parts.size(); ++i) ancestors.insert(files::join_name(parts, i));
       if (en.kind == Kind::symlink) symlinks.insert(name);
+      if (en.kind != Kind::dir) nondirs.insert(name);
 
       bool want = selected(name);
       if (en.kind == Kind::hardlink && want && !selected_files_.count(en.link))
@@ -362,7 +367,16 @@ class FilesRestoreSink final : public Sink {
         if (it == manifest_members_.end())
           throw Error(Code::corrupt, fmt::format("backup {}: archive member \"{}\" is not in the manifest", m_.id, name));
         mm = &it->second;
+        check_against_manifest(e, en, *mm);
       }
+      // Setuid/setgid and world-writable bits are dropped unless asked for: a restore as
+      // root would otherwise plant them wherever the archive says.
+      unsigned perm = archive_entry_perm(e);
+      if (!opts_.keep_special_modes && en.kind != Kind::symlink) {
+        perm &= ~static_cast<unsigned>(S_ISUID | S_ISGID | S_IWOTH);
+        archive_entry_set_perm(e, perm);
+      }
+      en.mode = perm;
 
       if (want && w) {
         archive_entry_copy_pathname(e, (prefix + name).c_str());
@@ -381,14 +395,7 @@ class FilesRestoreSink final : public Sink {
           if (drc == ARCHIVE_EOF) break;
           if (drc < ARCHIVE_WARN)
             throw Error(Code::corrupt, fmt::format("backup {}: reading \"{}\": {}", m_.id, name, archive_message(r.get())));
-          if (offset > expected) {  // a sparse hole reads as zeros
-            zeros.assign(static_cast<size_t>(std::min<la_int64_t>(offset - expected, 1 << 20)), std::byte{0});
-            for (la_int64_t left = offset - expected; left > 0;) {
-              size_t k = static_cast<size_t>(std::min<la_int64_t>(left, static_cast<la_int64_t>(zeros.size())));
-              sha.update(Bytes(zeros.data(), k));
-              left -= static_cast<la_int64_t>(k);
-            }
-          }
+          if (offset != expected) unsafe(name, "sparse members are not restored");
           sha.update(Bytes(static_cast<const std::byte*>(buf), size));
           expected = offset + static_cast<la_int64_t>(size);
           if (want && w) {
@@ -431,6 +438,36 @@ class FilesRestoreSink final : public Sink {
     for (size_t g = 0; g < opts_.only.size(); ++g)
       if (!only_used_[g])
         throw Error(Code::not_found, fmt::format("--only \"{}\" matches nothing in backup {}", opts_.only[g], m_.id));
+  }
+
+  // The archive's header against what the backup recorded: the declared size (which
+  // bounds what is read), the mode and, where recorded, the owner.
+  void check_against_manifest(archive_entry* e, const Entry& en, const nlohmann::json& mm) const {
+    auto mismatch = [&](const char* what, const std::string& archive, const std::string& manifest) {
+      return Error(Code::corrupt, fmt::format("backup {}: member \"{}\" has {} {} in the archive but {} in the manifest",
+                                              m_.id, en.name, what, archive, manifest));
+    };
+    if (en.kind == Kind::file && mm.contains("size") && mm["size"].is_number_integer()) {
+      auto want = mm["size"].get<int64_t>();
+      auto got = static_cast<int64_t>(archive_entry_size(e));
+      if (got != want) throw mismatch("size", std::to_string(got), std::to_string(want));
+    }
+    if (en.kind != Kind::hardlink && mm.contains("mode") && mm["mode"].is_string()) {
+      std::string got = files::mode_string(archive_entry_perm(e)), want = mm["mode"].get<std::string>();
+      if (got != want) throw mismatch("mode", got, want);
+    }
+    for (const char* k : {"uid", "gid"}) {
+      if (!mm.contains(k) || !mm[k].is_number_integer()) continue;
+      auto want = mm[k].get<int64_t>();
+      int64_t got = k[0] == 'u' ? archive_entry_uid(e) : archive_entry_gid(e);
+      if (got != want) throw mismatch(k, std::to_string(got), std::to_string(want));
+    }
+    for (const char* k : {"user", "group"}) {
+      if (!mm.contains(k) || !mm[k].is_string()) continue;
+      const char* n = k[0] == 'u' ? archive_entry_uname(e) : archive_entry_gname(e);
+      std::string got = n ? n : "", want = mm[k].get<std::string>();
+      if (got != want) throw mismatch(k, "\"" + got + "\"", "\"" + want + "\"");
+    }
   }
 
   // ---- the move into place (after the checksum matched) ---------------------------

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "mevbackup/compress.hpp"
 #include "mevbackup/error.hpp"
 #include "mevbackup/pitr.hpp"
 
@@ -158,10 +159,40 @@ TimePoint parse_target_time(const std::string& text) {
 
 // ---- base backup parts -------------------------------------------------------------
 
+namespace {
+
+bool digits(const std::string& s) {
+  return !s.empty() && s.size() <= 10 && s.find_first_not_of("0123456789") == std::string::npos;
+}
+
+void check_part(const Manifest& m, const std::string& dir, const BaseBackupPart& p) {
+  auto bad = [&](const std::string& why) {
+    return Error(Code::corrupt, fmt::format("base backup manifest {}: part \"{}\" ({}): {}", m.key(), p.name,
+                                            p.stored.path, why));
+  };
+  bool tablespace = !p.tablespace_oid.empty();
+  if (tablespace) {
+    if (!digits(p.tablespace_oid)) throw bad(fmt::format("tablespace oid \"{}\" is not a number", p.tablespace_oid));
+    if (p.name != p.tablespace_oid + ".tar") throw bad("a tablespace part is named <oid>.tar");
+  } else if (p.name != "base.tar" && p.name != "backup_manifest") {
+    throw bad("not a part a base backup holds (base.tar, <oid>.tar, backup_manifest)");
+  }
+  std::string suffix(compression_suffix(parse_compression(p.stored.compression)));
+  if (p.stored.path != dir + p.name + suffix) throw bad(fmt::format("its path is not {}{}{}", dir, p.name, suffix));
+}
+
+}  // namespace
+
 std::vector<BaseBackupPart> basebackup_parts(const Manifest& m) {
   if (m.kind != "basebackup" || !m.source.contains("files") || !m.source["files"].is_array())
     throw Error(Code::corrupt, fmt::format("{} is not a base backup manifest", m.key()));
+  // Every part lives in the backup's own directory, under a name the backup writes:
+  // a forged manifest cannot make a restore read anything else.
+  if (!valid_backup_id(m.id))
+    throw Error(Code::corrupt, fmt::format("base backup manifest {}: \"{}\" is not a backup id", m.key(), m.id));
+  const std::string dir = "basebackup/" + m.id + "/";
   std::vector<BaseBackupPart> out;
+  std::set<std::string> names;
   for (auto& f : m.source["files"]) {
     try {
       BaseBackupPart p;
@@ -175,6 +206,9 @@ std::vector<BaseBackupPart> basebackup_parts(const Manifest& m) {
       p.stored.payload_size = f.at("payload_size").get<uint64_t>();
       p.stored.payload_sha256 = f.at("payload_sha256").get<std::string>();
       p.stored.compression = f.value("compression", m.compression);
+      check_part(m, dir, p);
+      if (!names.insert(p.name).second)
+        throw Error(Code::corrupt, fmt::format("base backup manifest {} lists \"{}\" twice", m.key(), p.name));
       out.push_back(std::move(p));
     } catch (const nlohmann::json::exception& e) {
       throw Error(Code::corrupt, fmt::format("base backup manifest {}: bad file entry: {}", m.key(), e.what()));

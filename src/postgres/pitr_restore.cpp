@@ -218,6 +218,76 @@ bool all_digits(const std::string& s) {
   return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
 }
 
+}  // namespace
+
+std::string check_basebackup_member(archive_entry* e, const std::string& part_name, const std::string& where,
+                                    std::string* link_target) {
+  std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+  while (name.rfind("./", 0) == 0) name.erase(0, 2);
+  while (!name.empty() && name.back() == '/') name.pop_back();
+  if (name.empty() || name == ".") return "";
+  bool bad = name[0] == '/';
+  for (size_t i = 0; i < name.size() && !bad;) {
+    size_t j = name.find('/', i);
+    if (j == std::string::npos) j = name.size();
+    std::string comp = name.substr(i, j - i);
+    bad = comp == ".." || comp.empty();
+    i = j + 1;
+  }
+  if (bad) throw Error(Code::corrupt, fmt::format("{}: unsafe member name \"{}\"", where, name));
+  auto type = archive_entry_filetype(e);
+  if (archive_entry_hardlink(e))
+    throw Error(Code::corrupt, fmt::format("{}: unexpected hard link \"{}\"", where, name));
+  if (type == AE_IFLNK) {
+    if (part_name != "base.tar" || name.rfind("pg_tblspc/", 0) != 0 || !all_digits(name.substr(10)) ||
+        name.size() > 20)
+      throw Error(Code::corrupt, fmt::format("{}: unexpected symbolic link \"{}\"", where, name));
+    if (link_target) *link_target = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
+    return name;
+  }
+  if (type != AE_IFREG && type != AE_IFDIR)
+    throw Error(Code::corrupt, fmt::format("{}: unexpected file type of \"{}\"", where, name));
+  // PostgreSQL never sends sparse members; a declared hole could claim any size.
+  if (archive_entry_sparse_count(e) > 0)
+    throw Error(Code::corrupt, fmt::format("{}: unexpected sparse member \"{}\"", where, name));
+  return name;
+}
+
+std::vector<std::string> check_basebackup_tar(Bytes tar, const std::string& part_name) {
+  files::ArchiveRead r(archive_read_new());
+  if (!r) throw std::bad_alloc();
+  archive_read_support_format_tar(r.get());
+  if (archive_read_open_memory(r.get(), tar.data(), tar.size()) != ARCHIVE_OK)
+    throw Error(Code::corrupt, fmt::format("{}: not a tar archive: {}", part_name, archive_message(r.get())));
+  std::vector<std::string> names;
+  for (;;) {
+    archive_entry* e = nullptr;
+    int rc = archive_read_next_header(r.get(), &e);
+    if (rc == ARCHIVE_EOF) break;
+    if (rc < ARCHIVE_WARN)
+      throw Error(Code::corrupt, fmt::format("{}: bad tar archive: {}", part_name, archive_message(r.get())));
+    std::string name = check_basebackup_member(e, part_name, part_name, nullptr);
+    if (!name.empty()) names.push_back(name);
+    // Read as a restore reads (a hole shows as a jump in the offsets), writing nothing.
+    la_int64_t expected = 0;
+    for (;;) {
+      const void* buf = nullptr;
+      size_t size = 0;
+      la_int64_t offset = 0;
+      int drc = archive_read_data_block(r.get(), &buf, &size, &offset);
+      if (drc == ARCHIVE_EOF) break;
+      if (drc < ARCHIVE_WARN)
+        throw Error(Code::corrupt, fmt::format("{}: reading \"{}\": {}", part_name, name, archive_message(r.get())));
+      if (offset != expected)
+        throw Error(Code::corrupt, fmt::format("{}: unexpected sparse member \"{}\"", part_name, name));
+      expected += static_cast<la_int64_t>(size);
+    }
+  }
+  return names;
+}
+
+namespace {
+
 // Extracts one tar part under `root` (a real path without symlinks). Symlinks are
 // allowed only as pg_tblspc/<oid> in the base archive; they are returned, not created.
 std::map<std::string, std::string> extract_part(Storage& st, const BaseBackupPart& part, const std::string& root,
@@ -243,30 +313,14 @@ std::map<std::string, std::string> extract_part(Storage& st, const BaseBackupPar
     int rc = archive_read_next_header(r.get(), &e);
     if (rc == ARCHIVE_EOF) break;
     check_read(rc, "bad tar archive");
-    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
-    while (name.rfind("./", 0) == 0) name.erase(0, 2);
-    while (!name.empty() && name.back() == '/') name.pop_back();
-    if (name.empty() || name == ".") continue;
-    bool bad = name[0] == '/';
-    for (size_t i = 0; i < name.size() && !bad;) {
-      size_t j = name.find('/', i);
-      if (j == std::string::npos) j = name.size();
-      std::string comp = name.substr(i, j - i);
-      bad = comp == ".." || comp.empty();
-      i = j + 1;
-    }
-    if (bad) throw Error(Code::corrupt, fmt::format("{}: unsafe member name \"{}\"", part.stored.path, name));
+    std::string target;
+    std::string name = check_basebackup_member(e, part.name, part.stored.path, &target);
+    if (name.empty()) continue;
     auto type = archive_entry_filetype(e);
-    if (archive_entry_hardlink(e))
-      throw Error(Code::corrupt, fmt::format("{}: unexpected hard link \"{}\"", part.stored.path, name));
     if (type == AE_IFLNK) {
-      if (part.name != "base.tar" || name.rfind("pg_tblspc/", 0) != 0 || !all_digits(name.substr(10)))
-        throw Error(Code::corrupt, fmt::format("{}: unexpected symbolic link \"{}\"", part.stored.path, name));
-      links[name.substr(10)] = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
+      links[name.substr(10)] = target;
       continue;
     }
-    if (type != AE_IFREG && type != AE_IFDIR)
-      throw Error(Code::corrupt, fmt::format("{}: unexpected file type of \"{}\"", part.stored.path, name));
     std::string full = root + "/" + name;
     archive_entry_copy_pathname(e, full.c_str());
     archive_entry_set_uid(e, owner.uid);
@@ -275,6 +329,7 @@ std::map<std::string, std::string> extract_part(Storage& st, const BaseBackupPar
     if (wrc < ARCHIVE_WARN)
       throw Error(Code::restore_failed, fmt::format("cannot create {}: {}", full, archive_message(w.get())));
     if (type == AE_IFREG) {
+      la_int64_t written = 0;
       for (;;) {
         const void* buf = nullptr;
         size_t size = 0;
@@ -282,6 +337,9 @@ std::map<std::string, std::string> extract_part(Storage& st, const BaseBackupPar
         int drc = archive_read_data_block(r.get(), &buf, &size, &offset);
         if (drc == ARCHIVE_EOF) break;
         check_read(drc, fmt::format("reading \"{}\"", name));
+        if (offset != written)
+          throw Error(Code::corrupt, fmt::format("{}: unexpected sparse member \"{}\"", part.stored.path, name));
+        written += static_cast<la_int64_t>(size);
         if (archive_write_data_block(w.get(), buf, size, offset) < ARCHIVE_WARN)
           throw Error(Code::restore_failed, fmt::format("writing {}: {}", full, archive_message(w.get())));
       }
@@ -400,6 +458,8 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
   int targets = !opts.target_time.empty() + !opts.target_lsn.empty() + !opts.target_name.empty();
   if (targets > 1) throw Error(Code::invalid_argument, "give at most one of target time, target LSN and target name");
   if (opts.data_dir.empty()) throw Error(Code::invalid_argument, "no data directory given");
+  if (!opts.backup_id.empty() && !valid_backup_id(opts.backup_id))
+    throw Error(Code::invalid_argument, fmt::format("\"{}\" is not a backup id ([A-Za-z0-9_.-])", opts.backup_id));
   if (opts.restore_command.empty() && opts.repo_url.empty())
     throw Error(Code::invalid_argument, "the restore_command needs the repository location (repo_url)");
   std::optional<TimePoint> target_time;
@@ -448,12 +508,27 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
   if (opts.start && owner.uid == 0)
     throw Error(Code::invalid_argument, fmt::format("{} would be owned by root and PostgreSQL refuses to run as root: "
                                                     "name the server's user (owner)", data_dir));
+  // Where a tablespace goes is the caller's decision, never the manifest's: a forged
+  // location would have a root restore create, chown and fill a directory of its choosing.
   std::map<std::string, std::string> ts_target;  // oid -> directory
+  std::vector<std::string> unmapped;
   for (auto& p : parts)
     if (!p.tablespace_oid.empty()) {
       auto it = opts.tablespace_map.find(p.tablespace_oid);
-      ts_target[p.tablespace_oid] = it != opts.tablespace_map.end() ? it->second : p.tablespace_location;
+      if (it == opts.tablespace_map.end()) {
+        unmapped.push_back(fmt::format("{} (originally {})", p.tablespace_oid, p.tablespace_location));
+        continue;
+      }
+      ts_target[p.tablespace_oid] = it->second == kTablespaceOriginal ? p.tablespace_location : it->second;
     }
+  if (!unmapped.empty()) {
+    std::string list;
+    for (auto& u : unmapped) list += (list.empty() ? "" : ", ") + u;
+    throw Error(Code::invalid_argument,
+                fmt::format("base backup {} has tablespace(s) {}: give each a location with --tablespace-map OID=DIR, or "
+                            "OID={} to confirm its original location",
+                            m.id, list, kTablespaceOriginal));
+  }
   for (auto& [oid, _] : opts.tablespace_map)
     if (!ts_target.count(oid))
       throw Error(Code::invalid_argument, fmt::format("base backup {} has no tablespace {}", m.id, oid));

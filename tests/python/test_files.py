@@ -247,6 +247,32 @@ def test_python_round_trip_and_errors(tmp_path):
             r.backup_files([], base=src)
 
 
+def test_special_modes_are_dropped_unless_kept(fcli, tmp_path):
+    src = tmp_path / "src"
+    (src / "shared").mkdir(parents=True)
+    (src / "bin").write_text("#!/bin/sh\n")
+    (src / "shared" / "notes").write_text("n\n")
+    os.chmod(src / "bin", 0o4755)
+    os.chmod(src / "shared" / "notes", 0o666)
+    os.chmod(src / "shared", 0o2777)
+    repo = tmp_path / "repo"
+    with mevbackup.Repository(repo) as r:
+        b = r.backup_files(["."], base=src)
+        r.restore_files(b, target=tmp_path / "plain")
+        r.restore_files(b, target=tmp_path / "kept", keep_special_modes=True)
+    mode = lambda p: stat.S_IMODE(os.lstat(p).st_mode)
+    assert (mode(tmp_path / "plain" / "bin"), mode(tmp_path / "plain" / "shared"),
+            mode(tmp_path / "plain" / "shared" / "notes")) == (0o755, 0o775, 0o664)
+    assert (mode(tmp_path / "kept" / "bin"), mode(tmp_path / "kept" / "shared"),
+            mode(tmp_path / "kept" / "shared" / "notes")) == (0o4755, 0o2777, 0o666)
+    r = fcli("restore", "files", "--repo", repo, "--target", tmp_path / "cli-plain")
+    assert r.returncode == 0, r.stderr
+    assert mode(tmp_path / "cli-plain" / "bin") == 0o755
+    r = fcli("restore", "files", "--repo", repo, "--target", tmp_path / "cli-kept", "--keep-special-modes")
+    assert r.returncode == 0, r.stderr
+    assert mode(tmp_path / "cli-kept" / "bin") == 0o4755
+
+
 # ---- hostile archives -----------------------------------------------------------------
 
 

@@ -234,7 +234,8 @@ class _FilesRestoreOpts(ctypes.Structure):
                 ("only", ctypes.POINTER(ctypes.c_char_p)), ("only_count", ctypes.c_size_t),
                 ("dry_run", ctypes.c_int), ("overwrite", ctypes.c_int), ("source_name", ctypes.c_char_p),
                 ("on_entry", _FILES_ENTRY_CB), ("on_entry_user", ctypes.c_void_p),
-                ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p)]
+                ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p),
+                ("keep_special_modes", ctypes.c_int)]
 
 
 _declare("mevb_files_backup_opts_init", ctypes.c_int, [ctypes.POINTER(_FilesBackupOpts), ctypes.c_size_t], True)
@@ -617,10 +618,12 @@ class Repository:
 
     def restore_files(self, backup: Union[str, Backup] = "latest", *, target: Union[str, os.PathLike],
                       only: Optional[Sequence[str]] = None, dry_run: bool = False, overwrite: bool = False,
-                      source: Optional[str] = None, progress: Optional[ProgressFn] = None) -> List[FileAction]:
+                      source: Optional[str] = None, progress: Optional[ProgressFn] = None,
+                      keep_special_modes: bool = False) -> List[FileAction]:
         """Restores a files backup into `target` safely (staged, checked, moved into place
         only when complete). Existing different files raise AlreadyExists unless
-        overwrite. Returns what was (dry_run: would be) done to each member."""
+        overwrite. Setuid/setgid and world-write bits are dropped unless
+        keep_special_modes. Returns what was (dry_run: would be) done to each member."""
         ident = backup.id if isinstance(backup, Backup) else backup
         o = _FilesRestoreOpts()
         _lib.mevb_files_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
@@ -628,6 +631,7 @@ class Repository:
         o.only, o.only_count, keep = _argv(list(only) if only else None)
         o.dry_run = 1 if dry_run else 0
         o.overwrite = 1 if overwrite else 0
+        o.keep_special_modes = 1 if keep_special_modes else 0
         o.source_name = _enc(source)
         actions: List[FileAction] = []
 

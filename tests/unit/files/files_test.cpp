@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <linux/filter.h>
+#include <pwd.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -10,8 +11,11 @@
 #include <zlib.h>
 
 #include <cstddef>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+
+#include <fmt/format.h>
 
 #include "../helpers.hpp"
 #include "files/files_common.hpp"
@@ -215,6 +219,8 @@ TEST_CASE("hostile archives are refused before anything reaches the target") {
       {"hard link outside", {{"h", 'h', "../outside/victim"}}},
       {"hard link absolute", {{"h", 'h', "/etc/passwd"}}},
       {"duplicate", {{"a", 'f', "x"}, {"a", 'f', "y"}}},
+      {"a file, then a member below it", {{"a", 'f', "x"}, {"a/b", 'f', "y"}}},
+      {"a symlink inside, then a member below it", {{"d", 'd', ""}, {"l", 's', "d"}, {"l/b", 'f', "y"}}},
   };
   for (auto& c : cases) {
     CAPTURE(c.what);
@@ -367,4 +373,223 @@ TEST_CASE("backup errors name the path") {
   CHECK_THROWS_AS(backup_files(repo, bo, {}), Error);  // nothing left after the secret exclude
   bo.include_secrets = true;
   CHECK(backup_files(repo, bo, {}).source["members"].size() == 1);
+}
+
+namespace {
+
+// A GNU (old format) sparse member `name`: `hole` bytes of hole, then one byte "x".
+std::vector<std::byte> gnu_sparse_tar(const std::string& name, uint64_t hole) {
+  std::vector<char> h(512, 0);
+  std::snprintf(h.data(), 100, "%s", name.c_str());
+  std::snprintf(h.data() + 100, 8, "%07o", 0644);
+  std::snprintf(h.data() + 108, 8, "%07o", 0);
+  std::snprintf(h.data() + 116, 8, "%07o", 0);
+  std::snprintf(h.data() + 124, 12, "%011o", 1);  // one byte stored
+  std::snprintf(h.data() + 136, 12, "%011lo", 1700000000ul);
+  h[156] = 'S';
+  std::memcpy(h.data() + 257, "ustar  ", 8);
+  auto base256 = [&](size_t at, uint64_t v) {  // 12-byte base-256 number
+    h[at] = static_cast<char>(0x80);
+    for (int i = 11; i >= 1; --i, v >>= 8) h[at + i] = static_cast<char>(v & 0xff);
+  };
+  base256(386, hole);      // sparse[0].offset
+  base256(386 + 12, 1);    // sparse[0].numbytes
+  base256(483, hole + 1);  // realsize
+  std::memset(h.data() + 148, ' ', 8);
+  unsigned sum = 0;
+  for (char c : h) sum += static_cast<unsigned char>(c);
+  std::snprintf(h.data() + 148, 8, "%06o", sum);
+  std::vector<char> out = h;
+  out.push_back('x');
+  out.resize(1024 + 1024, 0);
+  auto* p = reinterpret_cast<std::byte*>(out.data());
+  return std::vector<std::byte>(p, p + out.size());
+}
+
+// A tar of regular files and directories with the given permission bits.
+std::vector<std::byte> tar_with_modes(const std::vector<std::pair<std::string, unsigned>>& members) {
+  std::vector<char> buf(1 << 16);
+  size_t used = 0;
+  archive* a = archive_write_new();
+  archive_write_set_format_pax_restricted(a);
+  REQUIRE(archive_write_open_memory(a, buf.data(), buf.size(), &used) == ARCHIVE_OK);
+  for (auto& [name, perm] : members) {
+    archive_entry* e = archive_entry_new();
+    bool dir = name.back() == '/';
+    archive_entry_set_pathname(e, name.c_str());
+    archive_entry_set_filetype(e, dir ? AE_IFDIR : AE_IFREG);
+    archive_entry_set_perm(e, perm);
+    archive_entry_set_uid(e, 0);
+    archive_entry_set_gid(e, 0);
+    archive_entry_set_size(e, dir ? 0 : 2);
+    REQUIRE(archive_write_header(a, e) == ARCHIVE_OK);
+    if (!dir) archive_write_data(a, "x\n", 2);
+    archive_entry_free(e);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+  auto* p = reinterpret_cast<std::byte*>(buf.data());
+  return std::vector<std::byte>(p, p + used);
+}
+
+}  // namespace
+
+TEST_CASE("sparse members are refused at once, whatever size they declare, dry run or not") {
+  Manifest m;
+  m.id = "seed";
+  for (uint64_t hole : {uint64_t(1) << 20, uint64_t(1) << 50}) {  // 1 MiB, 1 PiB
+    CAPTURE(hole);
+    auto tar = gnu_sparse_tar("holes", hole);
+    try {
+      files::check_tar_members(Bytes(tar.data(), tar.size()), m);
+      FAIL("a sparse member was accepted");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::restore_failed);
+      CHECK(std::string(e.what()).find("refusing archive member \"holes\": sparse members are not restored") !=
+            std::string::npos);
+    }
+  }
+  TempDir dir;
+  Repository repo(make_local_storage(dir / "repo"));
+  Manifest planted = plant(repo, gnu_sparse_tar("holes", uint64_t(1) << 20));
+  for (bool dry : {true, false}) {
+    FilesRestoreOptions ro;
+    ro.target = dir / "target";
+    ro.dry_run = dry;
+    CHECK_THROWS_WITH_AS(restore_files(repo, planted, ro, {}), doctest::Contains("sparse members are not restored"),
+                         Error);
+    CHECK_FALSE(fsys::exists(dir / "target"));
+  }
+}
+
+TEST_CASE("setuid, setgid and world-write bits are dropped unless keep_special_modes") {
+  TempDir dir;
+  Repository repo(make_local_storage(dir / "repo"));
+  Manifest m = plant(repo, tar_with_modes({{"d/", 01777}, {"d/suid", 04755}, {"sgid", 02755}, {"ww", 0666}, {"plain", 0640}}));
+  FilesRestoreOptions ro;
+  ro.target = dir / "out";
+  restore_files(repo, m, ro, {});
+  CHECK(mode_of(dir / "out/d") == 01775);
+  CHECK(mode_of(dir / "out/d/suid") == 0755);
+  CHECK(mode_of(dir / "out/sgid") == 0755);
+  CHECK(mode_of(dir / "out/ww") == 0664);
+  CHECK(mode_of(dir / "out/plain") == 0640);
+  // A second restore over the first: the stripped modes are what it compares with.
+  for (auto& a : restore_files(repo, m, ro, {})) CHECK(a.action == "unchanged");
+
+  ro.target = dir / "kept";
+  ro.keep_special_modes = true;
+  restore_files(repo, m, ro, {});
+  CHECK(mode_of(dir / "kept/d") == 01777);
+  CHECK(mode_of(dir / "kept/sgid") == 02755);
+  CHECK(mode_of(dir / "kept/ww") == 0666);
+  if (::geteuid() == 0) CHECK(mode_of(dir / "kept/d/suid") == 04755);  // only root may keep setuid on chown
+}
+
+TEST_CASE("a member whose size, mode or owner differs from the manifest is refused before it is written") {
+  TempDir dir;
+  make_tree(dir / "src", 1000);
+  Repository repo(make_local_storage(dir / "repo"));
+  FilesBackupOptions bo;
+  bo.base_dir = dir / "src";
+  bo.paths = {"nginx"};
+  Manifest m = backup_files(repo, bo, {});
+  struct stat st {};
+  REQUIRE(::stat((dir / "src/nginx/nginx.conf").c_str(), &st) == 0);
+  for (auto& mm : m.source["members"])
+    if (mm["name"] == "nginx/nginx.conf") {
+      CHECK(mm["uid"] == st.st_uid);
+      CHECK(mm["gid"] == st.st_gid);
+    }
+  struct Case {
+    const char* field;
+    nlohmann::json value;
+    std::string message;
+  };
+  std::vector<Case> cases = {
+      {"mode", "0644", "has mode 0640 in the archive but 0644 in the manifest"},
+      {"uid", 4242, fmt::format("has uid {} in the archive but 4242 in the manifest", st.st_uid)},
+      {"gid", 4242, fmt::format("has gid {} in the archive but 4242 in the manifest", st.st_gid)},
+      {"user", "mallory", fmt::format("has user \"{}\" in the archive but \"mallory\" in the manifest", ::getpwuid(st.st_uid)->pw_name)},
+      {"size", 1, "has size 20 in the archive but 1 in the manifest"},
+  };
+  for (auto& c : cases) {
+    CAPTURE(c.field);
+    Manifest tampered = m;
+    for (auto& mm : tampered.source["members"])
+      if (mm["name"] == "nginx/nginx.conf") mm[c.field] = c.value;
+    for (bool dry : {true, false}) {
+      FilesRestoreOptions ro;
+      ro.target = dir / "out";
+      ro.dry_run = dry;
+      try {
+        restore_files(repo, tampered, ro, {});
+        FAIL("a member that differs from the manifest was restored");
+      } catch (const Error& e) {
+        CHECK(e.code() == Code::corrupt);
+        CHECK(std::string(e.what()).find("member \"nginx/nginx.conf\" " + c.message) != std::string::npos);
+      }
+      CHECK_FALSE(fsys::exists(dir / "out"));
+    }
+  }
+  FilesRestoreOptions ro;
+  ro.target = dir / "out";
+  CHECK(restore_files(repo, m, ro, {}).size() == 4);
+}
+
+namespace {
+
+// A real storage whose manifests cannot be read back (as a manifest over the catalog's
+// size bound cannot): every other call goes through.
+class UnreadableManifests final : public Storage {
+ public:
+  explicit UnreadableManifests(std::unique_ptr<Storage> inner) : inner_(std::move(inner)) {}
+  std::unique_ptr<Sink> put(const std::string& key) override { return inner_->put(key); }
+  std::unique_ptr<Source> get(const std::string& key) override {
+    if (key.size() > 14 && key.compare(key.size() - 14, 14, ".manifest.json") == 0)
+      return std::make_unique<MemorySource>(std::vector<std::byte>{std::byte{'{'}});
+    return inner_->get(key);
+  }
+  std::vector<ObjectInfo> list(const std::string& prefix) override { return inner_->list(prefix); }
+  std::optional<ObjectInfo> stat(const std::string& key) override { return inner_->stat(key); }
+  void remove(const std::string& key) override { inner_->remove(key); }
+  std::string describe() const override { return inner_->describe(); }
+
+ private:
+  std::unique_ptr<Storage> inner_;
+};
+
+}  // namespace
+
+TEST_CASE("a files backup the catalog cannot read fails loudly and leaves nothing behind") {
+  TempDir dir;
+  make_tree(dir / "src", 1000);
+  FixedClock clock("2026-11-27T02:00:00Z");
+  {  // an earlier good backup, which must stay the latest
+    Repository good(make_local_storage(dir / "repo"), clock);
+    FilesBackupOptions bo;
+    bo.base_dir = dir / "src";
+    bo.paths = {"nginx"};
+    backup_files(good, bo, {});
+  }
+  auto before = files_under(dir / "repo");
+  FixedClock later("2026-11-28T02:00:00Z");
+  Repository repo(std::make_unique<UnreadableManifests>(make_local_storage(dir / "repo")), later);
+  FilesBackupOptions bo;
+  bo.base_dir = dir / "src";
+  bo.paths = {"docker-compose.yml"};
+  try {
+    backup_files(repo, bo, {});
+    FAIL("a backup the catalog cannot read was reported as made");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::corrupt);
+    std::string msg = e.what();
+    CHECK(msg.find("backup config_20261128_020000 was stored but the catalog cannot read its manifest") !=
+          std::string::npos);
+    CHECK(msg.find("config/config_20261128_020000.tar.gz.manifest.json") != std::string::npos);
+    CHECK(msg.find("no backup was made") != std::string::npos);
+  }
+  CHECK(files_under(dir / "repo") == before);
+  Repository plain(make_local_storage(dir / "repo"), later);
+  CHECK(plain.find("latest", "files", "", {}).id == "config_20261127_020000");
 }

@@ -7,7 +7,14 @@
 #include <functional>
 #include <fstream>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
+
 #include "files/files_common.hpp"
+#include "mevbackup/pitr.hpp"
+#include "redis/replication_source.hpp"
 #include "storage/s3/s3_client.hpp"
 #include "storage/s3/s3_storage.hpp"
 
@@ -42,7 +49,69 @@ std::vector<std::string> members(const std::string& tar, size_t chunk = 509) {
   return files::check_tar_members(Bytes(reinterpret_cast<const std::byte*>(tar.data()), tar.size()), m, chunk);
 }
 
+// What a replica sync reads when the server answers SYNC with `reply` and closes.
+std::string replicate(const std::string& reply) {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  std::thread server([&] {
+    char sync[6];
+    size_t got = 0;
+    while (got < sizeof sync) {
+      ssize_t r = ::recv(sv[1], sync + got, sizeof sync - got, 0);
+      if (r <= 0) break;
+      got += static_cast<size_t>(r);
+    }
+    (void)::send(sv[1], reply.data(), reply.size(), MSG_NOSIGNAL);
+    ::shutdown(sv[1], SHUT_WR);
+  });
+  struct Close {
+    int* sv;
+    std::thread& t;
+    ~Close() {
+      ::shutdown(sv[0], SHUT_RDWR);
+      t.join();
+      ::close(sv[0]);
+      ::close(sv[1]);
+    }
+  } close_both{sv, server};
+  redis::ReplicationSource src(sv[0], "seed", 5, 5, nullptr);
+  src.start();
+  std::string out;
+  std::vector<std::byte> buf(997);
+  while (size_t n = src.read(MutBytes(buf.data(), buf.size()))) out.append(reinterpret_cast<char*>(buf.data()), n);
+  return out;
+}
+
+std::vector<std::string> pitr_members(const std::string& tar, const char* part = "base.tar") {
+  return pitr::check_basebackup_tar(Bytes(reinterpret_cast<const std::byte*>(tar.data()), tar.size()), part);
+}
+
 }  // namespace
+
+TEST_CASE("replication framing: length and EOF-mark payloads, keepalives, refusals and cuts") {
+  CHECK(replicate(seed("replication/length.bin")) == "REDIS0011");
+  CHECK(replicate(seed("replication/keepalive_then_length.bin")) == "REDIS");
+  CHECK(replicate(seed("replication/diskless.bin")) == "REDIS0011\xff payload");
+  CHECK(code_of([] { replicate(seed("replication/noperm.bin")); }) == Code::permission);
+  for (const char* cut : {"diskless_no_mark.bin", "short.bin", "bad_length.bin", "short_mark.bin"}) {
+    CAPTURE(cut);
+    CHECK(code_of([&] { replicate(seed(std::string("replication/") + cut)); }) == Code::dump_failed);
+  }
+}
+
+TEST_CASE("PITR base backup member checks: a base backup passes, hostile and sparse members are corrupt") {
+  CHECK(pitr_members(seed("pitr_tar/base.tar")) ==
+        std::vector<std::string>{"global", "PG_VERSION", "global/pg_control", "pg_tblspc", "pg_tblspc/16389"});
+  CHECK(pitr_members(seed("pitr_tar/tablespace.tar"), "16389.tar") ==
+        std::vector<std::string>{"PG_15_202209061", "PG_15_202209061/16390"});
+  // A tablespace archive holds no links at all.
+  CHECK(code_of([] { pitr_members(seed("pitr_tar/base.tar"), "16389.tar"); }) == Code::corrupt);
+  for (const char* hostile : {"dotdot.tar", "symlink_elsewhere.tar", "hardlink.tar", "device.tar", "sparse_1pib.tar"}) {
+    CAPTURE(hostile);
+    std::string tar = seed(std::string("pitr_tar/") + hostile);
+    CHECK(code_of([&] { pitr_members(tar); }) == Code::corrupt);
+  }
+}
 
 TEST_CASE("s3 listing parser: keys under the prefix only, sizes, dates, continuation") {
   auto p = s3::parse_list_page(seed("s3_xml/list_truncated.xml"), "prefix/", "s3://bucket/prefix");
@@ -107,7 +176,7 @@ TEST_CASE("files restorer member checks on tars: the tree passes, hostile member
           std::vector<std::string>{"nginx", "nginx/nginx.conf", "current.conf", "nginx/copy.conf", "nginx/up.conf",
                                    "empty"});
   for (const char* hostile : {"dotdot_name.tar", "dotdot_symlink.tar", "through_symlink.tar", "absolute.tar",
-                              "device.tar", "duplicate.tar"}) {
+                              "device.tar", "duplicate.tar", "below_file.tar", "sparse_1mib.tar", "sparse_1pib.tar"}) {
     CAPTURE(hostile);
     std::string tar = seed(std::string("tar_members/") + hostile);
     CHECK(code_of([&] { members(tar); }) == Code::restore_failed);

@@ -74,7 +74,7 @@ std::string sha(const std::string& s) {
 Manifest store_basebackup(Storage& st, const std::string& id, const std::string& stop_time, const std::string& stop_lsn,
                           const std::string& pg_version_text = "15\n", bool write_manifest = true) {
   std::string tar = make_tar({{"global/", ""}, {"PG_VERSION", pg_version_text}, {"global/pg_control", "ctl"},
-                              {"postgresql.auto.conf", "# auto\n"}});
+                              {"pg_tblspc/", ""}, {"postgresql.auto.conf", "# auto\n"}});
   std::string gz = gzip(tar), mf = "{\"PostgreSQL-Backup-Manifest-Version\": 1}\n", mfgz = gzip(mf);
   std::string dir = "basebackup/" + id;
   st.write_small(dir + "/base.tar.gz", gz);
@@ -325,4 +325,133 @@ TEST_CASE("prune: WAL older than the oldest base backup kept is removed, history
   // The older set's parts are gone with it.
   CHECK(st.list("basebackup/basebackup_20261120_070000/").empty());
   (void)older;
+}
+
+namespace {
+
+// Adds a tablespace part (<oid>.tar.gz) recorded at `location` to a stored base backup.
+Manifest add_tablespace(Storage& st, Manifest m, const std::string& oid, const std::string& location) {
+  std::string tar = make_tar({{"PG_15_202209061/", ""}, {"PG_15_202209061/16390", "tablespace rows"}});
+  std::string gz = gzip(tar);
+  std::string key = "basebackup/" + m.id + "/" + oid + ".tar.gz";
+  st.write_small(key, gz);
+  nlohmann::json f = {{"name", oid + ".tar"},          {"path", key},
+                      {"size", gz.size()},             {"sha256", sha(gz)},
+                      {"payload_size", tar.size()},    {"payload_sha256", sha(tar)},
+                      {"tablespace_oid", oid},         {"tablespace_location", location}};
+  auto& files = m.source["files"];
+  files.insert(files.begin() + 1, f);
+  st.remove(m.key());
+  st.write_small(m.key(), m.to_string());
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("restore pitr: a tablespace goes only where the caller says, never to the manifest's location unasked") {
+  TempDir d;
+  auto repo = Repository(make_local_storage(d.path() + "/repo"));
+  Manifest m = store_basebackup(repo.storage(), "basebackup_20261127_070000", "2026-11-27T07:00:05.000000Z", "0/2000100");
+  std::string recorded = d.path() + "/chosen-by-the-manifest";
+  add_tablespace(repo.storage(), m, "16389", recorded);
+  PitrRestoreOptions o;
+  o.repo_url = d.path() + "/repo";
+  o.data_dir = d.path() + "/data";
+
+  SUBCASE("no mapping: refused before anything is created") {
+    try {
+      restore_pitr(repo, o, {});
+      FAIL("expected an error");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::invalid_argument);
+      CHECK(std::string(e.what()).find("16389 (originally " + recorded + ")") != std::string::npos);
+      CHECK(std::string(e.what()).find("--tablespace-map") != std::string::npos);
+    }
+    CHECK_FALSE(std::filesystem::exists(recorded));
+    CHECK_FALSE(std::filesystem::exists(o.data_dir));
+  }
+  SUBCASE("a mapping to a new directory: unpacked there, linked from pg_tblspc") {
+    o.tablespace_map["16389"] = d.path() + "/ts";
+    restore_pitr(repo, o, {});
+    CHECK(read_file(d.path() + "/ts/PG_15_202209061/16390") == "tablespace rows");
+    CHECK(std::filesystem::read_symlink(o.data_dir + "/pg_tblspc/16389").string() == d.path() + "/ts");
+    CHECK_FALSE(std::filesystem::exists(recorded));
+  }
+  SUBCASE("OID=original confirms the recorded location") {
+    o.tablespace_map["16389"] = kTablespaceOriginal;
+    restore_pitr(repo, o, {});
+    CHECK(read_file(recorded + "/PG_15_202209061/16390") == "tablespace rows");
+  }
+}
+
+TEST_CASE("base backup manifest: part paths stay in the set's directory, names are the ones a backup writes") {
+  TempDir d;
+  auto st = make_local_storage(d.path());
+  Manifest m = store_basebackup(*st, "basebackup_20261127_070000", "2026-11-27T07:00:05.000000Z", "0/2000100");
+  CHECK(basebackup_parts(m).size() == 2);
+  auto refused = [&](const Manifest& bad, const std::string& words) {
+    try {
+      basebackup_parts(bad);
+      FAIL("expected an error");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::corrupt);
+      CHECK(std::string(e.what()).find(words) != std::string::npos);
+    }
+  };
+  Manifest bad = m;
+  bad.source["files"][1]["path"] = "database/mev_protection_20261127_020000.dump.gz";
+  refused(bad, "its path is not basebackup/basebackup_20261127_070000/backup_manifest.gz");
+  bad = m;
+  bad.source["files"][1]["path"] = "basebackup/basebackup_20261127_070000/../../etc/shadow";
+  refused(bad, "its path is not");
+  bad = m;
+  bad.source["files"][1]["name"] = "../postgresql.conf";
+  refused(bad, "not a part a base backup holds");
+  bad = m;
+  bad.source["files"][1]["name"] = "1/2.tar";
+  bad.source["files"][1]["tablespace_oid"] = "1/2";
+  refused(bad, "is not a number");
+  bad = m;
+  bad.source["files"][1] = bad.source["files"][0];
+  refused(bad, "lists \"base.tar\" twice");
+  bad = m;
+  bad.id = "x\nrestore_command = 'sh -c evil'";
+  refused(bad, "is not a backup id");
+}
+
+TEST_CASE("backup ids: [A-Za-z0-9_.-] only, from a manifest or from the user") {
+  CHECK(valid_backup_id("basebackup_20261127_070000"));
+  CHECK(valid_backup_id("mev_protection_20261127_020000_1"));
+  CHECK(valid_backup_id("a.b-c"));
+  CHECK(valid_backup_id(std::string(255, 'a')));
+  for (const std::string& bad : std::vector<std::string>{"", ".", "..", ".hidden", "a/b", "a\nb", "a b", "a'b", std::string(256, 'a')})
+    CHECK_FALSE(valid_backup_id(bad));
+
+  TempDir d;
+  auto repo = Repository(make_local_storage(d.path() + "/repo"));
+  Manifest m = store_basebackup(repo.storage(), "basebackup_20261127_070000", "2026-11-27T07:00:05.000000Z", "0/2000100");
+  // A forged manifest whose id would inject a setting into postgresql.auto.conf.
+  nlohmann::json j = m.to_json();
+  j["id"] = "basebackup_20261127_070000\nrestore_command = 'touch /tmp/owned'";
+  CHECK_THROWS_AS(Manifest::from_json(j, "forged"), Error);
+  repo.storage().remove(m.key());
+  repo.storage().write_small(m.key(), j.dump());
+  PitrRestoreOptions o;
+  o.repo_url = d.path() + "/repo";
+  o.data_dir = d.path() + "/data";
+  try {
+    restore_pitr(repo, o, {});
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::not_found);  // the catalog does not count it as a backup
+  }
+  CHECK_FALSE(std::filesystem::exists(o.data_dir));
+  o.backup_id = "../database";
+  try {
+    restore_pitr(repo, o, {});
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::invalid_argument);
+    CHECK(std::string(e.what()).find("\"../database\" is not a backup id") != std::string::npos);
+  }
 }
