@@ -37,7 +37,7 @@ const char* kUsage =
     "                          [--dry-run] [--overwrite] [--source NAME]\n"
     "  mevbackup backup redis --repo REPO --redis-url redis://[user@]host:port\n"
     "                         [--mode auto|bgsave|replication] [--prefix NAME] [--compress gzip|zstd|none]\n"
-    "                         [--level N] [--timeout SECONDS] [--json]\n"
+    "                         [--level N] [--timeout SECONDS] [--allow-modules] [--json]\n"
     "  mevbackup restore redis --repo REPO [--backup ID|latest] [--source PREFIX]\n"
     "                          (--redis-url redis://[user@]host:port [--replace | --flush]\n"
     "                           | --data-dir DIR [--rdb-name dump.rdb] [--before CMD] [--after CMD]\n"

@@ -53,7 +53,7 @@ void warn_redis_password(const std::string& url) {
 
 int cmd_backup_redis(int argc, char** argv, int start) {
   Args a = parse(argc, argv, start, {"repo", "redis-url", "mode", "prefix", "compress", "level", "timeout"}, {},
-                 {"json", "quiet", "verbose"});
+                 {"json", "quiet", "verbose", "allow-modules"});
   common_flags(a);
   std::string url = need(a, "redis-url");
   warn_redis_password(url);
@@ -69,6 +69,7 @@ int cmd_backup_redis(int argc, char** argv, int start) {
     if (!*t || *end || v < 1 || v > 86400 * 7) throw UsageError{std::string("--timeout must be seconds, not \"") + t + "\""};
     o.timeout_seconds = static_cast<int>(v);
   }
+  o.allow_modules = a.flags.count("allow-modules") ? 1 : 0;
   o.progress = on_progress;
   mevb_repo* repo = open_repo(a);
   mevb_backup* b = nullptr;
