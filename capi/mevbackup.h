@@ -335,8 +335,9 @@ typedef struct mevb_redis_backup_opts {
   int timeout_seconds;            /* 0: 3600; how long the server may take to save */
   mevb_progress_cb progress;
   void *progress_user;
+  int allow_modules;              /* non-zero: keep an RDB holding module data (refused by default) */
 } mevb_redis_backup_opts;
-#define MEVB_REDIS_BACKUP_OPTS_INIT {sizeof(mevb_redis_backup_opts), NULL, NULL, NULL, NULL, NULL, -1, 0, NULL, NULL}
+#define MEVB_REDIS_BACKUP_OPTS_INIT {sizeof(mevb_redis_backup_opts), NULL, NULL, NULL, NULL, NULL, -1, 0, NULL, NULL, 0}
 MEVB_API int mevb_redis_backup_opts_init(mevb_redis_backup_opts *opts, size_t size);
 
 /* Backs up a Redis server (an RDB of every database); *out (if not NULL) describes it. */

@@ -26,6 +26,7 @@ int mevb_repo_backup_redis(mevb_repo* repo, const mevb_redis_backup_opts* opts, 
     bo.level = o.level;
     if (o.timeout_seconds < 0) throw invalid("mevb_redis_backup_opts.timeout_seconds must not be negative");
     if (o.timeout_seconds) bo.save_timeout_s = o.timeout_seconds;
+    bo.allow_modules = o.allow_modules != 0;
     RunContext ctx = make_context(repo, o.progress, o.progress_user);
     Manifest m = backup_redis(repo->repo, bo, ctx);
     if (out) *out = new mevb_backup(std::move(m));

@@ -63,6 +63,7 @@ Action setup_backup_redis(CLI::App* app) {
     OutputOptions out;
     std::string url, mode, prefix, compress, timeout;
     int level = -1;
+    bool allow_modules = false;
   };
   auto o = std::make_shared<Opts>();
   add_repo_options(app, o->repo);
@@ -74,6 +75,8 @@ Action setup_backup_redis(CLI::App* app) {
   add_level_option(app, o->level);
   app->add_option("--timeout", o->timeout, "give up when the RDB takes longer (up to 7d)")
       ->type_name("DURATION")->check(duration_validator());
+  app->add_flag("--allow-modules", o->allow_modules,
+                "back up keys and aux data of Redis modules (the reader cannot check them)");
   add_output_options(app, o->out);
   return [o] {
     apply_output(o->out);
@@ -86,6 +89,7 @@ Action setup_backup_redis(CLI::App* app) {
     ro.compression = c(o->compress);
     ro.level = o->level;
     if (!o->timeout.empty()) ro.timeout_seconds = timeout_seconds(o->timeout);
+    ro.allow_modules = o->allow_modules ? 1 : 0;
     ro.progress = on_progress;
     mevb_repo* repo = open_repo(o->repo);
     mevb_backup* b = nullptr;

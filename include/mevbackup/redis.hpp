@@ -36,11 +36,16 @@ struct RedisBackupOptions {
   int level = -1;
   int connect_timeout_s = 10;
   int save_timeout_s = 3600;        // how long BGSAVE (or the replica sync's first byte) may take
+  // An RDB holding module data (module-typed keys, module aux records) is refused,
+  // since only a server loading the same modules can restore it; true keeps it (the
+  // manifest counts the module data per module name).
+  bool allow_modules = false;
 };
 
 // Backs the server up into `repo` (redis/<prefix>_YYYYMMDD_HHMMSS.rdb.gz). Throws Error:
 // connection when the server cannot be reached, auth when it refuses the credentials,
-// dump_failed when BGSAVE fails or the replication stream is cut (no artifact remains).
+// dump_failed when BGSAVE fails, the replication stream is cut, the RDB does not parse
+// as Redis would load it or holds module data not allowed (no artifact remains).
 Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const RunContext& ctx);
 
 struct RedisRestoreOptions {

@@ -6,11 +6,15 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <unordered_set>
 
 #include <fmt/format.h>
 
 #include "mevbackup/digest.hpp"
+#include "rdb_encodings.hpp"
 
 namespace mevbackup::redis {
 
@@ -33,7 +37,7 @@ const std::array<uint64_t, 256>& table() {
 }
 
 enum : uint8_t {
-  kOpFunction2 = 0xF5, kOpFunctionPreGa = 0xF6, kOpModuleAux = 0xF7, kOpIdle = 0xF8, kOpFreq = 0xF9,
+  kOpSlotInfo = 0xF4, kOpFunction2 = 0xF5, kOpFunctionPreGa = 0xF6, kOpModuleAux = 0xF7, kOpIdle = 0xF8, kOpFreq = 0xF9,
   kOpAux = 0xFA, kOpResizeDb = 0xFB, kOpExpireMs = 0xFC, kOpExpire = 0xFD, kOpSelectDb = 0xFE, kOpEof = 0xFF,
 };
 
@@ -81,7 +85,8 @@ const char* rdb_type_family(int type) {
     case kList: case kListZiplist: case kListQuicklist: case kListQuicklist2: return "list";
     case kSet: case kSetIntset: case kSetListpack: return "set";
     case kZset: case kZset2: case kZsetZiplist: case kZsetListpack: return "zset";
-    case kHash: case kHashZipmap: case kHashZiplist: case kHashListpack: return "hash";
+    case kHash: case kHashZipmap: case kHashZiplist: case kHashListpack: case kHashMetadataPreGa:
+    case kHashListpackExPreGa: case kHashMetadata: case kHashListpackEx: return "hash";
     case kStreamListpacks: case kStreamListpacks2: case kStreamListpacks3: return "stream";
     case kModule2: return "module";
     default: return "unknown";
@@ -239,13 +244,13 @@ void RdbReader::skip_string() {
   skip(len);
 }
 
-void RdbReader::module_value() {
+uint64_t RdbReader::module_value() {
   // Module-serialized data: (opcode, value) pairs up to RDB_MODULE_OPCODE_EOF.
   for (uint64_t i = 0;; ++i) {
     if (i > lim_.max_elements) fail("a module value never ends");
     uint64_t op = length();
     switch (op) {
-      case 0: return;
+      case 0: return i;
       case 1: case 2: length(); break;
       case 3: skip(4); break;
       case 4: skip(8); break;
@@ -255,79 +260,226 @@ void RdbReader::module_value() {
   }
 }
 
-void RdbReader::value(int type) {
+// A module type id: 9 characters of a 64-character set in the top 54 bits, the
+// encoding version in the low 10.
+std::string RdbReader::module_name(uint64_t id) const {
+  static const char set[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string name;
+  for (int j = 0; j < 9; ++j) name += set[(id >> (10 + (8 - j) * 6)) & 63];
+  return name;
+}
+
+// A packed encoding (ziplist, listpack, intset, zipmap) as one string.
+std::string RdbReader::blob(const char* what) {
+  std::string b = string(lim_.max_string);
+  if (b.empty()) fail(fmt::format("an empty {}", what));
+  return b;
+}
+
+namespace {
+
+bool is_nan_double(const unsigned char b[8]) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | b[i];
+  return ((v >> 52) & 0x7ff) == 0x7ff && (v & ((1ull << 52) - 1)) != 0;
+}
+
+constexpr uint64_t kHashExpireMax = (1ull << 48) - 1;  // EB_EXPIRE_TIME_MAX
+
+}  // namespace
+
+// Returns false for an empty collection (which Redis skips on load).
+bool RdbReader::value(int type) {
   auto count = [&](uint64_t mul = 1) {
     uint64_t n = length();
     if (n > lim_.max_elements / mul) fail(fmt::format("a collection of {} elements exceeds the limit", n));
-    return n * mul;
+    return n;
+  };
+  // Members that must be unique (set members, hash fields, zset members).
+  std::unordered_set<std::string> seen;
+  auto unique = [&](std::string m, const char* what) {
+    if (!seen.insert(std::move(m)).second) fail(fmt::format("a {} holds the same member twice", what));
   };
   switch (type) {
-    case kString: case kHashZipmap: case kListZiplist: case kSetIntset: case kZsetZiplist: case kHashZiplist:
-    case kHashListpack: case kZsetListpack: case kSetListpack:
+    case kString:
       skip_string();
-      return;
-    case kList: case kSet: case kListQuicklist:
-      for (uint64_t n = count(); n; --n) skip_string();
-      return;
-    case kHash:
-      for (uint64_t n = count(2); n; --n) skip_string();
-      return;
-    case kZset:
-      for (uint64_t n = count(); n; --n) {
-        skip_string();
-        uint8_t l = u8();
-        if (l < 253) skip(l);
-      }
-      return;
-    case kZset2:
-      for (uint64_t n = count(); n; --n) {
-        skip_string();
-        skip(8);
-      }
-      return;
-    case kListQuicklist2:
-      for (uint64_t n = count(); n; --n) {
-        uint64_t container = length();
-        if (container != 1 && container != 2) fail(fmt::format("bad quicklist container {}", container));
+      return true;
+    case kList: {
+      uint64_t n = count();
+      for (uint64_t i = n; i; --i) skip_string();
+      return n != 0;
+    }
+    case kSet: {
+      uint64_t n = count();
+      for (uint64_t i = n; i; --i) unique(string(lim_.max_string), "set");
+      return n != 0;
+    }
+    case kHash: {
+      uint64_t n = count(2);
+      for (uint64_t i = n; i; --i) {
+        unique(string(lim_.max_string), "hash");
         skip_string();
       }
-      return;
-    case kModule2:
-      length();  // module id (name and encoding version)
+      return n != 0;
+    }
+    case kZset: case kZset2: {
+      uint64_t n = count();
+      for (uint64_t i = n; i; --i) {
+        unique(string(lim_.max_string), "sorted set");
+        if (type == kZset2) {
+          unsigned char b[8];
+          raw(b, 8);
+          if (is_nan_double(b)) fail("a sorted set member has a NaN score");
+        } else {
+          uint8_t l = u8();
+          if (l == 253) fail("a sorted set member has a NaN score");
+          if (l < 253) {
+            std::string d(l, '\0');
+            raw(d.data(), l);
+            if (std::isnan(std::strtod(d.c_str(), nullptr))) fail("a sorted set member has a NaN score");
+          }
+        }
+      }
+      return n != 0;
+    }
+    case kHashMetadataPreGa: case kHashMetadata: {
+      uint64_t min_expire = 0;
+      if (type == kHashMetadata) {
+        unsigned char b[8];
+        raw(b, 8);
+        for (int i = 7; i >= 0; --i) min_expire = (min_expire << 8) | b[i];
+        if (min_expire > kHashExpireMax + 1) fail(fmt::format("a hash has the invalid minimum field expiry {}", min_expire));
+      }
+      uint64_t n = count(3);
+      for (uint64_t i = n; i; --i) {
+        uint64_t ttl = length();
+        uint64_t at = type == kHashMetadata ? (ttl ? ttl + min_expire - 1 : 0) : ttl;
+        if (at > kHashExpireMax) fail(fmt::format("a hash field has the invalid expiry {}", at));
+        unique(string(lim_.max_string), "hash");
+        skip_string();
+      }
+      return n != 0;
+    }
+    case kListQuicklist: case kListQuicklist2:
+      return quicklist(type);
+    case kModule2: {
+      uint64_t id = length();  // module id (name and encoding version)
+      ++module_values_[module_name(id)];
       module_value();
-      return;
-    case kStreamListpacks: case kStreamListpacks2: case kStreamListpacks3: {
-      for (uint64_t n = count(); n; --n) {
-        std::string nodekey = string(64);
-        if (nodekey.size() != 16) fail("a stream node key is not 16 bytes");
-        skip_string();  // the listpack
-      }
-      length();  // entries
-      length();  // last id ms
-      length();  // last id seq
-      if (type >= kStreamListpacks2)
-        for (int i = 0; i < 5; ++i) length();  // first id, max deleted id, entries added
-      for (uint64_t g = count(); g; --g) {
-        skip_string();  // group name
-        length();
-        length();  // last delivered id
-        if (type >= kStreamListpacks2) length();  // entries read
-        for (uint64_t p = count(); p; --p) {
-          skip(16);  // entry id
-          skip(8);   // delivery time
-          length();  // delivery count
-        }
-        for (uint64_t c = count(); c; --c) {
-          skip_string();  // consumer name
-          skip(8);        // seen time
-          if (type >= kStreamListpacks3) skip(8);  // active time
-          for (uint64_t p = count(); p; --p) skip(16);
-        }
-      }
-      return;
+      return true;
+    }
+    case kStreamListpacks: case kStreamListpacks2: case kStreamListpacks3:
+      stream(type);
+      return true;
+    default:
+      return packed_value(type);
+  }
+}
+
+bool RdbReader::packed_value(int type) {
+  auto checked = [&](auto check) {
+    try {
+      return check();
+    } catch (const Error& e) {
+      if (e.code() != Code::corrupt) throw;
+      fail(fmt::format("a value of type {}: {}", type, e.what()));
+    }
+  };
+  switch (type) {
+    case kHashZipmap: {
+      std::string b = blob("zipmap");
+      checked([&] { return check_zipmap(b); });
+      return true;
+    }
+    case kListZiplist: {
+      std::string b = blob("ziplist");
+      return checked([&] { return check_ziplist(b); }) != 0;
+    }
+    case kZsetZiplist: case kHashZiplist: {
+      std::string b = blob("ziplist");
+      return checked([&] { return check_ziplist(b, {2, true}); }) != 0;
+    }
+    case kSetIntset: {
+      std::string b = blob("intset");
+      checked([&] { return check_intset(b); });
+      return true;
+    }
+    case kSetListpack: case kZsetListpack: case kHashListpack: case kHashListpackExPreGa: case kHashListpackEx: {
+      if (type == kHashListpackEx) skip(8);  // the minimum field expiry
+      unsigned group = type == kSetListpack ? 1 : type == kZsetListpack || type == kHashListpack ? 2 : 3;
+      std::string b = blob("listpack");
+      return checked([&] { return check_listpack(b, {group, true}); }) != 0;
     }
     default:
       throw Error(Code::unsupported, fmt::format("RDB value type {} at byte {} is not supported", type, pos_));
+  }
+}
+
+bool RdbReader::quicklist(int type) {
+  uint64_t nodes = length();
+  if (nodes > lim_.max_elements) fail(fmt::format("a list of {} nodes exceeds the limit", nodes));
+  uint64_t elements = 0;
+  for (uint64_t n = nodes; n; --n) {
+    uint64_t container = 2;  // packed
+    if (type == kListQuicklist2) {
+      container = length();
+      if (container != 1 && container != 2) fail(fmt::format("bad quicklist container {}", container));
+    }
+    std::string b = blob("quicklist node");
+    if (container == 1) {
+      ++elements;
+      continue;
+    }
+    try {
+      elements += type == kListQuicklist2 ? check_listpack(b) : check_ziplist(b);
+    } catch (const Error& e) {
+      if (e.code() != Code::corrupt) throw;
+      fail(fmt::format("a quicklist node: {}", e.what()));
+    }
+  }
+  return elements != 0;  // empty nodes are dropped on load, an empty list is skipped
+}
+
+void RdbReader::stream(int type) {
+  auto count = [&] {
+    uint64_t n = length();
+    if (n > lim_.max_elements) fail(fmt::format("a collection of {} elements exceeds the limit", n));
+    return n;
+  };
+  uint64_t listpacks = count();
+  for (uint64_t n = listpacks; n; --n) {
+    std::string nodekey = string(64);
+    if (nodekey.size() != 16) fail("a stream node key is not 16 bytes");
+    std::string b = string(lim_.max_string);
+    try {
+      if (check_listpack(b) == 0) fail("an empty listpack inside a stream");
+    } catch (const Error& e) {
+      if (e.code() != Code::corrupt) throw;
+      fail(fmt::format("a stream node: {}", e.what()));
+    }
+  }
+  uint64_t entries = length();
+  if (entries && !listpacks) fail("a stream of entries without listpacks");
+  length();  // last id ms
+  length();  // last id seq
+  if (type >= kStreamListpacks2)
+    for (int i = 0; i < 5; ++i) length();  // first id, max deleted id, entries added
+  for (uint64_t g = count(); g; --g) {
+    skip_string();  // group name
+    length();
+    length();  // last delivered id
+    if (type >= kStreamListpacks2) length();  // entries read
+    for (uint64_t p = count(); p; --p) {
+      skip(16);  // entry id
+      skip(8);   // delivery time
+      length();  // delivery count
+    }
+    for (uint64_t c = count(); c; --c) {
+      skip_string();  // consumer name
+      skip(8);        // seen time
+      if (type >= kStreamListpacks3) skip(8);  // active time
+      for (uint64_t p = count(); p; --p) skip(16);
+    }
   }
 }
 
@@ -383,14 +535,21 @@ bool RdbReader::next(RdbEntry& e, bool capture) {
         if (aux_.size() < 64 && v.size() <= 1024) aux_[k] = v;
         continue;
       }
+      case kOpSlotInfo: length(); length(); length(); continue;  // slot id, keys, expires (cluster)
       case kOpModuleAux: {
-        length();  // module id
+        uint64_t id = length();
         if (length() != 2) fail("a module aux field without its 'when' opcode");
         length();
         module_value();
+        ++module_aux_[module_name(id)];
         continue;
       }
-      case kOpFunction2: skip_string(); continue;
+      case kOpFunction2: {
+        std::string code = string(lim_.max_string);
+        ++function_count_;
+        if (keep_functions_) functions_.push_back(std::move(code));
+        continue;
+      }
       case kOpFunctionPreGa:
         throw Error(Code::unsupported, "RDB functions of Redis 7.0 release candidates are not supported");
       case kOpEof: {
@@ -419,13 +578,19 @@ bool RdbReader::next(RdbEntry& e, bool capture) {
         if (std::string_view(rdb_type_family(t)) == "unknown")
           throw Error(Code::unsupported, fmt::format("RDB value type {} of key at byte {} is not supported", t, pos_));
         if (capture) cap_ = &e.value;
+        bool loaded;
         try {
-          value(t);
+          loaded = value(t);
         } catch (...) {
           cap_ = nullptr;
           throw;
         }
         cap_ = nullptr;
+        if (!loaded) {  // an empty collection: Redis skips it on load
+          ++empty_skipped_;
+          expire = -1;
+          continue;
+        }
         return true;
       }
     }
@@ -467,6 +632,11 @@ RdbSummary summarize_rdb(Source& src, uint64_t sample_size, RdbLimits limits) {
   sha.finish();
   s.sample_sha256 = sha.hex();
   s.checksum_verified = r.checksum_verified();
+  s.functions = r.functions();
+  s.module_values = r.module_values();
+  s.module_aux = r.module_aux();
+  s.empty_keys_skipped = r.empty_keys_skipped();
+  s.bytes = r.bytes_read();
   return s;
 }
 
@@ -477,6 +647,8 @@ struct RdbSummaryObserver::Impl final : Source {
   std::vector<std::byte> cur;
   size_t cur_pos = 0;
   bool ended = false, aborted = false, stopped = false;
+  bool failed = false;  // stopped with an error other than unsupported
+  uint64_t shown = 0;  // bytes given to update()
   RdbSummary summary;
   std::exception_ptr error;
   std::thread th;
@@ -507,8 +679,12 @@ RdbSummaryObserver::RdbSummaryObserver(std::function<void(Source&)> parse, uint6
     try {
       if (parse) parse(*im);
       else im->summary = summarize_rdb(*im, sample_size);
+    } catch (const Error& e) {
+      im->error = std::current_exception();
+      im->failed = e.code() != Code::unsupported;
     } catch (...) {
       im->error = std::current_exception();
+      im->failed = true;
     }
     std::lock_guard lk(im->m);
     im->stopped = true;
@@ -529,7 +705,11 @@ RdbSummaryObserver::~RdbSummaryObserver() {
 void RdbSummaryObserver::update(Bytes data) {
   std::unique_lock lk(impl_->m);
   impl_->cv.wait(lk, [&] { return impl_->q.size() < Impl::kMaxQueued || impl_->stopped; });
-  if (impl_->stopped) return;  // the parse ended (done or failed): the rest is not needed
+  impl_->shown += data.size();
+  if (impl_->stopped) {
+    if (impl_->failed) std::rethrow_exception(impl_->error);
+    return;  // the parse ended (done, or a type not understood): the rest is not needed
+  }
   impl_->q.emplace_back(data.begin(), data.end());
   impl_->cv.notify_all();
 }
@@ -538,6 +718,12 @@ void RdbSummaryObserver::finish() {
   std::lock_guard lk(impl_->m);
   impl_->ended = true;
   impl_->cv.notify_all();
+}
+
+uint64_t RdbSummaryObserver::trailing_bytes() const {
+  std::lock_guard lk(impl_->m);
+  if (!impl_->stopped || impl_->error || !impl_->summary.bytes) return 0;
+  return impl_->shown - impl_->summary.bytes;
 }
 
 RdbSummary RdbSummaryObserver::result() {

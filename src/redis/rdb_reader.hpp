@@ -1,6 +1,8 @@
-// A streaming reader of Redis RDB files (versions 1 to 11): it pulls bytes from a
+// A streaming reader of Redis RDB files (versions 1 to 12): it pulls bytes from a
 // Source and hands out one key at a time, never holding more than one value (and only
-// when asked to capture it). Every length is bounded and no allocation is sized from
+// when asked to capture it). Every value is checked as redis-server checks it on
+// load (the packed encodings inside too, see rdb_encodings.hpp), so a file that reads
+// here is one Redis loads. Every length is bounded and no allocation is sized from
 // a length field before the bytes arrived, so any input, however hostile, ends in an
 // Error(corrupt) or Error(unsupported), never in a crash or a huge allocation.
 //
@@ -28,6 +30,9 @@ enum RdbType : int {
   kHashZipmap = 9, kListZiplist = 10, kSetIntset = 11, kZsetZiplist = 12, kHashZiplist = 13,
   kListQuicklist = 14, kStreamListpacks = 15, kHashListpack = 16, kZsetListpack = 17,
   kListQuicklist2 = 18, kStreamListpacks2 = 19, kSetListpack = 20, kStreamListpacks3 = 21,
+  // Hash field expiry (RDB 12, Redis 7.4): the _PRE_GA forms are those of 7.4 release
+  // candidates, without the minimum expiry in front.
+  kHashMetadataPreGa = 22, kHashListpackExPreGa = 23, kHashMetadata = 24, kHashListpackEx = 25,
 };
 // "string", "list", "set", "zset", "hash", "stream", "module" (or "unknown").
 const char* rdb_type_family(int type);
@@ -36,7 +41,7 @@ struct RdbLimits {
   uint64_t max_string = 512ull << 20;    // one string (Redis' proto-max-bulk-len default)
   uint64_t max_value = 1ull << 30;       // captured bytes of one value
   uint64_t max_elements = 1ull << 32;    // elements of one collection
-  int max_version = 11;
+  int max_version = 12;
 };
 
 struct RdbEntry {
@@ -55,6 +60,20 @@ class RdbReader {
   // The next key, or false after the EOF opcode and a matching CRC-64 footer. With
   // `capture`, e.value holds the value's raw encoding, ready for a DUMP payload.
   bool next(RdbEntry& e, bool capture = false);
+  // Function libraries (their code, as FUNCTION RESTORE takes it) are kept for
+  // take_functions() when asked; they are always counted.
+  void keep_functions(bool on) { keep_functions_ = on; }
+  std::vector<std::string> take_functions() {
+    std::vector<std::string> out;
+    out.swap(functions_);
+    return out;
+  }
+  uint64_t functions() const { return function_count_; }
+  // Module data seen so far, per module type name: values (keys) and aux records.
+  const std::map<std::string, uint64_t>& module_values() const { return module_values_; }
+  const std::map<std::string, uint64_t>& module_aux() const { return module_aux_; }
+  // Empty collections, which Redis skips on load (and next() skips too).
+  uint64_t empty_keys_skipped() const { return empty_skipped_; }
   // Aux fields seen so far ("redis-ver", "ctime", ...).
   const std::map<std::string, std::string>& aux() const { return aux_; }
   uint64_t bytes_read() const { return pos_; }
@@ -68,9 +87,13 @@ class RdbReader {
   uint64_t length(bool* encoded = nullptr);
   std::string string(uint64_t max);
   void skip_string();
-  void value(int type);
-  void module_value();
-  void blob_check(int type, const std::string& blob);
+  bool value(int type);
+  bool packed_value(int type);
+  bool quicklist(int type);
+  void stream(int type);
+  uint64_t module_value();
+  std::string module_name(uint64_t id) const;
+  std::string blob(const char* what);
   [[noreturn]] void fail(const std::string& what) const;
 
   Source& src_;
@@ -86,6 +109,10 @@ class RdbReader {
   bool capture_ = false;
   std::string* cap_ = nullptr;
   std::map<std::string, std::string> aux_;
+  bool keep_functions_ = false;
+  std::vector<std::string> functions_;
+  uint64_t function_count_ = 0, empty_skipped_ = 0;
+  std::map<std::string, uint64_t> module_values_, module_aux_;
 };
 
 // The DUMP payload of a value: the type byte, the raw encoding, the 2-byte RDB
@@ -101,6 +128,11 @@ struct RdbSummary {
   std::string sample_sha256;         // of the first `sample` keys: db, key, type family
   uint64_t sample = 0;
   bool checksum_verified = false;
+  uint64_t functions = 0;                 // function libraries
+  std::map<std::string, uint64_t> module_values;  // keys per module type name
+  std::map<std::string, uint64_t> module_aux;     // aux records per module type name
+  uint64_t empty_keys_skipped = 0;        // empty collections Redis would not load
+  uint64_t bytes = 0;                     // the RDB's length, up to its CRC
 };
 RdbSummary summarize_rdb(Source& src, uint64_t sample_size = 1000, RdbLimits limits = {});
 
@@ -117,9 +149,13 @@ class RdbSummaryObserver final : public Observer {
   ~RdbSummaryObserver() override;
   RdbSummaryObserver(const RdbSummaryObserver&) = delete;
   RdbSummaryObserver& operator=(const RdbSummaryObserver&) = delete;
+  // Throws the parse's error as soon as it failed (with anything but unsupported),
+  // so that no byte more of a stream known to be bad is taken.
   void update(Bytes data) override;
   void finish() override;
   RdbSummary result();
+  // Bytes shown after the RDB's end (its EOF opcode and CRC), once the parse ended.
+  uint64_t trailing_bytes() const;
 
  private:
   RdbSummaryObserver(std::function<void(Source&)> parse, uint64_t sample_size);

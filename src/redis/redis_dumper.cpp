@@ -181,27 +181,74 @@ nlohmann::json keyspace(Conn& conn) {
 }
 
 // What the RDB reader found in the stream: exact key counts and the key-sample digest
-// that verification compares later. A corrupt RDB rejects the backup; one using a type
-// this reader does not know is kept, marked unverified.
-nlohmann::json rdb_facts(redis::RdbSummaryObserver& check, const std::string& described, const RunContext& ctx) {
+// that verification compares later. A corrupt RDB rejects the backup, and so does one
+// holding module data unless the options allow it; one using a type this reader does
+// not know is kept, marked unverified.
+nlohmann::json rdb_facts(redis::RdbSummaryObserver& check, const std::string& described, bool allow_modules,
+                         const RunContext& ctx) {
+  redis::RdbSummary s;
   try {
-    redis::RdbSummary s = check.result();
-    nlohmann::json keys = nlohmann::json::object(), expires = nlohmann::json::object();
-    for (auto& [db, n] : s.keys) keys[std::to_string(db)] = n;
-    for (auto& [db, n] : s.expires) expires[std::to_string(db)] = n;
-    return {{"verified", true},
-            {"keys", keys},
-            {"expires", expires},
-            {"types", s.types},
-            {"checksum_verified", s.checksum_verified},
-            {"key_sample", {{"size", s.sample}, {"sha256", s.sample_sha256}}}};
+    s = check.result();
   } catch (const Error& e) {
     if (e.code() != Code::unsupported)
       throw Error(Code::dump_failed, fmt::format("{} is not a valid RDB: {}", described, e.what()));
     if (ctx.log) ctx.log(LogLevel::warning, fmt::format("cannot verify {}: {}", described, e.what()));
     return {{"verified", false}, {"reason", e.what()}};
   }
+  if (uint64_t extra = check.trailing_bytes())
+    throw Error(Code::dump_failed, fmt::format("{} is not a valid RDB: {} bytes follow its end", described, extra));
+  if ((!s.module_values.empty() || !s.module_aux.empty()) && !allow_modules) {
+    std::string names;
+    for (auto* m : {&s.module_values, &s.module_aux})
+      for (auto& [name, n] : *m)
+        if (names.find(name) == std::string::npos) names += (names.empty() ? "" : ", ") + name;
+    throw Error(Code::dump_failed,
+                fmt::format("{} holds data of the Redis module(s) {} ({} keys, {} aux records): only a server that loads "
+                            "the same modules can restore it; allow module data (--allow-modules) to keep such a backup",
+                            described, names, [&] { uint64_t n = 0; for (auto& [k, v] : s.module_values) n += v; return n; }(),
+                            [&] { uint64_t n = 0; for (auto& [k, v] : s.module_aux) n += v; return n; }()));
+  }
+  nlohmann::json keys = nlohmann::json::object(), expires = nlohmann::json::object();
+  for (auto& [db, n] : s.keys) keys[std::to_string(db)] = n;
+  for (auto& [db, n] : s.expires) expires[std::to_string(db)] = n;
+  nlohmann::json out = {{"verified", true},
+                        {"keys", keys},
+                        {"expires", expires},
+                        {"types", s.types},
+                        {"checksum_verified", s.checksum_verified},
+                        {"key_sample", {{"size", s.sample}, {"sha256", s.sample_sha256}}},
+                        {"functions", s.functions},
+                        {"empty_keys_skipped", s.empty_keys_skipped}};
+  if (!s.module_values.empty()) out["module_values"] = s.module_values;
+  if (!s.module_aux.empty()) out["module_aux"] = s.module_aux;
+  return out;
 }
+
+// The RDB check as the stream's observer: the first parse failure (or a byte past the
+// RDB's end) stops the stream, so nothing more of a bad one is taken in.
+class RdbStreamCheck final : public Observer {
+ public:
+  RdbStreamCheck(redis::RdbSummaryObserver& check, const std::string& described, bool allow_modules,
+                 const RunContext& ctx)
+      : check_(check), described_(described), allow_modules_(allow_modules), ctx_(ctx) {}
+  void update(Bytes data) override {
+    try {
+      check_.update(data);
+    } catch (const Error&) {
+      rdb_facts(check_, described_, allow_modules_, ctx_);  // throws dump_failed, saying why
+      throw;
+    }
+    if (uint64_t extra = check_.trailing_bytes())
+      throw Error(Code::dump_failed, fmt::format("{} is not a valid RDB: {} bytes follow its end", described_, extra));
+  }
+  void finish() override { check_.finish(); }
+
+ private:
+  redis::RdbSummaryObserver& check_;
+  const std::string& described_;
+  bool allow_modules_;
+  const RunContext& ctx_;
+};
 
 }  // namespace
 
@@ -275,8 +322,9 @@ Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const Ru
   spec.compression = opts.compression;
   spec.level = opts.level;
   redis::RdbSummaryObserver check;
+  RdbStreamCheck stream_check(check, described, opts.allow_modules, ctx);
   redis::TapSource observed(*source);
-  observed.tap(header).tap(check);
+  observed.tap(header).tap(stream_check);
   return repo.publish(observed, spec, ctx, [&](Manifest& out) {
     int rdb_version = header.version(described);
     out.source_name = spec.name_prefix;
@@ -288,7 +336,7 @@ Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const Ru
         {"keyspace", counts},
     };
     if (!rdb_path.empty()) out.source["rdb_path"] = rdb_path;
-    out.source["rdb"] = rdb_facts(check, described, ctx);
+    out.source["rdb"] = rdb_facts(check, described, opts.allow_modules, ctx);
   });
 }
 

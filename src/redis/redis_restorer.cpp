@@ -35,14 +35,30 @@ void verify_rdb(const Manifest& m, RdbSummaryObserver& check, const RunContext& 
   if (!rdb.value("verified", false)) return;
   const nlohmann::json keys = rdb.value("keys", nlohmann::json::object());
   const nlohmann::json sample = rdb.value("key_sample", nlohmann::json::object());
+  // Manifests written before empty collections were left out counted them as keys.
+  const uint64_t old_empty = rdb.contains("empty_keys_skipped") ? 0 : s.empty_keys_skipped;
+  uint64_t total_have = 0, total_said = 0;
   for (auto& [db, n] : keys.items()) {
     uint64_t have = s.keys.count(std::stoi(db)) ? s.keys.at(std::stoi(db)) : 0;
-    if (have != n.get<uint64_t>())
+    uint64_t said = n.get<uint64_t>();
+    total_have += have;
+    total_said += said;
+    if (have != said && !(old_empty && have < said))
       throw Error(Code::corrupt, fmt::format("backup {}: database {} holds {} keys, its manifest says {}", m.id, db, have,
-                                             n.get<uint64_t>()));
+                                             said));
   }
-  if (s.keys.size() != keys.size() || s.sample_sha256 != sample.value("sha256", ""))
+  if (old_empty && total_have + old_empty != total_said)
+    throw Error(Code::corrupt, fmt::format("backup {}: it holds {} keys (and {} empty ones), its manifest says {}", m.id,
+                                           total_have, old_empty, total_said));
+  if (s.keys.size() > keys.size() || (!old_empty && s.keys.size() != keys.size()) ||
+      (!old_empty && s.sample_sha256 != sample.value("sha256", "")))
     throw Error(Code::corrupt, fmt::format("backup {}: its keys do not match the manifest's sample", m.id));
+  if (rdb.contains("functions") && rdb["functions"].get<uint64_t>() != s.functions)
+    throw Error(Code::corrupt, fmt::format("backup {} holds {} function libraries, its manifest says {}", m.id, s.functions,
+                                           rdb["functions"].get<uint64_t>()));
+  if (old_empty && ctx.log)
+    ctx.log(LogLevel::warning, fmt::format("backup {} counted {} empty collections as keys (Redis does not load them); "
+                                           "its key sample was not compared", m.id, old_empty));
 }
 
 }  // namespace redis
@@ -117,7 +133,12 @@ class RdbFileSink final : public Sink {
 
   void write(Bytes data) override {
     header_.update(data);
-    check_.update(data);
+    try {
+      check_.update(data);
+    } catch (const Error&) {
+      verify();  // the parse failed: throws corrupt, naming the backup
+      throw;
+    }
     const std::byte* p = data.data();
     size_t n = data.size();
     while (n) {
@@ -218,7 +239,14 @@ struct RdbPayloadCheck::Impl {
 
 RdbPayloadCheck::RdbPayloadCheck(Manifest m) : impl_(std::make_unique<Impl>(std::move(m))) {}
 RdbPayloadCheck::~RdbPayloadCheck() = default;
-void RdbPayloadCheck::update(Bytes data) { impl_->obs.update(data); }
+void RdbPayloadCheck::update(Bytes data) {
+  try {
+    impl_->obs.update(data);
+  } catch (const Error&) {
+    redis::verify_rdb(impl_->m, impl_->obs, RunContext{});  // throws corrupt, naming the backup
+    throw;
+  }
+}
 void RdbPayloadCheck::finish() { impl_->obs.finish(); }
 
 std::string RdbPayloadCheck::verify(const RunContext& ctx) {

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-from redisserver import RedisServer, free_port, same_data  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+from redisserver import FakeMaster, RedisServer, free_port, same_data  # noqa: E402
+import rdb_seeds  # noqa: E402  (the hand-built RDBs, byte by byte)
 
 import mevbackup  # noqa: E402
 
@@ -272,3 +274,123 @@ def test_verify_loads_redis_backups_with_the_rdb_reader(rds, repo):
         rep = r.verify(b.id)
         assert rep.status == 1
         assert b.id in rep.text and "FAILED" in rep.text
+
+
+LIBRARY = ("#!lua name=mevblib\n"
+           "redis.register_function('mevbfn', function(keys, args) return 'restored-' .. args[1] end)")
+
+
+def test_functions_round_trip_live_and_offline(rcli, repo):
+    with RedisServer() as src:
+        src.cli("FUNCTION", "LOAD", LIBRARY)
+        src.cli("SET", "k", "v")
+        r = rcli("backup", "redis", "--repo", repo, "--redis-url", src.url(), "--mode", "replication", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["source"]["rdb"]["functions"] == 1
+    with RedisServer() as target:
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url())
+        assert r.returncode == 0, r.stderr
+        assert target.cli("FCALL", "mevbfn", "0", "live").strip() == "restored-live"
+        assert target.cli("GET", "k").strip() == "v"
+    with RedisServer() as target:  # libraries already there: the keys' rules apply
+        target.cli("FUNCTION", "LOAD", LIBRARY.replace("'restored-'", "'old-'"))
+        target.cli("FUNCTION", "LOAD", "#!lua name=extra\nredis.register_function('extrafn', function() return 1 end)")
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url())
+        assert r.returncode == 1 and "already holds 2 function libraries" in r.stderr, r.stderr
+        assert target.cli("FCALL", "mevbfn", "0", "x").strip() == "old-x"
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url(), "--replace")
+        assert r.returncode == 0, r.stderr
+        assert target.cli("FCALL", "mevbfn", "0", "x").strip() == "restored-x"
+        assert target.cli("FCALL", "extrafn", "0").strip() == "1"  # --replace keeps the others
+        r = rcli("restore", "redis", "--repo", repo, "--redis-url", target.url(), "--flush")
+        assert r.returncode == 0, r.stderr
+        assert "extrafn" not in target.cli("FUNCTION", "LIST")
+        assert target.cli("FCALL", "mevbfn", "0", "x").strip() == "restored-x"
+    target = RedisServer()
+    try:
+        r = rcli("restore", "redis", "--repo", repo, "--data-dir", target.dir)
+        assert r.returncode == 0, r.stderr
+        target.start()
+        assert target.cli("FCALL", "mevbfn", "0", "offline").strip() == "restored-offline"
+    finally:
+        target.stop()
+
+
+def test_live_restore_failing_midway_says_how_many_keys_went_in(repo):
+    with RedisServer() as src, RedisServer() as target:
+        src.pipe([["SET", f"a{i}", "v"] for i in range(300)] + [["SET", "b0", "v"]])
+        target.cli("ACL", "SETUSER", "restorer", "on", ">restorer-pw", "~a*", "+@all")
+        with mevbackup.Repository(repo) as r:
+            b = r.backup_redis(src.url(), mode="replication")
+            with pytest.raises(mevbackup.RestoreFailed) as e:
+                r.restore_redis(b, redis_url=target.url(user="restorer"), password="restorer-pw")
+        assert 'restoring key "b0" of database 0' in e.value.message, e.value.message
+        assert target.dbsizes() == {0: 300}
+        assert "300 of the backup's keys went in" in e.value.message
+        assert "the target held no keys before, so it holds only those now" in e.value.message
+        assert "restorer-pw" not in e.value.message
+
+
+def test_hostile_master_stream_stops_at_the_first_parse_failure(repo):
+    # A master announcing 64 MiB of an RDB that is invalid from byte 10.
+    payload = b"REDIS0010" + b"\xf0" * (64 << 20)
+    with FakeMaster(payload) as master:
+        with mevbackup.Repository(repo) as r, pytest.raises(mevbackup.DumpFailed) as e:
+            r.backup_redis(master.url(), mode="replication")
+    assert "is not a valid RDB" in e.value.message and "unknown string encoding" in e.value.message, e.value.message
+    assert master.sent < (16 << 20), master.sent  # socket buffers at most, not the stream
+    assert artifacts(repo) == []
+
+
+def test_rdb12_of_a_7_4_master_is_read_and_verified(repo):
+    seed = rdb_seeds.seeds()["v12_hash_field_expiry"]
+    with FakeMaster(seed, version="7.4.1") as master:
+        with mevbackup.Repository(repo) as r:
+            b = r.backup_redis(master.url(), mode="replication")
+    rdb = b.manifest["source"]["rdb"]
+    assert b.manifest["source"]["rdb_version"] == 12
+    assert rdb["verified"] and rdb["checksum_verified"]
+    assert rdb["keys"] == {"0": 5} and rdb["types"] == {"hash": 4, "string": 1} and rdb["functions"] == 1
+    with RedisServer() as target, mevbackup.Repository(repo) as r:  # Debian's 7.0 cannot load it
+        with pytest.raises(mevbackup.VersionMismatch):
+            r.restore_redis(b, redis_url=target.url())
+        assert target.dbsizes() == {}
+
+
+@pytest.mark.parametrize("seed,what", [("bad_ziplist_truncated", "ziplist: zlbytes says"),
+                                       ("bad_listpack_backlen", "back-length says 5"),
+                                       ("bad_intset_encoding", "intset: encoding 3")])
+def test_rdb_with_a_bad_inner_encoding_is_not_backed_up(repo, seed, what):
+    with FakeMaster(rdb_seeds.seeds()[seed], version="7.0.15") as master:
+        with mevbackup.Repository(repo) as r, pytest.raises(mevbackup.DumpFailed) as e:
+            r.backup_redis(master.url(), mode="replication")
+    assert what in e.value.message, e.value.message
+    assert artifacts(repo) == []
+
+
+def _module_rdb() -> bytes:
+    charset = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    mid = 0
+    for c in "mevbmodul":
+        mid = (mid << 6) | charset.index(c)
+    mid = (mid << 10) | 3
+    idlen = b"\x81" + mid.to_bytes(8, "big")
+    body = (b"\xfe\x00" + b"\x00" + rdb_seeds.string(b"plain") + rdb_seeds.string(b"v")
+            + b"\x07" + rdb_seeds.string(b"m") + idlen + b"\x02\x05\x00")  # a module key: uint 5, EOF
+    return rdb_seeds.rdb(10, body)
+
+
+def test_module_data_is_refused_unless_allowed_and_never_skipped_by_a_live_restore(repo):
+    with FakeMaster(_module_rdb(), version="7.0.15") as master:
+        with mevbackup.Repository(repo) as r, pytest.raises(mevbackup.DumpFailed) as e:
+            r.backup_redis(master.url(), mode="replication")
+    assert "module(s) mevbmodul (1 keys, 0 aux records)" in e.value.message, e.value.message
+    assert artifacts(repo) == []
+    with FakeMaster(_module_rdb(), version="7.0.15") as master, mevbackup.Repository(repo) as r:
+        b = r.backup_redis(master.url(), mode="replication", allow_modules=True)
+    assert b.manifest["source"]["rdb"]["module_values"] == {"mevbmodul": 1}
+    with RedisServer() as target, mevbackup.Repository(repo) as r:  # no such module loaded there
+        with pytest.raises(mevbackup.RestoreFailed) as e:
+            r.restore_redis(b, redis_url=target.url())
+        assert 'restoring key "m"' in e.value.message, e.value.message
+        assert target.dbsizes() == {0: 1} and "1 of the backup's keys went in" in e.value.message

@@ -261,3 +261,80 @@ class RespClient:
             n = int(rest)
             return None if n < 0 else [self._read() for _ in range(n)]
         raise RuntimeError(f"unexpected RESP line {line!r}")
+
+
+class FakeMaster:
+    """A pretend Redis master on 127.0.0.1 for the replication mode: it answers the
+    few commands the dumper sends (INFO, REPLCONF) and replies to SYNC with
+    `$<announced>\\r\\n` and then `payload` (at most `announced` bytes, in 64 KiB
+    writes). `sent` counts the payload bytes the socket took before the client went
+    away, so a test can see where the reader stopped the stream."""
+
+    def __init__(self, payload: bytes, announced: Optional[int] = None, version: str = "7.4.1") -> None:
+        import threading
+        self.payload = payload
+        self.announced = len(payload) if announced is None else announced
+        self.version = version
+        self.sent = 0
+        self.commands: List[List[bytes]] = []
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "FakeMaster":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.listener.close()
+        self.thread.join(timeout=30)
+
+    @staticmethod
+    def _bulk(text: str) -> bytes:
+        data = text.encode()
+        return b"$%d\r\n%s\r\n" % (len(data), data)
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            f = conn.makefile("rb")
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                if not line.startswith(b"*"):  # inline command (SYNC\r\n)
+                    args = line.split()
+                else:
+                    args = []
+                    for _ in range(int(line[1:])):
+                        n = int(f.readline()[1:])
+                        args.append(f.read(n + 2)[:-2])
+                self.commands.append(args)
+                cmd = args[0].upper() if args else b""
+                if cmd == b"INFO":
+                    section = args[1].decode().lower() if len(args) > 1 else ""
+                    text = {"server": f"# Server\r\nredis_version:{self.version}\r\n",
+                            "keyspace": "# Keyspace\r\n"}.get(section, "")
+                    conn.sendall(self._bulk(text))
+                elif cmd == b"PING":
+                    conn.sendall(b"+PONG\r\n")
+                elif cmd == b"SYNC":
+                    conn.sendall(b"$%d\r\n" % self.announced)
+                    try:
+                        for at in range(0, min(len(self.payload), self.announced), 65536):
+                            chunk = self.payload[at:min(at + 65536, self.announced)]
+                            conn.sendall(chunk)
+                            self.sent += len(chunk)
+                    except OSError:
+                        pass
+                    return
+                else:
+                    conn.sendall(b"+OK\r\n")

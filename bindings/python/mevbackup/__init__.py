@@ -650,7 +650,7 @@ class _RedisBackupOpts(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("url", ctypes.c_char_p), ("password", ctypes.c_char_p),
                 ("mode", ctypes.c_char_p), ("name_prefix", ctypes.c_char_p), ("compression", ctypes.c_char_p),
                 ("level", ctypes.c_int), ("timeout_seconds", ctypes.c_int), ("progress", _PROGRESS_CB),
-                ("progress_user", ctypes.c_void_p)]
+                ("progress_user", ctypes.c_void_p), ("allow_modules", ctypes.c_int)]
 
 
 class _RedisRestoreOpts(ctypes.Structure):
@@ -670,11 +670,12 @@ _declare("mevb_repo_restore_redis", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.P
 
 def _backup_redis(self: "Repository", url: str, *, password: Optional[str] = None, mode: str = "auto",
                   prefix: Optional[str] = None, compression: str = "gzip", level: Optional[int] = None,
-                  timeout: int = 0, progress: Optional[ProgressFn] = None) -> Backup:
+                  timeout: int = 0, progress: Optional[ProgressFn] = None, allow_modules: bool = False) -> Backup:
     """Backs up the Redis server at `url` (redis://[user@]host:port) as an RDB.
 
     `mode` is "auto", "bgsave" or "replication". The password is `password`, else the
-    URL's, else the environment variable MEVBACKUP_REDIS_PASSWORD."""
+    URL's, else the environment variable MEVBACKUP_REDIS_PASSWORD. An RDB holding module
+    data is refused unless `allow_modules`."""
     o = _RedisBackupOpts()
     _lib.mevb_redis_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
     o.url = _enc(url)
@@ -684,6 +685,7 @@ def _backup_redis(self: "Repository", url: str, *, password: Optional[str] = Non
     o.compression = _enc(compression)
     o.level = -1 if level is None else int(level)
     o.timeout_seconds = int(timeout)
+    o.allow_modules = 1 if allow_modules else 0
     return _run_backup(self, _lib.mevb_repo_backup_redis, o, progress)
 
 

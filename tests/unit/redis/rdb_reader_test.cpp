@@ -176,3 +176,130 @@ TEST_CASE("RdbSummaryObserver parses what it is shown, or stops cleanly") {
     o.update(Bytes(full.data(), 100));
   }
 }
+
+TEST_CASE("RDB 12: hash field expiry in all four forms, slot info, a function library") {
+  for (size_t step : {size_t(1), size_t(5), SIZE_MAX}) {
+    RdbSummary s = summarize(corpus("v12_hash_field_expiry.rdb"), step);
+    CHECK(s.version == 12);
+    CHECK(s.keys[0] == 5);
+    CHECK(s.types["hash"] == 4);
+    CHECK(s.types["string"] == 1);
+    CHECK(s.functions == 1);
+    CHECK(s.checksum_verified);
+  }
+  MemorySource src(corpus("v12_hash_field_expiry.rdb"));
+  RdbReader r(src);
+  r.keep_functions(true);
+  RdbEntry e;
+  std::vector<std::string> keys;
+  std::vector<int> types;
+  while (r.next(e, true)) {
+    keys.push_back(e.key);
+    types.push_back(e.type);
+  }
+  CHECK(keys == std::vector<std::string>{"h:lpex", "h:meta", "h:lpex-rc", "h:meta-rc", "s"});
+  CHECK(types == std::vector<int>{kHashListpackEx, kHashMetadata, kHashListpackExPreGa, kHashMetadataPreGa, kString});
+  auto libs = r.take_functions();
+  REQUIRE(libs.size() == 1);
+  CHECK(libs[0].rfind("#!lua name=seedlib\n", 0) == 0);
+}
+
+TEST_CASE("RDB 12 values Redis 7.4 refuses are refused") {
+  auto refused = [](const std::string& body) {
+    try {
+      summarize(rdb(body, "0012"));
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::corrupt);
+      return std::string(e.what());
+    }
+    FAIL("accepted");
+    return std::string();
+  };
+  std::string ms = std::string("\x00\xb4\xc5\xda\xb8\x01\x00\x00", 8);  // 1893456000000
+  // Hash metadata with a repeated field; with an expiry past EB_EXPIRE_TIME_MAX.
+  CHECK(refused("\x18\x01h" + ms + std::string("\x02\x00\x01" "f\x01" "1\x00\x01" "f\x01" "2", 11)).find("same member twice") !=
+        std::string::npos);
+  CHECK(refused("\x16\x01h\x01\x81" + std::string("\x00\x01\x00\x00\x00\x00\x00\x00", 8) + "\x01" "f\x01" "1")
+            .find("invalid expiry") != std::string::npos);
+  // A listpack-ex hash must hold whole (field, value, TTL) triples.
+  std::string lp = std::string("\x0d\x00\x00\x00\x02\x00\x81" "f\x02\x81" "v\x02\xff", 13);
+  CHECK(refused("\x19\x01h" + ms + "\x0d" + lp).find("groups of 3") != std::string::npos);
+}
+
+TEST_CASE("inner encodings are validated as Redis loads them") {
+  CHECK(summarize(corpus("good_packed.rdb")).keys[0] == 3);
+  for (auto [name, what] : {std::pair{"bad_ziplist_truncated.rdb", "ziplist: zlbytes says"},
+                            std::pair{"bad_listpack_backlen.rdb", "back-length says 5"},
+                            std::pair{"bad_intset_encoding.rdb", "intset: encoding 3"}}) {
+    try {
+      summarize(corpus(name));
+      FAIL(name << " accepted");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::corrupt);
+      CHECK_MESSAGE(std::string(e.what()).find(what) != std::string::npos, name << ": " << e.what());
+    }
+  }
+}
+
+TEST_CASE("an empty collection is skipped as Redis skips it, not counted") {
+  RdbSummary s = summarize(corpus("empty_list_skipped.rdb"));
+  CHECK(s.keys[0] == 1);
+  CHECK(s.empty_keys_skipped == 1);
+  MemorySource src(corpus("empty_list_skipped.rdb"));
+  RdbReader r(src);
+  RdbEntry e;
+  REQUIRE(r.next(e, true));
+  CHECK(e.key == "k");
+  CHECK_FALSE(r.next(e, true));
+}
+
+TEST_CASE("module values and module aux data are counted per module name") {
+  // Module id of "mevbmodul" version 3: 9 six-bit characters then 10 bits of version.
+  static const std::string set = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  uint64_t id = 0;
+  for (char c : std::string("mevbmodul")) id = (id << 6) | set.find(c);
+  id = (id << 10) | 3;
+  std::string idlen = "\x81";
+  for (int i = 7; i >= 0; --i) idlen += static_cast<char>((id >> (8 * i)) & 0xff);
+  // A key of the module (an unsigned 5 and EOF) and a module aux record (when=2, 1).
+  std::string body = "\xf7" + idlen + std::string("\x02\x01\x02\x07\x00", 5) + "\x07\x01m" + idlen +
+                     std::string("\x02\x05\x00", 3);
+  RdbSummary s = summarize(rdb(body));
+  CHECK(s.keys[0] == 1);
+  CHECK(s.types["module"] == 1);
+  CHECK(s.module_values["mevbmodul"] == 1);
+  CHECK(s.module_aux["mevbmodul"] == 1);
+}
+
+TEST_CASE("RdbSummaryObserver refuses more bytes once the parse failed") {
+  // A stream invalid from byte 10 (an unknown opcode), fed in 1 KiB chunks: the parse
+  // fails on the first, and update() throws once the queue (8 chunks) is used up.
+  std::vector<std::byte> chunk(1024, std::byte{0xf0});
+  std::memcpy(chunk.data(), "REDIS0010", 9);
+  RdbSummaryObserver o;
+  int accepted = 0;
+  try {
+    for (; accepted < 1000; ++accepted) o.update(Bytes(chunk.data(), chunk.size()));
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::corrupt);
+  }
+  CHECK(accepted <= 10);
+  CHECK_THROWS_AS(o.result(), Error);
+}
+
+TEST_CASE("RdbSummaryObserver tells how many bytes follow the RDB's end") {
+  auto full = corpus("one_key.rdb");
+  {
+    RdbSummaryObserver o;
+    o.update(Bytes(full.data(), full.size()));
+    o.result();
+    CHECK(o.trailing_bytes() == 0);
+  }
+  {
+    RdbSummaryObserver o;
+    full.resize(full.size() + 70000, std::byte{'x'});
+    o.update(Bytes(full.data(), full.size()));
+    o.result();
+    CHECK(o.trailing_bytes() == 70000);
+  }
+}
