@@ -514,7 +514,8 @@ TEST_CASE("a member whose size, mode or owner differs from the manifest is refus
       {"size", 1, "has size 20 in the archive but 1 in the manifest"},
   };
   for (auto& c : cases) {
-    CAPTURE(c.field);
+    std::string field = c.field;
+    CAPTURE(field);
     Manifest tampered = m;
     for (auto& mm : tampered.source["members"])
       if (mm["name"] == "nginx/nginx.conf") mm[c.field] = c.value;
