@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -417,17 +418,28 @@ std::string absolute_base(const std::string& base) {
 }
 
 // A backup is only a success once the catalog, the way every later restore, list and
-// prune reads it, sees it: otherwise "latest" would silently mean an older backup. One
-// the catalog cannot read is taken back (manifest first, so nothing half-listed stays)
-// and the run fails naming the reason the catalog gave.
+// prune reads it, sees it: otherwise "latest" would silently mean an older backup.
+// A manifest the catalog lists but cannot read (over its size bound, say) is taken
+// back, manifest first, and the run fails with the catalog's reason. One not listed at
+// all is asked again (some servers list a new object a moment late), then the run fails
+// without removing anything, naming the objects.
 void confirm_listed(Repository& repo, const Manifest& m, const RunContext& ctx) {
   std::string reason;
   LogFn capture = [&](LogLevel level, const std::string& msg) {
     if (msg.find(m.key()) != std::string::npos) reason = msg;
     else if (ctx.log) ctx.log(level, msg);
   };
-  for (auto& listed : repo.list("files", capture))
-    if (listed.id == m.id && listed.path == m.path) return;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    if (attempt) std::this_thread::sleep_for(std::chrono::milliseconds(250 << attempt));
+    reason.clear();
+    for (auto& listed : repo.list("files", capture))
+      if (listed.id == m.id && listed.path == m.path) return;
+    if (!reason.empty()) break;
+  }
+  if (reason.empty())
+    throw Error(Code::io, fmt::format("backup {} was stored but the catalog of {} does not list it; {} and {} were "
+                                      "kept: check the repository before relying on \"latest\"",
+                                      m.id, repo.storage().describe(), m.path, m.key()));
   Storage& st = repo.storage();
   try {
     st.remove(m.key());
@@ -435,11 +447,11 @@ void confirm_listed(Repository& repo, const Manifest& m, const RunContext& ctx) 
   } catch (const Error& e) {
     throw Error(Code::corrupt, fmt::format("backup {} was stored but the catalog cannot read its manifest ({}); removing "
                                            "it failed too ({}): delete {} and {} by hand",
-                                           m.id, reason.empty() ? "it is not listed" : reason, e.what(), m.key(), m.path));
+                                           m.id, reason, e.what(), m.key(), m.path));
   }
   throw Error(Code::corrupt, fmt::format("backup {} was stored but the catalog cannot read its manifest ({}); it was "
                                          "removed again, so no backup was made",
-                                         m.id, reason.empty() ? "it is not listed" : reason));
+                                         m.id, reason));
 }
 
 }  // namespace

@@ -514,7 +514,8 @@ TEST_CASE("a member whose size, mode or owner differs from the manifest is refus
       {"size", 1, "has size 20 in the archive but 1 in the manifest"},
   };
   for (auto& c : cases) {
-    CAPTURE(c.field);
+    std::string field = c.field;
+    CAPTURE(field);
     Manifest tampered = m;
     for (auto& mm : tampered.source["members"])
       if (mm["name"] == "nginx/nginx.conf") mm[c.field] = c.value;
@@ -592,4 +593,48 @@ TEST_CASE("a files backup the catalog cannot read fails loudly and leaves nothin
   CHECK(files_under(dir / "repo") == before);
   Repository plain(make_local_storage(dir / "repo"), later);
   CHECK(plain.find("latest", "files", "", {}).id == "config_20261127_020000");
+}
+
+namespace {
+
+// A real storage whose listings leave out manifests (as a lagging listing would).
+class UnlistedManifests final : public Storage {
+ public:
+  explicit UnlistedManifests(std::unique_ptr<Storage> inner) : inner_(std::move(inner)) {}
+  std::unique_ptr<Sink> put(const std::string& key) override { return inner_->put(key); }
+  std::unique_ptr<Source> get(const std::string& key) override { return inner_->get(key); }
+  std::vector<ObjectInfo> list(const std::string& prefix) override {
+    std::vector<ObjectInfo> out;
+    for (auto& o : inner_->list(prefix))
+      if (o.key.find(".manifest.json") == std::string::npos) out.push_back(o);
+    return out;
+  }
+  std::optional<ObjectInfo> stat(const std::string& key) override { return inner_->stat(key); }
+  void remove(const std::string& key) override { inner_->remove(key); }
+  std::string describe() const override { return inner_->describe(); }
+
+ private:
+  std::unique_ptr<Storage> inner_;
+};
+
+}  // namespace
+
+TEST_CASE("a files backup the catalog does not list fails, and its objects are kept for a look") {
+  TempDir dir;
+  make_tree(dir / "src", 1000);
+  FixedClock clock("2026-11-28T02:00:00Z");
+  Repository repo(std::make_unique<UnlistedManifests>(make_local_storage(dir / "repo")), clock);
+  FilesBackupOptions bo;
+  bo.base_dir = dir / "src";
+  bo.paths = {"docker-compose.yml"};
+  try {
+    backup_files(repo, bo, {});
+    FAIL("a backup the catalog does not list was reported as made");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::io);
+    CHECK(std::string(e.what()).find("backup config_20261128_020000 was stored but the catalog of") != std::string::npos);
+    CHECK(std::string(e.what()).find("does not list it") != std::string::npos);
+  }
+  CHECK(fsys::exists(dir / "repo/config/config_20261128_020000.tar.gz"));
+  CHECK(fsys::exists(dir / "repo/config/config_20261128_020000.tar.gz.manifest.json"));
 }
