@@ -746,6 +746,7 @@ Repository.wal_fetch = _wal_fetch  # type: ignore[attr-defined]
 
 
 class _BaseBackupOpts(ctypes.Structure):
+    _c_name_ = "mevb_basebackup_opts"  # the C struct (tests/python/test_struct_drift.py)
     _fields_ = [("struct_size", ctypes.c_uint32), ("conninfo", ctypes.c_char_p), ("name_prefix", ctypes.c_char_p),
                 ("compression", ctypes.c_char_p), ("level", ctypes.c_int), ("spread_checkpoint", ctypes.c_int),
                 ("max_rate_kbps", ctypes.c_uint32), ("allow_no_archiving", ctypes.c_int),
