@@ -639,6 +639,128 @@ class Repository:
         _run_restore(self, _lib.mevb_repo_restore_files, ident, o, progress)
         del keep, c_entry
         return actions
+
+    # ---- Redis (C declarations after the class) ----------------------------------------
+
+    def backup_redis(self, url: str, *, password: Optional[str] = None, mode: str = "auto",
+                     prefix: Optional[str] = None, compression: str = "gzip", level: Optional[int] = None,
+                     timeout: int = 0, progress: Optional[ProgressFn] = None) -> Backup:
+        """Backs up the Redis server at `url` (redis://[user@]host:port) as an RDB.
+
+        `mode` is "auto", "bgsave" or "replication". The password is `password`, else the
+        URL's, else the environment variable MEVBACKUP_REDIS_PASSWORD."""
+        o = _RedisBackupOpts()
+        _lib.mevb_redis_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.url = _enc(url)
+        o.password = _enc(password)
+        o.mode = _enc(mode)
+        o.name_prefix = _enc(prefix)
+        o.compression = _enc(compression)
+        o.level = -1 if level is None else int(level)
+        o.timeout_seconds = int(timeout)
+        return _run_backup(self, _lib.mevb_repo_backup_redis, o, progress)
+
+    def restore_redis(self, backup: Union[str, Backup] = "latest", *, data_dir: Optional[str] = None,
+                      redis_url: Optional[str] = None, rdb_name: Optional[str] = None,
+                      before: Optional[Sequence[str]] = None, after: Optional[Sequence[str]] = None,
+                      target_rdb_version: int = 0, source: Optional[str] = None, password: Optional[str] = None,
+                      replace: bool = False, flush: bool = False, progress: Optional[ProgressFn] = None) -> None:
+        """Restores `backup` (an id, a Backup or "latest"), either offline or live.
+
+        Offline (`data_dir`): atomically into a stopped server's directory; `before` and
+        `after` are argv lists run (without a shell) around the moment the RDB is renamed
+        into place, e.g. to stop and start the server. Live (`redis_url`): key by key with
+        RESTORE into a running server, refused when it holds keys unless `replace` or
+        `flush`. Raises NotEmpty, VersionMismatch, Corrupt (the target untouched), ..."""
+        ident = backup.id if isinstance(backup, Backup) else backup
+        o = _RedisRestoreOpts()
+        _lib.mevb_redis_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.data_dir = _enc(str(data_dir) if data_dir is not None else None)
+        o.redis_url = _enc(redis_url)
+        o.rdb_name = _enc(rdb_name)
+        o.before, o.before_count, keep_b = _argv(before)
+        o.after, o.after_count, keep_a = _argv(after)
+        o.target_rdb_version = int(target_rdb_version)
+        o.source_name = _enc(source)
+        o.password = _enc(password)
+        o.replace = 1 if replace else 0
+        o.flush = 1 if flush else 0
+        _run_restore(self, _lib.mevb_repo_restore_redis, ident, o, progress)
+        del keep_b, keep_a
+
+    # ---- point-in-time recovery: the WAL archive ------------------------------------
+
+    def wal_push(self, path: Union[str, os.PathLike]) -> bool:
+        """archive_command: stores the WAL file at `path` under wal/<timeline>/.
+        Returns True when stored, False when the same content was already archived;
+        raises AlreadyExists when different content is archived under that name."""
+        already = ctypes.c_int(0)
+        _lib.mevb_wal_push(self._handle(), os.fsencode(path), ctypes.byref(already))
+        return already.value == 0
+
+    def wal_fetch(self, name: str, dest: Union[str, os.PathLike]) -> bool:
+        """restore_command: writes archived WAL file `name` to `dest` atomically.
+        Returns False (writing nothing) when the archive does not hold it."""
+        try:
+            _lib.mevb_wal_fetch(self._handle(), _enc(name), os.fsencode(dest))
+        except NotFound:
+            return False
+        return True
+
+    # ---- point-in-time recovery: base backups and restore to a point (C declarations after the class)
+
+    def backup_basebackup(self, dbname: str, *, prefix: Optional[str] = None,
+                          compression: str = "gzip", level: Optional[int] = None, spread_checkpoint: bool = False,
+                          max_rate_kbps: int = 0, allow_no_archiving: bool = False,
+                          progress: Optional[ProgressFn] = None) -> "Backup":
+        """Streams a base backup of the server `dbname` (a libpq conninfo; the role needs
+        REPLICATION) over the replication protocol into basebackup/<id>/."""
+        o = _BaseBackupOpts()
+        _lib.mevb_basebackup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.conninfo = _enc(dbname)
+        o.name_prefix = _enc(prefix)
+        o.compression = _enc(compression)
+        o.level = -1 if level is None else int(level)
+        o.spread_checkpoint = 1 if spread_checkpoint else 0
+        o.max_rate_kbps = int(max_rate_kbps)
+        o.allow_no_archiving = 1 if allow_no_archiving else 0
+        return _run_backup(self, _lib.mevb_repo_backup_basebackup, o, progress)
+
+    def restore_pitr(self, data_dir: Union[str, os.PathLike], *, repo_url: Optional[str] = None,
+                     target_time: Optional[str] = None, target_lsn: Optional[str] = None,
+                     target_name: Optional[str] = None, backup: Optional[str] = None,
+                     mevbackup_path: Optional[str] = None, restore_command: Optional[str] = None,
+                     owner: Optional[str] = None, settings: Optional[dict] = None,
+                     tablespace_map: Optional[dict] = None, wal_fetch_args: Optional[Sequence[str]] = None,
+                     start: bool = False, timeout_seconds: int = 0, log_file: Optional[str] = None,
+                     progress: Optional[ProgressFn] = None) -> "Report":
+        """Restores to a point: unpacks the newest base backup that ended before the target
+        into the empty `data_dir` and writes recovery.signal and the recovery settings
+        (restore_command runs `mevbackup_path wal-fetch --repo repo_url`). With start=True
+        the server is started as the directory's owner and watched until recovery ends.
+        `Report.data` names the backup used; `Report.text` says how to start the server."""
+        o = _PitrRestoreOpts()
+        _lib.mevb_pitr_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.data_dir = os.fsencode(data_dir)
+        o.repo_url = _enc(repo_url if repo_url is not None else self.location)
+        o.target_time, o.target_lsn, o.target_name = _enc(target_time), _enc(target_lsn), _enc(target_name)
+        o.backup_id = _enc(backup)
+        o.mevbackup_path = _enc(mevbackup_path)
+        o.restore_command = _enc(restore_command)
+        o.owner = _enc(owner)
+        o.settings, o.settings_count, keep1 = _argv([f"{k}={v}" for k, v in (settings or {}).items()] or None)
+        o.tablespace_map, o.tablespace_map_count, keep2 = _argv(
+            [f"{k}={v}" for k, v in (tablespace_map or {}).items()] or None)
+        o.wal_fetch_args, o.wal_fetch_args_count, keep3 = _argv(wal_fetch_args)
+        o.start = 1 if start else 0
+        o.timeout_seconds = int(timeout_seconds)
+        o.log_file = _enc(log_file)
+        h = _p()
+        _run(self, o, progress, lambda handle: _lib.mevb_repo_restore_pitr(handle, ctypes.byref(o), ctypes.byref(h)))
+        del keep1, keep2, keep3
+        return _take_report(h)
+
+
 # ---- Redis ------------------------------------------------------------------------------
 
 
@@ -662,84 +784,6 @@ _declare("mevb_redis_backup_opts_init", ctypes.c_int, [ctypes.POINTER(_RedisBack
 _declare("mevb_repo_backup_redis", ctypes.c_int, [_p, ctypes.POINTER(_RedisBackupOpts), ctypes.POINTER(_p)], True)
 _declare("mevb_redis_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_RedisRestoreOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_restore_redis", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_RedisRestoreOpts)], True)
-
-
-def _backup_redis(self: "Repository", url: str, *, password: Optional[str] = None, mode: str = "auto",
-                  prefix: Optional[str] = None, compression: str = "gzip", level: Optional[int] = None,
-                  timeout: int = 0, progress: Optional[ProgressFn] = None) -> Backup:
-    """Backs up the Redis server at `url` (redis://[user@]host:port) as an RDB.
-
-    `mode` is "auto", "bgsave" or "replication". The password is `password`, else the
-    URL's, else the environment variable MEVBACKUP_REDIS_PASSWORD."""
-    o = _RedisBackupOpts()
-    _lib.mevb_redis_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-    o.url = _enc(url)
-    o.password = _enc(password)
-    o.mode = _enc(mode)
-    o.name_prefix = _enc(prefix)
-    o.compression = _enc(compression)
-    o.level = -1 if level is None else int(level)
-    o.timeout_seconds = int(timeout)
-    return _run_backup(self, _lib.mevb_repo_backup_redis, o, progress)
-
-
-def _restore_redis(self: "Repository", backup: Union[str, Backup] = "latest", *, data_dir: Optional[str] = None,
-                   redis_url: Optional[str] = None, rdb_name: Optional[str] = None,
-                   before: Optional[Sequence[str]] = None, after: Optional[Sequence[str]] = None,
-                   target_rdb_version: int = 0, source: Optional[str] = None, password: Optional[str] = None,
-                   replace: bool = False, flush: bool = False, progress: Optional[ProgressFn] = None) -> None:
-    """Restores `backup` (an id, a Backup or "latest"), either offline or live.
-
-    Offline (`data_dir`): atomically into a stopped server's directory; `before` and
-    `after` are argv lists run (without a shell) around the moment the RDB is renamed
-    into place, e.g. to stop and start the server. Live (`redis_url`): key by key with
-    RESTORE into a running server, refused when it holds keys unless `replace` or
-    `flush`. Raises NotEmpty, VersionMismatch, Corrupt (the target untouched), ..."""
-    ident = backup.id if isinstance(backup, Backup) else backup
-    o = _RedisRestoreOpts()
-    _lib.mevb_redis_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-    o.data_dir = _enc(str(data_dir) if data_dir is not None else None)
-    o.redis_url = _enc(redis_url)
-    o.rdb_name = _enc(rdb_name)
-    o.before, o.before_count, keep_b = _argv(before)
-    o.after, o.after_count, keep_a = _argv(after)
-    o.target_rdb_version = int(target_rdb_version)
-    o.source_name = _enc(source)
-    o.password = _enc(password)
-    o.replace = 1 if replace else 0
-    o.flush = 1 if flush else 0
-    _run_restore(self, _lib.mevb_repo_restore_redis, ident, o, progress)
-    del keep_b, keep_a
-
-
-Repository.backup_redis = _backup_redis  # type: ignore[attr-defined]
-Repository.restore_redis = _restore_redis  # type: ignore[attr-defined]
-
-
-# ---- point-in-time recovery: the WAL archive ----------------------------------
-
-
-def _wal_push(self: "Repository", path: Union[str, os.PathLike]) -> bool:
-    """archive_command: stores the WAL file at `path` under wal/<timeline>/.
-    Returns True when stored, False when the same content was already archived;
-    raises AlreadyExists when different content is archived under that name."""
-    already = ctypes.c_int(0)
-    _lib.mevb_wal_push(self._handle(), os.fsencode(path), ctypes.byref(already))
-    return already.value == 0
-
-
-def _wal_fetch(self: "Repository", name: str, dest: Union[str, os.PathLike]) -> bool:
-    """restore_command: writes archived WAL file `name` to `dest` atomically.
-    Returns False (writing nothing) when the archive does not hold it."""
-    try:
-        _lib.mevb_wal_fetch(self._handle(), _enc(name), os.fsencode(dest))
-    except NotFound:
-        return False
-    return True
-
-
-Repository.wal_push = _wal_push  # type: ignore[attr-defined]
-Repository.wal_fetch = _wal_fetch  # type: ignore[attr-defined]
 
 
 # ---- point-in-time recovery: base backups and restore to a point ---------------
@@ -770,60 +814,3 @@ _declare("mevb_repo_backup_basebackup", ctypes.c_int, [_p, ctypes.POINTER(_BaseB
          True)
 _declare("mevb_pitr_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_PitrRestoreOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_restore_pitr", ctypes.c_int, [_p, ctypes.POINTER(_PitrRestoreOpts), ctypes.POINTER(_p)], True)
-
-
-def _backup_basebackup(self: "Repository", dbname: str, *, prefix: Optional[str] = None,
-                       compression: str = "gzip", level: Optional[int] = None, spread_checkpoint: bool = False,
-                       max_rate_kbps: int = 0, allow_no_archiving: bool = False,
-                       progress: Optional[ProgressFn] = None) -> "Backup":
-    """Streams a base backup of the server `dbname` (a libpq conninfo; the role needs
-    REPLICATION) over the replication protocol into basebackup/<id>/."""
-    o = _BaseBackupOpts()
-    _lib.mevb_basebackup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-    o.conninfo = _enc(dbname)
-    o.name_prefix = _enc(prefix)
-    o.compression = _enc(compression)
-    o.level = -1 if level is None else int(level)
-    o.spread_checkpoint = 1 if spread_checkpoint else 0
-    o.max_rate_kbps = int(max_rate_kbps)
-    o.allow_no_archiving = 1 if allow_no_archiving else 0
-    return _run_backup(self, _lib.mevb_repo_backup_basebackup, o, progress)
-
-
-def _restore_pitr(self: "Repository", data_dir: Union[str, os.PathLike], *, repo_url: Optional[str] = None,
-                  target_time: Optional[str] = None, target_lsn: Optional[str] = None,
-                  target_name: Optional[str] = None, backup: Optional[str] = None,
-                  mevbackup_path: Optional[str] = None, restore_command: Optional[str] = None,
-                  owner: Optional[str] = None, settings: Optional[dict] = None,
-                  tablespace_map: Optional[dict] = None, wal_fetch_args: Optional[Sequence[str]] = None,
-                  start: bool = False, timeout_seconds: int = 0, log_file: Optional[str] = None,
-                  progress: Optional[ProgressFn] = None) -> "Report":
-    """Restores to a point: unpacks the newest base backup that ended before the target
-    into the empty `data_dir` and writes recovery.signal and the recovery settings
-    (restore_command runs `mevbackup_path wal-fetch --repo repo_url`). With start=True
-    the server is started as the directory's owner and watched until recovery ends.
-    `Report.data` names the backup used; `Report.text` says how to start the server."""
-    o = _PitrRestoreOpts()
-    _lib.mevb_pitr_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-    o.data_dir = os.fsencode(data_dir)
-    o.repo_url = _enc(repo_url if repo_url is not None else self.location)
-    o.target_time, o.target_lsn, o.target_name = _enc(target_time), _enc(target_lsn), _enc(target_name)
-    o.backup_id = _enc(backup)
-    o.mevbackup_path = _enc(mevbackup_path)
-    o.restore_command = _enc(restore_command)
-    o.owner = _enc(owner)
-    o.settings, o.settings_count, keep1 = _argv([f"{k}={v}" for k, v in (settings or {}).items()] or None)
-    o.tablespace_map, o.tablespace_map_count, keep2 = _argv(
-        [f"{k}={v}" for k, v in (tablespace_map or {}).items()] or None)
-    o.wal_fetch_args, o.wal_fetch_args_count, keep3 = _argv(wal_fetch_args)
-    o.start = 1 if start else 0
-    o.timeout_seconds = int(timeout_seconds)
-    o.log_file = _enc(log_file)
-    h = _p()
-    _run(self, o, progress, lambda handle: _lib.mevb_repo_restore_pitr(handle, ctypes.byref(o), ctypes.byref(h)))
-    del keep1, keep2, keep3
-    return _take_report(h)
-
-
-Repository.backup_basebackup = _backup_basebackup  # type: ignore[attr-defined]
-Repository.restore_pitr = _restore_pitr  # type: ignore[attr-defined]
