@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
 __all__ = [
     "Repository", "Backup", "Progress", "Report", "FileAction", "Error", "library_version", "__version__",
@@ -44,7 +44,7 @@ class Error(Exception):
         self.retriable = retriable
 
 
-def _error_class(name: str, code: int, doc: str) -> type:
+def _error_class(name: str, code: int, doc: str) -> Type[Error]:
     return type(name, (Error,), {"code": code, "__doc__": doc})
 
 
@@ -272,14 +272,14 @@ __version__: str = _lib.mevb_version().decode()
 
 def library_version() -> str:
     """The version of the shared library actually loaded."""
-    return _lib.mevb_version().decode()
+    return str(_lib.mevb_version().decode())
 
 
 def _enc(s: Optional[str]) -> Optional[bytes]:
     return None if s is None else os.fsencode(s) if isinstance(s, os.PathLike) else s.encode()
 
 
-def _argv(args: Optional[Sequence[str]]):
+def _argv(args: Optional[Sequence[str]]) -> Tuple[Any, int, Any]:
     if args is None:
         return None, 0, None
     keep = [os.fsencode(a) for a in args]
@@ -318,11 +318,13 @@ class Backup:
     created_at: str
     compression: str
     source_name: str
-    manifest: dict = field(repr=False, compare=False)
+    manifest: Dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
-    def _from_handle(cls, h: int) -> "Backup":
-        s = lambda f: getattr(_lib, f"mevb_backup_{f}")(h).decode()  # noqa: E731
+    def _from_handle(cls, h: Union[int, "_p", None]) -> "Backup":
+        def s(f: str) -> str:
+            return str(getattr(_lib, f"mevb_backup_{f}")(h).decode())
+
         return cls(id=s("id"), kind=s("kind"), path=s("path"), size=int(_lib.mevb_backup_size(h)),
                    sha256=s("sha256"), created_at=s("created_at"), compression=s("compression"),
                    source_name=s("source_name"), manifest=json.loads(s("manifest_json")))
@@ -335,7 +337,7 @@ class Report:
 
     status: int
     text: str
-    data: dict
+    data: Dict[str, Any]
 
 
 def _take_report(h: "_p") -> Report:
@@ -357,7 +359,7 @@ class _Callbacks:
         self.error: Optional[BaseException] = None
         self.repo = repo
 
-        def on_progress(p, _user):
+        def on_progress(p: "ctypes._Pointer[_Progress]", _user: Optional[int]) -> int:
             if progress is None:
                 return 0
             try:
@@ -376,7 +378,8 @@ class _Callbacks:
             raise self.error
 
 
-def _run(repo: "Repository", opts, progress: Optional[ProgressFn], call) -> None:
+def _run(repo: "Repository", opts: ctypes.Structure, progress: Optional[ProgressFn],
+         call: Callable[["_p"], Any]) -> None:
     """call(repo handle) with `opts.progress` calling `progress` (kept alive for the call);
     re-raises what the Python callback raised during it (it cancels the run)."""
     cb = _Callbacks(repo, progress)
@@ -388,7 +391,8 @@ def _run(repo: "Repository", opts, progress: Optional[ProgressFn], call) -> None
         raise
 
 
-def _run_backup(repo: "Repository", fn, opts, progress: Optional[ProgressFn]) -> "Backup":
+def _run_backup(repo: "Repository", fn: Callable[..., Any], opts: ctypes.Structure,
+                progress: Optional[ProgressFn]) -> "Backup":
     """A backup call of the C API: fn(repo, &opts, &backup) -> Backup."""
     h = _p()
     _run(repo, opts, progress, lambda handle: fn(handle, ctypes.byref(opts), ctypes.byref(h)))
@@ -398,7 +402,8 @@ def _run_backup(repo: "Repository", fn, opts, progress: Optional[ProgressFn]) ->
         _lib.mevb_backup_free(h)
 
 
-def _run_restore(repo: "Repository", fn, ident: Optional[str], opts, progress: Optional[ProgressFn]) -> None:
+def _run_restore(repo: "Repository", fn: Callable[..., Any], ident: Optional[str], opts: ctypes.Structure,
+                 progress: Optional[ProgressFn]) -> None:
     """A restore call of the C API: fn(repo, id, &opts)."""
     _run(repo, opts, progress, lambda handle: fn(handle, _enc(ident), ctypes.byref(opts)))
 
@@ -416,12 +421,12 @@ class Repository:
                "session_token", "sse", "sse_kms_key_id")
     _S3_INT = ("no_verify_tls", "path_style", "part_size", "concurrency", "max_attempts", "unsigned_payload")
 
-    def __init__(self, location: Union[str, os.PathLike], log: Optional[LogFn] = None,
+    def __init__(self, location: Union[str, os.PathLike[str]], log: Optional[LogFn] = None,
                  stall_timeout_seconds: int = 0, **storage: Any):
         self._h = _p()
         self._log_error: Optional[BaseException] = None
 
-        def on_log(level, message, _user):
+        def on_log(level: int, message: bytes, _user: Optional[int]) -> None:
             if log is not None:
                 try:
                     log(level, message.decode("utf-8", "replace"))
@@ -593,8 +598,8 @@ class Repository:
 
     # ---- configuration files ---------------------------------------------------------
 
-    def backup_files(self, paths: Sequence[Union[str, os.PathLike]], *,
-                     base: Optional[Union[str, os.PathLike]] = None,
+    def backup_files(self, paths: Sequence[Union[str, os.PathLike[str]]], *,
+                     base: Optional[Union[str, os.PathLike[str]]] = None,
                      exclude: Optional[Sequence[str]] = None, include_secrets: bool = False,
                      ignore_missing: bool = False, prefix: Optional[str] = None, compression: str = "gzip",
                      level: Optional[int] = None, progress: Optional[ProgressFn] = None) -> Backup:
@@ -615,7 +620,7 @@ class Repository:
         del keep_p, keep_e
         return b
 
-    def restore_files(self, backup: Union[str, Backup] = "latest", *, target: Union[str, os.PathLike],
+    def restore_files(self, backup: Union[str, Backup] = "latest", *, target: Union[str, os.PathLike[str]],
                       only: Optional[Sequence[str]] = None, dry_run: bool = False, overwrite: bool = False,
                       source: Optional[str] = None, progress: Optional[ProgressFn] = None) -> List[FileAction]:
         """Restores a files backup into `target` safely (staged, checked, moved into place
@@ -631,7 +636,7 @@ class Repository:
         o.source_name = _enc(source)
         actions: List[FileAction] = []
 
-        def on_entry(name, action, _user):
+        def on_entry(name: bytes, action: bytes, _user: Optional[int]) -> None:
             actions.append(FileAction(os.fsdecode(name), action.decode()))
 
         c_entry = _FILES_ENTRY_CB(on_entry)
@@ -690,7 +695,7 @@ class Repository:
 
     # ---- point-in-time recovery: the WAL archive ------------------------------------
 
-    def wal_push(self, path: Union[str, os.PathLike]) -> bool:
+    def wal_push(self, path: Union[str, os.PathLike[str]]) -> bool:
         """archive_command: stores the WAL file at `path` under wal/<timeline>/.
         Returns True when stored, False when the same content was already archived;
         raises AlreadyExists when different content is archived under that name."""
@@ -698,7 +703,7 @@ class Repository:
         _lib.mevb_wal_push(self._handle(), os.fsencode(path), ctypes.byref(already))
         return already.value == 0
 
-    def wal_fetch(self, name: str, dest: Union[str, os.PathLike]) -> bool:
+    def wal_fetch(self, name: str, dest: Union[str, os.PathLike[str]]) -> bool:
         """restore_command: writes archived WAL file `name` to `dest` atomically.
         Returns False (writing nothing) when the archive does not hold it."""
         try:
@@ -726,12 +731,12 @@ class Repository:
         o.allow_no_archiving = 1 if allow_no_archiving else 0
         return _run_backup(self, _lib.mevb_repo_backup_basebackup, o, progress)
 
-    def restore_pitr(self, data_dir: Union[str, os.PathLike], *, repo_url: Optional[str] = None,
+    def restore_pitr(self, data_dir: Union[str, os.PathLike[str]], *, repo_url: Optional[str] = None,
                      target_time: Optional[str] = None, target_lsn: Optional[str] = None,
                      target_name: Optional[str] = None, backup: Optional[str] = None,
                      mevbackup_path: Optional[str] = None, restore_command: Optional[str] = None,
-                     owner: Optional[str] = None, settings: Optional[dict] = None,
-                     tablespace_map: Optional[dict] = None, wal_fetch_args: Optional[Sequence[str]] = None,
+                     owner: Optional[str] = None, settings: Optional[Dict[str, Any]] = None,
+                     tablespace_map: Optional[Dict[str, Any]] = None, wal_fetch_args: Optional[Sequence[str]] = None,
                      start: bool = False, timeout_seconds: int = 0, log_file: Optional[str] = None,
                      progress: Optional[ProgressFn] = None) -> "Report":
         """Restores to a point: unpacks the newest base backup that ended before the target
