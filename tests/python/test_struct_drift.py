@@ -37,14 +37,15 @@ Layout = Dict[str, Tuple[int, Dict[str, Tuple[int, int]]]]  # struct -> (sizeof,
 
 
 def header_structs(text: str) -> Dict[str, List[str]]:
-    """{struct name: its field names in order} for every `typedef struct name { ... } name;`."""
+    """{struct name: its field names in order} for every `typedef struct [tag] { ... } name;`."""
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
     text = re.sub(r"//[^\n]*", " ", text)
     text = re.sub(r"^\s*#.*$", " ", text, flags=re.M)
     structs: Dict[str, List[str]] = {}
-    for m in re.finditer(r"typedef\s+struct\s+(\w+)\s*\{(.*?)\}\s*(\w+)\s*;", text, flags=re.S):
+    for m in re.finditer(r"typedef\s+struct\s*(\w*)\s*\{(.*?)\}\s*(\w+)\s*;", text, flags=re.S):
         tag, body, name = m.group(1), m.group(2), m.group(3)
-        assert tag == name, f"typedef struct {tag} {{...}} {name}: the tag and the name differ"
+        assert tag in ("", name), f"typedef struct {tag} {{...}} {name}: the tag and the name differ"
+        assert "{" not in body, f"{name}: a nested struct or union, which this parse does not read"
         fields: List[str] = []
         for decl in body.split(";"):
             decl = " ".join(decl.split())
@@ -256,9 +257,13 @@ typedef struct mevb_forms {
   char name[16];
   unsigned flag : 1;
 } mevb_forms;
+typedef struct {
+  int anonymous;
+} mevb_untagged;
 """)
     fields = header_structs(header.read_text())
-    assert fields == {"mevb_forms": ["struct_size", "cb", "list", "a", "b", "name", "flag"]}
+    assert fields == {"mevb_forms": ["struct_size", "cb", "list", "a", "b", "name", "flag"],
+                      "mevb_untagged": ["anonymous"]}
     # Bit-fields have no offsetof: the real header must not grow any (this one is not compiled).
     del fields["mevb_forms"][-1]
     layout = c_layout(header, fields, tmp_path)
