@@ -21,6 +21,9 @@ packages+=(libcli11-dev)
 # Fault-injection tests (network, S3, TLS, clock): faketime moves the CLI's clock,
 # openssl makes the test certificates.
 packages+=(faketime openssl)
+# The Python bindings' type check (tests/python/test_bindings_typing.py); the struct drift
+# test compiles with cc (from g++'s gcc).
+packages+=(python3-mypy)
 # Sanitizer and fuzzing jobs (docs/fuzzing.md): clang with its libFuzzer/ASan runtimes
 # (libclang-rt-dev); gcc's libasan comes with g++.
 packages+=(clang libclang-rt-dev)

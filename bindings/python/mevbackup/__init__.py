@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
 __all__ = [
     "Repository", "Backup", "Progress", "Report", "FileAction", "Error", "library_version", "__version__",
@@ -44,7 +44,7 @@ class Error(Exception):
         self.retriable = retriable
 
 
-def _error_class(name: str, code: int, doc: str) -> type:
+def _error_class(name: str, code: int, doc: str) -> Type[Error]:
     return type(name, (Error,), {"code": code, "__doc__": doc})
 
 
@@ -273,14 +273,14 @@ __version__: str = _lib.mevb_version().decode()
 
 def library_version() -> str:
     """The version of the shared library actually loaded."""
-    return _lib.mevb_version().decode()
+    return str(_lib.mevb_version().decode())
 
 
 def _enc(s: Optional[str]) -> Optional[bytes]:
     return None if s is None else os.fsencode(s) if isinstance(s, os.PathLike) else s.encode()
 
 
-def _argv(args: Optional[Sequence[str]]):
+def _argv(args: Optional[Sequence[str]]) -> Tuple[Any, int, Any]:
     if args is None:
         return None, 0, None
     keep = [os.fsencode(a) for a in args]
@@ -319,11 +319,13 @@ class Backup:
     created_at: str
     compression: str
     source_name: str
-    manifest: dict = field(repr=False, compare=False)
+    manifest: Dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
-    def _from_handle(cls, h: int) -> "Backup":
-        s = lambda f: getattr(_lib, f"mevb_backup_{f}")(h).decode()  # noqa: E731
+    def _from_handle(cls, h: Union[int, "_p", None]) -> "Backup":
+        def s(f: str) -> str:
+            return str(getattr(_lib, f"mevb_backup_{f}")(h).decode())
+
         return cls(id=s("id"), kind=s("kind"), path=s("path"), size=int(_lib.mevb_backup_size(h)),
                    sha256=s("sha256"), created_at=s("created_at"), compression=s("compression"),
                    source_name=s("source_name"), manifest=json.loads(s("manifest_json")))
@@ -336,7 +338,7 @@ class Report:
 
     status: int
     text: str
-    data: dict
+    data: Dict[str, Any]
 
 
 def _take_report(h: "_p") -> Report:
@@ -358,7 +360,7 @@ class _Callbacks:
         self.error: Optional[BaseException] = None
         self.repo = repo
 
-        def on_progress(p, _user):
+        def on_progress(p: "ctypes._Pointer[_Progress]", _user: Optional[int]) -> int:
             if progress is None:
                 return 0
             try:
@@ -377,7 +379,8 @@ class _Callbacks:
             raise self.error
 
 
-def _run(repo: "Repository", opts, progress: Optional[ProgressFn], call) -> None:
+def _run(repo: "Repository", opts: ctypes.Structure, progress: Optional[ProgressFn],
+         call: Callable[["_p"], Any]) -> None:
     """call(repo handle) with `opts.progress` calling `progress` (kept alive for the call);
     re-raises what the Python callback raised during it (it cancels the run)."""
     cb = _Callbacks(repo, progress)
@@ -389,7 +392,8 @@ def _run(repo: "Repository", opts, progress: Optional[ProgressFn], call) -> None
         raise
 
 
-def _run_backup(repo: "Repository", fn, opts, progress: Optional[ProgressFn]) -> "Backup":
+def _run_backup(repo: "Repository", fn: Callable[..., Any], opts: ctypes.Structure,
+                progress: Optional[ProgressFn]) -> "Backup":
     """A backup call of the C API: fn(repo, &opts, &backup) -> Backup."""
     h = _p()
     _run(repo, opts, progress, lambda handle: fn(handle, ctypes.byref(opts), ctypes.byref(h)))
@@ -399,7 +403,8 @@ def _run_backup(repo: "Repository", fn, opts, progress: Optional[ProgressFn]) ->
         _lib.mevb_backup_free(h)
 
 
-def _run_restore(repo: "Repository", fn, ident: Optional[str], opts, progress: Optional[ProgressFn]) -> None:
+def _run_restore(repo: "Repository", fn: Callable[..., Any], ident: Optional[str], opts: ctypes.Structure,
+                 progress: Optional[ProgressFn]) -> None:
     """A restore call of the C API: fn(repo, id, &opts)."""
     _run(repo, opts, progress, lambda handle: fn(handle, _enc(ident), ctypes.byref(opts)))
 
@@ -417,12 +422,12 @@ class Repository:
                "session_token", "sse", "sse_kms_key_id")
     _S3_INT = ("no_verify_tls", "path_style", "part_size", "concurrency", "max_attempts", "unsigned_payload")
 
-    def __init__(self, location: Union[str, os.PathLike], log: Optional[LogFn] = None,
+    def __init__(self, location: Union[str, os.PathLike[str]], log: Optional[LogFn] = None,
                  stall_timeout_seconds: int = 0, **storage: Any):
         self._h = _p()
         self._log_error: Optional[BaseException] = None
 
-        def on_log(level, message, _user):
+        def on_log(level: int, message: bytes, _user: Optional[int]) -> None:
             if log is not None:
                 try:
                     log(level, message.decode("utf-8", "replace"))
@@ -594,8 +599,8 @@ class Repository:
 
     # ---- configuration files ---------------------------------------------------------
 
-    def backup_files(self, paths: Sequence[Union[str, os.PathLike]], *,
-                     base: Optional[Union[str, os.PathLike]] = None,
+    def backup_files(self, paths: Sequence[Union[str, os.PathLike[str]]], *,
+                     base: Optional[Union[str, os.PathLike[str]]] = None,
                      exclude: Optional[Sequence[str]] = None, include_secrets: bool = False,
                      ignore_missing: bool = False, prefix: Optional[str] = None, compression: str = "gzip",
                      level: Optional[int] = None, progress: Optional[ProgressFn] = None) -> Backup:
@@ -616,7 +621,7 @@ class Repository:
         del keep_p, keep_e
         return b
 
-    def restore_files(self, backup: Union[str, Backup] = "latest", *, target: Union[str, os.PathLike],
+    def restore_files(self, backup: Union[str, Backup] = "latest", *, target: Union[str, os.PathLike[str]],
                       only: Optional[Sequence[str]] = None, dry_run: bool = False, overwrite: bool = False,
                       source: Optional[str] = None, progress: Optional[ProgressFn] = None,
                       keep_special_modes: bool = False) -> List[FileAction]:
@@ -635,7 +640,7 @@ class Repository:
         o.source_name = _enc(source)
         actions: List[FileAction] = []
 
-        def on_entry(name, action, _user):
+        def on_entry(name: bytes, action: bytes, _user: Optional[int]) -> None:
             actions.append(FileAction(os.fsdecode(name), action.decode()))
 
         c_entry = _FILES_ENTRY_CB(on_entry)
@@ -643,6 +648,131 @@ class Repository:
         _run_restore(self, _lib.mevb_repo_restore_files, ident, o, progress)
         del keep, c_entry
         return actions
+
+    # ---- Redis (C declarations after the class) ----------------------------------------
+
+    def backup_redis(self, url: str, *, password: Optional[str] = None, mode: str = "auto",
+                     prefix: Optional[str] = None, compression: str = "gzip", level: Optional[int] = None,
+                     timeout: int = 0, progress: Optional[ProgressFn] = None,
+                     allow_modules: bool = False) -> Backup:
+        """Backs up the Redis server at `url` (redis://[user@]host:port) as an RDB.
+
+        `mode` is "auto", "bgsave" or "replication". The password is `password`, else the
+        URL's, else the environment variable MEVBACKUP_REDIS_PASSWORD. An RDB holding module
+        data is refused unless `allow_modules`."""
+        o = _RedisBackupOpts()
+        _lib.mevb_redis_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.url = _enc(url)
+        o.password = _enc(password)
+        o.mode = _enc(mode)
+        o.name_prefix = _enc(prefix)
+        o.compression = _enc(compression)
+        o.level = -1 if level is None else int(level)
+        o.timeout_seconds = int(timeout)
+        o.allow_modules = 1 if allow_modules else 0
+        return _run_backup(self, _lib.mevb_repo_backup_redis, o, progress)
+
+    def restore_redis(self, backup: Union[str, Backup] = "latest", *, data_dir: Optional[str] = None,
+                      redis_url: Optional[str] = None, rdb_name: Optional[str] = None,
+                      before: Optional[Sequence[str]] = None, after: Optional[Sequence[str]] = None,
+                      target_rdb_version: int = 0, source: Optional[str] = None, password: Optional[str] = None,
+                      replace: bool = False, flush: bool = False, progress: Optional[ProgressFn] = None) -> None:
+        """Restores `backup` (an id, a Backup or "latest"), either offline or live.
+
+        Offline (`data_dir`): atomically into a stopped server's directory; `before` and
+        `after` are argv lists run (without a shell) around the moment the RDB is renamed
+        into place, e.g. to stop and start the server. Live (`redis_url`): key by key with
+        RESTORE into a running server, refused when it holds keys unless `replace` or
+        `flush`. Raises NotEmpty, VersionMismatch, Corrupt (the target untouched), ..."""
+        ident = backup.id if isinstance(backup, Backup) else backup
+        o = _RedisRestoreOpts()
+        _lib.mevb_redis_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.data_dir = _enc(str(data_dir) if data_dir is not None else None)
+        o.redis_url = _enc(redis_url)
+        o.rdb_name = _enc(rdb_name)
+        o.before, o.before_count, keep_b = _argv(before)
+        o.after, o.after_count, keep_a = _argv(after)
+        o.target_rdb_version = int(target_rdb_version)
+        o.source_name = _enc(source)
+        o.password = _enc(password)
+        o.replace = 1 if replace else 0
+        o.flush = 1 if flush else 0
+        _run_restore(self, _lib.mevb_repo_restore_redis, ident, o, progress)
+        del keep_b, keep_a
+
+    # ---- point-in-time recovery: the WAL archive ------------------------------------
+
+    def wal_push(self, path: Union[str, os.PathLike[str]]) -> bool:
+        """archive_command: stores the WAL file at `path` under wal/<timeline>/.
+        Returns True when stored, False when the same content was already archived;
+        raises AlreadyExists when different content is archived under that name."""
+        already = ctypes.c_int(0)
+        _lib.mevb_wal_push(self._handle(), os.fsencode(path), ctypes.byref(already))
+        return already.value == 0
+
+    def wal_fetch(self, name: str, dest: Union[str, os.PathLike[str]]) -> bool:
+        """restore_command: writes archived WAL file `name` to `dest` atomically.
+        Returns False (writing nothing) when the archive does not hold it."""
+        try:
+            _lib.mevb_wal_fetch(self._handle(), _enc(name), os.fsencode(dest))
+        except NotFound:
+            return False
+        return True
+
+    # ---- point-in-time recovery: base backups and restore to a point (C declarations after the class)
+
+    def backup_basebackup(self, dbname: str, *, prefix: Optional[str] = None,
+                          compression: str = "gzip", level: Optional[int] = None, spread_checkpoint: bool = False,
+                          max_rate_kbps: int = 0, allow_no_archiving: bool = False,
+                          progress: Optional[ProgressFn] = None) -> "Backup":
+        """Streams a base backup of the server `dbname` (a libpq conninfo; the role needs
+        REPLICATION) over the replication protocol into basebackup/<id>/."""
+        o = _BaseBackupOpts()
+        _lib.mevb_basebackup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.conninfo = _enc(dbname)
+        o.name_prefix = _enc(prefix)
+        o.compression = _enc(compression)
+        o.level = -1 if level is None else int(level)
+        o.spread_checkpoint = 1 if spread_checkpoint else 0
+        o.max_rate_kbps = int(max_rate_kbps)
+        o.allow_no_archiving = 1 if allow_no_archiving else 0
+        return _run_backup(self, _lib.mevb_repo_backup_basebackup, o, progress)
+
+    def restore_pitr(self, data_dir: Union[str, os.PathLike[str]], *, repo_url: Optional[str] = None,
+                     target_time: Optional[str] = None, target_lsn: Optional[str] = None,
+                     target_name: Optional[str] = None, backup: Optional[str] = None,
+                     mevbackup_path: Optional[str] = None, restore_command: Optional[str] = None,
+                     owner: Optional[str] = None, settings: Optional[Dict[str, Any]] = None,
+                     tablespace_map: Optional[Dict[str, Any]] = None, wal_fetch_args: Optional[Sequence[str]] = None,
+                     start: bool = False, timeout_seconds: int = 0, log_file: Optional[str] = None,
+                     progress: Optional[ProgressFn] = None) -> "Report":
+        """Restores to a point: unpacks the newest base backup that ended before the target
+        into the empty `data_dir` and writes recovery.signal and the recovery settings
+        (restore_command runs `mevbackup_path wal-fetch --repo repo_url`). With start=True
+        the server is started as the directory's owner and watched until recovery ends.
+        `Report.data` names the backup used; `Report.text` says how to start the server."""
+        o = _PitrRestoreOpts()
+        _lib.mevb_pitr_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.data_dir = os.fsencode(data_dir)
+        o.repo_url = _enc(repo_url if repo_url is not None else self.location)
+        o.target_time, o.target_lsn, o.target_name = _enc(target_time), _enc(target_lsn), _enc(target_name)
+        o.backup_id = _enc(backup)
+        o.mevbackup_path = _enc(mevbackup_path)
+        o.restore_command = _enc(restore_command)
+        o.owner = _enc(owner)
+        o.settings, o.settings_count, keep1 = _argv([f"{k}={v}" for k, v in (settings or {}).items()] or None)
+        o.tablespace_map, o.tablespace_map_count, keep2 = _argv(
+            [f"{k}={v}" for k, v in (tablespace_map or {}).items()] or None)
+        o.wal_fetch_args, o.wal_fetch_args_count, keep3 = _argv(wal_fetch_args)
+        o.start = 1 if start else 0
+        o.timeout_seconds = int(timeout_seconds)
+        o.log_file = _enc(log_file)
+        h = _p()
+        _run(self, o, progress, lambda handle: _lib.mevb_repo_restore_pitr(handle, ctypes.byref(o), ctypes.byref(h)))
+        del keep1, keep2, keep3
+        return _take_report(h)
+
+
 # ---- Redis ------------------------------------------------------------------------------
 
 
@@ -668,90 +798,11 @@ _declare("mevb_redis_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_RedisRes
 _declare("mevb_repo_restore_redis", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_RedisRestoreOpts)], True)
 
 
-def _backup_redis(self: "Repository", url: str, *, password: Optional[str] = None, mode: str = "auto",
-                  prefix: Optional[str] = None, compression: str = "gzip", level: Optional[int] = None,
-                  timeout: int = 0, progress: Optional[ProgressFn] = None, allow_modules: bool = False) -> Backup:
-    """Backs up the Redis server at `url` (redis://[user@]host:port) as an RDB.
-
-    `mode` is "auto", "bgsave" or "replication". The password is `password`, else the
-    URL's, else the environment variable MEVBACKUP_REDIS_PASSWORD. An RDB holding module
-    data is refused unless `allow_modules`."""
-    o = _RedisBackupOpts()
-    _lib.mevb_redis_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-    o.url = _enc(url)
-    o.password = _enc(password)
-    o.mode = _enc(mode)
-    o.name_prefix = _enc(prefix)
-    o.compression = _enc(compression)
-    o.level = -1 if level is None else int(level)
-    o.timeout_seconds = int(timeout)
-    o.allow_modules = 1 if allow_modules else 0
-    return _run_backup(self, _lib.mevb_repo_backup_redis, o, progress)
-
-
-def _restore_redis(self: "Repository", backup: Union[str, Backup] = "latest", *, data_dir: Optional[str] = None,
-                   redis_url: Optional[str] = None, rdb_name: Optional[str] = None,
-                   before: Optional[Sequence[str]] = None, after: Optional[Sequence[str]] = None,
-                   target_rdb_version: int = 0, source: Optional[str] = None, password: Optional[str] = None,
-                   replace: bool = False, flush: bool = False, progress: Optional[ProgressFn] = None) -> None:
-    """Restores `backup` (an id, a Backup or "latest"), either offline or live.
-
-    Offline (`data_dir`): atomically into a stopped server's directory; `before` and
-    `after` are argv lists run (without a shell) around the moment the RDB is renamed
-    into place, e.g. to stop and start the server. Live (`redis_url`): key by key with
-    RESTORE into a running server, refused when it holds keys unless `replace` or
-    `flush`. Raises NotEmpty, VersionMismatch, Corrupt (the target untouched), ..."""
-    ident = backup.id if isinstance(backup, Backup) else backup
-    o = _RedisRestoreOpts()
-    _lib.mevb_redis_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-    o.data_dir = _enc(str(data_dir) if data_dir is not None else None)
-    o.redis_url = _enc(redis_url)
-    o.rdb_name = _enc(rdb_name)
-    o.before, o.before_count, keep_b = _argv(before)
-    o.after, o.after_count, keep_a = _argv(after)
-    o.target_rdb_version = int(target_rdb_version)
-    o.source_name = _enc(source)
-    o.password = _enc(password)
-    o.replace = 1 if replace else 0
-    o.flush = 1 if flush else 0
-    _run_restore(self, _lib.mevb_repo_restore_redis, ident, o, progress)
-    del keep_b, keep_a
-
-
-Repository.backup_redis = _backup_redis  # type: ignore[attr-defined]
-Repository.restore_redis = _restore_redis  # type: ignore[attr-defined]
-
-
-# ---- point-in-time recovery: the WAL archive ----------------------------------
-
-
-def _wal_push(self: "Repository", path: Union[str, os.PathLike]) -> bool:
-    """archive_command: stores the WAL file at `path` under wal/<timeline>/.
-    Returns True when stored, False when the same content was already archived;
-    raises AlreadyExists when different content is archived under that name."""
-    already = ctypes.c_int(0)
-    _lib.mevb_wal_push(self._handle(), os.fsencode(path), ctypes.byref(already))
-    return already.value == 0
-
-
-def _wal_fetch(self: "Repository", name: str, dest: Union[str, os.PathLike]) -> bool:
-    """restore_command: writes archived WAL file `name` to `dest` atomically.
-    Returns False (writing nothing) when the archive does not hold it."""
-    try:
-        _lib.mevb_wal_fetch(self._handle(), _enc(name), os.fsencode(dest))
-    except NotFound:
-        return False
-    return True
-
-
-Repository.wal_push = _wal_push  # type: ignore[attr-defined]
-Repository.wal_fetch = _wal_fetch  # type: ignore[attr-defined]
-
-
 # ---- point-in-time recovery: base backups and restore to a point ---------------
 
 
 class _BaseBackupOpts(ctypes.Structure):
+    _c_name_ = "mevb_basebackup_opts"  # the C struct (tests/python/test_struct_drift.py)
     _fields_ = [("struct_size", ctypes.c_uint32), ("conninfo", ctypes.c_char_p), ("name_prefix", ctypes.c_char_p),
                 ("compression", ctypes.c_char_p), ("level", ctypes.c_int), ("spread_checkpoint", ctypes.c_int),
                 ("max_rate_kbps", ctypes.c_uint32), ("allow_no_archiving", ctypes.c_int),
@@ -775,60 +826,3 @@ _declare("mevb_repo_backup_basebackup", ctypes.c_int, [_p, ctypes.POINTER(_BaseB
          True)
 _declare("mevb_pitr_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_PitrRestoreOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_restore_pitr", ctypes.c_int, [_p, ctypes.POINTER(_PitrRestoreOpts), ctypes.POINTER(_p)], True)
-
-
-def _backup_basebackup(self: "Repository", dbname: str, *, prefix: Optional[str] = None,
-                       compression: str = "gzip", level: Optional[int] = None, spread_checkpoint: bool = False,
-                       max_rate_kbps: int = 0, allow_no_archiving: bool = False,
-                       progress: Optional[ProgressFn] = None) -> "Backup":
-    """Streams a base backup of the server `dbname` (a libpq conninfo; the role needs
-    REPLICATION) over the replication protocol into basebackup/<id>/."""
-    o = _BaseBackupOpts()
-    _lib.mevb_basebackup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-    o.conninfo = _enc(dbname)
-    o.name_prefix = _enc(prefix)
-    o.compression = _enc(compression)
-    o.level = -1 if level is None else int(level)
-    o.spread_checkpoint = 1 if spread_checkpoint else 0
-    o.max_rate_kbps = int(max_rate_kbps)
-    o.allow_no_archiving = 1 if allow_no_archiving else 0
-    return _run_backup(self, _lib.mevb_repo_backup_basebackup, o, progress)
-
-
-def _restore_pitr(self: "Repository", data_dir: Union[str, os.PathLike], *, repo_url: Optional[str] = None,
-                  target_time: Optional[str] = None, target_lsn: Optional[str] = None,
-                  target_name: Optional[str] = None, backup: Optional[str] = None,
-                  mevbackup_path: Optional[str] = None, restore_command: Optional[str] = None,
-                  owner: Optional[str] = None, settings: Optional[dict] = None,
-                  tablespace_map: Optional[dict] = None, wal_fetch_args: Optional[Sequence[str]] = None,
-                  start: bool = False, timeout_seconds: int = 0, log_file: Optional[str] = None,
-                  progress: Optional[ProgressFn] = None) -> "Report":
-    """Restores to a point: unpacks the newest base backup that ended before the target
-    into the empty `data_dir` and writes recovery.signal and the recovery settings
-    (restore_command runs `mevbackup_path wal-fetch --repo repo_url`). With start=True
-    the server is started as the directory's owner and watched until recovery ends.
-    `Report.data` names the backup used; `Report.text` says how to start the server."""
-    o = _PitrRestoreOpts()
-    _lib.mevb_pitr_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-    o.data_dir = os.fsencode(data_dir)
-    o.repo_url = _enc(repo_url if repo_url is not None else self.location)
-    o.target_time, o.target_lsn, o.target_name = _enc(target_time), _enc(target_lsn), _enc(target_name)
-    o.backup_id = _enc(backup)
-    o.mevbackup_path = _enc(mevbackup_path)
-    o.restore_command = _enc(restore_command)
-    o.owner = _enc(owner)
-    o.settings, o.settings_count, keep1 = _argv([f"{k}={v}" for k, v in (settings or {}).items()] or None)
-    o.tablespace_map, o.tablespace_map_count, keep2 = _argv(
-        [f"{k}={v}" for k, v in (tablespace_map or {}).items()] or None)
-    o.wal_fetch_args, o.wal_fetch_args_count, keep3 = _argv(wal_fetch_args)
-    o.start = 1 if start else 0
-    o.timeout_seconds = int(timeout_seconds)
-    o.log_file = _enc(log_file)
-    h = _p()
-    _run(self, o, progress, lambda handle: _lib.mevb_repo_restore_pitr(handle, ctypes.byref(o), ctypes.byref(h)))
-    del keep1, keep2, keep3
-    return _take_report(h)
-
-
-Repository.backup_basebackup = _backup_basebackup  # type: ignore[attr-defined]
-Repository.restore_pitr = _restore_pitr  # type: ignore[attr-defined]
