@@ -167,3 +167,26 @@ TEST_CASE("write_file_atomically replaces the file whole, mode 0644") {
   CHECK(files_under(dir.path()) == std::vector<std::string>{"metrics.prom"});
   CHECK_THROWS_AS(write_file_atomically(dir / "no/such/dir/x", "y"), Error);
 }
+
+TEST_CASE("prune never deletes through a link planted in the repository") {
+  TempDir dir;
+  std::string outside = dir / "precious";
+  auto other = make_local_storage(outside);
+  for (auto k : {"db_20200101_000000.dump.gz", "deep/file", ".x.tmp-0123"}) other->write_small(k, "keep me");
+  struct utimbuf old {1577836800, 1577836800};  // 2020: long past any grace period
+  for (auto k : {"db_20200101_000000.dump.gz", "deep/file", ".x.tmp-0123"})
+    REQUIRE(utime((outside + "/" + k).c_str(), &old) == 0);
+  FixedClock clock("2026-11-01T02:00:00Z");
+  Repository repo(make_local_storage(dir / "repo"), clock);
+  add(repo, clock, "2026-11-01T02:00:00Z");
+  REQUIRE(symlink(outside.c_str(), (dir / "repo/attic").c_str()) == 0);
+  REQUIRE(symlink(outside.c_str(), (dir / "repo/database/attic").c_str()) == 0);
+  PruneOptions o;
+  auto res = prune(repo, o, parse_rfc3339("2026-11-10T00:00:00Z"), {});
+  CHECK(res.deleted == 0);
+  CHECK(res.decisions.size() == 1);  // the one backup; nothing behind the links was looked at
+  CHECK(files_under(outside) == std::vector<std::string>{".x.tmp-0123", "db_20200101_000000.dump.gz", "deep/file"});
+  auto v = verify(repo, "all", {}, {});
+  REQUIRE(v.size() == 1);
+  CHECK(v[0].verification.ok);
+}
