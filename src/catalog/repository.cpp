@@ -8,6 +8,7 @@
 #include "mevbackup/digest.hpp"
 #include "mevbackup/lock.hpp"
 #include "mevbackup/version.hpp"
+#include "../io/byte_limit.hpp"
 
 namespace mevbackup {
 
@@ -159,9 +160,14 @@ void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext&
   Compression comp = parse_compression(m.compression);
   auto dec = make_decompressor(comp);
   MagicCheck magic(comp, m.path);
+  // Bounded by the manifest before anything reaches the sink: a restorer or verify
+  // never writes more than the backup declared (a decompression bomb fails early).
+  ByteLimit stored_limit(m.size, fmt::format("artifact {}", m.path));
+  ByteLimit payload_limit(m.payload_size, fmt::format("the payload of {}", m.path));
   Pipeline p(*src);
-  p.observe(sha).observe(n).observe(magic);
+  p.observe(sha).observe(n).observe(stored_limit).observe(magic);
   if (dec) p.then(*dec);
+  p.observe(payload_limit);
   p.before_commit([&] {
     if (n.count() != m.size)
       throw Error(Code::corrupt, fmt::format("artifact {}: read {} bytes, manifest says {}", m.path, n.count(), m.size));

@@ -190,3 +190,42 @@ TEST_CASE("prune never deletes through a link planted in the repository") {
   REQUIRE(v.size() == 1);
   CHECK(v[0].verification.ok);
 }
+
+TEST_CASE("restore stops as soon as the output passes the manifest's payload size (a decompression bomb)") {
+  TempDir dir;
+  FixedClock clock("2026-11-01T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  Manifest m = add(repo, clock, "2026-11-01T02:00:00Z");
+  // The artifact swapped for 64 MiB of zeros (64 KiB gzipped); its stored size and
+  // SHA-256 made to match, the payload size left at what the manifest declared.
+  repo.storage().remove(m.path);
+  MemorySource bomb(std::vector<std::byte>(64 << 20));
+  StoredDigest d = store_compressed(repo.storage(), m.path, bomb, Compression::gzip, 1, {}, "test");
+  Manifest hostile = m;
+  hostile.size = d.size;
+  hostile.sha256 = d.sha256;
+  repo.storage().remove(m.key());
+  repo.storage().write_small(m.key(), hostile.to_string());
+
+  struct Counting final : Sink {
+    uint64_t n = 0;
+    bool committed = false;
+    void write(Bytes b) override { n += b.size(); }
+    void commit() override { committed = true; }
+    void abort() noexcept override {}
+  } sink;
+  try {
+    repo.restore_stream(hostile, sink, {});
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::corrupt);
+    CHECK(std::string(e.what()).find(fmt::format("the payload of {} is larger than the {} bytes its manifest declares; "
+                                                 "stopped after ",
+                                                 m.path, m.payload_size)) == 0);
+  }
+  CHECK(sink.n <= m.payload_size);
+  CHECK_FALSE(sink.committed);
+  auto v = verify(repo, m.id, {}, {});
+  CHECK_FALSE(v[0].verification.ok);
+  CHECK(v[0].verification.message.find("larger than the 5000 bytes its manifest declares") != std::string::npos);
+}
