@@ -45,6 +45,10 @@ struct Verification {
   bool ok = false;
   std::string message;      // what failed, or a summary of what was checked
   nlohmann::json checks = nlohmann::json::array();
+  // When a failed verification replaced a good one: when the backup last verified good
+  // (kept across failures, so retention still knows it once was). Empty otherwise.
+  std::string last_ok_at;
+  bool ever_ok() const { return ok || !last_ok_at.empty(); }
   nlohmann::json to_json() const;
   static Verification from_json(const nlohmann::json& j, const std::string& where);
 };
@@ -99,7 +103,8 @@ class Repository {
   std::vector<Manifest> list(const std::string& kind = "", const LogFn& log = {});
   // Manifests, verification records and incomplete objects, from one listing.
   Catalog catalog(const std::string& kind = "", const LogFn& log = {});
-  // Stores `v` as the backup's latest verification (replacing an earlier record).
+  // Stores `v` as the backup's latest verification (replacing an earlier record). A
+  // failed `v` inherits the earlier record's last good time (Verification::last_ok_at).
   void record_verification(const Manifest& m, const Verification& v);
   // Deletes a backup: the artifact first, its verification record, the manifest last.
   void remove_backup(const Manifest& m);

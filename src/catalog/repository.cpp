@@ -181,7 +181,9 @@ void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext&
 }
 
 nlohmann::json Verification::to_json() const {
-  return {{"verified_at", verified_at}, {"outcome", ok ? "ok" : "failed"}, {"message", message}, {"checks", checks}};
+  nlohmann::json j = {{"verified_at", verified_at}, {"outcome", ok ? "ok" : "failed"}, {"message", message}, {"checks", checks}};
+  if (!ok && !last_ok_at.empty()) j["last_ok_at"] = last_ok_at;
+  return j;
 }
 
 Verification Verification::from_json(const nlohmann::json& j, const std::string& where) {
@@ -193,6 +195,7 @@ Verification Verification::from_json(const nlohmann::json& j, const std::string&
   v.ok = j["outcome"] == "ok";
   v.message = j.value("message", "");
   if (j.contains("checks") && j["checks"].is_array()) v.checks = j["checks"];
+  if (!v.ok && j.contains("last_ok_at") && j["last_ok_at"].is_string()) v.last_ok_at = j["last_ok_at"].get<std::string>();
   return v;
 }
 
@@ -262,8 +265,17 @@ std::vector<Manifest> Repository::list(const std::string& kind, const LogFn& log
   return out;
 }
 
-void Repository::record_verification(const Manifest& m, const Verification& v) {
+void Repository::record_verification(const Manifest& m, const Verification& given) {
   std::string key = m.path + Verification::kSuffix;
+  Verification v = given;
+  if (!v.ok && v.last_ok_at.empty() && storage_->stat(key)) {
+    try {
+      Verification before = Verification::from_json(nlohmann::json::parse(storage_->read_small(key, 16 << 20)), key);
+      v.last_ok_at = before.ok ? before.verified_at : before.last_ok_at;
+    } catch (const std::exception&) {
+      // An unreadable earlier record tells nothing: the new one stands alone.
+    }
+  }
   // Records are the one thing replaced in place: remove, then publish the new one.
   // A crash in between leaves the backup "unverified", never falsely verified.
   storage_->remove(key);

@@ -191,6 +191,37 @@ TEST_CASE("prune never deletes through a link planted in the repository") {
   CHECK(v[0].verification.ok);
 }
 
+TEST_CASE("a backup that verified good and later failed is kept by prune until a newer one verifies good") {
+  TempDir dir;
+  FixedClock clock("2026-11-01T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  Manifest a = add(repo, clock, "2026-11-01T02:00:00Z");
+  clock.set("2026-11-01T03:00:00Z");
+  REQUIRE(verify(repo, a.id, {}, {})[0].verification.ok);
+  Verification failed;
+  failed.verified_at = "2026-11-02T00:00:00Z";
+  failed.message = "restore: pg_restore exited 1";
+  repo.record_verification(a, failed);
+  auto rec = repo.catalog().backups[0].verification;
+  REQUIRE(rec);
+  CHECK_FALSE(rec->ok);
+  CHECK(rec->last_ok_at == "2026-11-01T03:00:00Z");
+  failed.verified_at = "2026-11-03T00:00:00Z";
+  repo.record_verification(a, failed);  // a second failure keeps when it was last good
+  CHECK(repo.catalog().backups[0].verification->last_ok_at == "2026-11-01T03:00:00Z");
+  Manifest b = add(repo, clock, "2026-11-03T02:00:00Z");
+  PruneOptions o;
+  o.policy.keep_last = 1;
+  prune(repo, o, parse_rfc3339("2026-11-04T00:00:00Z"), {});
+  CHECK(repo.list().size() == 2);
+  clock.set("2026-11-04T01:00:00Z");
+  REQUIRE(verify(repo, b.id, {}, {})[0].verification.ok);
+  prune(repo, o, parse_rfc3339("2026-11-04T02:00:00Z"), {});
+  auto left = repo.list();
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].id == b.id);
+}
+
 TEST_CASE("restore stops as soon as the output passes the manifest's payload size (a decompression bomb)") {
   TempDir dir;
   FixedClock clock("2026-11-01T02:00:00Z");
