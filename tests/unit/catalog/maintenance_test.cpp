@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <utime.h>
 
 #include <regex>
@@ -168,6 +171,24 @@ TEST_CASE("write_file_atomically replaces the file whole, mode 0644") {
   CHECK_THROWS_AS(write_file_atomically(dir / "no/such/dir/x", "y"), Error);
 }
 
+namespace {
+
+// A TCP port on 127.0.0.1 where nothing listens (bound, then closed): connections are refused.
+int refused_port() {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(s >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+}  // namespace
+
 TEST_CASE("prune never deletes through a link planted in the repository") {
   TempDir dir;
   std::string outside = dir / "precious";
@@ -189,6 +210,41 @@ TEST_CASE("prune never deletes through a link planted in the repository") {
   auto v = verify(repo, "all", {}, {});
   REQUIRE(v.size() == 1);
   CHECK(v[0].verification.ok);
+}
+
+TEST_CASE("verify with the restore-test server down records nothing and throws; the good backups survive prune") {
+  TempDir dir;
+  FixedClock clock("2026-11-01T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  Manifest a = add(repo, clock, "2026-11-01T02:00:00Z");
+  Manifest b = add(repo, clock, "2026-11-02T02:00:00Z");
+  clock.set("2026-11-02T03:00:00Z");
+  for (auto& r : verify(repo, "all", {}, {})) CHECK(r.verification.ok);
+  std::string record_a = testutil::slurp(dir / (a.path + Verification::kSuffix));
+  VerifyOptions vo;
+  vo.restore_test_conninfo =
+      fmt::format("host=127.0.0.1 port={} user=nobody dbname=postgres connect_timeout=5", refused_port());
+  clock.set("2026-11-03T00:00:00Z");
+  try {
+    verify(repo, "all", vo, {});
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::connection);
+    CHECK(std::string(e.what()).find("could not verify " + a.id) == 0);
+    CHECK(std::string(e.what()).find("not a fault of the backup: nothing recorded") != std::string::npos);
+  }
+  CHECK(testutil::slurp(dir / (a.path + Verification::kSuffix)) == record_a);  // still the good record
+  auto cat = repo.catalog();
+  REQUIRE(cat.backups.size() == 2);
+  CHECK(cat.backups[0].verification->ok);
+  CHECK(cat.backups[1].verification->ok);
+  Manifest c = add(repo, clock, "2026-11-03T02:00:00Z");
+  PruneOptions o;
+  o.policy.keep_last = 1;
+  prune(repo, o, parse_rfc3339("2026-11-04T00:00:00Z"), {});
+  std::vector<std::string> left;
+  for (auto& m : repo.list()) left.push_back(m.id);
+  CHECK(left == std::vector<std::string>{b.id, c.id});  // the newest good one, and the last
 }
 
 TEST_CASE("a backup that verified good and later failed is kept by prune until a newer one verifies good") {
