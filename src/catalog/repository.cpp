@@ -237,7 +237,7 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
       Manifest m = Manifest::parse(storage_->read_small(k, 64 << 20), k);
       if (m.key() != k) throw Error(Code::corrupt, fmt::format("manifest {} describes another artifact ({})", k, m.path));
       if (!kind.empty() && m.kind != kind) continue;
-      CatalogEntry e{std::move(m), std::nullopt};
+      CatalogEntry e{m.summary(), std::nullopt};
       std::string vkey = e.manifest.path + vsuffix;
       if (keys.count(vkey)) {
         try {
@@ -257,6 +257,14 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
     return std::tie(a.manifest.started_at, a.manifest.id) < std::tie(b.manifest.started_at, b.manifest.id);
   });
   return cat;
+}
+
+Manifest Repository::load(const Manifest& listed) {
+  std::string k = listed.key();
+  Manifest m = Manifest::parse(storage_->read_small(k, 64 << 20), k);
+  if (m.key() != k || m.id != listed.id)
+    throw Error(Code::corrupt, fmt::format("manifest {} now describes another backup ({})", k, m.id));
+  return m;
 }
 
 std::vector<Manifest> Repository::list(const std::string& kind, const LogFn& log) {
@@ -310,10 +318,10 @@ Manifest Repository::find(const std::string& id_or_latest, const std::string& ki
       throw Error(Code::invalid_argument,
                   fmt::format("\"latest\" is ambiguous: {} holds backups of {}; name the source", storage_->describe(), names));
     }
-    return match.back();
+    return load(match.back());
   }
   for (auto& m : match)
-    if (m.id == id_or_latest || m.path == id_or_latest) return m;
+    if (m.id == id_or_latest || m.path == id_or_latest) return load(m);
   throw Error(Code::not_found, fmt::format("no {} \"{}\" in {}", what, id_or_latest, storage_->describe()));
 }
 
