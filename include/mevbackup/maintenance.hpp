@@ -40,7 +40,10 @@ struct VerifyResult {
   Verification verification;
 };
 // which: an id, "latest" or "all". Never throws for a backup that fails verification
-// (that is a result); throws when the repository itself cannot be read.
+// (that is a result: its bytes are corrupt or missing, or its restore failed); throws,
+// recording nothing for that backup, when the check itself could not run (the storage
+// or the restore-test server unreachable, bad credentials, a query that fails), so an
+// outage is never mistaken for bad backups. Backups verified before are recorded.
 std::vector<VerifyResult> verify(Repository& repo, const std::string& which, const VerifyOptions& opts,
                                  const RunContext& ctx);
 

@@ -41,6 +41,13 @@ struct Manifest {
   // and backup_manifest, from source.files), deleted with it; empty for other kinds.
   std::vector<std::string> extra_paths() const;
 
+  // What a listing keeps of a manifest: every field, but of `source` only its scalar
+  // facts (versions, LSNs, times) and the part list of a multi-part backup ("files");
+  // bulky facts (row counts per table, archive members, RDB key counts) are dropped, so
+  // a catalog of many large manifests stays small. Restores and verify read the whole
+  // manifest again (Repository::find, Repository::load).
+  Manifest summary() const;
+
   nlohmann::json to_json() const;
   std::string to_string() const;  // pretty JSON, newline-terminated
   // Throws corrupt naming `where` and the missing/invalid field.

@@ -45,6 +45,10 @@ struct Verification {
   bool ok = false;
   std::string message;      // what failed, or a summary of what was checked
   nlohmann::json checks = nlohmann::json::array();
+  // When a failed verification replaced a good one: when the backup last verified good
+  // (kept across failures, so retention still knows it once was). Empty otherwise.
+  std::string last_ok_at;
+  bool ever_ok() const { return ok || !last_ok_at.empty(); }
   nlohmann::json to_json() const;
   static Verification from_json(const nlohmann::json& j, const std::string& where);
 };
@@ -94,17 +98,22 @@ class Repository {
   // of the stored bytes against the manifest before the sink may commit.
   void restore_stream(const Manifest& m, Sink& sink, const RunContext& ctx);
 
-  // The catalog: every manifest (optionally of one kind), oldest first. Unreadable
-  // manifests are reported through `log` and skipped.
+  // The catalog: every manifest (optionally of one kind), oldest first, as summaries
+  // (Manifest::summary). Unreadable manifests are reported through `log` and skipped.
   std::vector<Manifest> list(const std::string& kind = "", const LogFn& log = {});
-  // Manifests, verification records and incomplete objects, from one listing.
+  // Manifests (summaries), verification records and incomplete objects, from one listing.
   Catalog catalog(const std::string& kind = "", const LogFn& log = {});
-  // Stores `v` as the backup's latest verification (replacing an earlier record).
+  // The whole manifest of a listed backup, read again; throws corrupt when it changed
+  // into another backup's or cannot be parsed, not_found when it is gone.
+  Manifest load(const Manifest& listed);
+  // Stores `v` as the backup's latest verification (replacing an earlier record). A
+  // failed `v` inherits the earlier record's last good time (Verification::last_ok_at).
   void record_verification(const Manifest& m, const Verification& v);
   // Deletes a backup: the artifact first, its verification record, the manifest last.
   void remove_backup(const Manifest& m);
 
   // "latest" or an id; `kind` and `source_name` (if not empty) narrow the search.
+  // Returns the whole manifest (Repository::load).
   Manifest find(const std::string& id_or_latest, const std::string& kind, const std::string& source_name = "",
                 const LogFn& log = {});
 

@@ -4,7 +4,11 @@
 // keeps it. Invariants, whatever the policy:
 //  - the keep_last (>= 1) newest usable backups are kept, so retention can never empty
 //    a group, however old its backups are (the runbook's `find -mtime +30 -delete` did);
-//  - the newest verified-good backup is kept;
+//  - the newest verified-good backup is kept, and so is the newest backup that ever
+//    verified good (its latest record may say failed) until a newer one verifies good;
+//  - a backup finished after now + future_allowance (a host with a wrong clock) counts
+//    for no rule and is kept: its age is unknown, so no rule can say it is old, and
+//    it must not take the newest slot of keep_last from the real newest backup;
 //  - a backup whose verification failed counts for no rule; it is deleted only when the
 //    group keeps at least one usable backup;
 //  - an incomplete artifact (no manifest) is never counted, and is deleted only when
@@ -27,6 +31,9 @@ struct RetentionPolicy {
   int keep_monthly = 0;
   int keep_yearly = 0;
   std::chrono::seconds incomplete_grace{24 * 3600};
+  // How far in the future a backup may have finished (clocks of two hosts differ a
+  // little) and still count for keep_last and the other rules.
+  std::chrono::seconds future_allowance{15 * 60};
   // Throws invalid_argument naming the bad field.
   void validate() const;
 };
@@ -39,6 +46,8 @@ struct RetentionItem {
   std::string source;
   TimePoint created;
   BackupState state = BackupState::unverified;
+  TimePoint finished{};    // when the backup ended; the epoch: unknown (`created` is used)
+  bool ever_good = false;  // some verification of it succeeded, whatever the latest says
 };
 
 struct IncompleteItem {

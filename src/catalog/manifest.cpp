@@ -44,6 +44,15 @@ std::vector<std::string> Manifest::extra_paths() const {
   return out;
 }
 
+Manifest Manifest::summary() const {
+  Manifest m = *this;
+  m.source = nlohmann::json::object();
+  if (source.is_object())
+    for (auto it = source.begin(); it != source.end(); ++it)
+      if (it.value().is_primitive() || (it.key() == "files" && it.value().is_array())) m.source[it.key()] = it.value();
+  return m;
+}
+
 std::string Manifest::to_string() const { return to_json().dump(2) + "\n"; }
 
 Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) {

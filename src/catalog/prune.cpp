@@ -32,6 +32,8 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
     it.source = e.manifest.source_name;
     it.created = parse_rfc3339(e.manifest.started_at);
     if (e.verification) it.state = e.verification->ok ? BackupState::good : BackupState::failed;
+    if (e.verification) it.ever_good = e.verification->ever_ok();
+    if (!e.manifest.finished_at.empty()) it.finished = parse_rfc3339(e.manifest.finished_at);
     items.push_back(it);
     manifests.push_back(&e.manifest);
   }

@@ -8,6 +8,7 @@
 #include "mevbackup/digest.hpp"
 #include "mevbackup/lock.hpp"
 #include "mevbackup/version.hpp"
+#include "../io/byte_limit.hpp"
 
 namespace mevbackup {
 
@@ -159,9 +160,14 @@ void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext&
   Compression comp = parse_compression(m.compression);
   auto dec = make_decompressor(comp);
   MagicCheck magic(comp, m.path);
+  // Bounded by the manifest before anything reaches the sink: a restorer or verify
+  // never writes more than the backup declared (a decompression bomb fails early).
+  ByteLimit stored_limit(m.size, fmt::format("artifact {}", m.path));
+  ByteLimit payload_limit(m.payload_size, fmt::format("the payload of {}", m.path));
   Pipeline p(*src);
-  p.observe(sha).observe(n).observe(magic);
+  p.observe(sha).observe(n).observe(stored_limit).observe(magic);
   if (dec) p.then(*dec);
+  p.observe(payload_limit);
   p.before_commit([&] {
     if (n.count() != m.size)
       throw Error(Code::corrupt, fmt::format("artifact {}: read {} bytes, manifest says {}", m.path, n.count(), m.size));
@@ -175,7 +181,9 @@ void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext&
 }
 
 nlohmann::json Verification::to_json() const {
-  return {{"verified_at", verified_at}, {"outcome", ok ? "ok" : "failed"}, {"message", message}, {"checks", checks}};
+  nlohmann::json j = {{"verified_at", verified_at}, {"outcome", ok ? "ok" : "failed"}, {"message", message}, {"checks", checks}};
+  if (!ok && !last_ok_at.empty()) j["last_ok_at"] = last_ok_at;
+  return j;
 }
 
 Verification Verification::from_json(const nlohmann::json& j, const std::string& where) {
@@ -187,6 +195,7 @@ Verification Verification::from_json(const nlohmann::json& j, const std::string&
   v.ok = j["outcome"] == "ok";
   v.message = j.value("message", "");
   if (j.contains("checks") && j["checks"].is_array()) v.checks = j["checks"];
+  if (!v.ok && j.contains("last_ok_at") && j["last_ok_at"].is_string()) v.last_ok_at = j["last_ok_at"].get<std::string>();
   return v;
 }
 
@@ -228,7 +237,7 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
       Manifest m = Manifest::parse(storage_->read_small(k, 64 << 20), k);
       if (m.key() != k) throw Error(Code::corrupt, fmt::format("manifest {} describes another artifact ({})", k, m.path));
       if (!kind.empty() && m.kind != kind) continue;
-      CatalogEntry e{std::move(m), std::nullopt};
+      CatalogEntry e{m.summary(), std::nullopt};
       std::string vkey = e.manifest.path + vsuffix;
       if (keys.count(vkey)) {
         try {
@@ -250,14 +259,31 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
   return cat;
 }
 
+Manifest Repository::load(const Manifest& listed) {
+  std::string k = listed.key();
+  Manifest m = Manifest::parse(storage_->read_small(k, 64 << 20), k);
+  if (m.key() != k || m.id != listed.id)
+    throw Error(Code::corrupt, fmt::format("manifest {} now describes another backup ({})", k, m.id));
+  return m;
+}
+
 std::vector<Manifest> Repository::list(const std::string& kind, const LogFn& log) {
   std::vector<Manifest> out;
   for (auto& e : catalog(kind, log).backups) out.push_back(std::move(e.manifest));
   return out;
 }
 
-void Repository::record_verification(const Manifest& m, const Verification& v) {
+void Repository::record_verification(const Manifest& m, const Verification& given) {
   std::string key = m.path + Verification::kSuffix;
+  Verification v = given;
+  if (!v.ok && v.last_ok_at.empty() && storage_->stat(key)) {
+    try {
+      Verification before = Verification::from_json(nlohmann::json::parse(storage_->read_small(key, 16 << 20)), key);
+      v.last_ok_at = before.ok ? before.verified_at : before.last_ok_at;
+    } catch (const std::exception&) {
+      // An unreadable earlier record tells nothing: the new one stands alone.
+    }
+  }
   // Records are the one thing replaced in place: remove, then publish the new one.
   // A crash in between leaves the backup "unverified", never falsely verified.
   storage_->remove(key);
@@ -292,10 +318,10 @@ Manifest Repository::find(const std::string& id_or_latest, const std::string& ki
       throw Error(Code::invalid_argument,
                   fmt::format("\"latest\" is ambiguous: {} holds backups of {}; name the source", storage_->describe(), names));
     }
-    return match.back();
+    return load(match.back());
   }
   for (auto& m : match)
-    if (m.id == id_or_latest || m.path == id_or_latest) return m;
+    if (m.id == id_or_latest || m.path == id_or_latest) return load(m);
   throw Error(Code::not_found, fmt::format("no {} \"{}\" in {}", what, id_or_latest, storage_->describe()));
 }
 

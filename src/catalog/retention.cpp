@@ -24,6 +24,8 @@ void RetentionPolicy::validate() const {
   if (keep_monthly < 0) throw bad("keep-monthly", keep_monthly);
   if (keep_yearly < 0) throw bad("keep-yearly", keep_yearly);
   if (incomplete_grace.count() < 0) throw Error(Code::invalid_argument, "the grace period must not be negative");
+  if (future_allowance.count() < 0)
+    throw Error(Code::invalid_argument, "the allowance for backups finished in the future must not be negative");
 }
 
 namespace {
@@ -77,10 +79,25 @@ std::vector<RetentionDecision> apply_retention(const std::vector<RetentionItem>&
                                             {'m', policy.keep_monthly}, {'y', policy.keep_yearly}};
     static const std::map<char, const char*> bucket_name = {{'d', "daily"}, {'w', "weekly"}, {'m', "monthly"},
                                                              {'y', "yearly"}};
+    auto from_future = [&](const RetentionItem& b) {
+      TimePoint end = b.finished == TimePoint{} ? b.created : b.finished;
+      return end > now + policy.future_allowance;
+    };
+    // A later failure of the newest backup that ever verified good may be the check's
+    // fault as much as the backup's: it stays until a newer one has verified good.
+    std::optional<size_t> newest_ever_good;
+    for (size_t i : idx)
+      if (!from_future(backups[i]) && (backups[i].ever_good || backups[i].state == BackupState::good)) {
+        newest_ever_good = i;
+        break;
+      }
     bool newest_good_seen = false;
     size_t usable_kept = 0;
     for (size_t i : idx) {
       const RetentionItem& b = backups[i];
+      if (from_future(b)) continue;
+      if (newest_ever_good == i && b.state != BackupState::good)
+        keep(i, "newest backup that ever verified good (no newer one has)");
       if (b.state == BackupState::failed) continue;
       if (b.state == BackupState::good && !newest_good_seen) {
         newest_good_seen = true;
@@ -105,7 +122,15 @@ std::vector<RetentionDecision> apply_retention(const std::vector<RetentionItem>&
     }
     for (size_t i : idx) {
       const RetentionItem& b = backups[i];
-      if (b.state == BackupState::failed) {
+      if (from_future(b)) {
+        out[i].keep = true;
+        out[i].reason = fmt::format(
+            "finished {} (after now + {} s: a wrong clock?); kept, and counted for no rule: its age is unknown",
+            format_rfc3339(b.finished == TimePoint{} ? b.created : b.finished), policy.future_allowance.count());
+      } else if (newest_ever_good == i && b.state == BackupState::failed) {
+        out[i].keep = true;
+        out[i].reason = reasons[i];
+      } else if (b.state == BackupState::failed) {
         if (usable_kept == 0) {
           out[i].keep = true;
           out[i].reason = "failed verification, but the group has no usable backup to keep instead";

@@ -3,14 +3,17 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "mevbackup/compress.hpp"
 #include "mevbackup/digest.hpp"
 #include "mevbackup/error.hpp"
+#include "../io/byte_limit.hpp"
 
 namespace mevbackup::pitr {
 namespace {
@@ -146,6 +149,45 @@ PushResult wal_push(Storage& storage, const std::string& path, const RunContext&
   return PushResult::stored;
 }
 
+namespace {
+
+// Bounds what wal_fetch writes into pg_wal: 16 MiB (the default wal_segment_size) for
+// any WAL file, raised for a segment to the size its own long page header declares (a
+// server initialised with --wal-segsize), which PostgreSQL itself checks on reading.
+class WalFileLimit final : public Observer {
+ public:
+  explicit WalFileLimit(const WalFileName& n)
+      : limit_(kDefault, fmt::format("archived WAL file {}", n.name), "allowed (16 MiB)"),
+        segment_(n.kind == WalFileKind::segment || n.kind == WalFileKind::partial) {}
+  void update(Bytes data) override {
+    if (segment_ && head_.size() < kHeader) {
+      head_.insert(head_.end(), data.begin(), data.begin() + std::min(data.size(), kHeader - head_.size()));
+      if (head_.size() == kHeader) read_header();
+    }
+    limit_.update(data);
+  }
+
+ private:
+  static constexpr uint64_t kDefault = 16 << 20;
+  static constexpr size_t kHeader = 40;  // XLogLongPageHeaderData up to xlp_xlog_blcksz
+  static bool power_of_two(uint64_t v) { return v && !(v & (v - 1)); }
+  void read_header() {
+    uint16_t info;
+    uint32_t seg_size, block_size;
+    std::memcpy(&info, head_.data() + 2, 2);
+    std::memcpy(&seg_size, head_.data() + 32, 4);
+    std::memcpy(&block_size, head_.data() + 36, 4);
+    bool valid = (info & 0x0002) && power_of_two(seg_size) && seg_size >= (1u << 20) && seg_size <= (1u << 30) &&
+                 power_of_two(block_size) && block_size >= 1024 && block_size <= 65536;
+    if (valid) limit_.set_limit(seg_size, "its segment header declares");
+  }
+  ByteLimit limit_;
+  bool segment_;
+  std::vector<std::byte> head_;
+};
+
+}  // namespace
+
 bool wal_fetch(Storage& storage, const std::string& name, const std::string& dest, const RunContext& ctx) {
   WalFileName n = parse_wal_file_name(name);
   std::string pkey = wal_payload_key(n), ckey = wal_checksum_key(n);
@@ -162,9 +204,11 @@ bool wal_fetch(Storage& storage, const std::string& name, const std::string& des
   auto src = storage.get(pkey);
   auto gunzip = make_decompressor(Compression::gzip);
   Sha256 h;
+  WalFileLimit limit(n);
   auto sink = target->put(file);
   Pipeline(*src)
       .then(*gunzip)
+      .observe(limit)
       .observe(h)
       .before_commit([&] {
         if (h.hex() != expected)

@@ -58,8 +58,18 @@ void verify_basebackup(Repository& repo, const Manifest& m, const RunContext& ct
                                    stop_seg, c.newest_segment.empty() ? "none" : c.newest_segment));
 }
 
+// Faults of the backup itself: its bytes are wrong or missing, or the restore of them
+// failed. Anything else (a refused connection, bad credentials, a storage timeout, a
+// mistyped query, a full disk) says nothing about the backup: recording it as a failed
+// verification would let retention delete good backups (retention.hpp).
+bool backup_fault(Code c, bool restore_test) {
+  if (c == Code::corrupt || c == Code::restore_failed) return true;
+  return c == Code::not_found && !restore_test;  // the artifact is missing from storage
+}
+
 Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions& opts, const RunContext& ctx) {
   Verification v;
+  bool restore_test = false;
   auto check = [&](const std::string& name, bool ok, const std::string& detail) {
     v.checks.push_back({{"check", name}, {"ok", ok}, {"detail", detail}});
     if (!ok) throw Error(Code::corrupt, fmt::format("{}: {}", name, detail));
@@ -78,16 +88,28 @@ Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions
     if (rdb) check("rdb", true, rdb->verify(ctx));
     if (m.kind == "basebackup") verify_basebackup(repo, m, ctx, check);
     if (m.kind == "postgres" && !opts.restore_test_conninfo.empty()) {
+      restore_test = true;
       nlohmann::json checks = restore_test_postgres(repo, m, opts.restore_test_conninfo, opts.queries, ctx);
       for (auto& c : checks) v.checks.push_back(c);
-      for (auto& c : checks)
-        if (!c.value("ok", false))
-          throw Error(Code::corrupt, fmt::format("{}: {}", c.value("check", "restore test"), c.value("detail", "")));
+      for (auto& c : checks) {
+        if (c.value("ok", false)) continue;
+        std::string what = fmt::format("{}: {}", c.value("check", "restore test"), c.value("detail", ""));
+        // A query that fails to run is the caller's (a typo, a missing extension); a
+        // wrong row count is the backup's.
+        if (c.value("check", "") == "query")
+          throw Error(Code::invalid_argument, fmt::format("query \"{}\" failed: {}", c.value("query", ""),
+                                                          c.value("detail", "")));
+        throw Error(Code::corrupt, what);
+      }
     }
     v.ok = true;
     v.message = fmt::format("{} checks passed", v.checks.size());
   } catch (const Error& e) {
-    if (e.code() == Code::cancelled || e.code() == Code::locked) throw;  // not the backup's fault
+    if (e.code() == Code::cancelled || e.code() == Code::locked) throw;
+    if (!backup_fault(e.code(), restore_test))
+      throw Error(e.code(),
+                  fmt::format("could not verify {}: {} (not a fault of the backup: nothing recorded)", m.id, e.what()),
+                  e.retriable());
     v.ok = false;
     v.message = e.what();
   }
@@ -107,7 +129,9 @@ std::vector<VerifyResult> verify(Repository& repo, const std::string& which, con
   std::vector<VerifyResult> out;
   for (auto& m : targets) {
     if (gctx.cancel) gctx.cancel->check();
-    VerifyResult r{m.id, verify_one(repo, m, opts, gctx)};
+    // The listing holds summaries; a restore test needs the whole manifest (row counts).
+    Manifest full = which == "all" ? repo.load(m) : m;
+    VerifyResult r{m.id, verify_one(repo, full, opts, gctx)};
     if (gctx.log)
       gctx.log(r.verification.ok ? LogLevel::info : LogLevel::error,
               fmt::format("{} {}: {}", r.verification.ok ? "ok" : "FAILED", m.id, r.verification.message));

@@ -47,12 +47,31 @@ def test_verify_fails_a_flipped_byte_naming_the_backup(pg, cli, repo):
     assert f"FAILED {ids[0]}" in r.stdout
 
 
-def test_failing_query_fails_verification(pg, cli, repo):
+def test_failing_query_fails_the_run_and_records_nothing(pg, cli, repo):
+    # A query that cannot run (a typo) says nothing about the backup: recording it as a
+    # failed verification would let prune delete a good backup.
     make_backups(cli, pg, repo, 1)
     r = cli("verify", "--repo", repo, "--restore-test", pg.conninfo("postgres"), "--query", "SELECT * FROM nope")
     assert r.returncode == 1
-    assert "nope" in r.stdout
+    assert "nope" in r.stderr and "nothing recorded" in r.stderr
+    assert not list((repo / "database").glob("*.verify.json"))
     assert pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'mevb_verify_%'") == "0"
+
+
+def test_verify_with_the_restore_test_server_down_keeps_the_good_record(pg, cli, repo):
+    ids = make_backups(cli, pg, repo, 1)
+    assert cli("verify", "--repo", repo, "--backup", "all").returncode == 0
+    record = next((repo / "database").glob("*.verify.json"))
+    before = record.read_bytes()
+    import socket
+    with socket.socket() as s:  # a port where nothing listens: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = cli("verify", "--repo", repo, "--backup", "all", "--restore-test",
+            f"host=127.0.0.1 port={port} dbname=postgres user=nobody connect_timeout=5")
+    assert r.returncode == 1
+    assert f"could not verify {ids[0]}" in r.stderr and "nothing recorded" in r.stderr
+    assert record.read_bytes() == before
 
 
 def test_prune_cli_dry_run_then_delete(pg, cli, repo):

@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <utime.h>
 
 #include <regex>
@@ -166,4 +169,150 @@ TEST_CASE("write_file_atomically replaces the file whole, mode 0644") {
   CHECK(testutil::mode_of(p) == 0644);
   CHECK(files_under(dir.path()) == std::vector<std::string>{"metrics.prom"});
   CHECK_THROWS_AS(write_file_atomically(dir / "no/such/dir/x", "y"), Error);
+}
+
+namespace {
+
+// A TCP port on 127.0.0.1 where nothing listens (bound, then closed): connections are refused.
+int refused_port() {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(s >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+}  // namespace
+
+TEST_CASE("prune never deletes through a link planted in the repository") {
+  TempDir dir;
+  std::string outside = dir / "precious";
+  auto other = make_local_storage(outside);
+  for (auto k : {"db_20200101_000000.dump.gz", "deep/file", ".x.tmp-0123"}) other->write_small(k, "keep me");
+  struct utimbuf old {1577836800, 1577836800};  // 2020: long past any grace period
+  for (auto k : {"db_20200101_000000.dump.gz", "deep/file", ".x.tmp-0123"})
+    REQUIRE(utime((outside + "/" + k).c_str(), &old) == 0);
+  FixedClock clock("2026-11-01T02:00:00Z");
+  Repository repo(make_local_storage(dir / "repo"), clock);
+  add(repo, clock, "2026-11-01T02:00:00Z");
+  REQUIRE(symlink(outside.c_str(), (dir / "repo/attic").c_str()) == 0);
+  REQUIRE(symlink(outside.c_str(), (dir / "repo/database/attic").c_str()) == 0);
+  PruneOptions o;
+  auto res = prune(repo, o, parse_rfc3339("2026-11-10T00:00:00Z"), {});
+  CHECK(res.deleted == 0);
+  CHECK(res.decisions.size() == 1);  // the one backup; nothing behind the links was looked at
+  CHECK(files_under(outside) == std::vector<std::string>{".x.tmp-0123", "db_20200101_000000.dump.gz", "deep/file"});
+  auto v = verify(repo, "all", {}, {});
+  REQUIRE(v.size() == 1);
+  CHECK(v[0].verification.ok);
+}
+
+TEST_CASE("verify with the restore-test server down records nothing and throws; the good backups survive prune") {
+  TempDir dir;
+  FixedClock clock("2026-11-01T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  Manifest a = add(repo, clock, "2026-11-01T02:00:00Z");
+  Manifest b = add(repo, clock, "2026-11-02T02:00:00Z");
+  clock.set("2026-11-02T03:00:00Z");
+  for (auto& r : verify(repo, "all", {}, {})) CHECK(r.verification.ok);
+  std::string record_a = testutil::slurp(dir / (a.path + Verification::kSuffix));
+  VerifyOptions vo;
+  vo.restore_test_conninfo =
+      fmt::format("host=127.0.0.1 port={} user=nobody dbname=postgres connect_timeout=5", refused_port());
+  clock.set("2026-11-03T00:00:00Z");
+  try {
+    verify(repo, "all", vo, {});
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::connection);
+    CHECK(std::string(e.what()).find("could not verify " + a.id) == 0);
+    CHECK(std::string(e.what()).find("not a fault of the backup: nothing recorded") != std::string::npos);
+  }
+  CHECK(testutil::slurp(dir / (a.path + Verification::kSuffix)) == record_a);  // still the good record
+  auto cat = repo.catalog();
+  REQUIRE(cat.backups.size() == 2);
+  CHECK(cat.backups[0].verification->ok);
+  CHECK(cat.backups[1].verification->ok);
+  Manifest c = add(repo, clock, "2026-11-03T02:00:00Z");
+  PruneOptions o;
+  o.policy.keep_last = 1;
+  prune(repo, o, parse_rfc3339("2026-11-04T00:00:00Z"), {});
+  std::vector<std::string> left;
+  for (auto& m : repo.list()) left.push_back(m.id);
+  CHECK(left == std::vector<std::string>{b.id, c.id});  // the newest good one, and the last
+}
+
+TEST_CASE("a backup that verified good and later failed is kept by prune until a newer one verifies good") {
+  TempDir dir;
+  FixedClock clock("2026-11-01T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  Manifest a = add(repo, clock, "2026-11-01T02:00:00Z");
+  clock.set("2026-11-01T03:00:00Z");
+  REQUIRE(verify(repo, a.id, {}, {})[0].verification.ok);
+  Verification failed;
+  failed.verified_at = "2026-11-02T00:00:00Z";
+  failed.message = "restore: pg_restore exited 1";
+  repo.record_verification(a, failed);
+  auto rec = repo.catalog().backups[0].verification;
+  REQUIRE(rec);
+  CHECK_FALSE(rec->ok);
+  CHECK(rec->last_ok_at == "2026-11-01T03:00:00Z");
+  failed.verified_at = "2026-11-03T00:00:00Z";
+  repo.record_verification(a, failed);  // a second failure keeps when it was last good
+  CHECK(repo.catalog().backups[0].verification->last_ok_at == "2026-11-01T03:00:00Z");
+  Manifest b = add(repo, clock, "2026-11-03T02:00:00Z");
+  PruneOptions o;
+  o.policy.keep_last = 1;
+  prune(repo, o, parse_rfc3339("2026-11-04T00:00:00Z"), {});
+  CHECK(repo.list().size() == 2);
+  clock.set("2026-11-04T01:00:00Z");
+  REQUIRE(verify(repo, b.id, {}, {})[0].verification.ok);
+  prune(repo, o, parse_rfc3339("2026-11-04T02:00:00Z"), {});
+  auto left = repo.list();
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].id == b.id);
+}
+
+TEST_CASE("restore stops as soon as the output passes the manifest's payload size (a decompression bomb)") {
+  TempDir dir;
+  FixedClock clock("2026-11-01T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  Manifest m = add(repo, clock, "2026-11-01T02:00:00Z");
+  // The artifact swapped for 64 MiB of zeros (64 KiB gzipped); its stored size and
+  // SHA-256 made to match, the payload size left at what the manifest declared.
+  repo.storage().remove(m.path);
+  MemorySource bomb(std::vector<std::byte>(64 << 20));
+  StoredDigest d = store_compressed(repo.storage(), m.path, bomb, Compression::gzip, 1, {}, "test");
+  Manifest hostile = m;
+  hostile.size = d.size;
+  hostile.sha256 = d.sha256;
+  repo.storage().remove(m.key());
+  repo.storage().write_small(m.key(), hostile.to_string());
+
+  struct Counting final : Sink {
+    uint64_t n = 0;
+    bool committed = false;
+    void write(Bytes b) override { n += b.size(); }
+    void commit() override { committed = true; }
+    void abort() noexcept override {}
+  } sink;
+  try {
+    repo.restore_stream(hostile, sink, {});
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::corrupt);
+    CHECK(std::string(e.what()).find(fmt::format("the payload of {} is larger than the {} bytes its manifest declares; "
+                                                 "stopped after ",
+                                                 m.path, m.payload_size)) == 0);
+  }
+  CHECK(sink.n <= m.payload_size);
+  CHECK_FALSE(sink.committed);
+  auto v = verify(repo, m.id, {}, {});
+  CHECK_FALSE(v[0].verification.ok);
+  CHECK(v[0].verification.message.find("larger than the 5000 bytes its manifest declares") != std::string::npos);
 }

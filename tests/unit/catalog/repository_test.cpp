@@ -154,3 +154,38 @@ TEST_CASE("bad name prefixes are refused before anything is written") {
   }
   CHECK(files_under(dir.path()).empty());
 }
+
+TEST_CASE("the catalog keeps summaries of large manifests; find and load read the whole one") {
+  TempDir dir;
+  FixedClock clock("2026-11-27T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  const int tables = 60000;  // row counts per table: about 5 MiB of manifest each
+  for (int i = 0; i < 3; ++i) {
+    clock.set(fmt::format("2026-11-2{}T02:00:00Z", 5 + i));
+    MemorySource src(random_bytes(1000, i));
+    repo.publish(src, pg_spec(), {}, [&](Manifest& m) {
+      m.source["server_version"] = "15.4";
+      nlohmann::json t = nlohmann::json::array();
+      for (int k = 0; k < tables; ++k) t.push_back({{"schema", "public"}, {"table", fmt::format("t{}", k)}, {"rows", k}});
+      m.source["tables"] = std::move(t);
+    });
+  }
+  REQUIRE(std::filesystem::file_size(dir / "database/mev_protection_20261125_020000.dump.gz.manifest.json") > (4u << 20));
+  Catalog cat = repo.catalog();
+  REQUIRE(cat.backups.size() == 3);
+  for (auto& e : cat.backups) {
+    CHECK_FALSE(e.manifest.source.contains("tables"));
+    CHECK(e.manifest.source.value("server_version", "") == "15.4");
+    // What a listing needs is all there.
+    CHECK(e.manifest.path.rfind("database/mev_protection_2026112", 0) == 0);
+    CHECK(e.manifest.sha256.size() == 64);
+  }
+  // Kept in memory: a few KiB per backup, not the parsed tables (tens of MiB each).
+  size_t held = 0;
+  for (auto& e : cat.backups) held += e.manifest.source.dump().size() + e.manifest.to_string().size();
+  CHECK(held < 16 * 1024);
+  Manifest full = repo.find("latest", "postgres");
+  CHECK(full.source["tables"].size() == tables);
+  CHECK(repo.load(cat.backups[0].manifest).source["tables"].size() == tables);
+  CHECK(repo.list().back().source.contains("tables") == false);
+}

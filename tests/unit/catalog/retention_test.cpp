@@ -199,3 +199,43 @@ TEST_CASE("durations") {
   CHECK(parse_duration("90s").count() == 90);
   for (auto bad : {"", "h", "5", "5x", "-1h", "0s"}) CHECK_THROWS_AS(parse_duration(bad), Error);
 }
+
+TEST_CASE("a backup finished in the future (a wrong clock) takes no keep-last slot and is kept, not deleted") {
+  // keep_last 1 kept the future-dated backup as "the newest" and deleted the real newest.
+  std::vector<RetentionItem> v = {item("old", "2026-11-01T02:00:00Z"), item("real_newest", "2026-11-02T02:00:00Z"),
+                                  item("wrong_clock", "2027-05-01T02:00:00Z")};
+  v[1].finished = at("2026-11-02T02:05:00Z");
+  RetentionPolicy p;
+  p.keep_last = 1;
+  auto ds = apply_retention(v, {}, p, at("2026-11-02T03:00:00Z"));
+  CHECK(kept(ds) == std::map<std::string, bool>{{"old", false}, {"real_newest", true}, {"wrong_clock", true}});
+  CHECK(ds[2].reason.find("2027-05-01T02:00:00Z") != std::string::npos);
+  CHECK(ds[2].reason.find("counted for no rule") != std::string::npos);
+  CHECK(ds[1].reason == "one of the last 1");
+
+  // Within the allowance (clocks differ a little) a backup counts as usual.
+  v[2] = item("slightly_ahead", "2026-11-02T03:05:00Z");
+  ds = apply_retention(v, {}, p, at("2026-11-02T03:00:00Z"));
+  CHECK(kept(ds) == std::map<std::string, bool>{{"old", false}, {"real_newest", false}, {"slightly_ahead", true}});
+  p.future_allowance = std::chrono::seconds(60);
+  ds = apply_retention(v, {}, p, at("2026-11-02T03:00:00Z"));
+  CHECK(kept(ds) == std::map<std::string, bool>{{"old", false}, {"real_newest", true}, {"slightly_ahead", true}});
+  p.future_allowance = std::chrono::seconds(-1);
+  CHECK_THROWS_AS(apply_retention(v, {}, p, at("2026-11-02T03:00:00Z")), Error);
+}
+
+TEST_CASE("the newest backup that ever verified good stays until a newer one verifies good") {
+  std::vector<RetentionItem> v = {item("a", "2026-11-01T02:00:00Z", BackupState::failed),
+                                  item("b", "2026-11-02T02:00:00Z", BackupState::failed),
+                                  item("c", "2026-11-03T02:00:00Z", BackupState::unverified)};
+  v[0].ever_good = v[1].ever_good = true;  // both verified good once, then failed
+  RetentionPolicy p;
+  p.keep_last = 1;
+  auto now = at("2026-11-04T00:00:00Z");
+  auto ds = apply_retention(v, {}, p, now);
+  CHECK(kept(ds) == std::map<std::string, bool>{{"a", false}, {"b", true}, {"c", true}});
+  CHECK(ds[1].reason == "newest backup that ever verified good (no newer one has)");
+  CHECK(ds[0].reason == "failed verification");
+  v[2].state = BackupState::good;  // now a newer one has
+  CHECK(kept(apply_retention(v, {}, p, now)) == std::map<std::string, bool>{{"a", false}, {"b", false}, {"c", true}});
+}

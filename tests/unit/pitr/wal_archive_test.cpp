@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -127,4 +128,54 @@ TEST_CASE("the catalog does not count archived WAL as incomplete backups (prune 
   auto cat = repo.catalog();
   CHECK(cat.incomplete.empty());
   CHECK(cat.backups.empty());
+}
+
+namespace {
+
+// A WAL segment whose long page header declares `declared` bytes per segment, `size` long.
+std::string fake_segment(uint32_t declared, size_t size) {
+  std::string s(size, '\0');
+  uint16_t info = 0x0002;  // XLP_LONG_HEADER
+  uint32_t block = 8192;
+  std::memcpy(s.data() + 2, &info, 2);
+  std::memcpy(s.data() + 32, &declared, 4);
+  std::memcpy(s.data() + 36, &block, 4);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("wal_fetch stops writing into pg_wal as soon as the file passes a WAL segment's size") {
+  TempDir repo_dir, pg;
+  auto storage = make_local_storage(repo_dir.path());
+  // Archived with matching checksums (the archive's word), but larger than any segment
+  // of its server: 17 MiB without a header (bound: 16 MiB), 3 MiB with a header
+  // declaring 1 MiB segments (bound: 1 MiB).
+  struct Case {
+    const char* name;
+    std::string content;
+    uint64_t bound;
+  } cases[] = {{"000000010000000000000011", std::string(17 << 20, 'w'), 16 << 20},
+               {"000000010000000000000012", fake_segment(1 << 20, 3 << 20), 1 << 20}};
+  std::vector<std::string> written;
+  for (auto& c : cases) {
+    CAPTURE(c.name);
+    write_file(pg / c.name, c.content);
+    written.push_back(c.name);
+    wal_push(*storage, pg / c.name);
+    try {
+      wal_fetch(*storage, c.name, pg / "RECOVERYXLOG");
+      FAIL("an oversized WAL file was restored");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::corrupt);
+      CHECK(std::string(e.what()).find(fmt::format("archived WAL file {} is larger than the {} bytes", c.name, c.bound)) ==
+            0);
+    }
+    CHECK(testutil::files_under(pg.path()) == written);  // no RECOVERYXLOG, no temporary file
+  }
+  // A segment of the size its header declares restores.
+  write_file(pg / "000000010000000000000013", fake_segment(1 << 20, 1 << 20));
+  wal_push(*storage, pg / "000000010000000000000013");
+  CHECK(wal_fetch(*storage, "000000010000000000000013", pg / "RECOVERYXLOG"));
+  CHECK(read_file(pg / "RECOVERYXLOG") == fake_segment(1 << 20, 1 << 20));
 }

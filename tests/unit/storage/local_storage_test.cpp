@@ -165,3 +165,56 @@ TEST_CASE("open_storage takes paths and file:// URLs and names unsupported schem
                        "repository \"ftp://host/x\": scheme \"ftp\" is not supported (use a local path)", Error);
   CHECK_THROWS_AS(open_storage(""), Error);
 }
+
+TEST_CASE("links planted inside a local repository are never followed: not listed, read, written or deleted through") {
+  TempDir dir;
+  std::string outside = dir / "outside", root = dir / "repo";
+  auto out = make_local_storage(outside);
+  out->write_small("a", "not the repository's");
+  out->write_small("sub/b", "not the repository's either");
+  auto st = make_local_storage(root);
+  st->write_small("database/x", "x");
+  REQUIRE(symlink(outside.c_str(), (root + "/attic").c_str()) == 0);
+  REQUIRE(symlink((outside + "/a").c_str(), (root + "/database/evil.dump.gz").c_str()) == 0);
+  REQUIRE(symlink(outside.c_str(), (root + "/database/linked").c_str()) == 0);
+
+  std::vector<std::string> keys;
+  for (auto& o : st->list("")) keys.push_back(o.key);
+  CHECK(keys == std::vector<std::string>{"database/x"});
+  CHECK_THROWS_WITH_AS(st->list("attic/"),
+                       (root + "/attic is a symbolic link; the repository never follows links inside it").c_str(), Error);
+  CHECK_THROWS_AS(st->list("database/linked/"), Error);
+  CHECK(st->list_unfinished("").empty());
+  CHECK_FALSE(st->stat("database/evil.dump.gz").has_value());
+  for (auto key : {"attic/a", "database/evil.dump.gz", "database/linked/a"}) {
+    CAPTURE(key);
+    try {
+      st->get(key);
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::permission);
+      CHECK(std::string(e.what()).find("is a symbolic link") != std::string::npos);
+    }
+  }
+  CHECK_THROWS_AS(st->remove("attic/a"), Error);
+  CHECK_THROWS_AS(st->remove("database/linked/sub/b"), Error);
+  CHECK_THROWS_AS(st->write_small("attic/new", "x"), Error);
+  CHECK(st->remove_many({"attic/a", "attic/sub/b"}).size() == 2);
+  st->remove("database/evil.dump.gz");  // the link itself goes, never its target
+  CHECK(files_under(outside) == std::vector<std::string>{"a", "sub/b"});
+  CHECK(out->read_small("a") == "not the repository's");
+  CHECK(std::filesystem::is_symlink(root + "/attic"));
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::symlink_status(root + "/database/evil.dump.gz")));
+}
+
+TEST_CASE("a repository root that is itself a link is followed: it is the administrator's to name") {
+  TempDir dir;
+  auto real = make_local_storage(dir / "disk");
+  real->write_small("database/x", "x");
+  REQUIRE(symlink((dir / "disk").c_str(), (dir / "backups").c_str()) == 0);
+  auto st = make_local_storage(dir / "backups");
+  CHECK(st->list("").size() == 1);
+  CHECK(st->read_small("database/x") == "x");
+  st->write_small("database/y", "y");
+  CHECK(real->read_small("database/y") == "y");
+}
