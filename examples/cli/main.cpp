@@ -31,6 +31,7 @@ const char* kUsage =
     "                            (gzip levels 1-3: ISA-L, default 1; 4-12: libdeflate; zstd 1-22, default 3)\n"
     "  mevbackup restore postgres --repo REPO --dbname CONNINFO [--backup ID|latest] [--source DB]\n"
     "                             [--clean] [--jobs N [--staging-dir DIR]] [--pg-restore PATH]\n"
+    "                             [--allow-property-loss]\n"
     "  mevbackup backup files --repo REPO [--base DIR] [--exclude GLOB]... [--include-secrets]\n"
     "                         [--ignore-missing] [--prefix NAME] [--json] PATH...\n"
     "  mevbackup restore files --repo REPO --target DIR [--backup ID|latest] [--only GLOB]...\n"
@@ -115,6 +116,8 @@ const Command kCommands[] = {
 
 int main(int argc, char** argv) {
   using cli::UsageError;
+  // Passwords and keys pass through this process: no core file, no ptrace by others.
+  mevb_protect_secrets_in_memory();
   try {
     std::string cmd = argc > 1 ? argv[1] : "";
     std::string sub = argc > 2 ? argv[2] : "";

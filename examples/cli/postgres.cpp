@@ -31,7 +31,7 @@ int cmd_backup_postgres(int argc, char** argv, int start) {
 int cmd_restore_postgres(int argc, char** argv, int start) {
   Args a = parse(argc, argv, start, {"repo", "dbname", "backup", "source", "pg-restore", "jobs", "staging-dir"},
                  {"pg-restore-arg"},
-                 {"clean", "quiet", "verbose"});
+                 {"clean", "quiet", "verbose", "allow-property-loss"});
   common_flags(a);
   std::string conninfo = need(a, "dbname");
   warn_password_in_argv(conninfo);
@@ -39,6 +39,7 @@ int cmd_restore_postgres(int argc, char** argv, int start) {
   mevb_pg_restore_opts o = MEVB_PG_RESTORE_OPTS_INIT;
   o.conninfo = conninfo.c_str();
   o.clean = a.flags.count("clean") ? 1 : 0;
+  o.allow_property_loss = a.flags.count("allow-property-loss") ? 1 : 0;
   o.source_name = opt(a, "source");
   o.pg_restore_path = opt(a, "pg-restore");
   o.staging_dir = opt(a, "staging-dir");
