@@ -1,6 +1,11 @@
 // The only extern "C" code: a thin shim over the C++ core. Every body runs inside
 // guard(), so no exception crosses the boundary and failures set the thread's error.
 // This file: errors, versions, repositories and the catalog. One file per service.
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <cerrno>
+
 #include "internal.hpp"
 
 using namespace mevb_capi;
@@ -17,6 +22,14 @@ const mevb_error* mevb_error_last(void) { return &t_error.e; }
 const char* mevb_version(void) { return kVersionString; }
 unsigned mevb_version_number(void) {
   return static_cast<unsigned>(kVersionMajor * 10000 + kVersionMinor * 100 + kVersionPatch);
+}
+
+int mevb_protect_secrets_in_memory(void) {
+  return guard([] {
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) throw sys_error(errno, "cannot make the process undumpable");
+    rlimit none{0, 0};
+    if (::setrlimit(RLIMIT_CORE, &none) != 0) throw sys_error(errno, "cannot disable core dumps");
+  });
 }
 
 int mevb_repo_opts_init(mevb_repo_opts* opts, size_t size) {

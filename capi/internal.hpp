@@ -57,6 +57,12 @@ inline void set_error(int code, std::string msg, bool retriable = false) {
   t_error.e.retriable = retriable ? 1 : 0;
 }
 
+inline std::string json_error_message(const nlohmann::json::exception& e) {
+  if (e.id == 316) return "internal error: text that is not valid UTF-8 cannot be written into a JSON document";
+  if (dynamic_cast<const nlohmann::json::parse_error*>(&e)) return "internal error: a JSON document is malformed";
+  return "internal error: a JSON document does not have the expected shape";
+}
+
 template <class F>
 inline int guard(F&& f) noexcept {
   try {
@@ -69,6 +75,10 @@ inline int guard(F&& f) noexcept {
   } catch (const std::bad_alloc&) {
     set_error(MEVB_ERR_NOMEM, "out of memory");
     return MEVB_ERR_NOMEM;
+  } catch (const nlohmann::json::exception& e) {
+    // The JSON library's own text ("[json.exception.type_error.316] ...") tells a user nothing.
+    set_error(MEVB_ERR_INTERNAL, json_error_message(e));
+    return MEVB_ERR_INTERNAL;
   } catch (const std::exception& e) {
     set_error(MEVB_ERR_INTERNAL, std::string("internal error: ") + e.what());
     return MEVB_ERR_INTERNAL;

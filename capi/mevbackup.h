@@ -75,6 +75,14 @@ MEVB_API const mevb_error *mevb_error_last(void);
 MEVB_API const char *mevb_version(void);
 MEVB_API unsigned mevb_version_number(void);
 
+/* Makes the calling process undumpable (prctl PR_SET_DUMPABLE 0: other processes of the
+ * same user cannot ptrace it or read its memory and environment) and sets RLIMIT_CORE to 0
+ * (no core file, inherited by children), so passwords and keys held in memory stay there.
+ * Process-wide and lasting, so the library never does it on its own: a program that hands
+ * it secrets calls it at start (the mevbackup CLI does); an embedding service decides.
+ * MEVB_ERR_IO if the kernel refuses. */
+MEVB_API int mevb_protect_secrets_in_memory(void);
+
 /* ---- callbacks ---------------------------------------------------------------- */
 
 typedef struct mevb_progress {
@@ -192,8 +200,10 @@ typedef struct mevb_pg_restore_opts {
   void *progress_user;
   int jobs;                         /* > 1: pg_restore --jobs, staging the dump in a temporary file */
   const char *staging_dir;          /* where that file goes; NULL: $TMPDIR or /tmp */
+  int allow_property_loss;          /* non-zero: warn, not fail, when the target server cannot give the
+                                       database the source's encoding, locale, settings or comment */
 } mevb_pg_restore_opts;
-#define MEVB_PG_RESTORE_OPTS_INIT {sizeof(mevb_pg_restore_opts), NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, 1, NULL}
+#define MEVB_PG_RESTORE_OPTS_INIT {sizeof(mevb_pg_restore_opts), NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, 1, NULL, 0}
 MEVB_API int mevb_pg_restore_opts_init(mevb_pg_restore_opts *opts, size_t size);
 
 /* Restores backup `id_or_latest` into the database opts->conninfo names. */

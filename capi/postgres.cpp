@@ -51,6 +51,7 @@ int mevb_repo_restore_postgres(mevb_repo* repo, const char* id_or_latest, const 
     if (o.jobs < 1 || o.jobs > 64) throw invalid("mevb_pg_restore_opts.jobs must be 1..64");
     ro.jobs = o.jobs;
     ro.staging_dir = str_or(o.staging_dir);
+    ro.allow_property_loss = o.allow_property_loss != 0;
     RunContext ctx = make_context(repo, o.progress, o.progress_user);
     Manifest m = repo->repo.find(id_or_latest, "postgres", str_or(o.source_name), ctx.log);
     restore_postgres(repo->repo, m, ro, ctx);

@@ -130,6 +130,8 @@ int usage_error(const std::string& msg, bool json, bool nagios, const std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Passwords and keys pass through this process: no core file, no ptrace by others.
+  mevb_protect_secrets_in_memory();
   CLI::App app{"mevbackup: backup and restore of PostgreSQL, Redis and configuration files", "mevbackup"};
   app.footer(kFooter);
   app.require_subcommand(1);

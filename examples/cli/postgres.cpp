@@ -54,7 +54,7 @@ Action setup_restore_postgres(CLI::App* app) {
     std::string dbname, backup = "latest", source, pg_restore, staging_dir;
     std::vector<std::string> pg_restore_args;
     int jobs = 1;
-    bool clean = false;
+    bool clean = false, allow_property_loss = false;
   };
   auto o = std::make_shared<Opts>();
   add_repo_options(app, o->repo);
@@ -63,6 +63,9 @@ Action setup_restore_postgres(CLI::App* app) {
   app->add_option("-b,--backup", o->backup, "backup id, or latest (default)")->type_name("ID|latest");
   app->add_option("--source", o->source, "with latest: the latest backup of this database")->type_name("DB");
   app->add_flag("--clean", o->clean, "replace a target database that is not empty");
+  app->add_flag("--allow-property-loss", o->allow_property_loss,
+                "go on (with a warning) when the target server cannot honour a property of the source "
+                "database (encoding, collation, locale provider, a setting)");
   app->add_option("-j,--jobs", o->jobs, "parallel pg_restore jobs (stages the dump in a file)")
       ->type_name("N")->check(CLI::Range(1, 64));
   app->add_option("--staging-dir", o->staging_dir, "where --jobs stages the dump (default $TMPDIR or /tmp)")
@@ -78,6 +81,7 @@ Action setup_restore_postgres(CLI::App* app) {
     mevb_pg_restore_opts po = MEVB_PG_RESTORE_OPTS_INIT;
     po.conninfo = o->dbname.c_str();
     po.clean = o->clean ? 1 : 0;
+    po.allow_property_loss = o->allow_property_loss ? 1 : 0;
     po.source_name = c(o->source);
     po.pg_restore_path = c(o->pg_restore);
     po.staging_dir = c(o->staging_dir);

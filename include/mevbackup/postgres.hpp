@@ -39,6 +39,12 @@ struct PgRestoreOptions {
   // afterwards. 1: streamed, no temporary copy.
   int jobs = 1;
   std::string staging_dir;
+  // The restored database gets the source's encoding, collation, ctype, locale provider
+  // and ICU locale, its ALTER DATABASE ... SET settings and its comment (as the backup's
+  // manifest records them). When the target server cannot honour one (a missing locale,
+  // an unknown setting), the restore fails naming it, changing nothing; true: it warns
+  // and the database gets the server's default for it instead.
+  bool allow_property_loss = false;
 };
 
 // Restores `backup` into the database that opts.conninfo names. The data goes into a

@@ -65,6 +65,20 @@ class SigpipeGuard {
 
 }  // namespace
 
+const std::vector<std::string> kBaseEnv = {"PATH", "HOME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR"};
+const std::vector<std::string> kPgToolEnv = {"PG*"};
+
+bool env_allowed(const std::string& name, const std::vector<std::string>& patterns) {
+  for (auto& p : patterns) {
+    if (!p.empty() && p.back() == '*') {
+      if (name.compare(0, p.size() - 1, p, 0, p.size() - 1) == 0) return true;
+    } else if (name == p) {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::optional<std::string> find_in_path(const std::string& name) {
   if (name.find('/') != std::string::npos) return name;
   const char* path = std::getenv("PATH");
@@ -101,11 +115,14 @@ Subprocess::Subprocess(const SpawnOptions& opts) : err_limit_(opts.stderr_limit)
   auto exe = find_in_path(program_);
   if (!exe) throw Error(Code::not_found, fmt::format("program \"{}\" not found in PATH", program_));
 
-  // Environment: inherited, then the overrides.
+  // Environment: the allowed part of ours (a hook must not see PGPASSWORD, pg_dump not the
+  // AWS secret), then the overrides.
   std::map<std::string, std::string> env;
   for (char** e = environ; e && *e; ++e) {
     const char* eq = std::strchr(*e, '=');
-    if (eq) env[std::string(*e, static_cast<size_t>(eq - *e))] = eq + 1;
+    if (!eq) continue;
+    std::string name(*e, static_cast<size_t>(eq - *e));
+    if (env_allowed(name, kBaseEnv) || env_allowed(name, opts.inherit_env)) env[name] = eq + 1;
   }
   for (auto& [k, v] : opts.env) {
     if (v) env[k] = *v;

@@ -17,11 +17,22 @@ namespace mevbackup {
 
 struct SpawnOptions {
   std::vector<std::string> argv;                         // argv[0] is looked up in PATH
+  // The child's environment is built, never inherited whole: from this process's environment
+  // only kBaseEnv and the names listed here (a trailing '*' makes a prefix), then `env`.
+  std::vector<std::string> inherit_env;
   std::map<std::string, std::optional<std::string>> env; // overrides; nullopt removes
   bool pipe_stdin = false;
   bool pipe_stdout = false;
   size_t stderr_limit = 16 * 1024;                      // bytes of stderr kept for messages
 };
+
+// What every child inherits: PATH, HOME, LANG, LC_*, TZ, TMPDIR. Nothing secret.
+extern const std::vector<std::string> kBaseEnv;
+// For pg_dump/pg_restore and other libpq programs: PG* too (PGPASSWORD, PGSSLMODE, ...).
+extern const std::vector<std::string> kPgToolEnv;
+
+// True when the environment variable `name` is allowed by `patterns` (see inherit_env).
+bool env_allowed(const std::string& name, const std::vector<std::string>& patterns);
 
 class Subprocess {
  public:

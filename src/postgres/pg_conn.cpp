@@ -3,6 +3,9 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 
 #include <fmt/format.h>
@@ -48,17 +51,99 @@ PQconninfoOption* parse_conninfo(const std::string& conninfo, ConnInfoOptions& h
   return holder.opts;
 }
 
+const char* option(PQconninfoOption* opts, const char* key) {
+  for (auto* o = opts; o && o->keyword; ++o)
+    if (std::string(o->keyword) == key && o->val && *o->val) return o->val;
+  return nullptr;
+}
+
+const char* env_or_null(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : nullptr;
+}
+
+// A Unix socket directory, an abstract socket, localhost or a loopback address: traffic that
+// never leaves the machine.
+bool loopback(const std::string& host) {
+  if (host.empty() || host[0] == '/' || host[0] == '@' || host == "localhost" || host == "::1") return true;
+  unsigned a, b, c, d;
+  char tail;
+  return std::sscanf(host.c_str(), "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) == 4 && a == 127 && b < 256 &&
+         c < 256 && d < 256;
+}
+
+// Each of a comma-separated host list.
+bool all_loopback(const std::string& hosts) {
+  size_t start = 0;
+  for (;;) {
+    size_t end = hosts.find(',', start);
+    if (!loopback(hosts.substr(start, end == std::string::npos ? std::string::npos : end - start))) return false;
+    if (end == std::string::npos) return true;
+    start = end + 1;
+  }
+}
+
 }  // namespace
 
-Conn Conn::connect(const std::string& conninfo, const std::string& dbname_override) {
-  // The second "dbname" overrides the first (expanded) one.
-  const char* keys[] = {"dbname", dbname_override.empty() ? nullptr : "dbname", nullptr};
-  const char* vals[] = {conninfo.c_str(), dbname_override.empty() ? nullptr : dbname_override.c_str(), nullptr};
-  PGconn* c = PQconnectdbParams(keys, vals, 1);
+ConnectPolicy connect_policy(const std::string& conninfo, const RunContext& ctx) {
+  ConnInfoOptions parsed;
+  parse_conninfo(conninfo, parsed);
+  ConnectPolicy p;
+  const char* hostaddr = option(parsed.opts, "hostaddr");
+  if (!hostaddr) hostaddr = env_or_null("PGHOSTADDR");
+  const char* host = option(parsed.opts, "host");
+  if (!host) host = env_or_null("PGHOST");
+  // libpq connects to hostaddr when it is given; host then only names the certificate.
+  std::string where = hostaddr ? hostaddr : host ? host : "";
+  bool remote = !all_loopback(where);
+  const char* chosen = option(parsed.opts, "sslmode");
+  const char* by = "the connection string";
+  if (!chosen && (chosen = env_or_null("PGSSLMODE"))) by = "PGSSLMODE";
+  if (remote && !chosen) p.sslmode = "verify-full";
+  if (remote && chosen && std::string(chosen) != "verify-full" && ctx.log)
+    ctx.log(LogLevel::warning,
+            fmt::format("WARNING: sslmode={} ({} chose it) for host {}: the server's identity is not verified{}", chosen,
+                        by, where,
+                        std::string(chosen) == "verify-ca" ? " beyond its CA"
+                                                           : "; the password can reach an impostor or travel in plain text"));
+  bool timeout_chosen = option(parsed.opts, "connect_timeout") || env_or_null("PGCONNECT_TIMEOUT");
+  if (!timeout_chosen) {
+    auto stall = std::chrono::duration_cast<std::chrono::seconds>(ctx.pipeline.stall_timeout).count();
+    // libpq treats anything below 2 s as 2 s.
+    p.connect_timeout_s = stall > 0 ? static_cast<int>(std::max<long long>(stall, 2)) : 60;
+  }
+  return p;
+}
+
+void apply_policy_env(const ConnectPolicy& p, std::map<std::string, std::optional<std::string>>& env) {
+  if (!p.sslmode.empty() && !env.count("PGSSLMODE")) env["PGSSLMODE"] = p.sslmode;
+  if (p.connect_timeout_s > 0 && !env.count("PGCONNECT_TIMEOUT"))
+    env["PGCONNECT_TIMEOUT"] = std::to_string(p.connect_timeout_s);
+}
+
+Conn Conn::connect(const std::string& conninfo, const std::string& dbname_override, const ConnectPolicy& policy) {
+  // Keywords are processed in order and the last value wins: the policy's defaults come
+  // before the (expanded) conninfo so that it can override them; the second "dbname"
+  // overrides the conninfo's; client_encoding comes last, forced.
+  std::string timeout = std::to_string(policy.connect_timeout_s);
+  std::vector<const char*> keys, vals;
+  if (!policy.sslmode.empty()) keys.push_back("sslmode"), vals.push_back(policy.sslmode.c_str());
+  if (policy.connect_timeout_s > 0) keys.push_back("connect_timeout"), vals.push_back(timeout.c_str());
+  keys.push_back("dbname"), vals.push_back(conninfo.c_str());
+  if (!dbname_override.empty()) keys.push_back("dbname"), vals.push_back(dbname_override.c_str());
+  keys.push_back("client_encoding"), vals.push_back("UTF8");
+  keys.push_back(nullptr), vals.push_back(nullptr);
+  PGconn* c = PQconnectdbParams(keys.data(), vals.data(), 1);
   if (!c) throw Error(Code::no_memory, "cannot allocate a PostgreSQL connection");
   Conn conn(c);
   if (PQstatus(c) != CONNECTION_OK) {
     std::string msg = trim(PQerrorMessage(c));
+    if (!policy.sslmode.empty() && (msg.find("certificate") != std::string::npos || msg.find("SSL") != std::string::npos))
+      msg += fmt::format(" (mevbackup connects to remote hosts with sslmode={}: give sslrootcert=... or choose "
+                         "another sslmode in the connection string)",
+                         policy.sslmode);
+    if (msg.find("timeout expired") != std::string::npos)
+      msg += fmt::format(" (no answer within {} s)", policy.connect_timeout_s);
     std::string db = dbname_override.empty() ? conninfo_dbname(conninfo) : dbname_override;
     Code code = Code::connection;
     bool retriable = true;

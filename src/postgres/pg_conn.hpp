@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mevbackup/error.hpp"
+#include "mevbackup/repository.hpp"
 
 namespace mevbackup::pg {
 
@@ -18,10 +19,29 @@ struct ResultDeleter {
 };
 using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
+// How the library's own sessions and its pg_dump/pg_restore children reach the server:
+// defaults that the conninfo (or PGSSLMODE / PGCONNECT_TIMEOUT) can override.
+struct ConnectPolicy {
+  std::string sslmode;          // empty: libpq's default (loopback hosts, Unix sockets)
+  int connect_timeout_s = 0;    // 0: libpq's default (none)
+};
+
+// verify-full for a conninfo that reaches a host other than a loopback address or a Unix
+// socket, unless the conninfo or PGSSLMODE chooses a mode (then, when that mode is weaker,
+// a warning says so); a connect timeout of the stall timeout (60 s when it is off).
+ConnectPolicy connect_policy(const std::string& conninfo, const RunContext& ctx);
+
+// The policy as the PG* variables a child libpq program reads (set only where the caller's
+// environment and the conninfo say nothing).
+void apply_policy_env(const ConnectPolicy& p, std::map<std::string, std::optional<std::string>>& env);
+
 class Conn {
  public:
-  // Connects with `conninfo`, optionally overriding its dbname.
-  static Conn connect(const std::string& conninfo, const std::string& dbname_override = "");
+  // Connects with `conninfo`, optionally overriding its dbname. The session's
+  // client_encoding is always UTF8, whatever the database's encoding: names and text
+  // read here go into JSON manifests and messages.
+  static Conn connect(const std::string& conninfo, const std::string& dbname_override = "",
+                      const ConnectPolicy& policy = {});
   Conn(Conn&&) = default;
   Conn& operator=(Conn&&) = default;
 

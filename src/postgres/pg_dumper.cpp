@@ -85,12 +85,86 @@ nlohmann::json count_rows(pg::Conn& conn, uint64_t exact_max, const LogFn& log) 
   return out;
 }
 
+// What CREATE DATABASE, ALTER DATABASE ... SET and COMMENT ON DATABASE need to bring the
+// database itself back: read in the snapshot session, so from the state that was dumped.
+nlohmann::json database_properties(pg::Conn& conn) {
+  int v = conn.server_version();
+  // The ICU locale column: none before 15, daticulocale in 15 and 16, datlocale from 17.
+  std::string provider = v >= 150000 ? "d.datlocprovider::text" : "'c'";
+  std::string icu = v >= 170000 ? "d.datlocale" : v >= 150000 ? "d.daticulocale" : "NULL::text";
+  std::string rules = v >= 160000 ? "d.daticurules" : "NULL::text";
+  auto r = conn.exec(fmt::format("SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, {}, {}, {}, "
+                                 "shobj_description(d.oid, 'pg_database'), "
+                                 "(SELECT array_to_json(s.setconfig) FROM pg_db_role_setting s "
+                                 "WHERE s.setdatabase = d.oid AND s.setrole = 0) "
+                                 "FROM pg_database d WHERE d.datname = current_database()",
+                                 provider, icu, rules),
+                     {}, "reading the database's properties");
+  if (PQntuples(r.get()) != 1) throw Error(Code::io, "cannot read the properties of the current database");
+  auto text = [&](int col) -> nlohmann::json {
+    if (PQgetisnull(r.get(), 0, col)) return nullptr;
+    return std::string(PQgetvalue(r.get(), 0, col));
+  };
+  std::string prov = PQgetvalue(r.get(), 0, 3);
+  nlohmann::json settings = nlohmann::json::array();
+  if (!PQgetisnull(r.get(), 0, 7)) settings = nlohmann::json::parse(PQgetvalue(r.get(), 0, 7));
+  return {
+      {"encoding", text(0)},
+      {"collate", text(1)},
+      {"ctype", text(2)},
+      {"locale_provider", prov == "i" ? "icu" : prov == "b" ? "builtin" : "libc"},
+      {"icu_locale", text(4)},
+      {"icu_rules", text(5)},
+      {"comment", text(6)},
+      {"settings", settings},  // "name=value" as pg_db_role_setting holds them
+  };
+}
+
+// What a logical dump changes, found at backup time so the user hears of it before a restore:
+// child tables whose own columns precede inherited ones come back with the inherited
+// columns first (pg_dump writes them with INHERITS), and pg_restore refreshes every populated
+// materialized view (a stale one comes back fresh).
+nlohmann::json logical_dump_caveats(pg::Conn& conn, const LogFn& log) {
+  auto reordered = conn.exec(
+      "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "WHERE c.relkind IN ('r', 'p') AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid) "
+      "AND EXISTS (SELECT 1 FROM pg_attribute l, pg_attribute h WHERE l.attrelid = c.oid AND h.attrelid = c.oid "
+      "AND l.attnum > 0 AND h.attnum > l.attnum AND NOT l.attisdropped AND NOT h.attisdropped "
+      "AND l.attinhcount = 0 AND h.attinhcount > 0) ORDER BY 1, 2",
+      {}, "looking for inherited tables");
+  nlohmann::json tables = nlohmann::json::array();
+  for (int i = 0; i < PQntuples(reordered.get()); ++i) {
+    std::string schema = PQgetvalue(reordered.get(), i, 0), name = PQgetvalue(reordered.get(), i, 1);
+    tables.push_back({{"schema", schema}, {"table", name}});
+    if (log)
+      log(LogLevel::warning, fmt::format("table {}.{} has columns of its own before inherited ones: a restore puts "
+                                         "the inherited columns first (SELECT * and INSERT without column names "
+                                         "will see another order)",
+                                         schema, name));
+  }
+  auto views = conn.exec(
+      "SELECT schemaname, matviewname, ispopulated FROM pg_matviews "
+      "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
+      {}, "listing materialized views");
+  nlohmann::json mv = nlohmann::json::array();
+  for (int i = 0; i < PQntuples(views.get()); ++i)
+    mv.push_back({{"schema", PQgetvalue(views.get(), i, 0)},
+                  {"view", PQgetvalue(views.get(), i, 1)},
+                  {"populated", std::string(PQgetvalue(views.get(), i, 2)) == "t"}});
+  if (log && !mv.empty())
+    log(LogLevel::info, fmt::format("{} materialized view(s): pg_restore refreshes the populated ones, so they come "
+                                    "back computed from the restored tables, not as they were",
+                                    mv.size()));
+  return {{"column_order_changes", tables}, {"materialized_views", mv}};
+}
+
 }  // namespace
 
 Manifest backup_postgres(Repository& repo, const PgBackupOptions& opts, const RunContext& ctx) {
   check_dump_args(opts.pg_dump_args);
   auto env = pg::conninfo_env(opts.conninfo);  // validates the conninfo first
-  pg::Conn conn = pg::Conn::connect(opts.conninfo);
+  pg::ConnectPolicy policy = pg::connect_policy(opts.conninfo, ctx);
+  pg::Conn conn = pg::Conn::connect(opts.conninfo, "", policy);
   std::string db = conn.dbname();
   int server_num = conn.server_version();
   int server_major = server_num / 10000;
@@ -107,12 +181,16 @@ Manifest backup_postgres(Repository& repo, const PgBackupOptions& opts, const Ru
   conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {}, "starting the snapshot transaction");
   std::string snapshot = conn.value("SELECT pg_export_snapshot()");
   nlohmann::json tables = count_rows(conn, opts.exact_count_max_bytes, ctx.log);
+  nlohmann::json properties = database_properties(conn);
+  nlohmann::json caveats = logical_dump_caveats(conn, ctx.log);
 
   SpawnOptions so;
   so.argv = {pg_dump, "-Fc", "-Z0", "--snapshot=" + snapshot};
   so.argv.insert(so.argv.end(), opts.pg_dump_args.begin(), opts.pg_dump_args.end());
   so.env = env;
   so.env["PGDATABASE"] = db;
+  pg::apply_policy_env(policy, so.env);
+  so.inherit_env = kPgToolEnv;
   so.pipe_stdout = true;
   if (ctx.log) ctx.log(LogLevel::info, fmt::format("dumping database \"{}\" (PostgreSQL {}) with {}", db, server_version, pg_dump));
   PgDumpSource source(so, db);
@@ -134,6 +212,9 @@ Manifest backup_postgres(Repository& repo, const PgBackupOptions& opts, const Ru
         {"pg_dump_version", dump_major},
         {"snapshot_isolation", "repeatable read"},
         {"tables", tables},
+        {"database_properties", properties},
+        {"column_order_changes", caveats["column_order_changes"]},
+        {"materialized_views", caveats["materialized_views"]},
     };
   });
   conn.exec("COMMIT", {}, "ending the snapshot transaction");

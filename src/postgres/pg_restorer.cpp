@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <random>
 
 #include <fmt/format.h>
@@ -145,6 +146,104 @@ void drop_abandoned_staging(pg::Conn& admin, const std::string& target, const Ru
   }
 }
 
+// The database's own properties as the backup recorded them (manifest "database_properties").
+struct DbProperties {
+  std::string encoding, collate, ctype, provider = "libc", icu_locale, icu_rules;
+  std::optional<std::string> comment;
+  std::vector<std::string> settings;  // "name=value"
+};
+
+std::string json_text(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::optional<DbProperties> recorded_properties(const Manifest& m) {
+  auto it = m.source.find("database_properties");
+  if (it == m.source.end() || !it->is_object()) return std::nullopt;
+  const nlohmann::json& j = *it;
+  DbProperties p;
+  p.encoding = json_text(j, "encoding");
+  p.collate = json_text(j, "collate");
+  p.ctype = json_text(j, "ctype");
+  if (auto v = json_text(j, "locale_provider"); !v.empty()) p.provider = v;
+  p.icu_locale = json_text(j, "icu_locale");
+  p.icu_rules = json_text(j, "icu_rules");
+  if (auto c = j.find("comment"); c != j.end() && c->is_string()) p.comment = c->get<std::string>();
+  if (auto s = j.find("settings"); s != j.end() && s->is_array())
+    for (auto& v : *s)
+      if (v.is_string()) p.settings.push_back(v.get<std::string>());
+  return p;
+}
+
+// The CREATE DATABASE clauses that give the staging database the source's properties.
+std::string property_clauses(pg::Conn& admin, const DbProperties& p) {
+  std::string sql;
+  if (!p.encoding.empty()) sql += " ENCODING " + admin.quote_literal(p.encoding);
+  if (!p.collate.empty()) sql += " LC_COLLATE " + admin.quote_literal(p.collate);
+  if (!p.ctype.empty()) sql += " LC_CTYPE " + admin.quote_literal(p.ctype);
+  if (p.provider == "icu") {
+    if (admin.server_version() < 150000)
+      throw Error(Code::unsupported, fmt::format("the ICU locale provider (ICU locale \"{}\") needs PostgreSQL 15 or "
+                                                 "newer on the target server",
+                                                 p.icu_locale));
+    sql += " LOCALE_PROVIDER icu";
+    if (!p.icu_locale.empty()) sql += " ICU_LOCALE " + admin.quote_literal(p.icu_locale);
+    if (!p.icu_rules.empty()) sql += " ICU_RULES " + admin.quote_literal(p.icu_rules);
+  } else if (p.provider == "builtin") {
+    sql += " LOCALE_PROVIDER builtin";
+    if (!p.icu_locale.empty()) sql += " BUILTIN_LOCALE " + admin.quote_literal(p.icu_locale);
+  } else if (admin.server_version() >= 150000) {
+    sql += " LOCALE_PROVIDER libc";
+  }
+  return sql;
+}
+
+std::string describe(const DbProperties& p) {
+  std::string d = fmt::format("encoding {}, collate {}, ctype {}, locale provider {}", p.encoding, p.collate, p.ctype,
+                              p.provider);
+  if (!p.icu_locale.empty()) d += fmt::format(", locale {}", p.icu_locale);
+  return d;
+}
+
+// These settings hold lists whose elements pg_db_role_setting keeps quoted as identifiers
+// ("$user", public): each element is given as its own literal. The others are one literal.
+bool list_setting(const std::string& name) {
+  static const char* lists[] = {"search_path", "temp_tablespaces", "session_preload_libraries",
+                                "shared_preload_libraries", "local_preload_libraries", "unix_socket_directories"};
+  for (const char* l : lists)
+    if (name == l) return true;
+  return false;
+}
+
+std::string setting_value_sql(pg::Conn& admin, const std::string& name, const std::string& value) {
+  if (!list_setting(name)) return admin.quote_literal(value);
+  std::vector<std::string> items;
+  std::string cur;
+  bool quoted = false, any = false;
+  for (size_t i = 0; i < value.size(); ++i) {
+    char c = value[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < value.size() && value[i + 1] == '"') cur += '"', ++i;
+      else if (c == '"') quoted = false;
+      else cur += c;
+    } else if (c == '"') {
+      quoted = any = true;
+    } else if (c == ',') {
+      items.push_back(cur);
+      cur.clear();
+      any = false;
+    } else if (c != ' ' && c != '\t') {
+      cur += c;
+      any = true;
+    }
+  }
+  if (any || !cur.empty() || !items.empty()) items.push_back(cur);
+  std::string sql;
+  for (auto& it : items) sql += (sql.empty() ? "" : ", ") + admin.quote_literal(it);
+  return sql.empty() ? "''" : sql;
+}
+
 }  // namespace
 
 void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreOptions& opts, const RunContext& ctx) {
@@ -155,11 +254,13 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
   if (target.empty())
     throw Error(Code::invalid_argument, "the restore target names no database (give dbname=... in the connection string)");
 
-  pg::Conn admin = pg::Conn::connect(opts.conninfo, kMaintenanceDb);
+  pg::ConnectPolicy policy = pg::connect_policy(opts.conninfo, ctx);
+  pg::apply_policy_env(policy, env);
+  pg::Conn admin = pg::Conn::connect(opts.conninfo, kMaintenanceDb, policy);
   std::string owner;
   if (database_exists(admin, target)) {
     owner = admin.value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", {target});
-    pg::Conn t = pg::Conn::connect(opts.conninfo, target);
+    pg::Conn t = pg::Conn::connect(opts.conninfo, target, policy);
     std::string relations = t.value(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' "
@@ -175,17 +276,51 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
                                    : opts.pg_restore_path;
   drop_abandoned_staging(admin, target, ctx);
   std::string staging = staging_name(target);
+  std::optional<DbProperties> props = recorded_properties(backup);
+  if (!props && ctx.log)
+    ctx.log(LogLevel::warning, fmt::format("backup {} records no database properties (an older or adopted backup): "
+                                           "database \"{}\" gets the server's default encoding, locale, settings "
+                                           "and no comment",
+                                           backup.id, target));
+  // Honours what the target server cannot: fails (naming it) unless allowed, then warns.
+  auto property_lost = [&](const std::string& what, const std::string& why) {
+    if (!opts.allow_property_loss)
+      throw Error(Code::restore_failed,
+                  fmt::format("the target server cannot give database \"{}\" the source's {}: {} (allow property "
+                              "loss to restore without it)",
+                              target, what, why));
+    if (ctx.log)
+      ctx.log(LogLevel::warning,
+              fmt::format("database \"{}\" is restored without the source's {}: {}", target, what, why));
+  };
   std::string create = fmt::format("CREATE DATABASE {} TEMPLATE template0", admin.quote_ident(staging));
-  if (!owner.empty()) {
-    try {
-      admin.exec(create + " OWNER " + admin.quote_ident(owner), {}, "creating the staging database");
-    } catch (const Error&) {
-      // Not allowed to give it the target's owner: the restoring user keeps it.
-      if (ctx.log) ctx.log(LogLevel::warning, fmt::format("cannot make {} the owner of the restored database", owner));
-      admin.exec(create, {}, "creating the staging database");
+  auto create_staging = [&](const std::string& clauses) {
+    if (!owner.empty()) {
+      try {
+        admin.exec(create + clauses + " OWNER " + admin.quote_ident(owner), {}, "creating the staging database");
+        return;
+      } catch (const Error&) {
+      }
     }
-  } else {
-    admin.exec(create, {}, "creating the staging database");
+    admin.exec(create + clauses, {}, "creating the staging database");
+    // Not allowed to give it the target's owner: the restoring user keeps it.
+    if (!owner.empty() && ctx.log)
+      ctx.log(LogLevel::warning, fmt::format("cannot make {} the owner of the restored database", owner));
+  };
+  {
+    std::string clauses, why;
+    if (props) {
+      try {
+        clauses = property_clauses(admin, *props);
+        create_staging(clauses);
+      } catch (const Error& e) {
+        why = e.what();
+      }
+    }
+    if (!props || !why.empty()) {
+      if (props) property_lost(describe(*props), why);
+      create_staging("");
+    }
   }
   auto drop_staging = [&] {
     try {
@@ -207,6 +342,7 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
     SpawnOptions so;
     so.env = env;
     so.env["PGDATABASE"] = staging;
+    so.inherit_env = kPgToolEnv;
     if (ctx.log) ctx.log(LogLevel::info, fmt::format("restoring {} into database \"{}\"", backup.id, target));
     if (opts.jobs <= 1) {
       // Streamed: no temporary copy. One transaction, so a failure leaves an empty staging db.
@@ -235,12 +371,59 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
       }
     }
     if (ctx.cancel) ctx.cancel->check();
+    // The database's settings apply to the sessions that start after them: set after the
+    // load (pg_restore's own session sets what it needs), before the database is in place.
+    // pg_db_role_setting and the comment are shared catalogs, stored as the writing session's
+    // database encodes them: written from a session in the restored database itself (they
+    // were read in one in the source), so their bytes come back as they were.
+    if (props && !props->settings.empty()) {
+      pg::Conn in_db = pg::Conn::connect(opts.conninfo, staging, policy);
+      for (auto& line : props->settings) {
+        auto eq = line.find('=');
+        if (eq == std::string::npos || eq == 0) continue;
+        std::string name = line.substr(0, eq), value = line.substr(eq + 1);
+        try {
+          in_db.exec(fmt::format("ALTER DATABASE {} SET {} = {}", in_db.quote_ident(staging), in_db.quote_ident(name),
+                                 setting_value_sql(in_db, name, value)),
+                     {}, fmt::format("setting {} on the restored database", name).c_str());
+        } catch (const Error& e) {
+          property_lost(fmt::format("setting {}", line), e.what());
+        }
+      }
+    }
+    if (ctx.cancel) ctx.cancel->check();
     if (database_exists(admin, target)) {
       admin.exec(fmt::format("DROP DATABASE {}", admin.quote_ident(target)), {},
                  fmt::format("replacing database \"{}\" (is an application still connected?)", target).c_str());
     }
-    admin.exec(fmt::format("ALTER DATABASE {} RENAME TO {}", admin.quote_ident(staging), admin.quote_ident(target)),
-               {}, "renaming the restored database into place");
+    // The rename and the end of the staging mark in one transaction: no database ends up
+    // with the target's name and the mark, nor a staging name without the mark that the next
+    // restore's cleanup looks for. Then the source's comment, from inside the database.
+    admin.exec("BEGIN", {}, "renaming the restored database into place");
+    try {
+      admin.exec(fmt::format("ALTER DATABASE {} RENAME TO {}", admin.quote_ident(staging), admin.quote_ident(target)),
+                 {}, "renaming the restored database into place");
+      admin.exec(fmt::format("COMMENT ON DATABASE {} IS NULL", admin.quote_ident(target)), {},
+                 "removing the staging mark");
+      admin.exec("COMMIT", {}, "renaming the restored database into place");
+    } catch (...) {
+      try {
+        admin.exec("ROLLBACK");
+      } catch (...) {
+      }
+      throw;
+    }
+    if (props && props->comment) {
+      try {
+        pg::Conn in_db = pg::Conn::connect(opts.conninfo, target, policy);
+        in_db.exec(fmt::format("COMMENT ON DATABASE {} IS {}", in_db.quote_ident(target),
+                               in_db.quote_literal(*props->comment)),
+                   {}, "giving the restored database its comment");
+      } catch (const Error& e) {
+        // The data is in place; only the comment is missing.
+        if (ctx.log) ctx.log(LogLevel::error, fmt::format("database \"{}\" is restored without its comment: {}", target, e.what()));
+      }
+    }
   } catch (const Error& e) {
     drop_staging();
     if (e.code() == Code::io)  // a failed SQL step of the swap

@@ -678,6 +678,9 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
   argv.insert(argv.end() - 1, "-W");  // pg_ctl returns at once; recovery is watched below
   SpawnOptions so;
   so.argv = argv;
+  // The server inherits pg_ctl's environment, and its restore_command (mevbackup wal-fetch)
+  // needs the repository's settings and credentials.
+  so.inherit_env = {"PG*", "MEVBACKUP_*", "AWS_*"};
   so.pipe_stdout = true;  // "server starting": not ours to print
   {
     Subprocess p(so);

@@ -344,3 +344,22 @@ sleep 120
     assert "stalled" in r.stderr
     assert time.monotonic() - t0 < 60
     assert files(repo) == before
+
+
+def test_restore_of_a_property_the_target_lacks_needs_allow_property_loss(pg, cli, repo, newdb):
+    src, target = newdb("plcli"), newdb("plcli_back")
+    pg.psql(f"CREATE DATABASE {src} LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0")
+    pg.psql("CREATE TABLE t (x int); INSERT INTO t VALUES (1);", src)
+    r = backup(cli, pg, repo, src)
+    manifest = repo / (re.search(r"database/\S+\.dump\.gz", r.stdout).group(0) + ".manifest.json")
+    m = json.loads(manifest.read_text())
+    m["source"]["database_properties"]["ctype"] = "xx_NOWHERE.UTF-8"  # as if the target lacked the locale
+    manifest.write_text(json.dumps(m))
+    r = cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target))
+    assert r.returncode == 1
+    assert "xx_NOWHERE.UTF-8" in r.stderr and f'"{target}"' in r.stderr
+    assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname LIKE '{target}%'") == "0"
+    r = cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--allow-property-loss")
+    assert r.returncode == 0, r.stderr
+    assert "restored without the source's" in r.stderr and "xx_NOWHERE.UTF-8" in r.stderr
+    assert pg.psql("SELECT count(*) FROM t", target) == "1"

@@ -113,7 +113,7 @@ class _PgRestoreOpts(ctypes.Structure):
                 ("source_name", ctypes.c_char_p), ("pg_restore_path", ctypes.c_char_p),
                 ("pg_restore_args", ctypes.POINTER(ctypes.c_char_p)), ("pg_restore_args_count", ctypes.c_size_t),
                 ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p), ("jobs", ctypes.c_int),
-                ("staging_dir", ctypes.c_char_p)]
+                ("staging_dir", ctypes.c_char_p), ("allow_property_loss", ctypes.c_int)]
 
 
 class _PruneOpts(ctypes.Structure):
@@ -199,6 +199,7 @@ _declare("mevb_backup_list_get", _p, [_p, ctypes.c_size_t])
 _declare("mevb_backup_list_free", None, [_p])
 _declare("mevb_repo_find", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_p)],
          True)
+_declare("mevb_protect_secrets_in_memory", ctypes.c_int, [], True)
 _declare("mevb_pg_backup_opts_init", ctypes.c_int, [ctypes.POINTER(_PgBackupOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_backup_postgres", ctypes.c_int, [_p, ctypes.POINTER(_PgBackupOpts), ctypes.POINTER(_p)], True)
 _declare("mevb_pg_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_PgRestoreOpts), ctypes.c_size_t], True)
@@ -276,14 +277,27 @@ def library_version() -> str:
     return str(_lib.mevb_version().decode())
 
 
-def _enc(s: Optional[str]) -> Optional[bytes]:
-    return None if s is None else os.fsencode(s) if isinstance(s, os.PathLike) else s.encode()
+def protect_secrets_in_memory() -> None:
+    """Makes this process undumpable and disables its core files (mevb_protect_secrets_in_memory):
+    process-wide, so the library leaves the choice to the program that hands it secrets."""
+    _lib.mevb_protect_secrets_in_memory()
+
+
+def _enc(s: Union[str, "os.PathLike[str]", None]) -> Optional[bytes]:
+    """The one str/path -> bytes conversion: C sees a NUL as the end, so a string holding one
+    would silently name something shorter (another path, another database)."""
+    if s is None:
+        return None
+    b = os.fsencode(s)
+    if b"\0" in b:
+        raise ValueError(f"embedded NUL character in {s!r}")
+    return b
 
 
 def _argv(args: Optional[Sequence[str]]) -> Tuple[Any, int, Any]:
     if args is None:
         return None, 0, None
-    keep = [os.fsencode(a) for a in args]
+    keep = [_enc(a) for a in args]
     arr = (ctypes.c_char_p * max(len(keep), 1))(*keep)
     return ctypes.cast(arr, ctypes.POINTER(ctypes.c_char_p)), len(keep), (arr, keep)
 
@@ -444,7 +458,7 @@ class Repository:
                 setattr(opts, name, int(value or 0))
             else:
                 raise TypeError(f"Repository() got an unexpected keyword argument {name!r}")
-        _lib.mevb_repo_open(ctypes.byref(self._h), os.fsencode(location), ctypes.byref(opts))
+        _lib.mevb_repo_open(ctypes.byref(self._h), _enc(location), ctypes.byref(opts))
         self.location = os.fspath(location)
 
     def close(self) -> None:
@@ -540,8 +554,12 @@ class Repository:
     def restore_postgres(self, backup: Union[str, Backup] = "latest", *, dbname: str, clean: bool = False,
                          source: Optional[str] = None, pg_restore: Optional[str] = None,
                          pg_restore_args: Optional[Sequence[str]] = None, jobs: int = 1,
-                         staging_dir: Optional[str] = None, progress: Optional[ProgressFn] = None) -> None:
-        """Restores `backup` (an id, a Backup or "latest") into the database `dbname` names."""
+                         staging_dir: Optional[str] = None, progress: Optional[ProgressFn] = None,
+                         allow_property_loss: bool = False) -> None:
+        """Restores `backup` (an id, a Backup or "latest") into the database `dbname` names.
+
+        The database gets the source's encoding, locale, settings and comment; when the target
+        server cannot honour one, the restore fails unless `allow_property_loss` (then it warns)."""
         ident = backup.id if isinstance(backup, Backup) else backup
         o = _PgRestoreOpts()
         _lib.mevb_pg_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
@@ -552,6 +570,7 @@ class Repository:
         o.pg_restore_args, o.pg_restore_args_count, keep = _argv(pg_restore_args)
         o.jobs = jobs
         o.staging_dir = _enc(staging_dir)
+        o.allow_property_loss = 1 if allow_property_loss else 0
         _run_restore(self, _lib.mevb_repo_restore_postgres, ident, o, progress)
         del keep
 
@@ -609,7 +628,7 @@ class Repository:
         out unless include_secrets; the manifest lists members and excluded names."""
         o = _FilesBackupOpts()
         _lib.mevb_files_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-        o.base_dir = None if base is None else os.fsencode(base)
+        o.base_dir = _enc(base)
         o.paths, o.paths_count, keep_p = _argv([os.fspath(p) for p in paths])
         o.excludes, o.excludes_count, keep_e = _argv(list(exclude) if exclude else None)
         o.include_secrets = 1 if include_secrets else 0
@@ -632,7 +651,7 @@ class Repository:
         ident = backup.id if isinstance(backup, Backup) else backup
         o = _FilesRestoreOpts()
         _lib.mevb_files_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-        o.target = os.fsencode(target)
+        o.target = _enc(target)
         o.only, o.only_count, keep = _argv(list(only) if only else None)
         o.dry_run = 1 if dry_run else 0
         o.overwrite = 1 if overwrite else 0
@@ -707,14 +726,14 @@ class Repository:
         Returns True when stored, False when the same content was already archived;
         raises AlreadyExists when different content is archived under that name."""
         already = ctypes.c_int(0)
-        _lib.mevb_wal_push(self._handle(), os.fsencode(path), ctypes.byref(already))
+        _lib.mevb_wal_push(self._handle(), _enc(path), ctypes.byref(already))
         return already.value == 0
 
     def wal_fetch(self, name: str, dest: Union[str, os.PathLike[str]]) -> bool:
         """restore_command: writes archived WAL file `name` to `dest` atomically.
         Returns False (writing nothing) when the archive does not hold it."""
         try:
-            _lib.mevb_wal_fetch(self._handle(), _enc(name), os.fsencode(dest))
+            _lib.mevb_wal_fetch(self._handle(), _enc(name), _enc(dest))
         except NotFound:
             return False
         return True
@@ -753,7 +772,7 @@ class Repository:
         `Report.data` names the backup used; `Report.text` says how to start the server."""
         o = _PitrRestoreOpts()
         _lib.mevb_pitr_restore_opts_init(ctypes.byref(o), ctypes.sizeof(o))
-        o.data_dir = os.fsencode(data_dir)
+        o.data_dir = _enc(data_dir)
         o.repo_url = _enc(repo_url if repo_url is not None else self.location)
         o.target_time, o.target_lsn, o.target_name = _enc(target_time), _enc(target_lsn), _enc(target_name)
         o.backup_id = _enc(backup)
