@@ -806,6 +806,13 @@ void S3Sink::verify_stored(const Response* put_answer, const std::string& whole_
   // Here the server kept something other than what was sent. Deleted only when it
   // carries this upload's mark: anything else may be another writer's.
   std::string fate = "it was deleted";
+  if (!ours) {  // the PUT's answer showed the damage: whose object is there?
+    try {
+      Response h = st_.head(key_);
+      ours = h.status != 404 && h.header(kNonceHeader) == nonce_;
+    } catch (const std::exception&) {
+    }
+  }
   if (!ours) {
     fate = fmt::format("it was left in place: it does not carry this upload's {}, so it may be another writer's",
                        kNonceHeader);
