@@ -57,7 +57,10 @@ struct LockInfo {
 inline constexpr const char* kLockDir = "locks/";
 
 // Every lock in the repository (unreadable lock objects are logged and skipped).
-std::vector<LockInfo> list_locks(Storage& storage, const LockOptions& opts, const LogFn& log = {});
+// Ages are counted from `now` (seconds since the epoch) in the storage's clock: a locker
+// passes the mtime of the lock object it has just written, so that a host whose clock
+// is off does not take live locks for abandoned ones. 0: this host's clock.
+std::vector<LockInfo> list_locks(Storage& storage, const LockOptions& opts, const LogFn& log = {}, int64_t now = 0);
 
 class RepositoryLock {
  public:

@@ -78,6 +78,9 @@ struct StoredDigest {
 StoredDigest store_compressed(Storage& storage, const std::string& key, Source& source, Compression compression,
                               int level, const RunContext& ctx, const char* stage,
                               const std::function<void(const StoredDigest&)>& before_commit = {});
+// The same into a sink of the caller's (e.g. one of Storage::put_first_free).
+StoredDigest store_compressed(Sink& sink, Source& source, Compression compression, int level, const RunContext& ctx,
+                              const char* stage, const std::function<void(const StoredDigest&)>& before_commit = {});
 
 class Repository {
  public:

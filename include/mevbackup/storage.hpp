@@ -25,12 +25,26 @@ struct ObjectInfo {
   std::string upload_id;
 };
 
+// A Sink of Storage::put_first_free: its key is settled when it commits.
+class NamedSink : public Sink {
+ public:
+  // The key the object was published under; valid once commit() succeeded.
+  virtual std::string key() const = 0;
+};
+
 class Storage {
  public:
   virtual ~Storage() = default;
   // The object appears under `key` only when the sink's commit() succeeds; commit
   // fails with Code::exists when `key` already exists (nothing is overwritten).
   virtual std::unique_ptr<Sink> put(const std::string& key) = 0;
+  // As put(), under the first of key_for(0), key_for(1), ... key_for(tries - 1) that no
+  // other writer has or takes: two writers racing for one name both succeed, under
+  // distinct keys. All candidates lie in one directory. Local storage settles the key at
+  // commit (a rename that never replaces, retried with the next candidate); S3 before
+  // the upload (a claim object beside the name, see s3_storage.cpp); this default takes
+  // the first candidate stat() finds free. Code::exists when every candidate is taken.
+  virtual std::unique_ptr<NamedSink> put_first_free(const std::function<std::string(int)>& key_for, int tries);
   virtual std::unique_ptr<Source> get(const std::string& key) = 0;
   // Every complete object whose key starts with `prefix`, sorted by key.
   virtual std::vector<ObjectInfo> list(const std::string& prefix) = 0;
@@ -59,6 +73,11 @@ class Storage {
   // larger than max_size.
   std::string read_small(const std::string& key, size_t max_size = 16 << 20);
   void write_small(const std::string& key, const std::string& data);
+
+ protected:
+  // The sink of write_small: manifests, verification records and locks, which must stay
+  // instantly readable (S3: the storage class is for artifacts only). Default: put().
+  virtual std::unique_ptr<Sink> put_small(const std::string& key) { return put(key); }
 };
 
 // Throws invalid_argument naming the key when it is not a valid relative key.

@@ -29,6 +29,9 @@ Repository Repository::open(const std::string& url, const StorageOptions& opts) 
 
 namespace {
 
+// Backups of one source in one second: base, base_1, ... base_<this>.
+constexpr int kMaxSameSecond = 1000;
+
 void check_name_prefix(const std::string& p) {
   if (p.empty()) throw Error(Code::invalid_argument, "backup name prefix is empty");
   for (char c : p) {
@@ -77,6 +80,12 @@ class MagicCheck final : public Observer {
 StoredDigest store_compressed(Storage& storage, const std::string& key, Source& source, Compression compression,
                               int level, const RunContext& ctx, const char* stage,
                               const std::function<void(const StoredDigest&)>& before_commit) {
+  auto sink = storage.put(key);
+  return store_compressed(*sink, source, compression, level, ctx, stage, before_commit);
+}
+
+StoredDigest store_compressed(Sink& sink, Source& source, Compression compression, int level, const RunContext& ctx,
+                              const char* stage, const std::function<void(const StoredDigest&)>& before_commit) {
   Sha256 payload_sha, stored_sha;
   ByteCounter payload_n, stored_n;
   auto comp = make_compressor(compression, level);
@@ -92,10 +101,9 @@ StoredDigest store_compressed(Storage& storage, const std::string& key, Source& 
     d.payload_sha256 = payload_sha.hex();
     if (before_commit) before_commit(d);
   });
-  auto sink = storage.put(key);
   PipelineOptions po = ctx.pipeline;
   if (!*po.stage_name) po.stage_name = stage;
-  p.run(*sink, ctx.cancel, ctx.progress, po);
+  p.run(sink, ctx.cancel, ctx.progress, po);
   return d;
 }
 
@@ -108,13 +116,20 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
   std::string base = spec.name_prefix + "_" + format_name_stamp(started);
   std::string ext = spec.extension + std::string(compression_suffix(spec.compression));
   Manifest m;
-  // Two runs in the same second get distinct names; an existing backup is never reused.
-  for (int i = 0;; ++i) {
-    m.id = i ? fmt::format("{}_{}", base, i) : base;
-    m.path = spec.dir + "/" + m.id + ext;
-    if (!storage_->stat(m.path) && !storage_->stat(m.key())) break;
-    if (i > 1000) throw Error(Code::exists, fmt::format("cannot find a free name for {} in {}", base, storage_->describe()));
+  // Two runs in the same second get distinct names (base, base_1, base_2, ...); an
+  // existing backup is never reused. The first free name is only where the search
+  // starts: the storage settles the name race-free (put_first_free), so that two runs
+  // racing for it both succeed.
+  auto id_for = [&](int i) { return i ? fmt::format("{}_{}", base, i) : base; };
+  int first = 0;
+  for (;; ++first) {
+    std::string path = spec.dir + "/" + id_for(first) + ext;
+    if (!storage_->stat(path) && !storage_->stat(path + Manifest::kManifestSuffix)) break;
+    if (first > kMaxSameSecond)
+      throw Error(Code::exists, fmt::format("cannot find a free name for {} in {}", base, storage_->describe()));
   }
+  m.id = id_for(first);
+  m.path = spec.dir + "/" + m.id + ext;
   m.kind = spec.kind;
   m.format = spec.format;
   m.compression = std::string(compression_name(spec.compression));
@@ -122,15 +137,20 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
   m.source_name = spec.name_prefix;
   m.tool = {{"name", "libmevbackup"}, {"version", kVersionString}};
 
-  store_compressed(*storage_, m.path, source, spec.compression, spec.level, gctx, "backup",
-                   [&](const StoredDigest& d) {
-                     m.size = d.size;
-                     m.sha256 = d.sha256;
-                     m.payload_size = d.payload_size;
-                     m.payload_sha256 = d.payload_sha256;
-                     m.finished_at = format_rfc3339(clock_.now());
-                     if (complete) complete(m);
-                   });
+  auto sink = storage_->put_first_free(
+      [&](int i) { return spec.dir + "/" + id_for(first + i) + ext; }, kMaxSameSecond + 1 - first);
+  store_compressed(*sink, source, spec.compression, spec.level, gctx, "backup", [&](const StoredDigest& d) {
+    m.size = d.size;
+    m.sha256 = d.sha256;
+    m.payload_size = d.payload_size;
+    m.payload_sha256 = d.payload_sha256;
+    m.finished_at = format_rfc3339(clock_.now());
+    if (complete) complete(m);
+  });
+  if (sink->key() != m.path) {  // another run took the name meanwhile
+    m.path = sink->key();
+    m.id = m.path.substr(spec.dir.size() + 1, m.path.size() - spec.dir.size() - 1 - ext.size());
+  }
   try {
     storage_->write_small(m.key(), m.to_string());
   } catch (...) {

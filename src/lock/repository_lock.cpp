@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../io/subprocess.hpp"
+#include "mevbackup/digest.hpp"
 
 namespace mevbackup {
 
@@ -33,6 +34,44 @@ std::string random_id() {
   static std::mt19937_64 rng{std::random_device{}()};
   std::lock_guard<std::mutex> g(mu);
   return fmt::format("{:016x}", rng());
+}
+
+// A short tag of a host name, safe in a key (host names may hold anything).
+std::string host_tag(const std::string& host) {
+  Sha256 h;
+  h.update(Bytes(reinterpret_cast<const std::byte*>(host.data()), host.size()));
+  h.finish();
+  return h.hex().substr(0, 12);
+}
+
+// A lock id names its writer: <random>-<host tag>-<pid>. A temporary file of a lock
+// write (local storage: ".<id>-<seq>.json.tmp-<random>") then tells whose it is, so
+// that the one of a killed process of this host can go at once, not after the TTL.
+std::string new_lock_id(const std::string& host, long pid) {
+  return fmt::format("{}-{}-{}", random_id(), host_tag(host), pid);
+}
+
+// The pid of the writer of a lock temporary file of this host; 0 when the name does not
+// say (another host, an older name, not a lock write).
+long temp_writer_on_this_host(const std::string& key, const std::string& tag) {
+  auto slash = key.rfind('/');
+  std::string name = key.substr(slash == std::string::npos ? 0 : slash + 1);
+  if (name.empty() || name[0] != '.') return 0;
+  // .<random>-<tag>-<pid>-<seq>.json.tmp-...
+  auto parts_end = name.find(".json");
+  if (parts_end == std::string::npos) return 0;
+  std::string stem = name.substr(1, parts_end - 1);
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    auto dash = stem.find('-', start);
+    parts.push_back(stem.substr(start, dash == std::string::npos ? std::string::npos : dash - start));
+    if (dash == std::string::npos) break;
+    start = dash + 1;
+  }
+  if (parts.size() != 4 || parts[1] != tag) return 0;
+  const std::string& pid = parts[2];
+  if (pid.empty() || pid.size() > 10 || pid.find_first_not_of("0123456789") != std::string::npos) return 0;
+  return std::strtol(pid.c_str(), nullptr, 10);
 }
 
 const char* kind_name(LockKind k) { return k == LockKind::exclusive ? "exclusive" : "shared"; }
@@ -67,10 +106,10 @@ LockOptions LockOptions::from_env() {
   return o;
 }
 
-std::vector<LockInfo> list_locks(Storage& storage, const LockOptions& opts, const LogFn& log) {
+std::vector<LockInfo> list_locks(Storage& storage, const LockOptions& opts, const LogFn& log, int64_t storage_now) {
   std::vector<LockInfo> out;
   const std::string host = this_host();
-  const int64_t now = now_seconds();
+  const int64_t now = storage_now > 0 ? storage_now : now_seconds();
   for (auto& obj : storage.list(kLockDir)) {
     if (obj.key.size() < 5 || obj.key.compare(obj.key.size() - 5, 5, ".json") != 0) continue;
     LockInfo l;
@@ -152,9 +191,9 @@ struct RepositoryLock::Impl {
 };
 
 void RepositoryLock::Impl::acquire() {
-  id = random_id();
   host = this_host();
   pid = static_cast<long>(::getpid());
+  id = new_lock_id(host, pid);
   created = now_seconds();
   {
     std::lock_guard<std::mutex> g(g_registry_mu);
@@ -188,13 +227,16 @@ void RepositoryLock::Impl::acquire() {
     last_written = std::chrono::steady_clock::now();
     std::optional<LockInfo> conflict;
     std::vector<LockInfo> stale;
+    int64_t storage_now = 0;
     try {
+      // The storage's clock: what it says of the object just written.
+      if (auto own = storage.stat(key)) storage_now = own->mtime;
       std::set<std::string> mine;
       {
         std::lock_guard<std::mutex> g(g_registry_mu);
         mine = g_registry[&storage].ids;
       }
-      for (auto& l : list_locks(storage, opts, log)) {
+      for (auto& l : list_locks(storage, opts, log, storage_now)) {
         if (mine.count(l.id)) continue;
         if (l.stale) {
           stale.push_back(l);
@@ -220,11 +262,16 @@ void RepositoryLock::Impl::acquire() {
             if (log) log(LogLevel::warning, fmt::format("cannot remove abandoned lock {}: {}", l.key, e.what()));
           }
         }
-        // Temporary files of lock writes that never committed (a killed process).
+        // Temporary files of lock writes that never committed (a killed process): one
+        // whose writer no longer runs on this host goes at once, any other after the TTL.
         try {
-          int64_t now = now_seconds();
-          for (auto& o : storage.list_unfinished(kLockDir))
-            if (now - o.mtime > opts.ttl.count()) storage.remove_unfinished(o);
+          int64_t now = storage_now > 0 ? storage_now : now_seconds();
+          const std::string tag = host_tag(host);
+          for (auto& o : storage.list_unfinished(kLockDir)) {
+            long writer = temp_writer_on_this_host(o.key, tag);
+            bool dead = writer > 0 && writer != pid && process_gone(writer);
+            if (dead || now - o.mtime > opts.ttl.count()) storage.remove_unfinished(o);
+          }
         } catch (const Error&) {
         }
       }

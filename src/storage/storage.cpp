@@ -48,8 +48,34 @@ std::string Storage::read_small(const std::string& key, size_t max_size) {
   return out;
 }
 
+namespace {
+
+// put() under a key chosen before the upload.
+class KeyedSink final : public NamedSink {
+ public:
+  KeyedSink(std::unique_ptr<Sink> inner, std::string key) : inner_(std::move(inner)), key_(std::move(key)) {}
+  void write(Bytes data) override { inner_->write(data); }
+  void commit() override { inner_->commit(); }
+  void abort() noexcept override { inner_->abort(); }
+  std::string key() const override { return key_; }
+
+ private:
+  std::unique_ptr<Sink> inner_;
+  std::string key_;
+};
+
+}  // namespace
+
+std::unique_ptr<NamedSink> Storage::put_first_free(const std::function<std::string(int)>& key_for, int tries) {
+  for (int i = 0; i < tries; ++i) {
+    std::string key = key_for(i);
+    if (!stat(key)) return std::make_unique<KeyedSink>(put(key), key);
+  }
+  throw Error(Code::exists, fmt::format("{} and the next {} names are taken in {}", key_for(0), tries - 1, describe()));
+}
+
 void Storage::write_small(const std::string& key, const std::string& data) {
-  auto sink = put(key);
+  auto sink = put_small(key);
   try {
     sink->write(Bytes(reinterpret_cast<const std::byte*>(data.data()), data.size()));
     sink->commit();

@@ -558,6 +558,30 @@ def test_14_sigkill_during_prune(pg, tools, tmp_path, seed):
     _cleanup_run_and_check(tools, repo, keep, pg.env())
 
 
+def test_14_lock_temp_file_of_a_killed_process_goes_at_once(pg, tools, tmp_path):
+    """What a SIGKILL between a lock's temporary write and its rename leaves (the rare
+    point test_14_sigkill_during_prune sometimes hits): a lock temporary file younger than
+    the TTL. Its name says whose it is (lock ids are <random>-<host tag>-<pid>): the next
+    exclusive locker removes at once the one of a process gone from this host, and keeps
+    a live process's until the TTL."""
+    repo = tmp_path / "repo"
+    pg_backup(tools, pg, repo)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tag = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+    locks = repo / "locks"
+    locks.mkdir(exist_ok=True)
+    killed = locks / f".0123456789abcdef-{tag}-{dead.pid}-00000000.json.tmp-00000000000000aa"
+    live = locks / f".fedcba9876543210-{tag}-{os.getpid()}-00000002.json.tmp-00000000000000bb"
+    for f in (killed, live):
+        f.write_text('{"id": ')
+    r = run(tools, "prune", "--repo", repo, "--keep-last", "10", env=lock_env(pg))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in locks.iterdir()) == [live.name]
+    live.unlink()
+    assert_consistent(repo)
+
+
 # ---- 1 and 4 under the four points ------------------------------------------------------
 
 

@@ -181,7 +181,8 @@ def test_5xx_answers_are_retried(cli, pg, s3, prefix, s3env, aws):
             "--json", env=s3env, check=True)
     m = json.loads(r.stdout)
     statuses = [c["status"] for c in s3.proxy.calls("PUT") if c["path"].startswith(f"/{BUCKET}/{prefix}/")
-                and "/locks/" not in c["path"]]  # the repository lock's objects (docs/lock.md)
+                and "/locks/" not in c["path"]  # the repository lock's objects (docs/lock.md)
+                and ".claim-" not in c["path"]]  # the claim of the backup's name (design.md)
     assert statuses == [500, 200, 503, 503, 200]
     data = aws("s3", "cp", f"s3://{BUCKET}/{prefix}/{m['path']}", "-").stdout
     assert hashlib.sha256(data).hexdigest() == m["sha256"]
@@ -423,3 +424,142 @@ def test_prune_verify_and_check_on_an_s3_repository(cli, pg, s3, prefix, s3env, 
     left = keys_under(aws, prefix)
     assert not any(f"/{ids[0]}." in k for k in left)
     assert sum(f"/{ids[1]}." in k for k in left) == 3
+
+
+def _config_dir(tmp_path):
+    src = tmp_path / "etc"
+    src.mkdir(exist_ok=True)
+    (src / "app.conf").write_text("listen = 127.0.0.1\n")
+    return src
+
+
+def _frozen_backup(tools, env, repo, src, at):
+    """`mevbackup backup files` with its wall clock frozen at `at` (UTC): runs started
+    together name their backups in that same second. Monotonic time stays real."""
+    e = dict(env, TZ="UTC", FAKETIME_DONT_FAKE_MONOTONIC="1")
+    e["ASAN_OPTIONS"] = ":".join(o for o in (e.get("ASAN_OPTIONS", ""), "verify_asan_link_order=0") if o)
+    return subprocess.Popen(["faketime", "-m", "-f", at, tools["cli"], "backup", "files", "--repo", repo,
+                             "--base", str(src), "--json", "app.conf"],
+                            env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_same_second_backups_on_a_server_ignoring_if_none_match_all_succeed_and_verify(
+        cli, tools, pg, s3, prefix, s3env, aws, tmp_path):
+    """s3rver ignores If-None-Match: two runs that pick one name both overwrite it. Each
+    run claims its name first, so every pair gets two names, and each reported backup is
+    there and verifies."""
+    repo = f"s3://{BUCKET}/{prefix}"
+    src = _config_dir(tmp_path)
+    env = dict(pg.env(), **s3env)
+    ids = []
+    for _ in range(6):
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        runs = [_frozen_backup(tools, env, repo, src, at) for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in runs]
+        for p, (out, err) in zip(runs, outs):
+            assert p.returncode == 0, err
+        pair = [json.loads(out)["id"] for out, _ in outs]
+        stamp = at.replace("-", "").replace(":", "").replace(" ", "_")
+        assert all(i == f"config_{stamp}" or i.startswith(f"config_{stamp}_") for i in pair), pair
+        assert len(set(pair)) == 2, pair
+        ids += pair
+    assert len(set(ids)) == len(ids)
+    r = cli("verify", "--repo", repo, "--backup", "all", "--no-record", env=s3env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for i in ids:
+        assert f"ok {i}" in r.stdout
+    left = keys_under(aws, prefix)
+    assert len(left) == 2 * len(ids) and not [k for k in left if ".claim-" in k], left
+
+
+def test_an_object_replaced_by_another_writer_is_not_deleted(cli, s3, prefix, s3env, aws, tmp_path):
+    """The check after an upload finds another upload's mark on the object (a second
+    writer replaced it on a server that ignores If-None-Match): the run fails and leaves
+    the object alone instead of deleting what may be the other run's committed backup."""
+    repo = f"s3://{BUCKET}/{prefix}"
+    src = _config_dir(tmp_path)
+
+    def stored_head(m, p, q):
+        if m != "HEAD" or not p.endswith(".tar.gz"):
+            return False
+        prev = [c for c in s3.proxy.requests if c["path"] == p]
+        return bool(prev) and (prev[-1]["method"], prev[-1]["status"]) == ("PUT", 200)
+
+    s3.proxy.faults = [Fault(stored_head, "foreign-head")]
+    r = cli("backup", "files", "--repo", repo, "--base", src, "app.conf", env=s3env)
+    assert s3.proxy.faults[0].hits == 1
+    assert r.returncode != 0
+    assert "written by another upload" in r.stderr and "left alone" in r.stderr, r.stderr
+    artifact = [k for k in keys_under(aws, prefix) if k.endswith(".tar.gz")]
+    assert len(artifact) == 1
+    assert not [c for c in s3.proxy.calls("DELETE") if c["path"] == f"/{BUCKET}/{artifact[0]}"]
+
+
+def test_storage_class_applies_to_artifacts_only(cli, pg, s3, prefix, s3env, aws, blobdb):
+    """--storage-class is for the artifact (its CreateMultipartUpload or PUT); manifests,
+    verification records and lock objects stay STANDARD, instantly readable."""
+    repo = f"s3://{BUCKET}/{prefix}"
+    seen = len(s3.proxy.calls())
+    r = cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo(blobdb), "--storage-class", "STANDARD_IA",
+            "--part-size", "5", "--json", env=s3env, check=True)
+    small = cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--storage-class",
+                "STANDARD_IA", "--json", env=s3env, check=True)
+    cli("verify", "--repo", repo, "--backup", "all", "--storage-class", "STANDARD_IA", env=s3env, check=True)
+    calls = [c for c in s3.proxy.calls()[seen:] if c["path"].startswith(f"/{BUCKET}/{prefix}/")]
+    artifacts = {f"/{BUCKET}/{prefix}/{json.loads(x.stdout)['path']}" for x in (r, small)}
+    creates = [c for c in calls if c["method"] == "POST" and c["query"] in ("uploads", "uploads=")]
+    puts = [c for c in calls if c["method"] == "PUT" and "partNumber=" not in c["query"]]
+    assert [c["path"] for c in creates] == [f"/{BUCKET}/{prefix}/{json.loads(r.stdout)['path']}"]
+    assert all(c["storage_class"] == "STANDARD_IA" for c in creates)
+    art_puts = [c for c in puts if c["path"] in artifacts]
+    assert len(art_puts) == 1 and art_puts[0]["storage_class"] == "STANDARD_IA"
+    others = [c for c in puts if c["path"] not in artifacts]
+    kinds = {k: [c for c in others if k in c["path"]] for k in (".manifest.json", ".verify.json", "/locks/")}
+    assert all(kinds.values()), kinds
+    assert all(c["storage_class"] is None for c in others), others
+    for p in artifacts:
+        head = json.loads(aws("s3api", "head-object", "--bucket", BUCKET, "--key", p.split("/", 2)[2]).stdout)
+        assert head["StorageClass"] == "STANDARD_IA"
+        head = json.loads(aws("s3api", "head-object", "--bucket", BUCKET, "--key",
+                              p.split("/", 2)[2] + ".manifest.json").stdout)
+        assert head.get("StorageClass", "STANDARD") == "STANDARD"
+
+
+def test_a_folder_marker_does_not_stop_prune(cli, pg, s3, prefix, s3env, aws):
+    """A console's folder marker ("config/", an empty object) is no backup key: listings
+    skip it with a warning, and prune goes on."""
+    repo = f"s3://{BUCKET}/{prefix}"
+    aws("s3api", "put-object", "--bucket", BUCKET, "--key", f"{prefix}/config/")
+    ids = [json.loads(cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--json",
+                          env=s3env, check=True).stdout)["id"] for _ in range(2)]
+    r = cli("prune", "--repo", repo, "--keep-last", "1", "--grace", "0", env=s3env)
+    assert r.returncode == 0, r.stderr
+    assert f"delete {ids[0]}" in r.stdout
+    assert f'ignoring the object "config/"' in r.stderr, r.stderr
+    left = keys_under(aws, prefix)
+    assert f"{prefix}/config/" in left and not any(f"/{ids[0]}." in k for k in left)
+
+
+def test_an_oversized_listing_answer_is_refused(cli, s3, prefix, s3env):
+    """A listing answer is XML of a few MiB at most: one of 17 MiB fails the request with a
+    clear error instead of being taken into memory whatever its size."""
+    repo = f"s3://{BUCKET}/{prefix}"
+    s3.proxy.faults = [Fault(lambda m, p, q: m == "GET" and q.get("list-type") == "2", "huge-xml")]
+    r = cli("list", "--repo", repo, env=s3env)
+    assert s3.proxy.faults[0].hits == 1
+    assert r.returncode != 0
+    assert "answer is larger than 16777216 bytes" in r.stderr, r.stderr
+
+
+def test_a_ranged_get_answered_with_the_whole_object_is_cut_at_the_range(cli, pg, s3, prefix, s3env, blobdb):
+    """A server that ignores Range sends the whole object: the read takes no more than the
+    range it asked for (8 MiB) and fails clearly, instead of holding the whole object."""
+    repo = f"s3://{BUCKET}/{prefix}"
+    m = json.loads(cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo(blobdb), "--part-size", "5",
+                       "--json", env=s3env, check=True).stdout)
+    assert m["size"] > 8 * 1024 * 1024
+    s3.proxy.faults = [Fault(lambda meth, p, q: meth == "GET" and p.endswith(m["path"]), "ignore-range")]
+    r = cli("verify", "--repo", repo, "--backup", m["id"], "--no-record", env=s3env)
+    assert s3.proxy.faults[0].hits == 1
+    assert r.returncode != 0
+    assert "answer is larger than 8388608 bytes" in r.stdout + r.stderr, r.stdout + r.stderr

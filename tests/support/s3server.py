@@ -101,7 +101,11 @@ class Fault:
     keeps damaged data; "truncate-lie" / "flip-lie" also replace the answer's ETag with the
     MD5 of the body as received, as a server that damages data after checking it;
     "bad-xml" answers 200 with a malformed XML body; "stale-head" forwards a HEAD but answers
-    Content-Length 0, as a server whose reads lag behind its acknowledgements. `code` is the S3 error code of a
+    Content-Length 0, as a server whose reads lag behind its acknowledgements; "foreign-head"
+    forwards a HEAD but answers another length and another x-amz-meta-mevb-upload, as if a
+    second writer had replaced the object; "huge-xml" answers 200 with a listing of 17 MiB;
+    "ignore-range" forwards a GET without its Range header, as a server that sends the
+    whole object. `code` is the S3 error code of a
     status answer (default: InternalError for 500, SlowDown for 503, a plausible one
     otherwise); `hits` counts the requests the fault caught."""
 
@@ -246,6 +250,13 @@ class VerifyingProxy:
             self._record(h, fault.action)
             self._reply(h, 200, {"Content-Type": "application/xml"}, _xml_error(fault.action[4:], "injected"))
             return
+        if fault is not None and fault.action == "huge-xml":
+            self._record(h, "huge-xml")
+            pad = b" " * (17 << 20)
+            self._reply(h, 200, {"Content-Type": "application/xml"},
+                        b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult>' + pad +
+                        b"<IsTruncated>false</IsTruncated></ListBucketResult>")
+            return
         if fault is not None and fault.action == "bad-xml":
             self._record(h, "bad-xml")
             self._reply(h, 200, {"Content-Type": "application/xml"},
@@ -253,7 +264,8 @@ class VerifyingProxy:
             return
         damage = fault.action if fault is not None and fault.action in (
             "truncate", "flip", "truncate-lie", "flip-lie") else None
-        if fault is not None and damage is None and fault.action not in ("drop-response", "stale-head"):
+        if fault is not None and damage is None and fault.action not in ("drop-response", "stale-head",
+                                                                          "foreign-head", "ignore-range"):
             status = int(fault.action)
             self._record(h, status)
             self._reply(h, status, {"Content-Type": "application/xml"},
@@ -289,6 +301,8 @@ class VerifyingProxy:
                     body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 0x01]) + body[len(body) // 2 + 1:]
                 fwd = {k: v for k, v in fwd.items() if k.lower() != "content-length"}
                 fwd["Content-Length"] = str(len(body))
+            if fault is not None and fault.action == "ignore-range":
+                fwd = {k: v for k, v in fwd.items() if k.lower() != "range"}
             path = h.path
             paginate = bool(self.list_page_size) and h.command == "GET" and query.get("list-type") == "2"
             if paginate:
@@ -327,6 +341,13 @@ class VerifyingProxy:
                 # An eventually consistent server: the object is there, its length not yet.
                 self._record(h, "stale-head")
                 self._reply(h, resp.status, headers, data, head_length="0")
+                return
+            if fault is not None and fault.action == "foreign-head":
+                self._record(h, "foreign-head")
+                headers = {k: v for k, v in headers.items() if k.lower() != "x-amz-meta-mevb-upload"}
+                headers["x-amz-meta-mevb-upload"] = "another-writer"
+                self._reply(h, resp.status, headers, data,
+                            head_length=str(int(resp.getheader("Content-Length") or 0) + 1))
                 return
             self._record(h, resp.status)
             self._reply(h, resp.status, headers, data, head_length=resp.getheader("Content-Length"))
@@ -394,7 +415,8 @@ class VerifyingProxy:
     def _record(self, h: BaseHTTPRequestHandler, status) -> None:
         parts = urlsplit(h.path)
         with self.lock:
-            self.requests.append({"method": h.command, "path": parts.path, "query": parts.query, "status": status})
+            self.requests.append({"method": h.command, "path": parts.path, "query": parts.query, "status": status,
+                                  "storage_class": h.headers.get("x-amz-storage-class")})
 
     @staticmethod
     def _reply(h: BaseHTTPRequestHandler, status: int, headers: Dict[str, str], body: bytes,

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <cerrno>
 #include <random>
 
@@ -31,11 +32,20 @@ std::string random_suffix() {
 
 class LocalStorage;
 
-class LocalSink final : public Sink {
+class LocalSink final : public NamedSink {
  public:
   LocalSink(Fs& fs, std::string dir, std::string final_path, std::string tmp_path, int fd)
       : fs_(fs), dir_(std::move(dir)), final_(std::move(final_path)), tmp_(std::move(tmp_path)), fd_(fd) {}
   ~LocalSink() override { abort(); }
+
+  // put_first_free: publication under `key`, else under the next candidates.
+  void set_candidates(std::string root, std::string key, std::function<std::string(int)> key_for, int tries) {
+    root_ = std::move(root);
+    key_ = std::move(key);
+    key_for_ = std::move(key_for);
+    tries_ = tries;
+  }
+  std::string key() const override { return key_; }
 
   void write(Bytes data) override {
     if (fd_ < 0) throw Error(Code::internal, "write to a closed local sink");
@@ -63,8 +73,9 @@ class LocalSink final : public Sink {
       fs_.unlink(tmp_.c_str());
       throw sys_error(e, fmt::format("cannot close {}", tmp_));
     }
-    if (fs_.rename_noreplace(tmp_.c_str(), final_.c_str()) != 0) {
+    for (int i = 0; fs_.rename_noreplace(tmp_.c_str(), final_.c_str()) != 0; ++i) {
       int e = errno;
+      if (e == EEXIST && i + 1 < tries_ && next_candidate(i + 1)) continue;  // taken meanwhile: the next name
       fs_.unlink(tmp_.c_str());
       if (e == EEXIST) throw Error(Code::exists, fmt::format("{} already exists; it was not overwritten", final_));
       throw sys_error(e, fmt::format("cannot publish {}", final_));
@@ -90,9 +101,22 @@ class LocalSink final : public Sink {
   }
 
  private:
+  bool next_candidate(int i) {
+    std::string key = key_for_(i);
+    validate_key(key);
+    std::string path = root_ + "/" + key;
+    if (path.substr(0, path.rfind('/')) != dir_) return false;  // only a rename within the directory
+    key_ = std::move(key);
+    final_ = std::move(path);
+    return true;
+  }
+
   Fs& fs_;
   std::string dir_, final_, tmp_;
   int fd_;
+  std::string root_, key_;
+  std::function<std::string(int)> key_for_;
+  int tries_ = 1;
 };
 
 class LocalSource final : public Source {
@@ -146,7 +170,17 @@ class LocalStorage final : public Storage {
     if (root_.empty()) throw Error(Code::invalid_argument, "repository path is empty");
   }
 
-  std::unique_ptr<Sink> put(const std::string& key) override {
+  std::unique_ptr<Sink> put(const std::string& key) override { return put_local(key); }
+
+  std::unique_ptr<NamedSink> put_first_free(const std::function<std::string(int)>& key_for, int tries) override {
+    if (tries < 1) throw Error(Code::invalid_argument, "put_first_free: no candidate names");
+    std::string key = key_for(0);
+    auto sink = put_local(key);
+    sink->set_candidates(root_, key, key_for, tries);
+    return sink;
+  }
+
+  std::unique_ptr<LocalSink> put_local(const std::string& key) {
     validate_key(key);
     std::string path = path_of(key);
     std::string dir = path.substr(0, path.rfind('/'));

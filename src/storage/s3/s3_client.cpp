@@ -110,6 +110,8 @@ struct Transfer {
   std::chrono::steady_clock::time_point last_motion = std::chrono::steady_clock::now();
   curl_off_t last_down = 0, last_up = 0;
   bool stalled = false;
+  size_t max_body = 0;
+  bool too_long = false;  // the answer outgrew max_body
 };
 
 size_t on_header(char* p, size_t size, size_t n, void* user) {
@@ -125,6 +127,10 @@ size_t on_header(char* p, size_t size, size_t n, void* user) {
 
 size_t on_body(char* p, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
+  if (t->resp->body.size() + size * n > t->max_body) {
+    t->too_long = true;
+    return 0;  // curl stops with CURLE_WRITE_ERROR
+  }
   t->resp->body.append(p, size * n);
   return size * n;
 }
@@ -323,6 +329,7 @@ Response Client::attempt(const Request& req, const std::string& payload_hash, st
   Response resp;
   Transfer t{&resp, req.cancel};
   t.stall = std::chrono::seconds(cfg_.low_speed_time_s);
+  t.max_body = req.max_body;
   char errbuf[CURL_ERROR_SIZE] = "";
   auto* h = static_cast<CURL*>(take_handle());
   struct Give {
@@ -364,6 +371,9 @@ Response Client::attempt(const Request& req, const std::string& payload_hash, st
       return resp;
     }
     if (rc == CURLE_ABORTED_BY_CALLBACK) throw Error(Code::cancelled, "cancelled");
+    if (rc == CURLE_WRITE_ERROR && t.too_long)
+      throw Error(Code::io, fmt::format("S3 {} {}: the answer is larger than {} bytes; refused", req.method,
+                                        req.key.empty() ? "s3://" + bucket_ : describe(req.key), req.max_body));
     transport_error = errbuf[0] ? errbuf : curl_easy_strerror(rc);
     if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
       transport_error += cfg_.ca_bundle.empty()

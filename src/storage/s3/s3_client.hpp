@@ -59,6 +59,9 @@ struct Request {
   const std::atomic<bool>* cancel = nullptr;  // checked during transfers and backoff
   // Statuses the caller handles itself rather than as errors (e.g. 404 on HEAD).
   std::vector<long> accept;
+  // The largest answer body taken (XML answers: 16 MiB; a ranged GET: the range). A
+  // longer one fails the request (Code::io, not retried) instead of filling memory.
+  size_t max_body = 16 << 20;
 };
 
 class Client {

@@ -23,6 +23,9 @@
 #include <deque>
 #include <exception>
 #include <map>
+#include <mutex>
+#include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -181,9 +184,21 @@ bool etag_not_md5(const Response& r) {
          !r.header("x-amz-server-side-encryption-customer-algorithm").empty();
 }
 
+// A random mark of one upload, kept as the object's x-amz-meta-mevb-upload: what a
+// writer checks after its upload, and the proof it needs before deleting an object.
+std::string upload_nonce() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> g(mu);
+  return fmt::format("{:016x}{:016x}", rng(), rng());
+}
+
+constexpr const char* kNonceHeader = "x-amz-meta-mevb-upload";
+
 class S3Sink final : public Sink {
  public:
-  S3Sink(S3StorageImpl& st, std::string key);
+  // `artifact`: the storage class applies (manifests, records and locks stay STANDARD).
+  S3Sink(S3StorageImpl& st, std::string key, bool artifact);
   ~S3Sink() override { abort(); }
   void write(Bytes data) override;
   void commit() override;
@@ -206,6 +221,8 @@ class S3Sink final : public Sink {
   S3StorageImpl& st_;
   Client& client_;
   std::string key_;  // full key in the bucket
+  bool artifact_;
+  std::string nonce_ = upload_nonce();
   std::string buf_;
   int next_part_ = 1;
   std::string upload_id_;
@@ -252,6 +269,7 @@ class S3Source final : public Source {
     r.headers.emplace_back("Range", fmt::format("bytes={}-{}", offset_, end));
     if (!etag_.empty()) r.headers.emplace_back("If-Match", etag_);
     r.cancel = &cancel_;
+    r.max_body = static_cast<size_t>(end - offset_ + 1);  // a server ignoring Range does not fill memory
     Response resp;
     try {
       resp = client_.perform(r);
@@ -309,8 +327,18 @@ class S3StorageImpl final : public Storage {
 
   std::unique_ptr<Sink> put(const std::string& key) override {
     validate_key(key);
-    return std::make_unique<S3Sink>(*this, full(key));
+    return std::make_unique<S3Sink>(*this, full(key), true);
   }
+
+  std::unique_ptr<NamedSink> put_first_free(const std::function<std::string(int)>& key_for, int tries) override;
+
+ protected:
+  std::unique_ptr<Sink> put_small(const std::string& key) override {
+    validate_key(key);
+    return std::make_unique<S3Sink>(*this, full(key), false);
+  }
+
+ public:
 
   std::unique_ptr<Source> get(const std::string& key) override {
     validate_key(key);
@@ -338,7 +366,8 @@ class S3StorageImpl final : public Storage {
                     e.retriable());
       }
       ListPage lp = parse_list_page(resp.body, root, fmt::format("{} (page {})", describe(), page));
-      for (auto& o : lp.objects) out.push_back(std::move(o));
+      for (auto& o : lp.objects)
+        if (usable_key(o.key)) out.push_back(std::move(o));
       if (!lp.truncated) break;
       token = lp.next_token;
       if (token.empty()) throw Error(Code::io, fmt::format("S3 listing of {}: truncated without a token", describe()));
@@ -381,7 +410,8 @@ class S3StorageImpl final : public Storage {
                     e.retriable());
       }
       UploadsPage up = parse_uploads_page(resp.body, root, fmt::format("{} (page {})", describe(), page));
-      for (auto& o : up.uploads) out.push_back(std::move(o));
+      for (auto& o : up.uploads)
+        if (usable_key(o.key)) out.push_back(std::move(o));
       if (!up.truncated) break;
       if (up.next_key_marker == key_marker && up.next_upload_id_marker == id_marker)
         throw Error(Code::io, fmt::format("S3 listing of the multipart uploads of {}: page {} repeats its markers",
@@ -432,10 +462,18 @@ class S3StorageImpl final : public Storage {
       pugi::xml_node del = doc.append_child("Delete");
       del.append_attribute("xmlns") = "http://s3.amazonaws.com/doc/2006-03-01/";
       del.append_child("Quiet").text().set("true");
+      std::vector<std::string> batch;
       for (size_t i = start; i < end; ++i) {
-        validate_key(keys[i]);
+        try {
+          validate_key(keys[i]);
+        } catch (const Error& e) {
+          failed.push_back({keys[i], e.what()});
+          continue;
+        }
+        batch.push_back(keys[i]);
         del.append_child("Object").append_child("Key").text().set(full(keys[i]).c_str());
       }
+      if (batch.empty()) continue;
       std::string body = s3::xml_of(doc);
       Request r;
       r.method = "POST";
@@ -447,7 +485,7 @@ class S3StorageImpl final : public Storage {
         for (auto& f : parse_delete_result(resp.body, prefix_.empty() ? "" : prefix_ + "/", describe()))
           failed.push_back(std::move(f));
       } catch (const Error& e) {
-        for (size_t i = start; i < end; ++i) failed.push_back({keys[i], e.what()});
+        for (auto& k : batch) failed.push_back({k, e.what()});
       }
     }
     return failed;
@@ -467,6 +505,20 @@ class S3StorageImpl final : public Storage {
 
   std::string full(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "/" + key; }
 
+  // A listed key the repository can use. Others (a folder marker "config/" as consoles
+  // create, "a//b") are skipped with a warning, once per key, so that they stop nothing.
+  bool usable_key(const std::string& key) {
+    try {
+      validate_key(key);
+      return true;
+    } catch (const Error& e) {
+      std::lock_guard<std::mutex> g(warned_mu_);
+      if (opts_.log && warned_keys_.insert(key).second)
+        opts_.log(2, fmt::format("ignoring the object \"{}\" in {}: {}", key, describe(), e.what()));
+      return false;
+    }
+  }
+
   Client& client() { return *client_; }
   const std::string& prefix() const { return prefix_; }
   const StorageOptions& opts() const { return opts_; }
@@ -480,15 +532,19 @@ class S3StorageImpl final : public Storage {
   uint64_t part_size_;
   int concurrency_;
   std::atomic<bool> warned_no_upload_listing_{false};  // said once per storage
+  std::mutex warned_mu_;
+  std::set<std::string> warned_keys_;
 };
 
 // The first buffer grows as data comes, so a manifest does not cost a whole part.
-S3Sink::S3Sink(S3StorageImpl& st, std::string key) : st_(st), client_(st.client()), key_(std::move(key)) {}
+S3Sink::S3Sink(S3StorageImpl& st, std::string key, bool artifact)
+    : st_(st), client_(st.client()), key_(std::move(key)), artifact_(artifact) {}
 
 Pairs S3Sink::object_headers() const {
   Pairs h;
   const auto& o = st_.opts();
-  if (!o.storage_class.empty()) h.emplace_back("x-amz-storage-class", o.storage_class);
+  if (artifact_ && !o.storage_class.empty()) h.emplace_back("x-amz-storage-class", o.storage_class);
+  h.emplace_back(kNonceHeader, nonce_);
   if (!o.sse.empty()) h.emplace_back("x-amz-server-side-encryption", o.sse);
   if (!o.sse_kms_key_id.empty()) h.emplace_back("x-amz-server-side-encryption-aws-kms-key-id", o.sse_kms_key_id);
   return h;
@@ -668,7 +724,9 @@ void S3Sink::commit() {
       // just before).
       if (e.code() == Code::not_found) {
         Response h = st_.head(key_);
-        if (h.status != 404 && std::strtoull(h.header("content-length").c_str(), nullptr, 10) == total_bytes_) break;
+        if (h.status != 404 && std::strtoull(h.header("content-length").c_str(), nullptr, 10) == total_bytes_ &&
+            h.header(kNonceHeader) == nonce_)
+          break;
       }
       throw;
     }
@@ -712,10 +770,19 @@ void S3Sink::verify_stored(const Response* put_answer, const std::string& whole_
     for (auto& [n, m] : part_md5_) all += m;
     multi = fmt::format("{}-{}", to_hex(md5_raw(all)), parts);
   }
+  bool ours = false;  // the object last seen carries this upload's mark
   for (int attempt = 1; problem.empty(); ++attempt) {
     Response h = st_.head(key_);
     std::string len = h.header("content-length");
     std::string etag = unquote(h.header("etag"));
+    std::string mark = h.header(kNonceHeader);
+    ours = h.status != 404 && mark == nonce_;
+    // A server that ignores If-None-Match let another writer replace this upload: the
+    // object is theirs now, and not ours to delete.
+    if (h.status != 404 && !mark.empty() && mark != nonce_)
+      throw Error(Code::exists, fmt::format("{} was written by another upload at the same time (its {} is not this "
+                                            "upload's); it was left alone and this upload is lost",
+                                            client_.describe(key_), kNonceHeader));
     std::string seen;
     if (h.status == 404)
       seen = "the server acknowledged the upload but has no such object";
@@ -736,16 +803,29 @@ void S3Sink::verify_stored(const Response* put_answer, const std::string& whole_
     if (h.status == 404) throw Error(Code::corrupt, fmt::format("{}: {}", client_.describe(key_), seen));
     problem = seen;
   }
-  // Here the server kept something other than what was sent.
+  // Here the server kept something other than what was sent. Deleted only when it
+  // carries this upload's mark: anything else may be another writer's.
   std::string fate = "it was deleted";
-  try {
-    Request r;
-    r.method = "DELETE";
-    r.key = key_;
-    r.accept = {404};
-    client_.perform(r);
-  } catch (const std::exception& e) {
-    fate = fmt::format("deleting it failed too ({}): delete it by hand", e.what());
+  if (!ours) {  // the PUT's answer showed the damage: whose object is there?
+    try {
+      Response h = st_.head(key_);
+      ours = h.status != 404 && h.header(kNonceHeader) == nonce_;
+    } catch (const std::exception&) {
+    }
+  }
+  if (!ours) {
+    fate = fmt::format("it was left in place: it does not carry this upload's {}, so it may be another writer's",
+                       kNonceHeader);
+  } else {
+    try {
+      Request r;
+      r.method = "DELETE";
+      r.key = key_;
+      r.accept = {404};
+      client_.perform(r);
+    } catch (const std::exception& e) {
+      fate = fmt::format("deleting it failed too ({}): delete it by hand", e.what());
+    }
   }
   throw Error(Code::corrupt, fmt::format("{}: the server kept other bytes than were uploaded: {}; {}",
                                          client_.describe(key_), problem, fate));
@@ -779,6 +859,74 @@ void S3Sink::abort() noexcept {
     }
   }
   buf_ = std::string();
+}
+
+// put_first_free's sink on S3: the upload under a claimed key; the claim goes when
+// the upload is done, committed or not.
+class ClaimedSink final : public NamedSink {
+ public:
+  ClaimedSink(S3StorageImpl& st, std::string key, std::string claim)
+      : st_(st), key_(std::move(key)), claim_(std::move(claim)), inner_(st.put(key_)) {}
+  ~ClaimedSink() override { release(); }
+  void write(Bytes data) override { inner_->write(data); }
+  void commit() override {
+    inner_->commit();
+    release();
+  }
+  void abort() noexcept override {
+    inner_->abort();
+    release();
+  }
+  std::string key() const override { return key_; }
+
+ private:
+  void release() noexcept {
+    if (claim_.empty()) return;
+    std::string claim = std::move(claim_);
+    claim_.clear();
+    try {
+      st_.remove(claim);
+    } catch (const std::exception& e) {
+      if (st_.opts().log)
+        st_.opts().log(2, fmt::format("could not remove the name claim {} (the next prune does): {}", claim, e.what()));
+    }
+  }
+  S3StorageImpl& st_;
+  std::string key_, claim_;
+  std::unique_ptr<Sink> inner_;
+};
+
+// Without a compare-and-swap (many S3-compatible servers ignore If-None-Match), a name
+// is taken with a claim: the writer stores "<dir>/.<name>.claim-<nonce>", lists the
+// claims of that name, and takes it only when its claim is the only one and the name
+// is still free; otherwise it withdraws and tries the next name. Of two writers, the
+// second to list sees the first's claim, so at most one takes a name (both may back
+// off: they then meet again at the next name, or not). A killed writer's claim is an
+// object without a manifest: the next prune removes it.
+std::unique_ptr<NamedSink> S3StorageImpl::put_first_free(const std::function<std::string(int)>& key_for, int tries) {
+  if (tries < 1) throw Error(Code::invalid_argument, "put_first_free: no candidate names");
+  const std::string nonce = upload_nonce().substr(0, 16);
+  for (int i = 0; i < tries; ++i) {
+    std::string key = key_for(i);
+    validate_key(key);
+    if (stat(key)) continue;
+    auto slash = key.rfind('/');
+    std::string dir = slash == std::string::npos ? "" : key.substr(0, slash + 1);
+    std::string claims = dir + "." + key.substr(dir.size()) + ".claim-";
+    std::string claim = claims + nonce;
+    write_small(claim, nonce + "\n");
+    bool alone = false;
+    try {
+      auto seen = list(claims);
+      alone = seen.size() == 1 && seen[0].key == claim && !stat(key);
+    } catch (...) {
+      remove(claim);
+      throw;
+    }
+    if (alone) return std::make_unique<ClaimedSink>(*this, key, claim);
+    remove(claim);
+  }
+  throw Error(Code::exists, fmt::format("{} and the next {} names are taken in {}", key_for(0), tries - 1, describe()));
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -18,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../helpers.hpp"
+#include "mevbackup/digest.hpp"
 #include "mevbackup/lock.hpp"
 #include "mevbackup/maintenance.hpp"
 
@@ -220,6 +223,71 @@ TEST_CASE("lock: an abandoned lock (TTL passed, or its process gone) is ignored,
   plant(dir, "cccc", "exclusive", "elsewhere", 4242, 5);
   CHECK(code_of([&] { RepositoryLock s(*st, LockKind::shared, {}, quick(30)); }) == Code::locked);
   CHECK(code_of([&] { RepositoryLock s(*st, LockKind::shared, {}, quick(3)); }) == Code::ok);
+}
+
+namespace {
+
+// The storage's clock `offset` seconds off this host's: every mtime it reports is shifted.
+class SkewedStorage final : public Storage {
+ public:
+  SkewedStorage(std::unique_ptr<Storage> inner, int64_t offset) : in_(std::move(inner)), off_(offset) {}
+  std::unique_ptr<Sink> put(const std::string& k) override { return in_->put(k); }
+  std::unique_ptr<Source> get(const std::string& k) override { return in_->get(k); }
+  std::vector<ObjectInfo> list(const std::string& p) override { return shift(in_->list(p)); }
+  std::vector<ObjectInfo> list_unfinished(const std::string& p) override { return shift(in_->list_unfinished(p)); }
+  std::optional<ObjectInfo> stat(const std::string& k) override {
+    auto o = in_->stat(k);
+    if (o) o->mtime += off_;
+    return o;
+  }
+  void remove(const std::string& k) override { in_->remove(k); }
+  std::string describe() const override { return in_->describe(); }
+
+ private:
+  std::vector<ObjectInfo> shift(std::vector<ObjectInfo> v) {
+    for (auto& o : v) o.mtime += off_;
+    return v;
+  }
+  std::unique_ptr<Storage> in_;
+  int64_t off_;
+};
+
+std::string host_tag_of(const std::string& h) {
+  Sha256 sha;
+  sha.update(Bytes(reinterpret_cast<const std::byte*>(h.data()), h.size()));
+  sha.finish();
+  return sha.hex().substr(0, 12);
+}
+
+}  // namespace
+
+TEST_CASE("lock: staleness is judged by the storage's clock, so a host whose clock is ahead keeps a live lock") {
+  TempDir dir;
+  // The storage (and the holder on another host) are two hours behind this host.
+  const int64_t skew = -7200;
+  plant(dir, "dddd", "exclusive", "elsewhere", 4242, -skew);  // refreshed "now" by the holder's clock
+  SkewedStorage st(make_local_storage(dir.path()), skew);
+  std::string msg;
+  CHECK(code_of([&] { RepositoryLock x(st, LockKind::exclusive, {}, quick(30)); }, &msg) == Code::locked);
+  CHECK(msg.find("held by elsewhere pid 4242") != std::string::npos);
+  CHECK(lock_files(dir) == std::vector<std::string>{"locks/dddd-00000000.json"});
+}
+
+TEST_CASE("lock: a lock temporary file of a process gone from this host is removed at once, a live one's is kept") {
+  TempDir dir;
+  auto st = make_local_storage(dir.path());
+  const std::string tag = host_tag_of(host());
+  const std::string dead = ".0123456789abcdef-" + tag + "-" + std::to_string(dead_pid()) + "-00000000.json.tmp-1";
+  const std::string live = ".0123456789abcdef-" + tag + "-" + std::to_string(getppid()) + "-00000003.json.tmp-2";
+  const std::string other = ".0123456789abcdef-000000000000-" + std::to_string(dead_pid()) + "-00000000.json.tmp-3";
+  mkdir((dir / "locks").c_str(), 0700);
+  for (auto& n : {dead, live, other}) std::ofstream(dir / ("locks/" + n)) << "{";
+  { RepositoryLock x(*st, LockKind::exclusive, {}, quick(30)); }
+  auto left = lock_files(dir);
+  std::sort(left.begin(), left.end());
+  std::vector<std::string> want{"locks/" + other, "locks/" + live};
+  std::sort(want.begin(), want.end());
+  CHECK(left == want);
 }
 
 TEST_CASE("lock: a waiting locker gets the lock once the holder lets go; refresh replaces the object") {
