@@ -9,6 +9,7 @@ int cmd_list(int argc, char** argv, int start);
 int cmd_prune(int argc, char** argv, int start);
 int cmd_verify(int argc, char** argv, int start);
 int cmd_check(int argc, char** argv, int start);
+int cmd_adopt(int argc, char** argv, int start);
 int cmd_backup_files(int argc, char** argv, int start);
 int cmd_restore_files(int argc, char** argv, int start);
 int cmd_backup_redis(int argc, char** argv, int start);
@@ -56,7 +57,9 @@ const char* kUsage =
     "  mevbackup verify --repo REPO [--backup ID|latest|all] [--kind K] [--restore-test CONNINFO]\n"
     "                   [--query SQL]... [--no-record] [--json]\n"
     "  mevbackup check --repo REPO --max-age DURATION [--kind K] [--now TIME] [--json]\n"
+    "                  [--warning DURATION] [--critical DURATION] [--future-skew DURATION]\n"
     "                  [--prometheus FILE]      (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)\n"
+    "  mevbackup adopt --repo REPO [--dry-run] [--json]   (manifests for the runbook's backups)\n"
     "  mevbackup sync --from REPO --to REPO [--kind postgres] [--storage-class CLASS]\n"
     "  mevbackup lifecycle --repo s3://BUCKET/PREFIX [--transition DAYS:CLASS]... [--expire DAYS]\n"
     "                      [--abort-incomplete DAYS] [--rule-id ID]\n"
@@ -98,6 +101,7 @@ const Command kCommands[] = {
     {"prune", nullptr, cli::cmd_prune},
     {"verify", nullptr, cli::cmd_verify},
     {"check", nullptr, cli::cmd_check},
+    {"adopt", nullptr, cli::cmd_adopt},
     {"backup", "files", cli::cmd_backup_files},
     {"restore", "files", cli::cmd_restore_files},
     {"backup", "redis", cli::cmd_backup_redis},

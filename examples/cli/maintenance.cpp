@@ -106,11 +106,15 @@ int cmd_verify(int argc, char** argv, int start) {
 // usage errors and failures, so a monitoring system never reads them as CRITICAL.
 int cmd_check(int argc, char** argv, int start) {
   try {
-    Args a = parse(argc, argv, start, {"repo", "kind", "max-age", "now", "prometheus"}, {}, {"json", "quiet", "verbose"});
+    Args a = parse(argc, argv, start, {"repo", "kind", "max-age", "now", "prometheus", "warning", "critical", "future-skew"},
+                   {}, {"json", "quiet", "verbose"});
     common_flags(a);
     mevb_check_opts o = MEVB_CHECK_OPTS_INIT;
     o.kind = opt(a, "kind");
     o.max_age_seconds = to_seconds("max-age", need(a, "max-age"));
+    if (const char* w = opt(a, "warning")) o.warning_seconds = to_seconds("warning", w);
+    if (const char* c = opt(a, "critical")) o.critical_seconds = to_seconds("critical", c);
+    if (const char* f = opt(a, "future-skew")) o.future_skew_seconds = to_seconds("future-skew", f, true);
     o.now = opt(a, "now");
     o.prometheus_file = opt(a, "prometheus");
     std::string location = need(a, "repo", "MEVBACKUP_REPO");
@@ -128,6 +132,22 @@ int cmd_check(int argc, char** argv, int start) {
     std::printf("MEVBACKUP UNKNOWN - usage: %s\n", e.msg.c_str());
     return 3;
   }
+}
+
+// Exit 0 when every runbook backup found was adopted (or none was found), 1 when some
+// file is damaged (reported, not adopted, left as it is).
+int cmd_adopt(int argc, char** argv, int start) {
+  Args a = parse(argc, argv, start, {"repo", "pg-restore"}, {}, {"dry-run", "json", "quiet", "verbose"});
+  common_flags(a);
+  mevb_adopt_opts o = MEVB_ADOPT_OPTS_INIT;
+  o.dry_run = a.flags.count("dry-run") ? 1 : 0;
+  o.pg_restore_path = opt(a, "pg-restore");
+  mevb_repo* repo = open_repo(a);
+  mevb_report* r = nullptr;
+  if (mevb_repo_adopt(repo, &o, &r) != MEVB_OK) fail();
+  mevb_repo_free(repo);
+  int damaged = mevb_report_status(r);
+  return finish_report(r, a.flags.count("json"), damaged ? 1 : 0);
 }
 
 }  // namespace cli

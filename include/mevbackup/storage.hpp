@@ -59,6 +59,11 @@ class Storage {
   // larger than max_size.
   std::string read_small(const std::string& key, size_t max_size = 16 << 20);
   void write_small(const std::string& key, const std::string& data);
+
+  // False when the storage itself is not there (a local root directory that does not
+  // exist), so that a mistyped repository is not taken for an empty one. Storages that
+  // cannot tell answer true (an S3 listing of a missing bucket throws instead).
+  virtual bool exists() { return true; }
 };
 
 // Throws invalid_argument naming the key when it is not a valid relative key.

@@ -164,6 +164,11 @@ class LocalStorage final : public Storage {
 
   std::string describe() const override { return root_; }
 
+  bool exists() override {
+    struct stat st;
+    return ::stat(root_.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  }
+
  private:
   std::string path_of(const std::string& key) const { return root_ + "/" + key; }
 
