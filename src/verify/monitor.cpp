@@ -92,7 +92,7 @@ CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, con
   try {
     if (!repo.storage().exists())
       return repository_down(CheckStatus::critical,
-                             fmt::format("repository {} does not exist (or is not a directory)", repo.storage().describe()));
+                             fmt::format("repository {} does not exist", repo.storage().describe()));
     cat = repo.catalog(opts.kind, ctx.log);
     if (opts.kind.empty() || opts.kind == "basebackup")
       for (auto& o : repo.storage().list("wal/"))

@@ -164,9 +164,10 @@ class LocalStorage final : public Storage {
 
   std::string describe() const override { return root_; }
 
+  // Only a root that is not there at all; one that cannot be read is for list() to report.
   bool exists() override {
     struct stat st;
-    return ::stat(root_.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    return ::stat(root_.c_str(), &st) == 0 || (errno != ENOENT && errno != ENOTDIR);
   }
 
  private:
