@@ -103,6 +103,9 @@ int mevb_repo_check(mevb_repo* repo, const mevb_check_opts* opts, mevb_report** 
     co.warning_fraction = o.warning_fraction;
     if (!(co.warning_fraction > 0 && co.warning_fraction <= 1))
       throw invalid("mevb_check_opts.warning_fraction must be in (0, 1]");
+    co.warning = std::chrono::seconds(o.warning_seconds);
+    co.critical = std::chrono::seconds(o.critical_seconds);
+    co.future_skew = std::chrono::seconds(o.future_skew_seconds);
     RunContext ctx = make_context(repo, nullptr, nullptr);
     CheckResult res = check(repo->repo, co, now_or(repo, o.now), ctx);
     if (o.prometheus_file) write_file_atomically(o.prometheus_file, res.prometheus);
@@ -110,6 +113,34 @@ int mevb_repo_check(mevb_repo* repo, const mevb_check_opts* opts, mevb_report** 
     rep->json = res.details.dump(2);
     rep->text = res.summary + "\n";
     rep->status = static_cast<int>(res.status);
+    *out = rep.release();
+  });
+}
+
+int mevb_adopt_opts_init(mevb_adopt_opts* opts, size_t size) {
+  return opts_init(opts, size, mevb_adopt_opts MEVB_ADOPT_OPTS_INIT);
+}
+
+int mevb_repo_adopt(mevb_repo* repo, const mevb_adopt_opts* opts, mevb_report** out) {
+  return guard([&] {
+    require(out, "out");
+    *out = nullptr;
+    require(repo, "repo");
+    mevb_adopt_opts o = MEVB_ADOPT_OPTS_INIT;
+    read_opts(opts, o, "mevb_adopt_opts");
+    AdoptOptions ao;
+    ao.dry_run = o.dry_run != 0;
+    ao.pg_restore_path = str_or(o.pg_restore_path);
+    RunContext ctx = make_context(repo, nullptr, nullptr);
+    AdoptResult res = adopt(repo->repo, ao, ctx);
+    auto rep = std::make_unique<mevb_report>();
+    rep->json = res.to_json().dump(2);
+    for (auto& i : res.items)
+      rep->text += fmt::format("{} {}: {}\n", ao.dry_run && i.outcome == "adopted" ? "would adopt" : i.outcome, i.key,
+                               i.reason);
+    rep->text += fmt::format("{} {}, {} damaged, {} foreign\n", ao.dry_run ? "would adopt" : "adopted", res.adopted,
+                             res.damaged, res.foreign);
+    rep->status = static_cast<int>(res.damaged);
     *out = rep.release();
   });
 }

@@ -268,13 +268,33 @@ typedef struct mevb_check_opts {
   int64_t max_age_seconds;      /* the RPO; default 25 h */
   const char *now;              /* RFC 3339; NULL: the current time */
   const char *prometheus_file;  /* if set: a node_exporter textfile, written atomically */
-  double warning_fraction;      /* WARNING from this fraction of max_age (default 0.8) */
+  double warning_fraction;      /* no longer used (validated only): see warning_seconds */
+  int64_t warning_seconds;      /* WARNING when the newest backup is older; 0: max_age_seconds */
+  int64_t critical_seconds;     /* CRITICAL when older; 0: 2 x max_age_seconds */
+  int64_t future_skew_seconds;  /* a backup finished after now + this is WARNING (default 300) */
 } mevb_check_opts;
-#define MEVB_CHECK_OPTS_INIT {sizeof(mevb_check_opts), NULL, 90000, NULL, NULL, 0.8}
+#define MEVB_CHECK_OPTS_INIT {sizeof(mevb_check_opts), NULL, 90000, NULL, NULL, 0.8, 0, 0, 300}
 MEVB_API int mevb_check_opts_init(mevb_check_opts *opts, size_t size);
 /* Freshness of the newest backup of each kind and source. An unreadable repository is
- * not an error of the call: the report's status is 3 (UNKNOWN). */
+ * not an error of the call: the report's status is 3 (UNKNOWN); a repository that does
+ * not exist is 2 (CRITICAL). The text ends in Nagios perfdata ("| age=...s;W;C size=...B"). */
 MEVB_API int mevb_repo_check(mevb_repo *repo, const mevb_check_opts *opts, mevb_report **out);
+
+/* ---- adopting backups made by the runbook's scripts ------------------------------------ */
+
+typedef struct mevb_adopt_opts {
+  uint32_t struct_size;
+  int dry_run;                 /* non-zero: check and report, write no manifest */
+  const char *pg_restore_path; /* NULL: the newest pg_restore installed */
+} mevb_adopt_opts;
+#define MEVB_ADOPT_OPTS_INIT {sizeof(mevb_adopt_opts), 0, NULL}
+MEVB_API int mevb_adopt_opts_init(mevb_adopt_opts *opts, size_t size);
+/* Gives every sound database/ *.dump.gz, redis/ *.rdb.gz and config/config_*.tar.gz without
+ * a manifest one marked "adopted"; deletes and overwrites nothing. The report's JSON:
+ * {"adopted": n, "damaged": n, "foreign": n, "files": [{"key", "outcome" ("adopted",
+ * "damaged", "foreign" or "leftover"), "kind", "id", "reason"}]}; its status: the number
+ * of damaged files. */
+MEVB_API int mevb_repo_adopt(mevb_repo *repo, const mevb_adopt_opts *opts, mevb_report **out);
 
 /* ---- configuration files ----------------------------------------------------------- */
 

@@ -27,6 +27,9 @@ packages+=(python3-mypy)
 # Sanitizer and fuzzing jobs (docs/fuzzing.md): clang with its libFuzzer/ASan runtimes
 # (libclang-rt-dev); gcc's libasan comes with g++.
 packages+=(clang libclang-rt-dev)
+# Monitoring tests: promtool (in Debian's prometheus package) checks the textfile and the
+# alert rules (docs/mevbackup.rules.yml).
+packages+=(prometheus)
 
 missing=()
 for p in "${packages[@]}"; do

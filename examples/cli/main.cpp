@@ -14,6 +14,7 @@ Action setup_list(CLI::App* app);
 Action setup_prune(CLI::App* app);
 Action setup_verify(CLI::App* app);
 Action setup_check(CLI::App* app);
+Action setup_adopt(CLI::App* app);
 Action setup_backup_files(CLI::App* app);
 Action setup_restore_files(CLI::App* app);
 Action setup_backup_redis(CLI::App* app);
@@ -50,6 +51,8 @@ const Command kCommands[] = {
     {"prune", nullptr, "delete the backups a retention policy no longer keeps", cli::setup_prune},
     {"verify", nullptr, "verify checksums, optionally by a test restore", cli::setup_verify},
     {"check", nullptr, "monitoring: is the newest good backup fresh? (Nagios exit codes)", cli::setup_check},
+    {"adopt", nullptr, "write manifests for the runbook's backups (checked first) so they count",
+     cli::setup_adopt},
     {"backup", "files", "back up configuration files (tar)", cli::setup_backup_files},
     {"restore", "files", "restore configuration files into a directory", cli::setup_restore_files},
     {"backup", "redis", "back up a Redis server (RDB)", cli::setup_backup_redis},

@@ -121,12 +121,19 @@ Action setup_check(CLI::App* app) {
   struct Opts {
     RepoOptions repo;
     OutputOptions out;
-    std::string kind, max_age, now, prometheus;
+    std::string kind, max_age, now, prometheus, warning, critical, future_skew;
   };
   auto o = std::make_shared<Opts>();
   add_repo_options(app, o->repo);
   app->add_option("--max-age", o->max_age, "the newest good backup must be younger (e.g. 25h)")
       ->required()->type_name("DURATION")->check(duration_validator());
+  app->add_option("--warning", o->warning, "WARNING when the newest good backup is older (default: --max-age)")
+      ->type_name("DURATION")->check(duration_validator());
+  app->add_option("--critical", o->critical, "CRITICAL when it is older (default: twice --max-age)")
+      ->type_name("DURATION")->check(duration_validator());
+  app->add_option("--future-skew", o->future_skew,
+                  "a backup finished later than now + this is future-dated: WARNING, not fresh (default 5m)")
+      ->type_name("DURATION")->check(duration_validator(true));
   app->add_option("-k,--kind", o->kind, "only backups of this kind")->type_name("KIND");
   app->add_option("--now", o->now, "the time to judge ages against (RFC 3339; default: now)")->type_name("TIME");
   app->add_option("--prometheus", o->prometheus, "also write the metrics to FILE (node_exporter textfile)")
@@ -139,6 +146,9 @@ Action setup_check(CLI::App* app) {
     mevb_check_opts co = MEVB_CHECK_OPTS_INIT;
     co.kind = c(o->kind);
     co.max_age_seconds = parse_duration("--max-age", o->max_age);
+    if (!o->warning.empty()) co.warning_seconds = parse_duration("--warning", o->warning);
+    if (!o->critical.empty()) co.critical_seconds = parse_duration("--critical", o->critical);
+    if (!o->future_skew.empty()) co.future_skew_seconds = parse_duration("--future-skew", o->future_skew, true);
     co.now = c(o->now);
     co.prometheus_file = c(o->prometheus);
     mevb_repo* repo = try_open_repo_at(o->repo.storage, o->repo.repo);
@@ -151,6 +161,37 @@ Action setup_check(CLI::App* app) {
     mevb_repo_free(repo);
     int status = mevb_report_status(r);
     return finish_report(r, o->out, status);
+  };
+}
+
+// Exit 0 when every runbook backup found was adopted (or none was found), 1 when some
+// file is damaged (reported, not adopted, left as it is).
+Action setup_adopt(CLI::App* app) {
+  struct Opts {
+    RepoOptions repo;
+    OutputOptions out;
+    std::string pg_restore;
+    bool dry_run = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_repo_options(app, o->repo);
+  app->add_flag("-n,--dry-run", o->dry_run, "say what would be adopted, write nothing");
+  app->add_option("--pg-restore", o->pg_restore, "the pg_restore that reads the dumps' table of contents")
+      ->type_name("PATH");
+  add_output_options(app, o->out);
+  return [o] {
+    apply_output(o->out);
+    mevb_adopt_opts ao = MEVB_ADOPT_OPTS_INIT;
+    ao.dry_run = o->dry_run ? 1 : 0;
+    ao.pg_restore_path = o->pg_restore.empty() ? nullptr : o->pg_restore.c_str();
+    mevb_repo* repo = open_repo(o->repo);
+    mevb_report* r = nullptr;
+    if (mevb_repo_adopt(repo, &ao, &r) != MEVB_OK) fail();
+    mevb_repo_free(repo);
+    int damaged = mevb_report_status(r);
+    OutputOptions out = o->out;
+    if (o->dry_run) out.quiet = false;  // a dry run's report is its whole point
+    return finish_report(r, out, damaged ? kExitFailure : kExitOk);
   };
 }
 

@@ -32,6 +32,9 @@ struct Manifest {
   std::string source_name;  // the database (or service) backed up
   nlohmann::json source = nlohmann::json::object();  // kind-specific facts: versions, row counts...
   nlohmann::json tool = nlohmann::json::object();    // {"name","version"}
+  // Written by another tool (the runbook's scripts) and taken over by `adopt`: no
+  // kind-specific facts (row counts, key counts), times from the file's name.
+  bool adopted = false;
 
   // The key of this manifest in storage: "<path>.manifest.json".
   std::string key() const { return path + kManifestSuffix; }

@@ -60,6 +60,7 @@ struct RetentionDecision {
   bool incomplete = false;
   bool keep = true;
   std::string reason;
+  bool foreign = false;  // an object the library did not write (prune): always kept
 };
 
 // One decision per item and per incomplete object, in input order (backups first).

@@ -74,6 +74,11 @@ class Storage {
   std::string read_small(const std::string& key, size_t max_size = 16 << 20);
   void write_small(const std::string& key, const std::string& data);
 
+  // False when the storage itself is not there (a local root directory that does not
+  // exist), so that a mistyped repository is not taken for an empty one. Storages that
+  // cannot tell answer true (an S3 listing of a missing bucket throws instead).
+  virtual bool exists() { return true; }
+
  protected:
   // The sink of write_small: manifests, verification records and locks, which must stay
   // instantly readable (S3: the storage class is for artifacts only). Default: put().

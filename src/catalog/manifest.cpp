@@ -7,7 +7,7 @@
 namespace mevbackup {
 
 nlohmann::json Manifest::to_json() const {
-  return nlohmann::json{
+  nlohmann::json j{
       {"manifest_version", kFormatVersion},
       {"id", id},
       {"kind", kind},
@@ -25,6 +25,8 @@ nlohmann::json Manifest::to_json() const {
       {"source", source},
       {"tool", tool},
   };
+  if (adopted) j["adopted"] = true;
+  return j;
 }
 
 std::vector<std::string> Manifest::extra_paths() const {
@@ -100,6 +102,7 @@ Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) 
   if (m.sha256.size() != 64) throw fail("sha256 is not 64 hex digits");
   if (auto it = j.find("source"); it != j.end() && it->is_object()) m.source = *it;
   if (auto it = j.find("tool"); it != j.end() && it->is_object()) m.tool = *it;
+  if (auto it = j.find("adopted"); it != j.end() && it->is_boolean()) m.adopted = it->get<bool>();
   return m;
 }
 

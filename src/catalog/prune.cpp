@@ -11,9 +11,17 @@ namespace mevbackup {
 nlohmann::json PruneResult::to_json() const {
   nlohmann::json arr = nlohmann::json::array();
   for (auto& d : decisions)
-    arr.push_back({{"id", d.id}, {"incomplete", d.incomplete}, {"action", d.keep ? "keep" : "delete"},
-                   {"reason", d.reason}});
-  return {{"deleted", deleted}, {"decisions", arr}};
+    arr.push_back({{"id", d.id}, {"incomplete", d.incomplete}, {"foreign", d.foreign},
+                   {"action", d.keep ? "keep" : "delete"}, {"reason", d.reason}});
+  return {{"deleted", deleted}, {"foreign", foreign}, {"decisions", arr}};
+}
+
+bool is_own_leftover(const ObjectInfo& o) {
+  if (!o.upload_id.empty()) return true;
+  auto slash = o.key.rfind('/');
+  std::string name = slash == std::string::npos ? o.key : o.key.substr(slash + 1);
+  // The local storage's temporary name: "." + final name + ".tmp-" + random hex.
+  return name.size() > 1 && name[0] == '.' && name.find(".tmp-") != std::string::npos;
 }
 
 PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, const RunContext& ctx) {
@@ -39,8 +47,13 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
   }
   std::vector<IncompleteItem> incomplete;
   std::vector<const ObjectInfo*> leftovers;  // parallel to `incomplete`
+  std::vector<const ObjectInfo*> foreign;    // not written by the library: never deleted
   if (opts.source.empty())  // an incomplete object has no manifest to tell its source
     for (auto& o : cat.incomplete) {
+      if (!is_own_leftover(o)) {
+        foreign.push_back(&o);
+        continue;
+      }
       // An S3 multipart upload never completed is named as such (its key may also exist).
       std::string id = o.upload_id.empty() ? o.key : fmt::format("{} (unfinished multipart upload)", o.key);
       incomplete.push_back({id, std::chrono::system_clock::from_time_t(static_cast<std::time_t>(o.mtime))});
@@ -49,6 +62,16 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
 
   PruneResult res;
   res.decisions = apply_retention(items, incomplete, opts.policy, now);
+  for (auto* o : foreign) {
+    RetentionDecision d;
+    d.id = o->key;
+    d.incomplete = true;
+    d.foreign = true;
+    d.reason = "foreign, kept (no manifest, and not a temporary file of mevbackup's; `mevbackup adopt` imports "
+               "the runbook's backups)";
+    res.decisions.push_back(d);
+    ++res.foreign;
+  }
   // Phase 1: artifacts (and verification records, incomplete objects); phase 2: the
   // manifests of the backups whose artifact is gone. A backup is never left as a
   // manifest-less artifact that could be mistaken for a running one.

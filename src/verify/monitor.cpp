@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <map>
+#include <optional>
 #include <random>
 
 #include <fmt/format.h>
@@ -50,29 +52,70 @@ long long epoch(const std::string& rfc3339) {
 
 }  // namespace
 
-CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, const RunContext& ctx) {
+namespace {
+
+// The repository is down: no listing, so no series but mevbackup_repository_up 0 (which
+// the alert rules fire on).
+CheckResult repository_down(CheckStatus status, const std::string& why) {
   CheckResult r;
+  r.status = status;
+  r.summary = fmt::format("MEVBACKUP {} - {}", status_name(status), why);
+  r.details = {{"status", status_name(status)}, {"error", why}, {"summary", r.summary},
+               {"groups", nlohmann::json::array()}};
+  r.prometheus = "# HELP mevbackup_repository_up Whether the repository could be read.\n"
+                 "# TYPE mevbackup_repository_up gauge\nmevbackup_repository_up 0\n";
+  return r;
+}
+
+// Nagios perfdata label: quoted when it holds anything but letters, digits and '_'.
+std::string perf_label(const std::string& l) {
+  if (l.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == std::string::npos)
+    return l;
+  std::string q = "'";
+  for (char c : l) q += c == '\'' ? std::string("''") : std::string(1, c);
+  return q + "'";
+}
+
+}  // namespace
+
+CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, const RunContext& ctx) {
   if (opts.max_age.count() <= 0) throw Error(Code::invalid_argument, "max-age must be positive");
+  if (opts.warning.count() < 0 || opts.critical.count() < 0 || opts.future_skew.count() < 0)
+    throw Error(Code::invalid_argument, "warning, critical and the clock skew allowance must not be negative");
+  const std::chrono::seconds warn = opts.warning.count() ? opts.warning : opts.max_age;
+  const std::chrono::seconds crit = opts.critical.count() ? opts.critical : 2 * opts.max_age;
+  if (crit < warn)
+    throw Error(Code::invalid_argument,
+                fmt::format("critical ({}) must not be shorter than warning ({})", human(crit), human(warn)));
   Catalog cat;
+  std::optional<int64_t> wal_newest;  // mtime of the newest object in the WAL archive
   try {
+    if (!repo.storage().exists())
+      return repository_down(CheckStatus::critical,
+                             fmt::format("repository {} does not exist", repo.storage().describe()));
     cat = repo.catalog(opts.kind, ctx.log);
+    if (opts.kind.empty() || opts.kind == "basebackup")
+      for (auto& o : repo.storage().list("wal/"))
+        if (!wal_newest || o.mtime > *wal_newest) wal_newest = o.mtime;
   } catch (const Error& e) {
-    r.status = CheckStatus::unknown;
-    r.summary = fmt::format("MEVBACKUP UNKNOWN - cannot read {}: {}", repo.storage().describe(), e.what());
-    r.details = {{"status", "UNKNOWN"}, {"error", e.what()}, {"groups", nlohmann::json::array()}};
-    r.prometheus = "# HELP mevbackup_repository_up Whether the repository could be read.\n"
-                   "# TYPE mevbackup_repository_up gauge\nmevbackup_repository_up 0\n";
-    return r;
+    return repository_down(CheckStatus::unknown, fmt::format("cannot read {}: {}", repo.storage().describe(), e.what()));
   }
+  CheckResult r;
   struct Group {
-    const CatalogEntry* newest = nullptr;
+    const CatalogEntry* newest = nullptr;  // the newest not dated in the future
     const CatalogEntry* newest_verified = nullptr;
+    std::vector<const CatalogEntry*> future;
     size_t count = 0;
   };
+  const TimePoint horizon = now + opts.future_skew;
   std::map<std::pair<std::string, std::string>, Group> groups;
   for (auto& e : cat.backups) {
     Group& g = groups[{e.manifest.kind, e.manifest.source_name}];
     ++g.count;
+    if (parse_rfc3339(e.manifest.finished_at) > horizon) {
+      g.future.push_back(&e);
+      continue;
+    }
     g.newest = &e;  // the catalog is oldest first
     if (e.verification && e.verification->ok) g.newest_verified = &e;
   }
@@ -91,23 +134,49 @@ CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, con
     parts.push_back(fmt::format("no {}backups in {}", opts.kind.empty() ? "" : opts.kind + " ",
                                 repo.storage().describe()));
   }
-  std::string last_success, sizes, verified, totals, statuses;
+  std::string last_success, sizes, verified, totals, statuses, futures;
+  std::vector<std::string> perf;  // per group: label, age, size
+  long long oldest_age = -1;
+  uint64_t oldest_size = 0;
   for (auto& [key, g] : groups) {
-    const Manifest& m = g.newest->manifest;
-    auto age = std::chrono::duration_cast<std::chrono::seconds>(now - parse_rfc3339(m.finished_at));
-    CheckStatus s = CheckStatus::ok;
-    if (age > opts.max_age) s = CheckStatus::critical;
-    else if (age.count() >= opts.warning_fraction * static_cast<double>(opts.max_age.count())) s = CheckStatus::warning;
-    worst(s);
-    parts.push_back(fmt::format("{}/{}: {} newest {} ago (max {})", key.first, key.second, status_name(s), human(age),
-                                human(opts.max_age)));
-    nlohmann::json jg = {{"kind", key.first}, {"source", key.second}, {"status", status_name(s)},
-                         {"newest_id", m.id}, {"newest_finished_at", m.finished_at}, {"age_seconds", age.count()},
-                         {"max_age_seconds", opts.max_age.count()}, {"backups", g.count}, {"size", m.size}};
     std::string lbl = fmt::format("{{kind=\"{}\",source=\"{}\"}}", label(key.first), label(key.second));
-    last_success += fmt::format("mevbackup_last_success_timestamp_seconds{} {}\n", lbl, epoch(m.finished_at));
-    sizes += fmt::format("mevbackup_last_backup_size_bytes{} {}\n", lbl, m.size);
-    totals += fmt::format("mevbackup_backups_total{} {}\n", lbl, g.count);
+    std::string name = key.first + "/" + key.second;
+    nlohmann::json jg = {{"kind", key.first}, {"source", key.second}, {"backups", g.count},
+                         {"max_age_seconds", opts.max_age.count()}, {"warning_seconds", warn.count()},
+                         {"critical_seconds", crit.count()}, {"future", g.future.size()}};
+    totals += fmt::format("mevbackup_backups{} {}\n", lbl, g.count);
+    futures += fmt::format("mevbackup_future_dated_backups{} {}\n", lbl, g.future.size());
+    CheckStatus s = CheckStatus::ok;
+    std::string part;
+    if (!g.newest) {
+      s = CheckStatus::critical;
+      part = fmt::format("{}: CRITICAL no backup dated before now", name);
+    } else {
+      const Manifest& m = g.newest->manifest;
+      auto age = std::chrono::duration_cast<std::chrono::seconds>(now - parse_rfc3339(m.finished_at));
+      if (age > crit) s = CheckStatus::critical;
+      else if (age > warn) s = CheckStatus::warning;
+      part = fmt::format("{}: {} newest {} ago (warning {}, critical {})", name, status_name(s), human(age),
+                         human(warn), human(crit));
+      jg.update({{"newest_id", m.id}, {"newest_finished_at", m.finished_at}, {"age_seconds", age.count()},
+                 {"size", m.size}});
+      last_success += fmt::format("mevbackup_last_success_timestamp_seconds{} {}\n", lbl, epoch(m.finished_at));
+      sizes += fmt::format("mevbackup_last_backup_size_bytes{} {}\n", lbl, m.size);
+      long long a = std::max<long long>(age.count(), 0);
+      perf.push_back(fmt::format("{}={}s;{};{};0 {}={}B;;;0", perf_label(name + " age"), a, warn.count(), crit.count(),
+                                 perf_label(name + " size"), m.size));
+      if (a > oldest_age) oldest_age = a, oldest_size = m.size;
+    }
+    if (!g.future.empty()) {
+      const Manifest& f = g.future.back()->manifest;
+      if (s == CheckStatus::ok) s = CheckStatus::warning;
+      part += fmt::format("; newest backup is dated in the future: {} finished {} ({} backup(s) after now + {})", f.id,
+                          f.finished_at, g.future.size(), human(opts.future_skew));
+      jg["future_newest_id"] = f.id;
+    }
+    worst(s);
+    parts.push_back(part);
+    jg["status"] = status_name(s);
     statuses += fmt::format("mevbackup_check_status{} {}\n", lbl, static_cast<int>(s));
     if (g.newest_verified) {
       jg["newest_verified_id"] = g.newest_verified->manifest.id;
@@ -125,17 +194,37 @@ CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, con
   metrics += sizes;
   metric_header("mevbackup_last_verify_success_timestamp_seconds", "Unix time of the newest successful verification.");
   metrics += verified;
-  metric_header("mevbackup_backups_total", "Complete backups in the repository.");
+  metric_header("mevbackup_backups", "Complete backups in the repository.");
   metrics += totals;
+  metric_header("mevbackup_future_dated_backups", "Backups finished after now plus the clock skew allowance.");
+  metrics += futures;
   metric_header("mevbackup_check_status", "Freshness status: 0 OK, 1 WARNING, 2 CRITICAL.");
   metrics += statuses;
   metric_header("mevbackup_incomplete_objects", "Objects without a manifest (failed or running backups).");
   metrics += fmt::format("mevbackup_incomplete_objects {}\n", cat.incomplete.size());
+  if (wal_newest) {
+    metric_header("mevbackup_wal_last_archived_timestamp_seconds", "Unix time the newest WAL archive object was stored.");
+    metrics += fmt::format("mevbackup_wal_last_archived_timestamp_seconds {}\n", *wal_newest);
+  }
   std::string joined;
   for (auto& p : parts) joined += (joined.empty() ? "" : "; ") + p;
-  r.summary = fmt::format("MEVBACKUP {} - {}", status_name(r.status), joined);
+  // Perfdata: the group that freshness depends on as age/size, then each group when several.
+  std::string perfdata;
+  if (oldest_age >= 0)
+    perfdata = fmt::format("age={}s;{};{};0 size={}B;;;0", oldest_age, warn.count(), crit.count(), oldest_size);
+  else
+    perfdata = "backups=0;;;0";
+  if (wal_newest) {
+    auto wal_age = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count() - *wal_newest;
+    perfdata += fmt::format(" wal_age={}s;;;0", std::max<long long>(wal_age, 0));
+  }
+  if (perf.size() > 1)
+    for (auto& p : perf) perfdata += " " + p;
+  r.summary = fmt::format("MEVBACKUP {} - {} | {}", status_name(r.status), joined, perfdata);
   r.details = {{"status", status_name(r.status)}, {"summary", r.summary}, {"groups", jgroups},
-               {"incomplete", cat.incomplete.size()}, {"now", format_rfc3339(now)}};
+               {"incomplete", cat.incomplete.size()}, {"now", format_rfc3339(now)},
+               {"warning_seconds", warn.count()}, {"critical_seconds", crit.count()}};
+  if (wal_newest) r.details["wal_newest_mtime"] = *wal_newest;
   r.prometheus = metrics;
   return r;
 }

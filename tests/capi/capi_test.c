@@ -128,6 +128,22 @@ static void no_server_checks(void) {
     CHECK(mevb_repo_verify(repo, "latest", NULL, &rep) == MEVB_ERR_NOT_FOUND);
     mevb_report_free(NULL);
   }
+  /* adopt: nothing to take over in an empty repository; the thresholds default to 0 (max-age). */
+  {
+    mevb_report *rep = NULL;
+    mevb_adopt_opts ao;
+    mevb_check_opts co;
+    CHECK(mevb_check_opts_init(&co, sizeof co) == MEVB_OK);
+    CHECK(co.warning_seconds == 0 && co.critical_seconds == 0 && co.future_skew_seconds == 300);
+    CHECK(mevb_adopt_opts_init(&ao, sizeof ao) == MEVB_OK);
+    CHECK(ao.dry_run == 0 && ao.pg_restore_path == NULL);
+    ao.dry_run = 1;
+    CHECK(mevb_repo_adopt(repo, &ao, &rep) == MEVB_OK);
+    CHECK(mevb_report_status(rep) == 0);
+    CHECK(strstr(mevb_report_json(rep), "\"adopted\": 0") != NULL);
+    mevb_report_free(rep);
+    CHECK(mevb_repo_adopt(repo, &ao, NULL) == MEVB_ERR_INVALID_ARGUMENT);
+  }
   mevb_repo_free(repo);
 }
 

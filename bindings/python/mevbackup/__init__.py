@@ -133,7 +133,13 @@ class _VerifyOpts(ctypes.Structure):
 
 class _CheckOpts(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("kind", ctypes.c_char_p), ("max_age_seconds", ctypes.c_int64),
-                ("now", ctypes.c_char_p), ("prometheus_file", ctypes.c_char_p), ("warning_fraction", ctypes.c_double)]
+                ("now", ctypes.c_char_p), ("prometheus_file", ctypes.c_char_p), ("warning_fraction", ctypes.c_double),
+                ("warning_seconds", ctypes.c_int64), ("critical_seconds", ctypes.c_int64),
+                ("future_skew_seconds", ctypes.c_int64)]
+
+
+class _AdoptOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("dry_run", ctypes.c_int), ("pg_restore_path", ctypes.c_char_p)]
 
 
 def _candidates() -> Iterable[str]:
@@ -216,6 +222,8 @@ _declare("mevb_repo_verify", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(
          True)
 _declare("mevb_check_opts_init", ctypes.c_int, [ctypes.POINTER(_CheckOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_check", ctypes.c_int, [_p, ctypes.POINTER(_CheckOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_adopt_opts_init", ctypes.c_int, [ctypes.POINTER(_AdoptOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_adopt", ctypes.c_int, [_p, ctypes.POINTER(_AdoptOpts), ctypes.POINTER(_p)], True)
 # ---- configuration files (C declarations) ----------------------------------------------
 
 _FILES_ENTRY_CB = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
@@ -606,14 +614,31 @@ class Repository:
         return _take_report(h)
 
     def check(self, *, max_age_seconds: int = 25 * 3600, kind: Optional[str] = None, now: Optional[str] = None,
-              prometheus_file: Optional[str] = None, warning_fraction: float = 0.8) -> Report:
-        """Freshness of the newest backups; `Report.status` is 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
+              prometheus_file: Optional[str] = None, warning_fraction: float = 0.8,
+              warning_seconds: int = 0, critical_seconds: int = 0, future_skew_seconds: int = 300) -> Report:
+        """Freshness of the newest backups; `Report.status` is 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+        WARNING beyond `warning_seconds` (0: max_age_seconds), CRITICAL beyond `critical_seconds`
+        (0: twice max_age_seconds); `warning_fraction` is no longer used."""
         o = _CheckOpts()
         _lib.mevb_check_opts_init(ctypes.byref(o), ctypes.sizeof(o))
         o.kind, o.max_age_seconds, o.now = _enc(kind), max_age_seconds, _enc(now)
         o.prometheus_file, o.warning_fraction = _enc(prometheus_file), warning_fraction
+        o.warning_seconds, o.critical_seconds = warning_seconds, critical_seconds
+        o.future_skew_seconds = future_skew_seconds
         h = _p()
         _lib.mevb_repo_check(self._handle(), ctypes.byref(o), ctypes.byref(h))
+        return _take_report(h)
+
+    def adopt(self, *, dry_run: bool = False, pg_restore_path: Optional[str] = None) -> Report:
+        """Takes over the runbook's backups (database/*.dump.gz, redis/*.rdb.gz, config/config_*.tar.gz
+        without a manifest): each sound one gets a manifest marked "adopted"; nothing is deleted.
+        `Report.data["files"]` has one entry per object (adopted / damaged / foreign / leftover, and why);
+        `Report.status` is how many were damaged."""
+        o = _AdoptOpts()
+        _lib.mevb_adopt_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.dry_run, o.pg_restore_path = 1 if dry_run else 0, _enc(pg_restore_path)
+        h = _p()
+        _lib.mevb_repo_adopt(self._handle(), ctypes.byref(o), ctypes.byref(h))
         return _take_report(h)
 
     # ---- configuration files ---------------------------------------------------------

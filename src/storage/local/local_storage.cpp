@@ -249,6 +249,12 @@ class LocalStorage final : public Storage {
 
   std::string describe() const override { return root_; }
 
+  // Only a root that is not there at all; one that cannot be read is for list() to report.
+  bool exists() override {
+    struct stat st;
+    return ::stat(root_.c_str(), &st) == 0 || (errno != ENOENT && errno != ENOTDIR);
+  }
+
  private:
   std::string path_of(const std::string& key) const { return root_ + "/" + key; }
   static std::string parent_of(const std::string& key) {

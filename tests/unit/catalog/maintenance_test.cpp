@@ -5,7 +5,10 @@
 #include <sys/socket.h>
 #include <utime.h>
 
+#include <filesystem>
+#include <fstream>
 #include <regex>
+#include <sstream>
 
 #include "../helpers.hpp"
 
@@ -33,6 +36,13 @@ Manifest add(Repository& repo, FixedClock& clock, const std::string& when, const
   return repo.publish(src, spec(prefix), {}, [](Manifest&) {});
 }
 
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 void flip_byte(const std::string& path) {
   FILE* f = fopen(path.c_str(), "r+b");
   REQUIRE(f);
@@ -50,9 +60,17 @@ TEST_CASE("prune deletes what the policy rejects, artifact first and manifest la
   FixedClock clock("2026-11-01T02:00:00Z");
   Repository repo(make_local_storage(dir.path()), clock);
   for (int d = 1; d <= 9; ++d) add(repo, clock, fmt::format("2026-11-0{}T02:00:00Z", d));
-  repo.storage().write_small("database/db_20261001_000000.dump.gz", "left by a crashed run");
+  // A temporary file of a killed run (the library's own leftover) and a file of someone
+  // else's with a backup's name, both long past the grace period.
+  const std::string tmp = "database/.db_20261001_000000.dump.gz.tmp-0123456789abcdef";
+  const std::string other = "database/db_20261001_000000.dump.gz";
+  {
+    std::ofstream(dir / tmp) << "left by a killed run";
+    std::ofstream(dir / other) << "made by the runbook";
+  }
   struct utimbuf old {1759276800, 1759276800};  // 2025-10-01: long past the grace period
-  REQUIRE(utime((dir / "database/db_20261001_000000.dump.gz").c_str(), &old) == 0);
+  REQUIRE(utime((dir / tmp).c_str(), &old) == 0);
+  REQUIRE(utime((dir / other).c_str(), &old) == 0);
   PruneOptions o;
   o.policy.keep_last = 3;
   o.dry_run = true;
@@ -62,7 +80,13 @@ TEST_CASE("prune deletes what the policy rejects, artifact first and manifest la
   CHECK(files_under(dir.path()) == before);
   size_t would = 0;
   for (auto& d : res.decisions) would += !d.keep;
-  CHECK(would == 7);  // 6 old backups + the incomplete object
+  CHECK(would == 7);  // 6 old backups + the temporary file
+  CHECK(res.foreign == 1);
+  auto f = std::find_if(res.decisions.begin(), res.decisions.end(), [&](auto& d) { return d.id == other; });
+  REQUIRE(f != res.decisions.end());
+  CHECK(f->keep);
+  CHECK(f->foreign);
+  CHECK(f->reason.rfind("foreign, kept", 0) == 0);
 
   o.dry_run = false;
   std::vector<std::string> log;
@@ -73,9 +97,20 @@ TEST_CASE("prune deletes what the policy rejects, artifact first and manifest la
   auto left = repo.list();
   REQUIRE(left.size() == 3);
   CHECK(left[0].id == "db_20261107_020000");
-  CHECK(files_under(dir.path()).size() == 6);
-  CHECK(log.size() == 10);
+  CHECK(files_under(dir.path()).size() == 7);  // 3 backups (artifact + manifest) and the foreign file
+  CHECK(slurp(dir / other) == "made by the runbook");
+  CHECK(log.size() == 11);
   CHECK(std::any_of(log.begin(), log.end(), [](auto& l) { return l.find("delete db_20261101_020000: matches no keep rule") == 0; }));
+  CHECK(std::any_of(log.begin(), log.end(), [&](auto& l) { return l.find("keep " + other + ": foreign, kept") == 0; }));
+}
+
+TEST_CASE("is_own_leftover: only temporary names and unfinished uploads are the library's") {
+  CHECK(is_own_leftover({"database/.x.dump.gz.tmp-00ff00ff00ff00ff", 1, 0, {}}));
+  CHECK(is_own_leftover({"database/x.dump.gz", 0, 0, "upload-1"}));
+  CHECK_FALSE(is_own_leftover({"database/x.dump.gz", 1, 0, {}}));
+  CHECK_FALSE(is_own_leftover({"notes.txt", 1, 0, {}}));
+  CHECK_FALSE(is_own_leftover({"database/x.dump.gz.tmp-00ff00ff00ff00ff", 1, 0, {}}));  // not hidden
+  CHECK_FALSE(is_own_leftover({".hidden/notes.txt", 1, 0, {}}));
 }
 
 TEST_CASE("verify passes intact backups, fails a flipped byte naming the backup, and records both") {
@@ -114,23 +149,45 @@ TEST_CASE("verify passes intact backups, fails a flipped byte naming the backup,
   CHECK(files_under(dir.path()).size() == 3);  // artifact, manifest, verification record
 }
 
-TEST_CASE("check: OK, WARNING at 80%, CRITICAL when stale or empty, UNKNOWN when unreadable") {
+TEST_CASE("check: OK, WARNING past max-age, CRITICAL past twice, perfdata; a missing repository is down") {
   TempDir dir;
   FixedClock clock("2026-11-27T02:00:00Z");
   Repository repo(make_local_storage(dir / "repo"), clock);
   CheckOptions o;
   o.max_age = std::chrono::hours(25);
+  // A mistyped repository is not an empty one: CRITICAL, and mevbackup_repository_up 0.
+  auto missing = check(repo, o, parse_rfc3339("2026-11-27T03:00:00Z"), {});
+  CHECK(missing.status == CheckStatus::critical);
+  CHECK(missing.summary.find("does not exist") != std::string::npos);
+  CHECK(missing.prometheus.find("mevbackup_repository_up 0\n") != std::string::npos);
+  std::filesystem::create_directories(dir / "repo");
   auto empty = check(repo, o, parse_rfc3339("2026-11-27T03:00:00Z"), {});
   CHECK(empty.status == CheckStatus::critical);
   CHECK(empty.summary.find("no backups") != std::string::npos);
+  CHECK(empty.prometheus.find("mevbackup_repository_up 1\n") != std::string::npos);
 
   add(repo, clock, "2026-11-27T02:00:00Z");
-  CHECK(check(repo, o, parse_rfc3339("2026-11-27T03:00:00Z"), {}).status == CheckStatus::ok);
-  CHECK(check(repo, o, parse_rfc3339("2026-11-28T00:00:00Z"), {}).status == CheckStatus::warning);  // 22h >= 20h
-  auto stale = check(repo, o, parse_rfc3339("2026-11-28T04:00:00Z"), {});
+  auto ok = check(repo, o, parse_rfc3339("2026-11-27T03:00:00Z"), {});
+  CHECK(ok.status == CheckStatus::ok);
+  CHECK(ok.summary == "MEVBACKUP OK - postgres/db: OK newest 1h00m ago (warning 1d01h, critical 2d02h) | "
+                      "age=3600s;90000;180000;0 size=" + std::to_string(repo.list()[0].size) + "B;;;0");
+  CHECK(check(repo, o, parse_rfc3339("2026-11-28T03:00:00Z"), {}).status == CheckStatus::ok);  // 25h: not past
+  CHECK(check(repo, o, parse_rfc3339("2026-11-28T04:00:00Z"), {}).status == CheckStatus::warning);  // 26h
+  auto stale = check(repo, o, parse_rfc3339("2026-11-29T05:00:00Z"), {});  // 51h
   CHECK(stale.status == CheckStatus::critical);
-  CHECK(stale.summary == "MEVBACKUP CRITICAL - postgres/db: CRITICAL newest 1d02h ago (max 1d01h)");
-  CHECK(stale.details["groups"][0]["age_seconds"] == 26 * 3600);
+  CHECK(stale.summary.rfind("MEVBACKUP CRITICAL - postgres/db: CRITICAL newest 2d03h ago (warning 1d01h, critical 2d02h) | "
+                            "age=183600s;90000;180000;0 ", 0) == 0);
+  CHECK(stale.details["groups"][0]["age_seconds"] == 51 * 3600);
+  CheckOptions own = o;
+  own.warning = std::chrono::hours(2);
+  own.critical = std::chrono::hours(3);
+  CHECK(check(repo, own, parse_rfc3339("2026-11-27T03:30:00Z"), {}).status == CheckStatus::ok);
+  CHECK(check(repo, own, parse_rfc3339("2026-11-27T04:30:00Z"), {}).status == CheckStatus::warning);
+  CHECK(check(repo, own, parse_rfc3339("2026-11-27T05:30:00Z"), {}).summary.find("age=12600s;7200;10800;0") !=
+        std::string::npos);
+  own.critical = std::chrono::hours(1);
+  CHECK_THROWS_WITH_AS(check(repo, own, parse_rfc3339("2026-11-27T03:30:00Z"), {}),
+                       "critical (1h00m) must not be shorter than warning (2h00m)", Error);
 
   // Prometheus exposition: every sample line is `name{labels} value`, with HELP/TYPE first.
   std::regex sample(R"(^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+]+$)");
@@ -145,6 +202,9 @@ TEST_CASE("check: OK, WARNING at 80%, CRITICAL when stale or empty, UNKNOWN when
   CHECK(samples >= 6);
   CHECK(stale.prometheus.find("mevbackup_last_success_timestamp_seconds{kind=\"postgres\",source=\"db\"} 1795744800") !=
         std::string::npos);
+  CHECK(stale.prometheus.find("mevbackup_backups{kind=\"postgres\",source=\"db\"} 1\n") != std::string::npos);
+  CHECK(stale.prometheus.find("_total") == std::string::npos);  // gauges only: no counter suffix
+  CHECK(stale.prometheus.find("mevbackup_wal_") == std::string::npos);  // no WAL archive here
 
   CheckOptions redis_only = o;
   redis_only.kind = "redis";
@@ -158,6 +218,51 @@ TEST_CASE("check: OK, WARNING at 80%, CRITICAL when stale or empty, UNKNOWN when
   auto unk = check(broken, o, parse_rfc3339("2026-11-27T03:00:00Z"), {});
   CHECK(unk.status == CheckStatus::unknown);
   CHECK(unk.summary.find("UNKNOWN") != std::string::npos);
+  CHECK(unk.prometheus.find("mevbackup_repository_up 0\n") != std::string::npos);
+}
+
+TEST_CASE("check: a backup dated in the future is WARNING and does not count for freshness") {
+  TempDir dir;
+  FixedClock clock("2026-11-27T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  add(repo, clock, "2026-11-25T02:00:00Z");
+  Manifest future = add(repo, clock, "2026-11-27T02:00:00Z");
+  CheckOptions o;
+  o.max_age = std::chrono::hours(25);
+  // Seen from 2026-11-26T00:00: the newest one lies 26 h ahead; the one before is 22 h old.
+  auto r = check(repo, o, parse_rfc3339("2026-11-26T00:00:00Z"), {});
+  CHECK(r.status == CheckStatus::warning);
+  CHECK(r.summary.find("newest backup is dated in the future: " + future.id + " finished 2026-11-27T02:00:00Z") !=
+        std::string::npos);
+  CHECK(r.details["groups"][0]["newest_id"] == "db_20261125_020000");
+  CHECK(r.details["groups"][0]["age_seconds"] == 22 * 3600);
+  CHECK(r.prometheus.find("mevbackup_future_dated_backups{kind=\"postgres\",source=\"db\"} 1\n") != std::string::npos);
+  // Within the skew allowance (5 min) it is simply the newest.
+  CHECK(check(repo, o, parse_rfc3339("2026-11-27T01:56:00Z"), {}).status == CheckStatus::ok);
+  // Only future-dated backups: nothing counts, CRITICAL.
+  TempDir d2;
+  Repository only(make_local_storage(d2.path()), clock);
+  add(only, clock, "2026-11-27T02:00:00Z");
+  auto c = check(only, o, parse_rfc3339("2026-11-20T00:00:00Z"), {});
+  CHECK(c.status == CheckStatus::critical);
+  CHECK(c.summary.find("no backup dated before now") != std::string::npos);
+}
+
+TEST_CASE("check: the WAL archive's newest object has a series of its own") {
+  TempDir dir;
+  FixedClock clock("2026-11-27T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  add(repo, clock, "2026-11-27T02:00:00Z");
+  repo.storage().write_small("wal/000000010000000000000001", "segment");
+  repo.storage().write_small("wal/000000010000000000000002", "segment");
+  struct utimbuf t1 {1795744800, 1795744800}, t2 {1795748400, 1795748400};  // 02:00 and 03:00
+  REQUIRE(utime((dir / "wal/000000010000000000000001").c_str(), &t1) == 0);
+  REQUIRE(utime((dir / "wal/000000010000000000000002").c_str(), &t2) == 0);
+  CheckOptions o;
+  auto r = check(repo, o, parse_rfc3339("2026-11-27T04:00:00Z"), {});
+  CHECK(r.prometheus.find("# TYPE mevbackup_wal_last_archived_timestamp_seconds gauge\n"
+                          "mevbackup_wal_last_archived_timestamp_seconds 1795748400\n") != std::string::npos);
+  CHECK(r.summary.find(" wal_age=3600s;;;0") != std::string::npos);
 }
 
 TEST_CASE("write_file_atomically replaces the file whole, mode 0644") {
