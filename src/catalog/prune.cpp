@@ -20,8 +20,10 @@ bool is_own_leftover(const ObjectInfo& o) {
   if (!o.upload_id.empty()) return true;
   auto slash = o.key.rfind('/');
   std::string name = slash == std::string::npos ? o.key : o.key.substr(slash + 1);
-  // The local storage's temporary name: "." + final name + ".tmp-" + random hex.
-  return name.size() > 1 && name[0] == '.' && name.find(".tmp-") != std::string::npos;
+  // The local storage's temporary name: "." + final name + ".tmp-" + random hex; and the
+  // name claim an S3 writer stores before it uploads: "." + final name + ".claim-" + nonce.
+  if (name.size() < 2 || name[0] != '.') return false;
+  return name.find(".tmp-") != std::string::npos || name.find(".claim-") != std::string::npos;
 }
 
 PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, const RunContext& ctx) {

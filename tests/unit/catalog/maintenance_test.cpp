@@ -104,9 +104,10 @@ TEST_CASE("prune deletes what the policy rejects, artifact first and manifest la
   CHECK(std::any_of(log.begin(), log.end(), [&](auto& l) { return l.find("keep " + other + ": foreign, kept") == 0; }));
 }
 
-TEST_CASE("is_own_leftover: only temporary names and unfinished uploads are the library's") {
+TEST_CASE("is_own_leftover: only temporary names, name claims and unfinished uploads are the library's") {
   CHECK(is_own_leftover({"database/.x.dump.gz.tmp-00ff00ff00ff00ff", 1, 0, {}}));
   CHECK(is_own_leftover({"database/x.dump.gz", 0, 0, "upload-1"}));
+  CHECK(is_own_leftover({"database/.x.dump.gz.claim-0123456789abcdef", 1, 0, {}}));  // an S3 name claim
   CHECK_FALSE(is_own_leftover({"database/x.dump.gz", 1, 0, {}}));
   CHECK_FALSE(is_own_leftover({"notes.txt", 1, 0, {}}));
   CHECK_FALSE(is_own_leftover({"database/x.dump.gz.tmp-00ff00ff00ff00ff", 1, 0, {}}));  // not hidden
