@@ -24,8 +24,8 @@ namespace {
 
 std::string seed(const std::string& rel) {
   namespace fs = std::filesystem;
-  fs::path here = fs::path(__FILE__).parent_path();
-  for (fs::path p : {here / "../../fuzz/corpus" / rel, fs::path("../tests/fuzz/corpus") / rel}) {
+  // The build passes the source tree's corpus directory: __FILE__ may be relative.
+  for (fs::path p : {fs::path(MEVB_FUZZ_CORPUS_DIR) / rel}) {
     std::ifstream f(p, std::ios::binary);
     if (f) return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   }

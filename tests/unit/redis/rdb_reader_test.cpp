@@ -13,8 +13,8 @@ namespace {
 
 std::vector<std::byte> corpus(const char* name) {
   namespace fs = std::filesystem;
-  fs::path here = fs::path(__FILE__).parent_path();
-  for (fs::path p : {here / "../../fuzz/corpus/rdb" / name, fs::path("../tests/fuzz/corpus/rdb") / name}) {
+  // The build passes the source tree's corpus directory: __FILE__ may be relative.
+  for (fs::path p : {fs::path(MEVB_FUZZ_CORPUS_DIR) / "rdb" / name}) {
     std::ifstream f(p, std::ios::binary);
     if (!f) continue;
     std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
