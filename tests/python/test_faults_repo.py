@@ -71,12 +71,16 @@ def kill_group(p):
 
 def gated_pg_dump(tmp_path, pg, gate: Path, name="pg_dump"):
     """A pg_dump that streams its first 64 KiB, then waits until `gate` exists: the
-    backup holds its lock (and a temporary artifact) until the test opens the gate."""
+    backup holds its lock (and a temporary artifact) until the test opens the gate.
+    It leaves `<name>.started` when the dump begins: the backup then holds its lock
+    (seeing the lock object alone does not say that: the writer may still be checking
+    for conflicting locks, and a lock written meanwhile makes both back off)."""
     script = tmp_path / name
     script.write_text(f"""#!/bin/bash
 set -o pipefail
 printf '%s\\n' "$0" "$@" > {tmp_path}/{name}.argv
 if [ "$1" = --version ]; then exec {pg.bindir}/pg_dump --version; fi
+touch {tmp_path}/{name}.started
 {pg.bindir}/pg_dump "$@" | /usr/bin/python3 -c '
 import os, sys, time
 deadline = time.time() + 120
@@ -91,11 +95,16 @@ while True:
     return script
 
 
+def dump_started(tmp_path, name="pg_dump") -> bool:
+    return (tmp_path / f"{name}.started").exists()
+
+
 def slow_pg_dump(tmp_path, pg, delay="0.01"):
     script = tmp_path / "pg_dump_slow"
     script.write_text(f"""#!/bin/bash
 set -o pipefail
 if [ "$1" = --version ]; then exec {pg.bindir}/pg_dump --version; fi
+touch {tmp_path}/{name}.started
 {pg.bindir}/pg_dump "$@" | /usr/bin/python3 -c '
 import sys, time
 while True:
@@ -197,7 +206,8 @@ def test_13_prune_is_locked_out_while_a_backup_runs_then_succeeds(pg, tools, tmp
     p = start(tools, "backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--quiet",
               "--pg-dump", gated_pg_dump(tmp_path, pg, gate), env=lock_env(pg))
     try:
-        locks = wait_for(lambda: lock_files(repo), what="the backup's lock")
+        wait_for(lambda: dump_started(tmp_path), what="the backup's dump (its lock taken)")
+        locks = lock_files(repo)
         lock = json.loads(locks[0].read_text())
         assert lock["kind"] == "shared" and lock["pid"] == p.pid and lock["host"] == socket.gethostname()
         assert stat.S_IMODE(locks[0].stat().st_mode) == 0o600
