@@ -71,16 +71,12 @@ def kill_group(p):
 
 def gated_pg_dump(tmp_path, pg, gate: Path, name="pg_dump"):
     """A pg_dump that streams its first 64 KiB, then waits until `gate` exists: the
-    backup holds its lock (and a temporary artifact) until the test opens the gate.
-    It leaves `<name>.started` when the dump begins: the backup then holds its lock
-    (seeing the lock object alone does not say that: the writer may still be checking
-    for conflicting locks, and a lock written meanwhile makes both back off)."""
+    backup holds its lock (and a temporary artifact) until the test opens the gate."""
     script = tmp_path / name
     script.write_text(f"""#!/bin/bash
 set -o pipefail
 printf '%s\\n' "$0" "$@" > {tmp_path}/{name}.argv
 if [ "$1" = --version ]; then exec {pg.bindir}/pg_dump --version; fi
-touch {tmp_path}/{name}.started
 {pg.bindir}/pg_dump "$@" | /usr/bin/python3 -c '
 import os, sys, time
 deadline = time.time() + 120
@@ -95,8 +91,13 @@ while True:
     return script
 
 
-def dump_started(tmp_path, name="pg_dump") -> bool:
-    return (tmp_path / f"{name}.started").exists()
+def holds_lock_locally(repo: Path) -> bool:
+    """True once a backup into the local `repo` holds its lock: its temporary artifact
+    exists (created only after the lock is taken). Its lock object alone does not say
+    that: the writer may still be listing for conflicting locks, and a lock written
+    meanwhile makes both back off."""
+    d = repo / "database"
+    return bool(lock_files(repo)) and d.is_dir() and any(f.name.startswith(".") for f in d.iterdir())
 
 
 def slow_pg_dump(tmp_path, pg, delay="0.01"):
@@ -104,7 +105,6 @@ def slow_pg_dump(tmp_path, pg, delay="0.01"):
     script.write_text(f"""#!/bin/bash
 set -o pipefail
 if [ "$1" = --version ]; then exec {pg.bindir}/pg_dump --version; fi
-touch {tmp_path}/{name}.started
 {pg.bindir}/pg_dump "$@" | /usr/bin/python3 -c '
 import sys, time
 while True:
@@ -206,7 +206,7 @@ def test_13_prune_is_locked_out_while_a_backup_runs_then_succeeds(pg, tools, tmp
     p = start(tools, "backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--quiet",
               "--pg-dump", gated_pg_dump(tmp_path, pg, gate), env=lock_env(pg))
     try:
-        wait_for(lambda: dump_started(tmp_path), what="the backup's dump (its lock taken)")
+        wait_for(lambda: holds_lock_locally(repo), what="the backup's lock and temporary artifact")
         locks = lock_files(repo)
         lock = json.loads(locks[0].read_text())
         assert lock["kind"] == "shared" and lock["pid"] == p.pid and lock["host"] == socket.gethostname()
@@ -414,11 +414,14 @@ def test_13_s3_backup_and_prune_concurrently(pg, tools, tmp_path, s3):
     p = start(tools, "backup", "postgres", "--repo", url, "--dbname", pg.conninfo("mev_protection"), "--quiet",
               "--pg-dump", gated_pg_dump(tmp_path, pg, gate), env=env)
     try:
-        wait_for(lambda: len(s3_lock_puts(s3, url)) > earlier, what="the lock object on S3")
+        # A refresh is written only once the lock is held (the first write alone may still
+        # be listing for conflicting locks: a lock written meanwhile makes both back off).
+        wait_for(lambda: len(s3_lock_puts(s3, url)) >= earlier + 2, what="the backup's lock refreshed on S3")
         r = run(tools, "prune", "--repo", url, "--keep-last", "1", env=env)
         assert r.returncode == 11
         assert "is locked" in r.stderr and f"pid {p.pid}" in r.stderr and url.split("//")[1] in r.stderr, r.stderr
-        wait_for(lambda: len(s3_lock_puts(s3, url)) >= earlier + 2, timeout=10, what="a refresh on S3")
+        after_prune = len(s3_lock_puts(s3, url))
+        wait_for(lambda: len(s3_lock_puts(s3, url)) > after_prune, timeout=10, what="a refresh on S3 after the prune")
     finally:
         gate.touch()
     out, err = p.communicate(timeout=60)
