@@ -40,12 +40,23 @@ struct Manifest {
   std::string key() const { return path + kManifestSuffix; }
   static constexpr const char* kManifestSuffix = ".manifest.json";
 
-  // Other stored objects of a multi-part backup (a PITR base backup's tablespace tars
-  // and backup_manifest, from source.files), deleted with it; empty for other kinds.
-  std::vector<std::string> extra_paths() const;
+  // Another stored object of a backup besides its artifact, with the manifest's
+  // record of it: copied, verified and deleted with the backup.
+  struct Part {
+    std::string path;
+    uint64_t size = 0;
+    std::string sha256;
+  };
+  // The other stored objects of a backup: a PITR base backup's tablespace tars and
+  // backup_manifest (source.files), a files backup's member list (source.member_list,
+  // always "<path>.members.json.gz"). Only keys beside the artifact: a manifest never
+  // names another backup's objects. Empty for other kinds.
+  std::vector<Part> extra_parts() const;
+  std::vector<std::string> extra_paths() const;  // the paths of extra_parts()
+  static constexpr const char* kMemberListSuffix = ".members.json.gz";
 
   // What a listing keeps of a manifest: every field, but of `source` only its scalar
-  // facts (versions, LSNs, times) and the part list of a multi-part backup ("files");
+  // facts (versions, LSNs, times) and its parts ("files", "member_list");
   // bulky facts (row counts per table, archive members, RDB key counts) are dropped, so
   // a catalog of many large manifests stays small. Restores and verify read the whole
   // manifest again (Repository::find, Repository::load).

@@ -93,9 +93,13 @@ class Repository {
 
   // Streams `source` through compression into a new artifact, then writes its manifest.
   // `complete` fills kind-specific manifest fields once the stream succeeded; it may
-  // throw to reject the artifact. On any failure nothing new remains in storage.
+  // throw to reject the artifact. `store_parts`, called once the artifact's name is
+  // settled (m.path final) and before the manifest is written, stores the backup's
+  // other objects (Manifest::extra_parts) and records them in `m`. On any failure
+  // nothing new remains in storage.
   Manifest publish(Source& source, const ArtifactSpec& spec, const RunContext& ctx,
-                   const std::function<void(Manifest&)>& complete);
+                   const std::function<void(Manifest&)>& complete,
+                   const std::function<void(Manifest&, const RunContext&)>& store_parts = {});
 
   // Streams an artifact's payload (decompressed) into `sink`, checking size and SHA-256
   // of the stored bytes against the manifest before the sink may commit.
@@ -124,6 +128,12 @@ class Repository {
   std::unique_ptr<Storage> storage_;
   Clock& clock_;
 };
+
+// Streams the stored object `m` describes (path, size, sha256, compression,
+// payload_size) into `sink`, decompressed, as Repository::restore_stream does, but
+// without taking the repository lock: for the parts of a backup read while its caller
+// holds the lock, or with the caller's own guard.
+void read_artifact(Storage& storage, const Manifest& m, Sink& sink, const RunContext& ctx);
 
 // Directory of a kind in the repository ("postgres" -> "database").
 std::string kind_directory(const std::string& kind);

@@ -29,10 +29,22 @@ nlohmann::json Manifest::to_json() const {
   return j;
 }
 
-std::vector<std::string> Manifest::extra_paths() const {
-  std::vector<std::string> out;
-  if (kind != "basebackup" || !source.is_object() || !source.contains("files") || !source["files"].is_array())
+std::vector<Manifest::Part> Manifest::extra_parts() const {
+  std::vector<Part> out;
+  if (!source.is_object()) return out;
+  auto part_of = [](const nlohmann::json& f, const std::string& p) {
+    Part part;
+    part.path = p;
+    if (auto it = f.find("size"); it != f.end() && it->is_number_unsigned()) part.size = it->get<uint64_t>();
+    if (auto it = f.find("sha256"); it != f.end() && it->is_string()) part.sha256 = it->get<std::string>();
+    return part;
+  };
+  if (kind == "files") {
+    auto it = source.find("member_list");
+    if (it != source.end() && it->is_object()) out.push_back(part_of(*it, path + kMemberListSuffix));
     return out;
+  }
+  if (kind != "basebackup" || !source.contains("files") || !source["files"].is_array()) return out;
   // Only keys inside the set's own directory: a manifest never names another backup's.
   auto slash = path.rfind('/');
   if (slash == std::string::npos) return out;
@@ -41,8 +53,14 @@ std::vector<std::string> Manifest::extra_paths() const {
     if (!f.is_object() || !f.contains("path") || !f["path"].is_string()) continue;
     std::string p = f["path"].get<std::string>();
     if (p != path && p.size() > dir.size() && p.rfind(dir, 0) == 0 && p.find('/', dir.size()) == std::string::npos)
-      out.push_back(p);
+      out.push_back(part_of(f, p));
   }
+  return out;
+}
+
+std::vector<std::string> Manifest::extra_paths() const {
+  std::vector<std::string> out;
+  for (auto& p : extra_parts()) out.push_back(p.path);
   return out;
 }
 
@@ -51,7 +69,9 @@ Manifest Manifest::summary() const {
   m.source = nlohmann::json::object();
   if (source.is_object())
     for (auto it = source.begin(); it != source.end(); ++it)
-      if (it.value().is_primitive() || (it.key() == "files" && it.value().is_array())) m.source[it.key()] = it.value();
+      if (it.value().is_primitive() || (it.key() == "files" && it.value().is_array()) ||
+          (it.key() == "member_list" && it.value().is_object()))
+        m.source[it.key()] = it.value();
   return m;
 }
 

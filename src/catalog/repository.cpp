@@ -108,7 +108,8 @@ StoredDigest store_compressed(Sink& sink, Source& source, Compression compressio
 }
 
 Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const RunContext& ctx,
-                             const std::function<void(Manifest&)>& complete) {
+                             const std::function<void(Manifest&)>& complete,
+                             const std::function<void(Manifest&, const RunContext&)>& store_parts) {
   check_name_prefix(spec.name_prefix);
   RepositoryLock lock(*storage_, LockKind::shared, ctx.log);  // a prune waits for it (lock.hpp)
   const RunContext gctx = lock.guard(ctx);  // cancelled if the lock is lost
@@ -152,9 +153,16 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
     m.id = m.path.substr(spec.dir.size() + 1, m.path.size() - spec.dir.size() - 1 - ext.size());
   }
   try {
+    if (store_parts) store_parts(m, gctx);
     storage_->write_small(m.key(), m.to_string());
   } catch (...) {
-    // Without its manifest the artifact is not a backup: take it back.
+    // Without its manifest the artifact is not a backup: take it back, with its parts.
+    for (auto& key : m.extra_paths()) {
+      try {
+        storage_->remove(key);
+      } catch (...) {
+      }
+    }
     try {
       storage_->remove(m.path);
     } catch (...) {
@@ -167,14 +175,17 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
 
 void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext& ctx) {
   RepositoryLock lock(*storage_, LockKind::shared, ctx.log);
-  const RunContext gctx = lock.guard(ctx);  // cancelled if the lock is lost
-  auto info = storage_->stat(m.path);
+  read_artifact(*storage_, m, sink, lock.guard(ctx));  // cancelled if the lock is lost
+}
+
+void read_artifact(Storage& storage, const Manifest& m, Sink& sink, const RunContext& gctx) {
+  auto info = storage.stat(m.path);
   if (!info)
-    throw Error(Code::not_found, fmt::format("artifact {} of backup {} is missing from {}", m.path, m.id, storage_->describe()));
+    throw Error(Code::not_found, fmt::format("artifact {} of backup {} is missing from {}", m.path, m.id, storage.describe()));
   if (info->size != m.size)
     throw Error(Code::corrupt, fmt::format("artifact {} has {} bytes, its manifest says {}; refusing to restore it",
                                            m.path, info->size, m.size));
-  auto src = storage_->get(m.path);
+  auto src = storage.get(m.path);
   Sha256 sha;
   ByteCounter n;
   Compression comp = parse_compression(m.compression);
@@ -250,6 +261,9 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
           if (complete) continue;
         }
       }
+      // A files backup's member list (Manifest::extra_parts) belongs to its backup.
+      const std::string lsuffix = Manifest::kMemberListSuffix;
+      if (ends_with(k, lsuffix) && keys.count(k.substr(0, k.size() - lsuffix.size()) + msuffix)) continue;
       if (!keys.count(k + msuffix)) cat.incomplete.push_back(obj);
       continue;
     }

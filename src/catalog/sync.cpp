@@ -37,20 +37,16 @@ class NullSink final : public Sink {
   void abort() noexcept override {}
 };
 
-// The other stored objects of a multi-part backup (a PITR base backup's tablespace tars
-// and backup_manifest), each described as a Manifest for copy_checked.
+// The other stored objects of a backup (Manifest::extra_parts), each described as a
+// Manifest for copy_checked.
 std::vector<Manifest> extra_parts(const Manifest& m) {
   std::vector<Manifest> out;
-  for (auto& key : m.extra_paths()) {
-    for (auto& f : m.source["files"]) {
-      if (f.value("path", "") != key) continue;
-      Manifest p = m;
-      p.path = key;
-      p.size = f.value("size", uint64_t{0});
-      p.sha256 = f.value("sha256", "");
-      out.push_back(std::move(p));
-      break;
-    }
+  for (auto& part : m.extra_parts()) {
+    Manifest p = m;
+    p.path = part.path;
+    p.size = part.size;
+    p.sha256 = part.sha256;
+    out.push_back(std::move(p));
   }
   return out;
 }

@@ -2,8 +2,11 @@
 
 #include <fnmatch.h>
 
+#include <cstring>
+
 #include <fmt/format.h>
 
+#include "mevbackup/compress.hpp"
 #include "mevbackup/files.hpp"
 
 namespace mevbackup {
@@ -85,5 +88,93 @@ std::string symlink_escape(const std::string& name, const std::string& target) {
 
 std::string mode_string(unsigned mode) { return fmt::format("{:04o}", mode & 07777); }
 
+
+namespace {
+
+// Collects a small object read back from storage (bounded by the reader's ByteLimit).
+class StringSink final : public Sink {
+ public:
+  void write(Bytes data) override { text.append(reinterpret_cast<const char*>(data.data()), data.size()); }
+  void commit() override { committed = true; }
+  void abort() noexcept override { text.clear(); }
+  std::string text;
+  bool committed = false;
+};
+
+}  // namespace
+
+void store_member_list(Storage& storage, Manifest& m, const nlohmann::json& members, const RunContext& ctx) {
+  std::string text = members.dump();
+  std::vector<std::byte> bytes(text.size());
+  std::memcpy(bytes.data(), text.data(), text.size());
+  MemorySource source(std::move(bytes));
+  StoredDigest d = store_compressed(storage, m.path + Manifest::kMemberListSuffix, source, Compression::gzip, 6, ctx,
+                                    "member list");
+  m.source["member_list"] = {
+      {"size", d.size},           {"sha256", d.sha256},
+      {"payload_size", d.payload_size}, {"payload_sha256", d.payload_sha256},
+      {"compression", "gzip"},    {"format", "json"},
+      {"count", members.size()},
+  };
+}
+
+std::optional<nlohmann::json> load_member_list(Storage& storage, const Manifest& m, const RunContext& ctx) {
+  if (!m.source.is_object()) return std::nullopt;
+  auto it = m.source.find("member_list");
+  if (it == m.source.end()) {
+    auto inline_members = m.source.find("members");
+    if (inline_members != m.source.end() && inline_members->is_array()) return *inline_members;
+    return std::nullopt;
+  }
+  const std::string key = m.path + Manifest::kMemberListSuffix;
+  const nlohmann::json& rec = *it;
+  auto field = [&](const char* name) -> const nlohmann::json& {
+    auto f = rec.is_object() ? rec.find(name) : rec.end();
+    if (f == rec.end() || (std::string(name) == "sha256" ? !f->is_string() : !f->is_number_unsigned()))
+      throw Error(Code::corrupt, fmt::format("manifest {}: source.member_list has no valid \"{}\"", m.key(), name));
+    return *f;
+  };
+  Manifest part;
+  part.id = m.id;
+  part.path = key;
+  part.size = field("size").get<uint64_t>();
+  part.sha256 = field("sha256").get<std::string>();
+  part.payload_size = field("payload_size").get<uint64_t>();
+  part.compression = "gzip";
+  const uint64_t count = field("count").get<uint64_t>();
+  // Held in memory to be parsed: bounded whatever a manifest declares (a million
+  // members of long names take a few hundred MiB at most).
+  constexpr uint64_t kMaxListBytes = uint64_t{1} << 30;
+  if (part.payload_size > kMaxListBytes)
+    throw Error(Code::corrupt, fmt::format("the member list {} of backup {} declares {} bytes, more than the {} this "
+                                           "library reads",
+                                           key, m.id, part.payload_size, kMaxListBytes));
+  if (!storage.stat(key))
+    throw Error(Code::not_found, fmt::format("the member list {} of backup {} is missing from {}", key, m.id,
+                                             storage.describe()));
+  StringSink sink;
+  RunContext quiet = ctx;
+  quiet.progress = {};  // a part of the run, not a stage of its own
+  quiet.pipeline.stage_name = "member list";
+  try {
+    read_artifact(storage, part, sink, quiet);
+  } catch (const Error& e) {
+    if (e.code() == Code::cancelled || e.code() == Code::locked || std::string(e.what()).find(key) != std::string::npos)
+      throw;
+    throw Error(e.code(), fmt::format("the member list {} of backup {}: {}", key, m.id, e.what()), e.retriable());
+  }
+  nlohmann::json members = nlohmann::json::parse(sink.text, nullptr, false);
+  if (members.is_discarded() || !members.is_array())
+    throw Error(Code::corrupt, fmt::format("the member list {} of backup {} is not a JSON array", key, m.id));
+  for (auto& j : members)
+    if (!j.is_object() || !j.contains("name") || !j["name"].is_string())
+      throw Error(Code::corrupt, fmt::format("the member list {} of backup {} has an entry without a name", key, m.id));
+  if (members.size() != count)
+    throw Error(Code::corrupt, fmt::format("the member list {} of backup {} has {} entries, its manifest says {}", key,
+                                           m.id, members.size(), count));
+  return members;
+}
+
 }  // namespace files
+
 }  // namespace mevbackup

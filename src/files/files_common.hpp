@@ -7,7 +7,10 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
 #include "mevbackup/manifest.hpp"
+#include "mevbackup/repository.hpp"
 #include "mevbackup/stream.hpp"
 
 namespace mevbackup::files {
@@ -43,11 +46,25 @@ inline std::string archive_message(archive* a) {
   return s && *s ? s : "unknown libarchive error";
 }
 
+// A files backup's member list (name, type, size, mode, owner, SHA-256 of every member)
+// is its own object beside the artifact, "<path>.members.json.gz" (a gzip'd JSON array,
+// Manifest::extra_parts), so the manifest stays small whatever the number of members.
+// store_member_list writes it (never replacing an object) and records its size,
+// SHA-256 and count in m.source["member_list"].
+void store_member_list(Storage& storage, Manifest& m, const nlohmann::json& members, const RunContext& ctx);
+// The members of backup `m`: read back from its member list, checked against the
+// manifest (size, SHA-256, count; corrupt or not_found naming the object otherwise), or
+// from the manifest's own source.members (backups written before the member list was
+// its own object). nullopt when the backup lists none (an adopted archive).
+std::optional<nlohmann::json> load_member_list(Storage& storage, const Manifest& m, const RunContext& ctx);
+
 // The member checks of restore_files() on a tar held in memory, as a dry run (nothing
 // written, no staging directory): the names of the members it would restore, in order.
 // Fed to the extraction `chunk` bytes at a time. Throws as restore_files() does
 // (restore_failed naming an unsafe member, corrupt for a bad archive or a member the
 // manifest `m` does not list). For the fuzzer (tests/fuzz/tar_members_fuzz.cpp) and tests.
-std::vector<std::string> check_tar_members(Bytes tar, const Manifest& m, size_t chunk = 64 * 1024);
+// `members` is the backup's member list (load_member_list), nullopt for none.
+std::vector<std::string> check_tar_members(Bytes tar, const Manifest& m, const std::optional<nlohmann::json>& members,
+                                           size_t chunk = 64 * 1024);
 
 }  // namespace mevbackup::files

@@ -444,10 +444,11 @@ void confirm_listed(Repository& repo, const Manifest& m, const RunContext& ctx) 
   try {
     st.remove(m.key());
     st.remove(m.path);
+    for (auto& key : m.extra_paths()) st.remove(key);
   } catch (const Error& e) {
     throw Error(Code::corrupt, fmt::format("backup {} was stored but the catalog cannot read its manifest ({}); removing "
-                                           "it failed too ({}): delete {} and {} by hand",
-                                           m.id, reason, e.what(), m.key(), m.path));
+                                           "it failed too ({}): delete {}, {} and {}{} by hand",
+                                           m.id, reason, e.what(), m.key(), m.path, m.path, Manifest::kMemberListSuffix));
   }
   throw Error(Code::corrupt, fmt::format("backup {} was stored but the catalog cannot read its manifest ({}); it was "
                                          "removed again, so no backup was made",
@@ -491,12 +492,15 @@ Manifest backup_files(Repository& repo, const FilesBackupOptions& opts, const Ru
     m.source = {
         {"base_dir", base},
         {"paths", opts.paths},
-        {"members", source.members_json},
         {"excluded", col.excluded_names},
         {"missing", col.missing},
         {"exclude_patterns", opts.excludes},
         {"secret_excludes", !opts.include_secrets},
     };
+  }, [&](Manifest& m, const RunContext& run) {
+    // The member list is its own object: one entry per member would make the manifest
+    // of a large tree too big for the catalog.
+    files::store_member_list(repo.storage(), m, source.members_json, run);
   });
   confirm_listed(repo, out, ctx);
   return out;

@@ -159,12 +159,13 @@ void remove_tree(const std::string& p) noexcept {
 // The whole restore: extraction thread, checks, and the move into place.
 class FilesRestoreSink final : public Sink {
  public:
-  FilesRestoreSink(const Manifest& m, const FilesRestoreOptions& o, std::string target, std::string staging,
-                   const LogFn& log)
+  // `members`: the backup's member list (files::load_member_list), nullopt for none.
+  FilesRestoreSink(const Manifest& m, const std::optional<nlohmann::json>& members, const FilesRestoreOptions& o,
+                   std::string target, std::string staging, const LogFn& log)
       : m_(m), opts_(o), target_(std::move(target)), staging_(std::move(staging)), log_(log) {
-    if (m.source.contains("members") && m.source["members"].is_array()) {
+    if (members && members->is_array()) {
       has_manifest_members_ = true;
-      for (auto& j : m.source["members"]) manifest_members_[j.value("name", "")] = j;
+      for (auto& j : *members) manifest_members_[j.value("name", "")] = j;
     }
     only_used_.assign(opts_.only.size(), false);
     thread_ = std::thread([this] { extract_main(); });
@@ -675,7 +676,10 @@ std::vector<FileAction> restore_files(Repository& repo, const Manifest& backup, 
 
   if (ctx.log)
     ctx.log(LogLevel::info, fmt::format("{} backup {} into {}", opts.dry_run ? "checking" : "restoring", backup.id, target));
-  FilesRestoreSink sink(backup, opts, target, staging, ctx.log);
+  // Read and checked before the archive: the members it must hold, with their modes,
+  // owners and checksums.
+  std::optional<nlohmann::json> members = files::load_member_list(repo.storage(), backup, ctx);
+  FilesRestoreSink sink(backup, members, opts, target, staging, ctx.log);
   sink.parent_ = parent == "/" ? "" : parent;
   sink.base_name_ = base_name;
   repo.restore_stream(backup, sink, ctx);
@@ -688,11 +692,12 @@ std::vector<FileAction> restore_files(Repository& repo, const Manifest& backup, 
   return sink.actions;
 }
 
-std::vector<std::string> files::check_tar_members(Bytes tar, const Manifest& m, size_t chunk) {
+std::vector<std::string> files::check_tar_members(Bytes tar, const Manifest& m,
+                                                 const std::optional<nlohmann::json>& members, size_t chunk) {
   FilesRestoreOptions o;
   o.dry_run = true;  // no staging directory, nothing written, no unshare()
   static const LogFn no_log;
-  FilesRestoreSink sink(m, o, "", "", no_log);
+  FilesRestoreSink sink(m, members, o, "", "", no_log);
   if (chunk == 0) chunk = 1;
   for (size_t pos = 0; pos < tar.size(); pos += chunk) sink.write(tar.subspan(pos, std::min(chunk, tar.size() - pos)));
   sink.finish_extraction();

@@ -3,6 +3,7 @@
 // when asked (a PostgreSQL restore test), and records the outcome beside the backup.
 #include <fmt/format.h>
 
+#include "../files/files_common.hpp"
 #include "mevbackup/digest.hpp"
 #include "mevbackup/lock.hpp"
 #include "mevbackup/maintenance.hpp"
@@ -87,6 +88,11 @@ Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions
           fmt::format("{} (manifest {})", sink.sha.hex(), m.payload_sha256));
     if (rdb) check("rdb", true, rdb->verify(ctx));
     if (m.kind == "basebackup") verify_basebackup(repo, m, ctx, check);
+    if (m.kind == "files" && m.source.is_object() && m.source.contains("member_list")) {
+      auto members = files::load_member_list(repo.storage(), m, ctx);  // size, SHA-256 and count
+      check("member list", true, fmt::format("{} members, sha256 {}", members ? members->size() : 0,
+                                             m.source["member_list"].value("sha256", "")));
+    }
     if (m.kind == "postgres" && !opts.restore_test_conninfo.empty()) {
       restore_test = true;
       nlohmann::json checks = restore_test_postgres(repo, m, opts.restore_test_conninfo, opts.queries, ctx);

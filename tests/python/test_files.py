@@ -84,6 +84,19 @@ def artifact_of(repo: Path, stdout: str) -> Path:
     return repo / m.group(0)
 
 
+def member_list(art: Path) -> list:
+    """The backup's member list, its own object beside the artifact, checked against the
+    manifest's record of it with stock gzip and hashlib."""
+    manifest = json.loads(Path(str(art) + ".manifest.json").read_text())
+    assert "members" not in manifest["source"]
+    rec = manifest["source"]["member_list"]
+    raw = Path(str(art) + ".members.json.gz").read_bytes()
+    assert len(raw) == rec["size"] and hashlib.sha256(raw).hexdigest() == rec["sha256"]
+    members = json.loads(gzip.decompress(raw))
+    assert len(members) == rec["count"]
+    return members
+
+
 def test_round_trip_cli_diff_stat_and_stock_tar(fcli, tmp_path):
     src = make_tree(tmp_path / "src")
     repo, out = tmp_path / "repo", tmp_path / "restored"
@@ -96,9 +109,9 @@ def test_round_trip_cli_diff_stat_and_stock_tar(fcli, tmp_path):
 
     # Stock tar lists exactly the manifest's members.
     listing = subprocess.run(["tar", "tzf", str(art)], capture_output=True, text=True, check=True).stdout.split()
-    names = [m["name"] for m in manifest["source"]["members"]]
+    names = [m["name"] for m in member_list(art)]
     assert [x.rstrip("/") for x in listing] == names
-    members = {m["name"]: m for m in manifest["source"]["members"]}
+    members = {m["name"]: m for m in member_list(art)}
     assert members["data.bin"]["sha256"] == hashlib.sha256((src / "data.bin").read_bytes()).hexdigest()
     assert members["data.bin"]["size"] == 1_000_000
     assert members["nginx/nginx.conf"]["mode"] == "0640"
@@ -235,7 +248,7 @@ def test_python_round_trip_and_errors(tmp_path):
         actions = r.restore_files(b, target=tmp_path / "out", dry_run=True)
         assert {a.action for a in actions} == {"create"} and not (tmp_path / "out").exists()
         actions = r.restore_files("latest", target=tmp_path / "out")
-        assert {a.name for a in actions} == {m["name"] for m in b.manifest["source"]["members"]}
+        assert {a.name for a in actions} == {m["name"] for m in member_list(tmp_path / "repo" / b.path)}
         assert not (tmp_path / "out" / ".env").exists()
         (tmp_path / "out" / "requirements.txt").write_text("changed\n")
         with pytest.raises(mevbackup.AlreadyExists) as e:
@@ -423,3 +436,89 @@ def test_archive_made_by_stock_tar_restores(fcli, tmp_path):
     assert r.returncode == 0, r.stderr
     assert subprocess.run(["diff", "-r", "--no-dereference", str(src), str(out)]).returncode == 0
     assert os.stat(out / "requirements.txt").st_ino == os.stat(out / "requirements-copy.txt").st_ino
+
+
+# ---- the member list, an object of its own --------------------------------------------
+
+
+def long_tree(root: Path, count: int) -> Path:
+    """`count` files under long directory names: a member list of several MiB."""
+    for d in range(count // 500):
+        sub = root / (f"service-{d:03d}-" + "configuration-directory-" * 8)
+        sub.mkdir(parents=True)
+        for i in range(500):
+            (sub / (f"setting-{i:04d}-" + "x" * 150 + ".conf")).write_text(f"{d}.{i}\n")
+    return root
+
+
+def test_a_big_tree_keeps_a_small_manifest_and_stays_listed(fcli, tmp_path):
+    src = long_tree(tmp_path / "src", 20_000)
+    repo, out, mirror = tmp_path / "repo", tmp_path / "out", tmp_path / "mirror"
+    r = fcli("backup", "files", "--repo", repo, "--base", src, ".")
+    assert r.returncode == 0, r.stderr
+    art = artifact_of(repo, r.stdout)
+    manifest_path = Path(str(art) + ".manifest.json")
+    assert manifest_path.stat().st_size < 16_384  # whatever the number of members
+    members = member_list(art)
+    assert len(members) == 20_000 + 40  # the files and their directories
+    assert sum(len(m["name"]) for m in members) > 5_000_000
+    ident = json.loads(manifest_path.read_text())["id"]
+
+    r = fcli("list", "--repo", repo, "--json")
+    assert r.returncode == 0 and ident in r.stdout, r.stderr
+    r = fcli("verify", "--repo", repo, "--backup", "latest", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "member list" in r.stdout
+    r = fcli("restore", "files", "--repo", repo, "--backup", "latest", "--target", out)
+    assert r.returncode == 0, r.stderr
+    assert subprocess.run(["diff", "-r", str(src), str(out)]).returncode == 0
+
+    # A copy carries the member list, and restores from the copy.
+    r = fcli("sync", "--from", repo, "--to", mirror)
+    assert r.returncode == 0, r.stderr
+    rel = art.relative_to(repo)
+    assert (mirror / (str(rel) + ".members.json.gz")).read_bytes() == Path(str(art) + ".members.json.gz").read_bytes()
+    r = fcli("restore", "files", "--repo", mirror, "--backup", ident, "--target", tmp_path / "out2", "--dry-run")
+    assert r.returncode == 0, r.stderr
+
+
+def test_prune_takes_the_member_list_with_its_backup_and_counts_it_nowhere(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    repo = tmp_path / "repo"
+    arts = []
+    for _ in range(2):
+        r = fcli("backup", "files", "--repo", repo, "--base", src, ".")
+        assert r.returncode == 0, r.stderr
+        arts.append(artifact_of(repo, r.stdout))
+    r = fcli("check", "--repo", repo, "--max-age", "1h", "--json")
+    assert json.loads(r.stdout)["incomplete"] == 0, r.stdout  # a member list is no leftover
+    r = fcli("prune", "--repo", repo, "--keep-last", "1", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["foreign"] == 0
+    left = sorted(p.name for p in (repo / "config").iterdir())
+    assert left == sorted(arts[1].name + suffix for suffix in ("", ".manifest.json", ".members.json.gz"))
+
+
+def test_a_damaged_or_missing_member_list_fails_restore_and_verify(fcli, tmp_path):
+    src = make_tree(tmp_path / "src")
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    r = fcli("backup", "files", "--repo", repo, "--base", src, ".")
+    assert r.returncode == 0, r.stderr
+    lst = Path(str(artifact_of(repo, r.stdout)) + ".members.json.gz")
+    good = lst.read_bytes()
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2] ^= 0x01
+    for content, message in ((bytes(damaged), "the member list"), (None, "is missing")):
+        if content is None:
+            lst.unlink()
+        else:
+            lst.write_bytes(content)
+        r = fcli("restore", "files", "--repo", repo, "--backup", "latest", "--target", out)
+        assert r.returncode != 0 and message in r.stderr and lst.name in r.stderr, r.stderr
+        assert not out.exists()
+        r = fcli("verify", "--repo", repo, "--backup", "latest")
+        assert r.returncode != 0, r.stdout
+    # Put back, the backup restores again.
+    lst.write_bytes(good)
+    r = fcli("restore", "files", "--repo", repo, "--backup", "latest", "--target", out)
+    assert r.returncode == 0, r.stderr

@@ -161,7 +161,7 @@ TEST_CASE("files round trip through the repository with any chunk size") {
     CHECK(m.path == "config/config_20261127_020000.tar.gz");
     CHECK(m.kind == "files");
     CHECK(m.source["excluded"] == nlohmann::json::array({".env"}));
-    CHECK(m.source["members"].size() == 8);
+    CHECK(files::load_member_list(repo.storage(), m, {})->size() == 8);
     std::string payload = testutil::to_string(gunzip_file(dir / "repo/" + m.path));
     CHECK(payload.find("hunter2") == std::string::npos);
     CHECK(payload.size() % 512 == 0);
@@ -188,7 +188,9 @@ TEST_CASE("a member that does not match its manifest entry is corrupt, and nothi
   bo.base_dir = dir / "src";
   bo.paths = {"nginx"};
   Manifest m = backup_files(repo, bo, {});
-  Manifest tampered = m;
+  Manifest tampered = m;  // an entry of the inline format (older manifests) tampered
+  tampered.source["members"] = *files::load_member_list(repo.storage(), m, {});
+  tampered.source.erase("member_list");
   for (auto& mm : tampered.source["members"])
     if (mm["name"] == "nginx/nginx.conf") mm["sha256"] = std::string(64, '0');
   FilesRestoreOptions ro;
@@ -201,7 +203,7 @@ TEST_CASE("a member that does not match its manifest entry is corrupt, and nothi
     CHECK(std::string(e.what()).find("nginx/nginx.conf") != std::string::npos);
   }
   CHECK_FALSE(fsys::exists(dir / "out"));
-  CHECK(files_under(dir.path()).size() == files_under(dir / "src").size() + 2);  // no staging left
+  CHECK(files_under(dir.path()).size() == files_under(dir / "src").size() + 3);  // artifact, member list, manifest: no staging left
 }
 
 TEST_CASE("hostile archives are refused before anything reaches the target") {
@@ -355,7 +357,7 @@ TEST_CASE("backup errors name the path") {
   CHECK_THROWS_AS(backup_files(repo, bo, {}), Error);
   bo.paths = {dir / "src/nginx/nginx.conf"};  // absolute inside the base: fine
   Manifest m2 = backup_files(repo, bo, {});
-  CHECK(m2.source["members"][0]["name"] == "nginx/nginx.conf");
+  CHECK((*files::load_member_list(repo.storage(), m2, {}))[0]["name"] == "nginx/nginx.conf");
   ::symlink("../../outside", (dir / "src/nginx/up").c_str());
   bo.paths = {"nginx"};
   try {
@@ -372,7 +374,7 @@ TEST_CASE("backup errors name the path") {
   bo.ignore_missing = false;
   CHECK_THROWS_AS(backup_files(repo, bo, {}), Error);  // nothing left after the secret exclude
   bo.include_secrets = true;
-  CHECK(backup_files(repo, bo, {}).source["members"].size() == 1);
+  CHECK(files::load_member_list(repo.storage(), backup_files(repo, bo, {}), {})->size() == 1);
 }
 
 namespace {
@@ -441,7 +443,7 @@ TEST_CASE("sparse members are refused at once, whatever size they declare, dry r
     CAPTURE(hole);
     auto tar = gnu_sparse_tar("holes", hole);
     try {
-      files::check_tar_members(Bytes(tar.data(), tar.size()), m);
+      files::check_tar_members(Bytes(tar.data(), tar.size()), m, std::nullopt);
       FAIL("a sparse member was accepted");
     } catch (const Error& e) {
       CHECK(e.code() == Code::restore_failed);
@@ -494,9 +496,12 @@ TEST_CASE("a member whose size, mode or owner differs from the manifest is refus
   bo.base_dir = dir / "src";
   bo.paths = {"nginx"};
   Manifest m = backup_files(repo, bo, {});
+  REQUIRE(m.source.contains("member_list"));
+  CHECK_FALSE(m.source.contains("members"));
+  const nlohmann::json members = *files::load_member_list(repo.storage(), m, {});
   struct stat st {};
   REQUIRE(::stat((dir / "src/nginx/nginx.conf").c_str(), &st) == 0);
-  for (auto& mm : m.source["members"])
+  for (auto& mm : members)
     if (mm["name"] == "nginx/nginx.conf") {
       CHECK(mm["uid"] == st.st_uid);
       CHECK(mm["gid"] == st.st_gid);
@@ -516,7 +521,11 @@ TEST_CASE("a member whose size, mode or owner differs from the manifest is refus
   for (auto& c : cases) {
     std::string field = c.field;
     CAPTURE(field);
+    // As a manifest of the inline format says it (the member list object is checked
+    // against its own SHA-256, so this is where a tampered entry can still come from).
     Manifest tampered = m;
+    tampered.source.erase("member_list");
+    tampered.source["members"] = members;
     for (auto& mm : tampered.source["members"])
       if (mm["name"] == "nginx/nginx.conf") mm[c.field] = c.value;
     for (bool dry : {true, false}) {

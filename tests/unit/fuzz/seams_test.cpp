@@ -46,7 +46,7 @@ std::vector<std::string> members(const std::string& tar, size_t chunk = 509) {
   Manifest m;
   m.id = "seed";
   m.kind = "files";
-  return files::check_tar_members(Bytes(reinterpret_cast<const std::byte*>(tar.data()), tar.size()), m, chunk);
+  return files::check_tar_members(Bytes(reinterpret_cast<const std::byte*>(tar.data()), tar.size()), m, std::nullopt, chunk);
 }
 
 // What a replica sync reads when the server answers SYNC with `reply` and closes.
