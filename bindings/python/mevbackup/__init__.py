@@ -650,7 +650,8 @@ class Repository:
                      level: Optional[int] = None, progress: Optional[ProgressFn] = None) -> Backup:
         """Backs up files, directories and globs (relative to `base`, default the current
         directory) as config/<prefix>_YYYYMMDD_HHMMSS.tar.gz. Secret-looking names stay
-        out unless include_secrets; the manifest lists members and excluded names."""
+        out unless include_secrets; the manifest lists excluded names, the member list
+        (its own object beside the artifact, docs/files.md) every member."""
         o = _FilesBackupOpts()
         _lib.mevb_files_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
         o.base_dir = _enc(base)
