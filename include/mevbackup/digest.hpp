@@ -36,4 +36,20 @@ class ByteCounter final : public Observer {
   uint64_t n_ = 0;
 };
 
+// A sink that keeps nothing: it hashes and counts what reaches it (and hands it to
+// `extra`, a kind's own check), for verifying a stream without storing it.
+class DigestSink final : public Sink {
+ public:
+  void write(Bytes data) override {
+    sha.update(data);
+    count.update(data);
+    if (extra) extra->update(data);
+  }
+  void commit() override { sha.finish(); }
+  void abort() noexcept override {}
+  Sha256 sha;
+  ByteCounter count;
+  Observer* extra = nullptr;
+};
+
 }  // namespace mevbackup

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,9 @@ struct Manifest {
   // names another backup's objects. Empty for other kinds.
   std::vector<Part> extra_parts() const;
   std::vector<std::string> extra_paths() const;  // the paths of extra_parts()
+  // A summary's extra_parts(), taken from the whole manifest (summary() drops the
+  // bulky facts a kind may read them from). Not written to JSON.
+  std::optional<std::vector<Part>> listed_parts;
   static constexpr const char* kMemberListSuffix = ".members.json.gz";
 
   // What a listing keeps of a manifest: every field, but of `source` only its scalar

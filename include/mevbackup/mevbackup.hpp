@@ -6,6 +6,7 @@
 #include "mevbackup/error.hpp"
 #include "mevbackup/files.hpp"
 #include "mevbackup/fs.hpp"
+#include "mevbackup/kinds.hpp"
 #include "mevbackup/maintenance.hpp"
 #include "mevbackup/manifest.hpp"
 #include "mevbackup/postgres.hpp"

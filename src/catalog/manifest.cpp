@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/error.hpp"
+#include "mevbackup/kinds.hpp"
 
 namespace mevbackup {
 
@@ -30,31 +31,19 @@ nlohmann::json Manifest::to_json() const {
 }
 
 std::vector<Manifest::Part> Manifest::extra_parts() const {
+  if (listed_parts) return *listed_parts;
   std::vector<Part> out;
-  if (!source.is_object()) return out;
-  auto part_of = [](const nlohmann::json& f, const std::string& p) {
-    Part part;
-    part.path = p;
-    if (auto it = f.find("size"); it != f.end() && it->is_number_unsigned()) part.size = it->get<uint64_t>();
-    if (auto it = f.find("sha256"); it != f.end() && it->is_string()) part.sha256 = it->get<std::string>();
-    return part;
-  };
-  if (kind == "files") {
-    auto it = source.find("member_list");
-    if (it != source.end() && it->is_object()) out.push_back(part_of(*it, path + kMemberListSuffix));
-    return out;
-  }
-  if (kind != "basebackup" || !source.contains("files") || !source["files"].is_array()) return out;
-  // Only keys inside the set's own directory: a manifest never names another backup's.
+  const BackupKind* k = find_kind(kind);
+  if (!k || !k->extra_parts) return out;
+  // Only keys beside the artifact, in its own directory: a manifest never names another
+  // backup's objects, nor anything outside.
   auto slash = path.rfind('/');
   if (slash == std::string::npos) return out;
   std::string dir = path.substr(0, slash + 1);
-  for (auto& f : source["files"]) {
-    if (!f.is_object() || !f.contains("path") || !f["path"].is_string()) continue;
-    std::string p = f["path"].get<std::string>();
-    if (p != path && p.size() > dir.size() && p.rfind(dir, 0) == 0 && p.find('/', dir.size()) == std::string::npos)
-      out.push_back(part_of(f, p));
-  }
+  for (auto& p : k->extra_parts(*this))
+    if (p.path != path && p.path.size() > dir.size() && p.path.rfind(dir, 0) == 0 &&
+        p.path.find('/', dir.size()) == std::string::npos)
+      out.push_back(std::move(p));
   return out;
 }
 
@@ -66,6 +55,7 @@ std::vector<std::string> Manifest::extra_paths() const {
 
 Manifest Manifest::summary() const {
   Manifest m = *this;
+  m.listed_parts = extra_parts();
   m.source = nlohmann::json::object();
   if (source.is_object())
     for (auto it = source.begin(); it != source.end(); ++it)

@@ -4,7 +4,7 @@
 
 #include "mevbackup/lock.hpp"
 #include "mevbackup/maintenance.hpp"
-#include "mevbackup/pitr.hpp"
+#include "mevbackup/kinds.hpp"
 
 namespace mevbackup {
 
@@ -103,20 +103,21 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
       deleted_backups.push_back(i);
     }
   }
-  // PITR: WAL older than the oldest base backup kept goes too (pitr::prune_wal).
-  bool wal_retention = opts.kind.empty() || opts.kind == "basebackup";
-  std::vector<Manifest> kept_base;
-  if (wal_retention) {
-    std::set<std::string> gone_ids;
-    for (size_t i : deleted_backups) gone_ids.insert(manifests[i]->id);
-    for (auto& e : cat.backups)
-      if (e.manifest.kind == "basebackup" && !gone_ids.count(e.manifest.id)) kept_base.push_back(e.manifest);
-  }
-  auto prune_wal = [&] {
-    if (wal_retention) pitr::prune_wal(repo.storage(), kept_base, opts.dry_run, gctx.log);
+  // Each kind's own retention once its kept backups are known (BackupKind::after_prune:
+  // WAL older than the oldest base backup kept goes too).
+  std::set<std::string> gone_ids;
+  for (size_t i : deleted_backups) gone_ids.insert(manifests[i]->id);
+  auto after_prune = [&] {
+    for (const BackupKind* k : registered_kinds()) {
+      if (!k->after_prune || (!opts.kind.empty() && opts.kind != k->name)) continue;
+      std::vector<Manifest> kept;
+      for (auto& e : cat.backups)
+        if (e.manifest.kind == k->name && !gone_ids.count(e.manifest.id)) kept.push_back(e.manifest);
+      k->after_prune(repo.storage(), kept, opts.dry_run, gctx.log);
+    }
   };
   if (opts.dry_run || (phase1.empty() && uploads.empty())) {
-    prune_wal();
+    after_prune();
     return res;
   }
   if (gctx.cancel) gctx.cancel->check();
@@ -150,7 +151,7 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
                                       deleted_backups.size() + uploads.size() +
                                           (phase1.size() - 2 * deleted_backups.size() - extra_keys),
                                       failures.size(), repo.storage().describe(), failures[0].key, failures[0].reason));
-  prune_wal();
+  after_prune();
   return res;
 }
 

@@ -7,18 +7,13 @@
 
 #include "mevbackup/digest.hpp"
 #include "mevbackup/lock.hpp"
+#include "mevbackup/kinds.hpp"
 #include "mevbackup/version.hpp"
 #include "../io/byte_limit.hpp"
 
 namespace mevbackup {
 
-std::string kind_directory(const std::string& kind) {
-  if (kind == "postgres") return "database";
-  if (kind == "redis") return "redis";
-  if (kind == "files") return "config";
-  if (kind == "basebackup") return "basebackup";  // PITR: one directory per base backup (pitr.hpp)
-  throw Error(Code::invalid_argument, fmt::format("unknown backup kind \"{}\"", kind));
-}
+std::string kind_directory(const std::string& kind) { return backup_kind(kind).directory; }
 
 Repository::Repository(std::unique_ptr<Storage> storage, Clock& clock) : storage_(std::move(storage)), clock_(clock) {}
 
@@ -243,27 +238,18 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
   std::set<std::string> keys;
   for (auto& o : objects) keys.insert(o.key);
   Catalog cat;
+  const std::vector<const BackupKind*> kinds = registered_kinds();
   for (auto& obj : objects) {
     const std::string& k = obj.key;
     if (ends_with(k, vsuffix)) continue;
-    if (k.rfind("wal/", 0) == 0) continue;  // the WAL archive (pitr.hpp): neither backups nor leftovers
     if (k.rfind(kLockDir, 0) == 0) continue;  // repository locks (lock.hpp)
+    bool skip = false;
+    for (const BackupKind* bk : kinds) {
+      for (auto& p : bk->private_prefixes) skip = skip || k.rfind(p, 0) == 0;  // e.g. the WAL archive
+      if (!ends_with(k, msuffix)) skip = skip || (bk->owns && bk->owns(k, keys));  // a part of a backup
+    }
+    if (skip) continue;
     if (!ends_with(k, msuffix)) {
-      // PITR base backups: every part of basebackup/<id>/ belongs to the set whose manifest
-      // is basebackup/<id>/base.tar.gz.manifest.json (or .tar.zst / .tar).
-      if (k.rfind("basebackup/", 0) == 0) {
-        auto slash = k.find('/', 11);
-        if (slash != std::string::npos) {
-          std::string set = k.substr(0, slash + 1);
-          bool complete = false;
-          for (const char* base : {"base.tar.gz", "base.tar.zst", "base.tar"})
-            complete = complete || keys.count(set + base + msuffix);
-          if (complete) continue;
-        }
-      }
-      // A files backup's member list (Manifest::extra_parts) belongs to its backup.
-      const std::string lsuffix = Manifest::kMemberListSuffix;
-      if (ends_with(k, lsuffix) && keys.count(k.substr(0, k.size() - lsuffix.size()) + msuffix)) continue;
       if (!keys.count(k + msuffix)) cat.incomplete.push_back(obj);
       continue;
     }

@@ -3,61 +3,14 @@
 // when asked (a PostgreSQL restore test), and records the outcome beside the backup.
 #include <fmt/format.h>
 
-#include "../files/files_common.hpp"
 #include "mevbackup/digest.hpp"
+#include "mevbackup/kinds.hpp"
 #include "mevbackup/lock.hpp"
 #include "mevbackup/maintenance.hpp"
-#include "mevbackup/pitr.hpp"
-#include "mevbackup/postgres.hpp"
-#include "mevbackup/redis.hpp"
 
 namespace mevbackup {
 
 namespace {
-
-// Hashes the decompressed payload and throws it away.
-class DigestSink final : public Sink {
- public:
-  void write(Bytes data) override {
-    sha.update(data);
-    count.update(data);
-    if (extra) extra->update(data);
-  }
-  void commit() override { sha.finish(); }
-  void abort() noexcept override {}
-  Sha256 sha;
-  ByteCounter count;
-  Observer* extra = nullptr;  // a kind's own check of the payload
-};
-
-// PITR base backups: every other part re-read like the main one, then the WAL archive
-// checked for gaps from the backup's start segment to the newest archived one.
-template <class Check>
-void verify_basebackup(Repository& repo, const Manifest& m, const RunContext& ctx, Check& check) {
-  for (auto& p : pitr::basebackup_parts(m)) {
-    if (p.stored.path == m.path) continue;
-    DigestSink sink;
-    repo.restore_stream(p.stored, sink, ctx);
-    check(p.name, sink.count.count() == p.stored.payload_size && sink.sha.hex() == p.stored.payload_sha256,
-          fmt::format("{}: {} bytes, sha256 {}", p.stored.path, p.stored.size, p.stored.sha256));
-  }
-  uint64_t seg = m.source.at("wal_segment_size").get<uint64_t>();
-  auto tli = static_cast<uint32_t>(m.source.at("start_timeline").get<long long>());
-  uint64_t start = pitr::parse_lsn(m.source.at("start_lsn").get<std::string>());
-  std::string stop_seg = m.source.at("stop_segment").get<std::string>();
-  pitr::WalContinuity c = pitr::wal_continuity(repo.storage(), tli, start, seg);
-  std::string gaps;
-  for (auto& g : c.gaps) gaps += fmt::format("{}{}", gaps.empty() ? "" : ", ", g.first == g.last ? g.first : g.first + ".." + g.last);
-  bool reaches_stop = !c.newest_segment.empty() &&
-                      pitr::wal_segment_number(c.newest_segment, seg) >= pitr::wal_segment_number(stop_seg, seg);
-  if (!gaps.empty())
-    check("wal continuity", false, fmt::format("archived WAL from {} to {} has gaps: {} missing", c.first_segment,
-                                                c.newest_segment, gaps));
-  check("wal continuity", reaches_stop,
-        reaches_stop ? fmt::format("WAL archived without gaps from {} to {}", c.first_segment, c.newest_segment)
-                     : fmt::format("the WAL archive does not reach the backup's end segment {} (newest archived: {})",
-                                   stop_seg, c.newest_segment.empty() ? "none" : c.newest_segment));
-}
 
 // Faults of the backup itself: its bytes are wrong or missing, or the restore of them
 // failed. Anything else (a refused connection, bad credentials, a storage timeout, a
@@ -76,26 +29,23 @@ Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions
     if (!ok) throw Error(Code::corrupt, fmt::format("{}: {}", name, detail));
   };
   try {
+    const BackupKind* kind = find_kind(m.kind);  // null: a user kind, checksums only
     DigestSink sink;
-    std::unique_ptr<RdbPayloadCheck> rdb;
-    if (m.kind == "redis") sink.extra = (rdb = std::make_unique<RdbPayloadCheck>(m)).get();
+    std::unique_ptr<PayloadCheck> payload;
+    if (kind && kind->payload_check) sink.extra = (payload = kind->payload_check(m)).get();
     repo.restore_stream(m, sink, ctx);  // checks size and SHA-256 of the stored bytes
-    if (rdb) rdb->finish();
+    if (payload) payload->finish();
     check("artifact", true, fmt::format("{} bytes, sha256 {}", m.size, m.sha256));
     check("payload size", sink.count.count() == m.payload_size,
           fmt::format("{} bytes decompressed, manifest says {}", sink.count.count(), m.payload_size));
     check("payload sha256", sink.sha.hex() == m.payload_sha256,
           fmt::format("{} (manifest {})", sink.sha.hex(), m.payload_sha256));
-    if (rdb) check("rdb", true, rdb->verify(ctx));
-    if (m.kind == "basebackup") verify_basebackup(repo, m, ctx, check);
-    if (m.kind == "files" && m.source.is_object() && m.source.contains("member_list")) {
-      auto members = files::load_member_list(repo.storage(), m, ctx);  // size, SHA-256 and count
-      check("member list", true, fmt::format("{} members, sha256 {}", members ? members->size() : 0,
-                                             m.source["member_list"].value("sha256", "")));
-    }
-    if (m.kind == "postgres" && !opts.restore_test_conninfo.empty()) {
+    if (payload) check(payload->name(), true, payload->result(ctx));
+    if (kind && kind->verify) kind->verify(repo, m, ctx, check);
+    if (kind && kind->restore_test) {
       restore_test = true;
-      nlohmann::json checks = restore_test_postgres(repo, m, opts.restore_test_conninfo, opts.queries, ctx);
+      nlohmann::json checks = kind->restore_test(repo, m, opts, ctx);
+      restore_test = !checks.empty();
       for (auto& c : checks) v.checks.push_back(c);
       for (auto& c : checks) {
         if (c.value("ok", false)) continue;
