@@ -504,6 +504,78 @@ MEVB_API int mevb_pitr_restore_opts_init(mevb_pitr_restore_opts *opts, size_t si
  * mevb_report_status(*out): 1 when the server was started and recovery finished, else 0. */
 MEVB_API int mevb_repo_restore_pitr(mevb_repo *repo, const mevb_pitr_restore_opts *opts, mevb_report **out);
 
+/* ---- Retention policy ------------------------------------------------------------- */
+/* The policy mevb_repo_prune applies, as a pure function: the caller's items, rules and
+ * "now" in, one decision (keep or delete) and its reason per item out. No repository, no
+ * clock, no environment. Rules apply per (kind, source) group; a backup is kept when any
+ * rule keeps it, and whatever the rules: the keep_last newest usable backups, the newest
+ * verified-good one and the newest one that ever verified good are kept; a backup
+ * finished after now + future_allowance_seconds is kept and counts for no rule; a failed
+ * one is deleted only when its group keeps a usable one; an incomplete object (an
+ * artifact without a manifest) is deleted once older than incomplete_grace_seconds. */
+
+typedef struct mevb_retention_opts {
+  uint32_t struct_size;
+  int keep_last;                    /* >= 1 (default 1) */
+  int keep_days;                    /* 0: no age rule */
+  int keep_daily;
+  int keep_weekly;                  /* ISO weeks */
+  int keep_monthly;
+  int keep_yearly;
+  int64_t incomplete_grace_seconds; /* default 86400 */
+  int64_t future_allowance_seconds; /* default 900 */
+} mevb_retention_opts;
+#define MEVB_RETENTION_OPTS_INIT {sizeof(mevb_retention_opts), 1, 0, 0, 0, 0, 0, 86400, 900}
+MEVB_API int mevb_retention_opts_init(mevb_retention_opts *opts, size_t size);
+
+/* What verification says of a backup (its record beside the artifact). */
+typedef enum mevb_verified {
+  MEVB_VERIFIED_NEVER = 0,   /* never verified */
+  MEVB_VERIFIED_OK = 1,      /* the latest verification succeeded */
+  MEVB_VERIFIED_FAILED = 2,  /* the latest failed, and none before it succeeded */
+  MEVB_VERIFIED_EVER_OK = 3  /* the latest failed, an earlier one succeeded */
+} mevb_verified;
+
+/* One backup (or, with `incomplete`, one object without a manifest). Times are RFC 3339
+ * with a zone ("2026-11-27T04:27:23Z"), or, when the string is NULL, seconds since the
+ * epoch (1970..2200). */
+typedef struct mevb_retention_item {
+  uint32_t struct_size;    /* sizeof(mevb_retention_item); the same in every item of an array */
+  const char *id;          /* required */
+  const char *kind;        /* NULL: "" */
+  const char *source;      /* NULL: "" */
+  const char *created;     /* when the backup started (a manifest's started_at); NULL: created_epoch */
+  int64_t created_epoch;
+  const char *finished;    /* when it ended; NULL: finished_epoch, where 0 is unknown (created is used) */
+  int64_t finished_epoch;
+  int verified;            /* a mevb_verified */
+  int incomplete;          /* non-zero: no manifest; created is when it was stored, the rest is ignored */
+} mevb_retention_item;
+#define MEVB_RETENTION_ITEM_INIT {sizeof(mevb_retention_item), NULL, NULL, NULL, NULL, 0, NULL, 0, 0, 0}
+
+/* One decision; lives as long as its result. */
+typedef struct mevb_retention_decision {
+  uint32_t struct_size;
+  const char *id;     /* the item's id */
+  int keep;           /* non-zero: keep; 0: delete */
+  int incomplete;     /* the item's incomplete flag */
+  const char *reason; /* why ("one of the last 3; daily 2026-11-27", "matches no keep rule", ...) */
+} mevb_retention_decision;
+
+typedef struct mevb_retention_result mevb_retention_result;
+
+/* Applies `opts` (NULL: the defaults) to items[0..count) at time `now` (RFC 3339; NULL:
+ * now_epoch). *out gets one decision per item, in the items' order. items may be NULL when
+ * count is 0. MEVB_ERR_INVALID_ARGUMENT for a bad rule (naming it), a bad time or a missing
+ * id (naming the item by index and id), or a struct_size this library cannot read. */
+MEVB_API int mevb_retention_apply(const mevb_retention_opts *opts, const mevb_retention_item *items, size_t count,
+                                  const char *now, int64_t now_epoch, mevb_retention_result **out);
+MEVB_API size_t mevb_retention_result_count(const mevb_retention_result *result);
+/* Borrowed: lives as long as the result. NULL when index is out of range. */
+MEVB_API const mevb_retention_decision *mevb_retention_result_get(const mevb_retention_result *result,
+                                                                   size_t index);
+MEVB_API void mevb_retention_result_free(mevb_retention_result *result);
+
 #ifdef __cplusplus
 }
 #endif

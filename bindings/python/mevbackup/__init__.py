@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import datetime
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ __all__ = [
     "Cancelled", "ConnectionFailed", "AuthenticationFailed", "DumpFailed", "RestoreFailed",
     "Corrupt", "VersionMismatch", "NotEmpty", "NoSpace", "PermissionDenied", "Unsupported",
     "Locked",
+    "RetentionPolicy", "RetentionItem", "Decision",
 ]
 
 # ---- errors --------------------------------------------------------------------------
@@ -870,3 +872,124 @@ _declare("mevb_repo_backup_basebackup", ctypes.c_int, [_p, ctypes.POINTER(_BaseB
          True)
 _declare("mevb_pitr_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_PitrRestoreOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_restore_pitr", ctypes.c_int, [_p, ctypes.POINTER(_PitrRestoreOpts), ctypes.POINTER(_p)], True)
+
+
+# ---- Retention policy ------------------------------------------------------------------
+
+
+class _RetentionOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("keep_last", ctypes.c_int), ("keep_days", ctypes.c_int),
+                ("keep_daily", ctypes.c_int), ("keep_weekly", ctypes.c_int), ("keep_monthly", ctypes.c_int),
+                ("keep_yearly", ctypes.c_int), ("incomplete_grace_seconds", ctypes.c_int64),
+                ("future_allowance_seconds", ctypes.c_int64)]
+
+
+class _RetentionItem(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("id", ctypes.c_char_p), ("kind", ctypes.c_char_p),
+                ("source", ctypes.c_char_p), ("created", ctypes.c_char_p), ("created_epoch", ctypes.c_int64),
+                ("finished", ctypes.c_char_p), ("finished_epoch", ctypes.c_int64), ("verified", ctypes.c_int),
+                ("incomplete", ctypes.c_int)]
+
+
+class _RetentionDecision(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("id", ctypes.c_char_p), ("keep", ctypes.c_int),
+                ("incomplete", ctypes.c_int), ("reason", ctypes.c_char_p)]
+
+
+_declare("mevb_retention_opts_init", ctypes.c_int, [ctypes.POINTER(_RetentionOpts), ctypes.c_size_t], True)
+_declare("mevb_retention_apply", ctypes.c_int,
+         [ctypes.POINTER(_RetentionOpts), ctypes.POINTER(_RetentionItem), ctypes.c_size_t, ctypes.c_char_p,
+          ctypes.c_int64, ctypes.POINTER(_p)], True)
+_declare("mevb_retention_result_count", ctypes.c_size_t, [_p])
+_declare("mevb_retention_result_get", ctypes.POINTER(_RetentionDecision), [_p, ctypes.c_size_t])
+_declare("mevb_retention_result_free", None, [_p])
+
+# mevb_verified, by the names RetentionItem.verified takes.
+_VERIFIED = {"never": 0, "ok": 1, "failed": 2, "ever-ok": 3}
+
+Time = Union[str, int, datetime.datetime]
+
+
+def _time(t: Optional[Time]) -> Tuple[Optional[bytes], int]:
+    """A time as the C API takes it: (RFC 3339 text, None) or (None, seconds since the epoch).
+    A datetime goes as its ISO text, so one without a time zone is refused by the library."""
+    if t is None:
+        return None, 0
+    if isinstance(t, datetime.datetime):
+        return t.isoformat().encode(), 0
+    if isinstance(t, bool) or not isinstance(t, (str, int)):
+        raise TypeError(f"a time is an RFC 3339 str, seconds since the epoch (int) or a datetime, not {t!r}")
+    if isinstance(t, int):
+        return None, t
+    return _enc(t), 0
+
+
+@dataclass(frozen=True)
+class RetentionItem:
+    """One backup the policy decides on (or, with incomplete=True, an object without a
+    manifest, `created` being when it was stored). `created` is the manifest's started_at,
+    `finished` its finished_at (None: unknown); `verified` is "never", "ok", "failed" (the
+    latest verification failed, none succeeded) or "ever-ok" (the latest failed, an earlier
+    one succeeded)."""
+
+    id: str
+    created: Time
+    kind: str = ""
+    source: str = ""
+    verified: str = "never"
+    finished: Optional[Time] = None
+    incomplete: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy decided for one item, and why."""
+
+    id: str
+    keep: bool
+    reason: str
+    incomplete: bool = False
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """The retention policy mevbackup prune applies, as a pure function (mevb_retention_apply):
+    rules per kind and source, a backup kept when any rule keeps it; see docs/c-api.md for
+    the invariants (the newest backups are never all deleted)."""
+
+    keep_last: int = 1
+    keep_days: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    incomplete_grace_seconds: int = 24 * 3600
+    future_allowance_seconds: int = 15 * 60
+
+    def apply(self, items: Sequence[RetentionItem], now: Time) -> List[Decision]:
+        """One Decision per item, in the items' order. Raises InvalidArgument naming a bad
+        rule, a bad time or a bad item."""
+        opts = _RetentionOpts(ctypes.sizeof(_RetentionOpts), self.keep_last, self.keep_days, self.keep_daily,
+                              self.keep_weekly, self.keep_monthly, self.keep_yearly,
+                              self.incomplete_grace_seconds, self.future_allowance_seconds)
+        arr = (_RetentionItem * max(len(items), 1))()
+        for i, it in enumerate(items):
+            if it.verified not in _VERIFIED:
+                raise ValueError(f"item {i} ({it.id!r}): verified {it.verified!r} is not one of "
+                                 + ", ".join(_VERIFIED))
+            created, created_epoch = _time(it.created)
+            finished, finished_epoch = _time(it.finished)
+            arr[i] = _RetentionItem(ctypes.sizeof(_RetentionItem), _enc(it.id), _enc(it.kind), _enc(it.source),
+                                    created, created_epoch, finished, finished_epoch, _VERIFIED[it.verified],
+                                    1 if it.incomplete else 0)
+        now_text, now_epoch = _time(now)
+        h = _p()
+        _lib.mevb_retention_apply(ctypes.byref(opts), arr, len(items), now_text, now_epoch, ctypes.byref(h))
+        try:
+            out: List[Decision] = []
+            for i in range(_lib.mevb_retention_result_count(h)):
+                d = _lib.mevb_retention_result_get(h, i).contents
+                out.append(Decision(d.id.decode(), bool(d.keep), d.reason.decode(), bool(d.incomplete)))
+            return out
+        finally:
+            _lib.mevb_retention_result_free(h)
