@@ -13,6 +13,22 @@
  *    the *_opts_init function. New fields are only ever appended.
  *  - A handle is used by one thread at a time, except mevb_repo_cancel, which is
  *    safe from any thread.
+ *
+ * Environment
+ *  The library takes its policy (lock timing, the Redis password, retries, timeouts)
+ *  through options only; it reads no MEVBACKUP_* variable (the mevbackup CLI and the
+ *  Python bindings read those and pass options). It reads only these documented
+ *  default providers, each for what an option leaves unset:
+ *  - libpq's PG* variables (PGHOST, PGHOSTADDR, PGDATABASE, PGSSLMODE, PGCONNECT_TIMEOUT,
+ *    PGPASSWORD, ...), through libpq and for the pg_dump / pg_restore it runs;
+ *  - the AWS credential chain's variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+ *    AWS_SESSION_TOKEN, AWS_REGION, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_S3,
+ *    AWS_ENDPOINT_URL, AWS_CA_BUNDLE, AWS_MAX_ATTEMPTS), for S3 repositories;
+ *  - PATH, to find the programs it runs (pg_dump, pg_restore, redis-server, ...), and
+ *    TMPDIR, where mevb_pg_restore_opts.staging_dir is NULL.
+ *  Child processes get a built environment, never this process's whole one: PATH, HOME,
+ *  LANG, LC_*, TZ and TMPDIR, plus PG* for the PostgreSQL tools (and MEVBACKUP_* and AWS_*
+ *  for the server a PITR restore starts, whose restore_command runs the CLI).
  */
 #ifndef MEVBACKUP_H
 #define MEVBACKUP_H
@@ -128,9 +144,17 @@ typedef struct mevb_repo_opts {
   int max_attempts;              /* per request; 0: AWS_MAX_ATTEMPTS or 3 */
   int unsigned_payload;          /* non-zero: UNSIGNED-PAYLOAD instead of SHA-256 bodies (https only) */
   int64_t stall_timeout_seconds; /* > 0: an operation whose data stops moving this long fails (MEVB_ERR_IO) */
+  /* The repository lock (docs/lock.md). The library reads no environment for it; the CLI
+   * and the Python bindings fill these from MEVBACKUP_LOCK_TTL, MEVBACKUP_LOCK_REFRESH,
+   * MEVBACKUP_LOCK_WAIT and MEVBACKUP_NO_LOCK. */
+  int64_t lock_ttl_seconds;      /* a lock not refreshed this long is abandoned; 0: 1800 */
+  int64_t lock_refresh_seconds;  /* how often a held lock is refreshed; 0: lock_ttl_seconds / 6 (at least 1) */
+  int64_t lock_wait_seconds;     /* how long to wait for a conflicting lock; 0: fail at once (MEVB_ERR_LOCKED) */
+  int no_lock;                   /* non-zero: take no lock (a repository nothing else uses) */
+  int64_t s3_retry_base_ms;      /* S3 retry backoff base, 1..60000 ms; 0: 1000 */
 } mevb_repo_opts;
 #define MEVB_REPO_OPTS_INIT \
-  {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0}
+  {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 MEVB_API int mevb_repo_opts_init(mevb_repo_opts *opts, size_t size);
 
 /* Opens a repository: a local directory path (created on first backup) or
@@ -351,13 +375,14 @@ MEVB_API int mevb_files_restore_opts_init(mevb_files_restore_opts *opts, size_t 
 MEVB_API int mevb_repo_restore_files(mevb_repo *repo, const char *id_or_latest, const mevb_files_restore_opts *opts);
 /* ---- Redis ------------------------------------------------------------------------- */
 /* The password comes from opts->password, else the URL (redis://user:password@host:port),
- * else the environment variable MEVBACKUP_REDIS_PASSWORD; it never appears in messages.
- * Plain TCP only (no TLS). */
+ * else opts->default_password; it never appears in messages. The library reads no
+ * environment for it: the CLI and the Python bindings pass MEVBACKUP_REDIS_PASSWORD as
+ * default_password. Plain TCP only (no TLS). */
 
 typedef struct mevb_redis_backup_opts {
   uint32_t struct_size;
   const char *url;                /* redis://[user[:password]@]host[:port] (required) */
-  const char *password;           /* NULL: from the URL or MEVBACKUP_REDIS_PASSWORD */
+  const char *password;           /* NULL: from the URL or default_password */
   const char *mode;               /* NULL or "auto", "bgsave", "replication" */
   const char *name_prefix;        /* NULL: "redis" */
   const char *compression;        /* NULL: "gzip"; or "none" */
@@ -366,8 +391,9 @@ typedef struct mevb_redis_backup_opts {
   mevb_progress_cb progress;
   void *progress_user;
   int allow_modules;              /* non-zero: keep an RDB holding module data (refused by default) */
+  const char *default_password;   /* used when neither password nor the URL gives one */
 } mevb_redis_backup_opts;
-#define MEVB_REDIS_BACKUP_OPTS_INIT {sizeof(mevb_redis_backup_opts), NULL, NULL, NULL, NULL, NULL, -1, 0, NULL, NULL, 0}
+#define MEVB_REDIS_BACKUP_OPTS_INIT {sizeof(mevb_redis_backup_opts), NULL, NULL, NULL, NULL, NULL, -1, 0, NULL, NULL, 0, NULL}
 MEVB_API int mevb_redis_backup_opts_init(mevb_redis_backup_opts *opts, size_t size);
 
 /* Backs up a Redis server (an RDB of every database); *out (if not NULL) describes it. */
@@ -384,14 +410,15 @@ typedef struct mevb_redis_restore_opts {
   int target_rdb_version;         /* newest RDB version the target loads; 0: ask the local redis-server */
   const char *source_name;        /* with "latest": which prefix's latest backup */
   const char *redis_url;          /* live restore into a running server instead of data_dir */
-  const char *password;           /* for redis_url; NULL: the URL's or MEVBACKUP_REDIS_PASSWORD */
+  const char *password;           /* for redis_url; NULL: the URL's or default_password */
   int replace;                    /* live: non-empty target allowed, same-name keys replaced */
   int flush;                      /* live: non-empty target emptied (FLUSHALL) after verification */
   mevb_progress_cb progress;
   void *progress_user;
+  const char *default_password;   /* for redis_url: used when neither password nor the URL gives one */
 } mevb_redis_restore_opts;
 #define MEVB_REDIS_RESTORE_OPTS_INIT \
-  {sizeof(mevb_redis_restore_opts), NULL, NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL}
+  {sizeof(mevb_redis_restore_opts), NULL, NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL}
 MEVB_API int mevb_redis_restore_opts_init(mevb_redis_restore_opts *opts, size_t size);
 
 /* Restores backup `id_or_latest` into opts->data_dir (a stopped server's directory, atomically)
