@@ -10,6 +10,29 @@
 
 using namespace mevb_capi;
 
+namespace {
+
+// The lock's timing from mevb_repo_opts (0: the default), checked before anything opens.
+LockOptions lock_options(const mevb_repo_opts& o) {
+  static constexpr int64_t kMax = 10LL * 365 * 86400;
+  auto check = [](const char* name, int64_t v) {
+    if (v < 0 || v > kMax)
+      throw invalid(fmt::format("mevb_repo_opts.{} must be 0 (the default) or 1..{} seconds, not {}", name, kMax, v));
+  };
+  check("lock_ttl_seconds", o.lock_ttl_seconds);
+  check("lock_refresh_seconds", o.lock_refresh_seconds);
+  check("lock_wait_seconds", o.lock_wait_seconds);
+  LockOptions l;
+  if (o.lock_ttl_seconds > 0) l.ttl = std::chrono::seconds(o.lock_ttl_seconds);
+  l.refresh = o.lock_refresh_seconds > 0 ? std::chrono::seconds(o.lock_refresh_seconds)
+                                         : std::max<std::chrono::seconds>(std::chrono::seconds(1), l.ttl / 6);
+  l.wait = std::chrono::seconds(o.lock_wait_seconds);
+  l.disabled = o.no_lock != 0;
+  return l;
+}
+
+}  // namespace
+
 extern "C" {
 
 const char* mevb_status_str(int status) {
@@ -60,6 +83,8 @@ int mevb_repo_open(mevb_repo** out, const char* location, const mevb_repo_opts* 
     so.max_attempts = o.max_attempts;
     so.unsigned_payload = o.unsigned_payload != 0;
     so.stall_timeout_seconds = o.stall_timeout_seconds > 0 ? o.stall_timeout_seconds : 0;  // S3 transfers too
+    so.retry_base_ms = o.s3_retry_base_ms;
+    LockOptions lock = lock_options(o);
     if (o.log) {
       auto log = o.log;
       auto lu = o.log_user;
@@ -70,6 +95,7 @@ int mevb_repo_open(mevb_repo** out, const char* location, const mevb_repo_opts* 
     r->log_user = o.log_user;
     if (o.stall_timeout_seconds < 0) throw invalid("mevb_repo_opts.stall_timeout_seconds must not be negative");
     r->stall_timeout = std::chrono::seconds(o.stall_timeout_seconds);
+    r->lock = lock;
     *out = r.release();
   });
 }

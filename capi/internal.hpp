@@ -24,6 +24,7 @@ struct mevb_repo {
   mevb_log_cb log = nullptr;
   void* log_user = nullptr;
   std::chrono::seconds stall_timeout{0};
+  LockOptions lock;
 };
 
 struct mevb_backup {
@@ -130,6 +131,7 @@ inline RunContext make_context(mevb_repo* r, mevb_progress_cb cb, void* user) {
   r->cancel.reset();
   ctx.cancel = &r->cancel;
   ctx.pipeline.stall_timeout = r->stall_timeout;
+  ctx.lock = r->lock;
   if (r->log) {
     auto log = r->log;
     auto lu = r->log_user;

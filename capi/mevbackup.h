@@ -13,6 +13,22 @@
  *    the *_opts_init function. New fields are only ever appended.
  *  - A handle is used by one thread at a time, except mevb_repo_cancel, which is
  *    safe from any thread.
+ *
+ * Environment
+ *  The library takes its policy (lock timing, the Redis password, retries, timeouts)
+ *  through options only; it reads no MEVBACKUP_* variable (the mevbackup CLI and the
+ *  Python bindings read those and pass options). It reads only these documented
+ *  default providers, each for what an option leaves unset:
+ *  - libpq's PG* variables (PGHOST, PGHOSTADDR, PGDATABASE, PGSSLMODE, PGCONNECT_TIMEOUT,
+ *    PGPASSWORD, ...), through libpq and for the pg_dump / pg_restore it runs;
+ *  - the AWS credential chain's variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+ *    AWS_SESSION_TOKEN, AWS_REGION, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_S3,
+ *    AWS_ENDPOINT_URL, AWS_CA_BUNDLE, AWS_MAX_ATTEMPTS), for S3 repositories;
+ *  - PATH, to find the programs it runs (pg_dump, pg_restore, redis-server, ...), and
+ *    TMPDIR, where mevb_pg_restore_opts.staging_dir is NULL.
+ *  Child processes get a built environment, never this process's whole one: PATH, HOME,
+ *  LANG, LC_*, TZ and TMPDIR, plus PG* for the PostgreSQL tools (and MEVBACKUP_* and AWS_*
+ *  for the server a PITR restore starts, whose restore_command runs the CLI).
  */
 #ifndef MEVBACKUP_H
 #define MEVBACKUP_H
@@ -128,9 +144,17 @@ typedef struct mevb_repo_opts {
   int max_attempts;              /* per request; 0: AWS_MAX_ATTEMPTS or 3 */
   int unsigned_payload;          /* non-zero: UNSIGNED-PAYLOAD instead of SHA-256 bodies (https only) */
   int64_t stall_timeout_seconds; /* > 0: an operation whose data stops moving this long fails (MEVB_ERR_IO) */
+  /* The repository lock (docs/lock.md). The library reads no environment for it; the CLI
+   * and the Python bindings fill these from MEVBACKUP_LOCK_TTL, MEVBACKUP_LOCK_REFRESH,
+   * MEVBACKUP_LOCK_WAIT and MEVBACKUP_NO_LOCK. */
+  int64_t lock_ttl_seconds;      /* a lock not refreshed this long is abandoned; 0: 1800 */
+  int64_t lock_refresh_seconds;  /* how often a held lock is refreshed; 0: lock_ttl_seconds / 6 (at least 1) */
+  int64_t lock_wait_seconds;     /* how long to wait for a conflicting lock; 0: fail at once (MEVB_ERR_LOCKED) */
+  int no_lock;                   /* non-zero: take no lock (a repository nothing else uses) */
+  int64_t s3_retry_base_ms;      /* S3 retry backoff base, 1..60000 ms; 0: 1000 */
 } mevb_repo_opts;
 #define MEVB_REPO_OPTS_INIT \
-  {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0}
+  {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 MEVB_API int mevb_repo_opts_init(mevb_repo_opts *opts, size_t size);
 
 /* Opens a repository: a local directory path (created on first backup) or
@@ -351,13 +375,14 @@ MEVB_API int mevb_files_restore_opts_init(mevb_files_restore_opts *opts, size_t 
 MEVB_API int mevb_repo_restore_files(mevb_repo *repo, const char *id_or_latest, const mevb_files_restore_opts *opts);
 /* ---- Redis ------------------------------------------------------------------------- */
 /* The password comes from opts->password, else the URL (redis://user:password@host:port),
- * else the environment variable MEVBACKUP_REDIS_PASSWORD; it never appears in messages.
- * Plain TCP only (no TLS). */
+ * else opts->default_password; it never appears in messages. The library reads no
+ * environment for it: the CLI and the Python bindings pass MEVBACKUP_REDIS_PASSWORD as
+ * default_password. Plain TCP only (no TLS). */
 
 typedef struct mevb_redis_backup_opts {
   uint32_t struct_size;
   const char *url;                /* redis://[user[:password]@]host[:port] (required) */
-  const char *password;           /* NULL: from the URL or MEVBACKUP_REDIS_PASSWORD */
+  const char *password;           /* NULL: from the URL or default_password */
   const char *mode;               /* NULL or "auto", "bgsave", "replication" */
   const char *name_prefix;        /* NULL: "redis" */
   const char *compression;        /* NULL: "gzip"; or "none" */
@@ -366,8 +391,9 @@ typedef struct mevb_redis_backup_opts {
   mevb_progress_cb progress;
   void *progress_user;
   int allow_modules;              /* non-zero: keep an RDB holding module data (refused by default) */
+  const char *default_password;   /* used when neither password nor the URL gives one */
 } mevb_redis_backup_opts;
-#define MEVB_REDIS_BACKUP_OPTS_INIT {sizeof(mevb_redis_backup_opts), NULL, NULL, NULL, NULL, NULL, -1, 0, NULL, NULL, 0}
+#define MEVB_REDIS_BACKUP_OPTS_INIT {sizeof(mevb_redis_backup_opts), NULL, NULL, NULL, NULL, NULL, -1, 0, NULL, NULL, 0, NULL}
 MEVB_API int mevb_redis_backup_opts_init(mevb_redis_backup_opts *opts, size_t size);
 
 /* Backs up a Redis server (an RDB of every database); *out (if not NULL) describes it. */
@@ -384,14 +410,15 @@ typedef struct mevb_redis_restore_opts {
   int target_rdb_version;         /* newest RDB version the target loads; 0: ask the local redis-server */
   const char *source_name;        /* with "latest": which prefix's latest backup */
   const char *redis_url;          /* live restore into a running server instead of data_dir */
-  const char *password;           /* for redis_url; NULL: the URL's or MEVBACKUP_REDIS_PASSWORD */
+  const char *password;           /* for redis_url; NULL: the URL's or default_password */
   int replace;                    /* live: non-empty target allowed, same-name keys replaced */
   int flush;                      /* live: non-empty target emptied (FLUSHALL) after verification */
   mevb_progress_cb progress;
   void *progress_user;
+  const char *default_password;   /* for redis_url: used when neither password nor the URL gives one */
 } mevb_redis_restore_opts;
 #define MEVB_REDIS_RESTORE_OPTS_INIT \
-  {sizeof(mevb_redis_restore_opts), NULL, NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL}
+  {sizeof(mevb_redis_restore_opts), NULL, NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL}
 MEVB_API int mevb_redis_restore_opts_init(mevb_redis_restore_opts *opts, size_t size);
 
 /* Restores backup `id_or_latest` into opts->data_dir (a stopped server's directory, atomically)
@@ -503,6 +530,78 @@ MEVB_API int mevb_pitr_restore_opts_init(mevb_pitr_restore_opts *opts, size_t si
  * fails (the message names the missing WAL segment when it can tell).
  * mevb_report_status(*out): 1 when the server was started and recovery finished, else 0. */
 MEVB_API int mevb_repo_restore_pitr(mevb_repo *repo, const mevb_pitr_restore_opts *opts, mevb_report **out);
+
+/* ---- Retention policy ------------------------------------------------------------- */
+/* The policy mevb_repo_prune applies, as a pure function: the caller's items, rules and
+ * "now" in, one decision (keep or delete) and its reason per item out. No repository, no
+ * clock, no environment. Rules apply per (kind, source) group; a backup is kept when any
+ * rule keeps it, and whatever the rules: the keep_last newest usable backups, the newest
+ * verified-good one and the newest one that ever verified good are kept; a backup
+ * finished after now + future_allowance_seconds is kept and counts for no rule; a failed
+ * one is deleted only when its group keeps a usable one; an incomplete object (an
+ * artifact without a manifest) is deleted once older than incomplete_grace_seconds. */
+
+typedef struct mevb_retention_opts {
+  uint32_t struct_size;
+  int keep_last;                    /* >= 1 (default 1) */
+  int keep_days;                    /* 0: no age rule */
+  int keep_daily;
+  int keep_weekly;                  /* ISO weeks */
+  int keep_monthly;
+  int keep_yearly;
+  int64_t incomplete_grace_seconds; /* default 86400 */
+  int64_t future_allowance_seconds; /* default 900 */
+} mevb_retention_opts;
+#define MEVB_RETENTION_OPTS_INIT {sizeof(mevb_retention_opts), 1, 0, 0, 0, 0, 0, 86400, 900}
+MEVB_API int mevb_retention_opts_init(mevb_retention_opts *opts, size_t size);
+
+/* What verification says of a backup (its record beside the artifact). */
+typedef enum mevb_verified {
+  MEVB_VERIFIED_NEVER = 0,   /* never verified */
+  MEVB_VERIFIED_OK = 1,      /* the latest verification succeeded */
+  MEVB_VERIFIED_FAILED = 2,  /* the latest failed, and none before it succeeded */
+  MEVB_VERIFIED_EVER_OK = 3  /* the latest failed, an earlier one succeeded */
+} mevb_verified;
+
+/* One backup (or, with `incomplete`, one object without a manifest). Times are RFC 3339
+ * with a zone ("2026-11-27T04:27:23Z"), or, when the string is NULL, seconds since the
+ * epoch (1970..2200). */
+typedef struct mevb_retention_item {
+  uint32_t struct_size;    /* sizeof(mevb_retention_item); the same in every item of an array */
+  const char *id;          /* required */
+  const char *kind;        /* NULL: "" */
+  const char *source;      /* NULL: "" */
+  const char *created;     /* when the backup started (a manifest's started_at); NULL: created_epoch */
+  int64_t created_epoch;
+  const char *finished;    /* when it ended; NULL: finished_epoch, where 0 is unknown (created is used) */
+  int64_t finished_epoch;
+  int verified;            /* a mevb_verified */
+  int incomplete;          /* non-zero: no manifest; created is when it was stored, the rest is ignored */
+} mevb_retention_item;
+#define MEVB_RETENTION_ITEM_INIT {sizeof(mevb_retention_item), NULL, NULL, NULL, NULL, 0, NULL, 0, 0, 0}
+
+/* One decision; lives as long as its result. */
+typedef struct mevb_retention_decision {
+  uint32_t struct_size;
+  const char *id;     /* the item's id */
+  int keep;           /* non-zero: keep; 0: delete */
+  int incomplete;     /* the item's incomplete flag */
+  const char *reason; /* why ("one of the last 3; daily 2026-11-27", "matches no keep rule", ...) */
+} mevb_retention_decision;
+
+typedef struct mevb_retention_result mevb_retention_result;
+
+/* Applies `opts` (NULL: the defaults) to items[0..count) at time `now` (RFC 3339; NULL:
+ * now_epoch). *out gets one decision per item, in the items' order. items may be NULL when
+ * count is 0. MEVB_ERR_INVALID_ARGUMENT for a bad rule (naming it), a bad time or a missing
+ * id (naming the item by index and id), or a struct_size this library cannot read. */
+MEVB_API int mevb_retention_apply(const mevb_retention_opts *opts, const mevb_retention_item *items, size_t count,
+                                  const char *now, int64_t now_epoch, mevb_retention_result **out);
+MEVB_API size_t mevb_retention_result_count(const mevb_retention_result *result);
+/* Borrowed: lives as long as the result. NULL when index is out of range. */
+MEVB_API const mevb_retention_decision *mevb_retention_result_get(const mevb_retention_result *result,
+                                                                   size_t index);
+MEVB_API void mevb_retention_result_free(mevb_retention_result *result);
 
 #ifdef __cplusplus
 }

@@ -20,6 +20,7 @@ int mevb_repo_backup_redis(mevb_repo* repo, const mevb_redis_backup_opts* opts, 
     RedisBackupOptions bo;
     bo.url = o.url;
     bo.password = str_or(o.password);
+    bo.default_password = str_or(o.default_password);
     bo.mode = parse_redis_mode(str_or(o.mode));
     if (o.name_prefix) bo.name_prefix = o.name_prefix;
     bo.compression = parse_compression(str_or(o.compression, "gzip"));
@@ -50,6 +51,7 @@ int mevb_repo_restore_redis(mevb_repo* repo, const char* id_or_latest, const mev
     ro.data_dir = str_or(o.data_dir);
     ro.redis_url = str_or(o.redis_url);
     ro.password = str_or(o.password);
+    ro.default_password = str_or(o.default_password);
     ro.replace = o.replace != 0;
     ro.flush = o.flush != 0;
     if (o.rdb_name) ro.rdb_name = o.rdb_name;

@@ -80,6 +80,8 @@ int on_progress(const mevb_progress* p, void*);
 // Reports the last library error (as JSON on stderr with --json) and exits 1, or 11 when
 // the repository was locked.
 [[noreturn]] void fail();
+// The same for a failure found by the CLI itself (a bad MEVBACKUP_* variable): `code` is a mevb_status.
+[[noreturn]] void fail_with(int code, const std::string& message, bool retriable = false);
 // The JSON object a failure prints on stderr with --json.
 nlohmann::json error_json(const char* code_name, int status, int exit_status, const std::string& message);
 

@@ -142,12 +142,15 @@ nlohmann::json error_json(const char* code_name, int status, int exit_status, co
 
 void fail() {
   const mevb_error* e = mevb_error_last();
+  fail_with(e->code, e->message && *e->message ? e->message : mevb_status_str(e->code), e->retriable != 0);
+}
+
+void fail_with(int code, const std::string& message, bool retriable) {
   if (g_progress) std::fputs("\r\033[K", stderr);
-  std::string message = e->message && *e->message ? e->message : mevb_status_str(e->code);
-  int exit_status = e->code == MEVB_ERR_LOCKED ? kExitLocked : kExitFailure;
+  int exit_status = code == MEVB_ERR_LOCKED ? kExitLocked : kExitFailure;
   if (g_json_errors) {
-    nlohmann::json j = error_json(status_name(e->code), e->code, exit_status, message);
-    j["error"]["retriable"] = e->retriable != 0;
+    nlohmann::json j = error_json(status_name(code), code, exit_status, message);
+    j["error"]["retriable"] = retriable;
     std::fprintf(stderr, "%s\n", j.dump().c_str());
   } else {
     std::fprintf(stderr, "mevbackup: error: %s\n", message.c_str());
@@ -156,12 +159,50 @@ void fail() {
   std::exit(exit_status);
 }
 
+namespace {
+
+// A MEVBACKUP_* duration for the library's options (0 when unset). A bad value is a
+// failure of the run (exit 1), as it was when the library read the variable itself.
+long long env_duration(const char* name, bool allow_zero) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return 0;
+  long long s = 0;
+  try {
+    s = parse_duration(name, v, allow_zero);
+  } catch (const UsageError& e) {
+    fail_with(MEVB_ERR_INVALID_ARGUMENT, e.msg);
+  }
+  if (s > 10LL * 365 * 86400)
+    fail_with(MEVB_ERR_INVALID_ARGUMENT, std::string(name) + ": \"" + v + "\" is over 10 years");
+  return s;
+}
+
+// The repository lock's timing (docs/lock.md), which the library takes as options.
+void lock_from_env(mevb_repo_opts& ro) {
+  ro.lock_ttl_seconds = env_duration("MEVBACKUP_LOCK_TTL", false);
+  ro.lock_refresh_seconds = env_duration("MEVBACKUP_LOCK_REFRESH", false);
+  ro.lock_wait_seconds = env_duration("MEVBACKUP_LOCK_WAIT", true);
+  if (const char* v = std::getenv("MEVBACKUP_NO_LOCK"); v && *v && std::string(v) != "0") ro.no_lock = 1;
+  // Shorter S3 retry backoffs, for tests: milliseconds.
+  if (const char* v = std::getenv("MEVBACKUP_S3_RETRY_BASE_MS"); v && *v) {
+    char* end = nullptr;
+    long long ms = std::strtoll(v, &end, 10);
+    if (*end || ms < 1 || ms > 60000)
+      fail_with(MEVB_ERR_INVALID_ARGUMENT,
+                std::string("MEVBACKUP_S3_RETRY_BASE_MS: \"") + v + "\" is not a number of milliseconds (1..60000)");
+    ro.s3_retry_base_ms = ms;
+  }
+}
+
+}  // namespace
+
 mevb_repo* try_open_repo_at(const StorageOptions& s, const std::string& location) {
   mevb_repo_opts ro = MEVB_REPO_OPTS_INIT;
   ro.log = on_log;
   // A stalled server or network must not hang a cron job forever.
   if (const char* v = std::getenv("MEVBACKUP_STALL_TIMEOUT"); v && *v)
     ro.stall_timeout_seconds = parse_duration("MEVBACKUP_STALL_TIMEOUT", v, true);
+  lock_from_env(ro);
   auto c = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
   ro.storage_class = c(s.storage_class);
   ro.endpoint_url = c(s.endpoint_url);

@@ -79,7 +79,7 @@ const char* kFooter =
     "DURATION: seconds, or a number with a unit: 90s, 30m, 25h, 2d, 1w, 1d12h.\n"
     "MEVBACKUP_STALL_TIMEOUT=DURATION fails an operation whose data stops moving that long.\n"
     "Repository lock: backup, restore and verify share it, prune takes it alone; a run that finds\n"
-    "it taken exits 11 at once unless MEVBACKUP_LOCK_WAIT=SECONDS. Also MEVBACKUP_LOCK_TTL,\n"
+    "it taken exits 11 at once unless MEVBACKUP_LOCK_WAIT=DURATION. Also MEVBACKUP_LOCK_TTL,\n"
     "MEVBACKUP_LOCK_REFRESH, MEVBACKUP_NO_LOCK=1 (docs/lock.md).";
 
 // Options whose value may begin with '-' (an argument for pg_dump, a hook command, SQL):

@@ -90,6 +90,7 @@ Action setup_backup_redis(CLI::App* app) {
     ro.level = o->level;
     if (!o->timeout.empty()) ro.timeout_seconds = timeout_seconds(o->timeout);
     ro.allow_modules = o->allow_modules ? 1 : 0;
+    ro.default_password = std::getenv("MEVBACKUP_REDIS_PASSWORD");  // the URL's password wins
     ro.progress = on_progress;
     mevb_repo* repo = open_repo(o->repo);
     mevb_backup* b = nullptr;
@@ -131,6 +132,7 @@ Action setup_restore_redis(CLI::App* app) {
     if (is_live) {
       warn_redis_password(o->url);
       ro.redis_url = o->url.c_str();
+      ro.default_password = std::getenv("MEVBACKUP_REDIS_PASSWORD");  // the URL's password wins
     }
     ro.data_dir = c(o->data_dir);
     ro.rdb_name = c(o->rdb_name);

@@ -12,11 +12,10 @@
 // repository from under it. Abandoned locks are ignored by everyone
 // and removed by the next exclusive locker.
 //
-// Environment (read when a lock is taken):
-//   MEVBACKUP_LOCK_TTL=SECONDS      a lock not refreshed that long is abandoned (1800)
-//   MEVBACKUP_LOCK_REFRESH=SECONDS  refresh interval of a held lock (TTL/6, at least 1)
-//   MEVBACKUP_LOCK_WAIT=SECONDS     retry a conflicting lock that long before failing (0)
-//   MEVBACKUP_NO_LOCK=1             take no lock at all (a read-only repository)
+// Timing comes from LockOptions (RunContext::lock), never from the environment; the CLI
+// and the Python bindings fill it from MEVBACKUP_LOCK_TTL (a lock not refreshed that long
+// is abandoned; 1800 s), MEVBACKUP_LOCK_REFRESH (TTL/6, at least 1 s), MEVBACKUP_LOCK_WAIT
+// (retry a conflicting lock that long before failing; 0) and MEVBACKUP_NO_LOCK=1 (no lock).
 #pragma once
 
 #include <chrono>
@@ -32,14 +31,7 @@ namespace mevbackup {
 
 enum class LockKind { shared, exclusive };
 
-struct LockOptions {
-  std::chrono::seconds ttl{1800};
-  std::chrono::seconds refresh{300};
-  std::chrono::seconds wait{0};
-  bool disabled = false;
-  // Defaults overridden by the MEVBACKUP_LOCK_* variables; invalid_argument on a bad value.
-  static LockOptions from_env();
-};
+// LockOptions (ttl, refresh, wait, disabled) live in repository.hpp, in every RunContext.
 
 // One lock as stored in locks/<id>-<seq>.json.
 struct LockInfo {
@@ -69,8 +61,11 @@ class RepositoryLock {
   // or a weaker kind. A shared lock that cannot be written for lack of permission (a
   // read-only repository) is logged as a warning and the operation goes on unlocked;
   // any other failure to write a lock throws the storage's error.
+  // The default LockOptions: the library reads no MEVBACKUP_LOCK_* variable itself.
   RepositoryLock(Storage& storage, LockKind kind, const LogFn& log = {});
   RepositoryLock(Storage& storage, LockKind kind, const LogFn& log, const LockOptions& opts);
+  // For a run: ctx.log and ctx.lock.
+  RepositoryLock(Storage& storage, LockKind kind, const RunContext& ctx);
   ~RepositoryLock();
   RepositoryLock(const RepositoryLock&) = delete;
 

@@ -3,8 +3,9 @@
 // server's data directory).
 //
 // Credentials: the password comes from RedisBackupOptions::password, else from the
-// URL (redis://user:password@host:port), else from the environment variable
-// MEVBACKUP_REDIS_PASSWORD. It is sent only in AUTH and never appears in messages or
+// URL (redis://user:password@host:port), else from default_password (which the CLI and
+// the Python bindings fill from MEVBACKUP_REDIS_PASSWORD; the library reads no
+// environment for it). It is sent only in AUTH and never appears in messages or
 // logs (URLs are redacted). TLS is not supported (plain TCP, as redis-cli without --tls).
 #pragma once
 
@@ -29,7 +30,8 @@ const char* redis_mode_name(RedisBackupMode m);
 
 struct RedisBackupOptions {
   std::string url;                  // redis://[user[:password]@]host[:port] (default port 6379)
-  std::string password;             // overrides the URL's and MEVBACKUP_REDIS_PASSWORD
+  std::string password;             // overrides the URL's and default_password
+  std::string default_password;     // when neither password nor the URL gives one
   RedisBackupMode mode = RedisBackupMode::auto_select;
   std::string name_prefix = "redis";
   Compression compression = Compression::gzip;
@@ -67,6 +69,7 @@ struct RedisRestoreOptions {
   // away, a key refused) leaves the keys restored so far.
   std::string redis_url;    // redis://[user[:password]@]host[:port]
   std::string password;     // as in RedisBackupOptions
+  std::string default_password;
   bool replace = false;     // a non-empty target is allowed; existing keys are replaced
   bool flush = false;       // a non-empty target is emptied (FLUSHALL) after verification
   int connect_timeout_s = 10;

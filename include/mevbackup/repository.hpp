@@ -2,6 +2,7 @@
 // runbook did (database/<db>_YYYYMMDD_HHMMSS.dump.gz, ...), plus the catalog.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -30,12 +31,23 @@ struct ArtifactSpec {
   int level = -1;
 };
 
+// The repository lock's timing (lock.hpp). The library reads no environment for it: the
+// CLI and the Python bindings fill it from MEVBACKUP_LOCK_TTL, _REFRESH, _WAIT and
+// MEVBACKUP_NO_LOCK.
+struct LockOptions {
+  std::chrono::seconds ttl{1800};    // a lock not refreshed this long is abandoned
+  std::chrono::seconds refresh{300};
+  std::chrono::seconds wait{0};      // how long to wait for a conflicting lock; 0: fail at once
+  bool disabled = false;             // no lock at all (a repository only this run uses)
+};
+
 // Everything a long operation takes besides its own options.
 struct RunContext {
   CancelToken* cancel = nullptr;
   ProgressFn progress;
   LogFn log;
   PipelineOptions pipeline;
+  LockOptions lock;  // for the repository lock the operation takes
 };
 
 // The outcome of a verification, stored beside the backup as "<artifact>.verify.json".

@@ -117,6 +117,9 @@ struct StorageOptions {
   // > 0: an S3 request whose data stops moving for half this long fails (and is
   // retried); 0: 60 s. The repository's stall timeout (MEVBACKUP_STALL_TIMEOUT) sets it.
   int64_t stall_timeout_seconds = 0;
+  // Base of the S3 retry backoff in ms (1..60000); 0: 1000. The CLI and the Python
+  // bindings take it from MEVBACKUP_S3_RETRY_BASE_MS (for tests).
+  int64_t retry_base_ms = 0;
 };
 
 // As open_storage(url), plus "s3://bucket[/prefix]" -> S3-compatible object storage.

@@ -29,7 +29,7 @@ bool is_own_leftover(const ObjectInfo& o) {
 PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, const RunContext& ctx) {
   opts.policy.validate();
   // No backup may be writing or reading while prune decides what to delete (lock.hpp).
-  RepositoryLock lock(repo.storage(), opts.dry_run ? LockKind::shared : LockKind::exclusive, ctx.log);
+  RepositoryLock lock(repo.storage(), opts.dry_run ? LockKind::shared : LockKind::exclusive, ctx);
   const RunContext gctx = lock.guard(ctx);  // cancelled if the lock is lost
   Catalog cat = repo.catalog(opts.kind, gctx.log);
   std::vector<RetentionItem> items;

@@ -106,7 +106,7 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
                              const std::function<void(Manifest&)>& complete,
                              const std::function<void(Manifest&, const RunContext&)>& store_parts) {
   check_name_prefix(spec.name_prefix);
-  RepositoryLock lock(*storage_, LockKind::shared, ctx.log);  // a prune waits for it (lock.hpp)
+  RepositoryLock lock(*storage_, LockKind::shared, ctx);  // a prune waits for it (lock.hpp)
   const RunContext gctx = lock.guard(ctx);  // cancelled if the lock is lost
   TimePoint started = clock_.now();
   std::string base = spec.name_prefix + "_" + format_name_stamp(started);
@@ -169,7 +169,7 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
 }
 
 void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext& ctx) {
-  RepositoryLock lock(*storage_, LockKind::shared, ctx.log);
+  RepositoryLock lock(*storage_, LockKind::shared, ctx);
   read_artifact(*storage_, m, sink, lock.guard(ctx));  // cancelled if the lock is lost
 }
 

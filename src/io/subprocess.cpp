@@ -81,6 +81,7 @@ bool env_allowed(const std::string& name, const std::vector<std::string>& patter
 
 std::optional<std::string> find_in_path(const std::string& name) {
   if (name.find('/') != std::string::npos) return name;
+  // The process's own PATH, as execvp would search it (a documented provider: mevbackup.h).
   const char* path = std::getenv("PATH");
   std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
   size_t start = 0;

@@ -85,26 +85,7 @@ struct Held {
 std::mutex g_registry_mu;
 std::map<const Storage*, Held> g_registry;
 
-std::chrono::seconds env_seconds(const char* name, std::chrono::seconds fallback, long long min) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  long long n = std::strtoll(v, &end, 10);
-  if (*end || n < min || n > 10LL * 365 * 86400)
-    throw Error(Code::invalid_argument, fmt::format("{} must be a number of seconds (at least {}), not \"{}\"", name, min, v));
-  return std::chrono::seconds(n);
-}
-
 }  // namespace
-
-LockOptions LockOptions::from_env() {
-  LockOptions o;
-  if (const char* v = std::getenv("MEVBACKUP_NO_LOCK"); v && *v && std::string(v) != "0") o.disabled = true;
-  o.ttl = env_seconds("MEVBACKUP_LOCK_TTL", o.ttl, 1);
-  o.refresh = env_seconds("MEVBACKUP_LOCK_REFRESH", std::max<std::chrono::seconds>(std::chrono::seconds(1), o.ttl / 6), 1);
-  o.wait = env_seconds("MEVBACKUP_LOCK_WAIT", o.wait, 0);
-  return o;
-}
 
 std::vector<LockInfo> list_locks(Storage& storage, const LockOptions& opts, const LogFn& log, int64_t storage_now) {
   std::vector<LockInfo> out;
@@ -370,7 +351,10 @@ void RepositoryLock::Impl::release() noexcept {
 }
 
 RepositoryLock::RepositoryLock(Storage& storage, LockKind kind, const LogFn& log)
-    : RepositoryLock(storage, kind, log, LockOptions::from_env()) {}
+    : RepositoryLock(storage, kind, log, LockOptions{}) {}
+
+RepositoryLock::RepositoryLock(Storage& storage, LockKind kind, const RunContext& ctx)
+    : RepositoryLock(storage, kind, ctx.log, ctx.lock) {}
 
 RepositoryLock::RepositoryLock(Storage& storage, LockKind kind, const LogFn& log, const LockOptions& opts)
     : impl_(std::make_unique<Impl>(storage, kind, log, opts)) {

@@ -223,7 +223,7 @@ std::string utc_micro(TimePoint t) {
 
 Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunContext& ctx) {
   // Shared, as every backup and restore: a prune waits for it (lock.hpp).
-  RepositoryLock lock(repo.storage(), LockKind::shared, ctx.log);
+  RepositoryLock lock(repo.storage(), LockKind::shared, ctx);
   const RunContext gctx = lock.guard(ctx);
   if (opts.max_rate_kbps && (opts.max_rate_kbps < 32 || opts.max_rate_kbps > 1048576))
     throw Error(Code::invalid_argument, fmt::format("max rate {} kB/s is outside 32..1048576", opts.max_rate_kbps));

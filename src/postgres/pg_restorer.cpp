@@ -56,6 +56,7 @@ class PgRestoreSink final : public Sink {
 class StagedFileSink final : public Sink {
  public:
   explicit StagedFileSink(const std::string& dir) {
+    // No directory given: TMPDIR, as mkstemp's callers do (a documented provider: mevbackup.h).
     path_ = (dir.empty() ? std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") : dir) +
             "/mevbackup-restore-XXXXXX";
     fd_ = ::mkstemp(path_.data());  // 0600

@@ -453,7 +453,7 @@ nlohmann::json PitrRestoreResult::to_json() const {
 
 PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts, const RunContext& ctx) {
   // Shared, as every backup and restore: a prune waits for it (lock.hpp).
-  RepositoryLock lock(repo.storage(), LockKind::shared, ctx.log);
+  RepositoryLock lock(repo.storage(), LockKind::shared, ctx);
   const RunContext gctx = lock.guard(ctx);
   int targets = !opts.target_time.empty() + !opts.target_lsn.empty() + !opts.target_name.empty();
   if (targets > 1) throw Error(Code::invalid_argument, "give at most one of target time, target LSN and target name");

@@ -33,7 +33,7 @@ std::string Url::redacted() const {
   return fmt::format("redis://{}{}:{}", user.empty() ? "" : user + "@", h, port);
 }
 
-Url parse_url(const std::string& text, const std::string& password) {
+Url parse_url(const std::string& text, const std::string& password, const std::string& fallback) {
   const std::string scheme = "redis://";
   if (text.rfind(scheme, 0) != 0)
     throw Error(Code::invalid_argument,
@@ -85,8 +85,7 @@ Url parse_url(const std::string& text, const std::string& password) {
     u.port = static_cast<int>(p);
   }
   if (!password.empty()) u.password = password;
-  if (u.password.empty())
-    if (const char* e = std::getenv("MEVBACKUP_REDIS_PASSWORD"); e && *e) u.password = e;
+  if (u.password.empty()) u.password = fallback;
   return u;
 }
 
@@ -149,7 +148,7 @@ Conn Conn::connect(const Url& url, int timeout_s) {
   if (ping->type == REDIS_REPLY_ERROR) {
     std::string msg = to_string(ping.get());
     if (msg.rfind("NOAUTH", 0) == 0)
-      throw Error(Code::auth, fmt::format("Redis at {} requires a password (give it in MEVBACKUP_REDIS_PASSWORD)",
+      throw Error(Code::auth, fmt::format("Redis at {} requires a password (the CLI reads it from MEVBACKUP_REDIS_PASSWORD)",
                                           url.redacted()));
     throw Error(Code::connection, fmt::format("Redis at {} answered PING with: {}", url.redacted(), msg), true);
   }

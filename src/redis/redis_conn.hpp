@@ -23,10 +23,10 @@ struct Url {
   std::string redacted() const;
 };
 
-// Parses redis://[user[:password]@]host[:port][/db]; the password, if not in the URL,
-// comes from `password` and then from MEVBACKUP_REDIS_PASSWORD. The database number
-// is accepted and ignored (an RDB holds every database).
-Url parse_url(const std::string& url, const std::string& password = "");
+// Parses redis://[user[:password]@]host[:port][/db]; the password is `password`, else
+// the URL's, else `fallback`. The database number is accepted and ignored (an RDB holds
+// every database).
+Url parse_url(const std::string& url, const std::string& password = "", const std::string& fallback = "");
 
 // Replaces the password of any URL (scheme://user:password@...) inside a text by "***".
 std::string redact(const std::string& text);

@@ -253,7 +253,7 @@ class RdbStreamCheck final : public Observer {
 }  // namespace
 
 Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const RunContext& ctx) {
-  redis::Url url = redis::parse_url(opts.url, opts.password);
+  redis::Url url = redis::parse_url(opts.url, opts.password, opts.default_password);
   Conn conn = Conn::connect(url, opts.connect_timeout_s);
   auto server = conn.info("server");
   std::string version = server["redis_version"];

@@ -207,7 +207,7 @@ uint64_t total_keys(Conn& conn) {
 }  // namespace
 
 void restore_live(Repository& repo, const Manifest& backup, const RedisRestoreOptions& opts, const RunContext& ctx) {
-  Url url = parse_url(opts.redis_url, opts.password);
+  Url url = parse_url(opts.redis_url, opts.password, opts.default_password);
   Conn conn = Conn::connect(url, opts.connect_timeout_s);
   std::string version = conn.info("server")["redis_version"];
   int can_load = rdb_version_for_redis(version);

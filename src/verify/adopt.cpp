@@ -270,7 +270,7 @@ nlohmann::json AdoptResult::to_json() const {
 }
 
 AdoptResult adopt(Repository& repo, const AdoptOptions& opts, const RunContext& ctx) {
-  RepositoryLock lock(repo.storage(), opts.dry_run ? LockKind::shared : LockKind::exclusive, ctx.log);
+  RepositoryLock lock(repo.storage(), opts.dry_run ? LockKind::shared : LockKind::exclusive, ctx);
   const RunContext gctx = lock.guard(ctx);  // cancelled if the lock is lost
   Catalog cat = repo.catalog("", gctx.log);
   AdoptResult res;

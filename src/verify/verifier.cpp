@@ -77,7 +77,7 @@ Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions
 
 std::vector<VerifyResult> verify(Repository& repo, const std::string& which, const VerifyOptions& opts,
                                  const RunContext& ctx) {
-  RepositoryLock lock(repo.storage(), LockKind::shared, ctx.log);
+  RepositoryLock lock(repo.storage(), LockKind::shared, ctx);
   const RunContext gctx = lock.guard(ctx);  // cancelled if the lock is lost
   std::vector<Manifest> targets;
   if (which == "all") targets = repo.list(opts.kind, gctx.log);

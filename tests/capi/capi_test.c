@@ -60,6 +60,22 @@ static void no_server_checks(void) {
   CHECK(mevb_error_last()->code == MEVB_ERR_UNSUPPORTED);
   CHECK(strstr(mevb_error_last()->message, "ftp") != NULL);
 
+  /* The lock's timing is an option (the library reads no MEVBACKUP_LOCK_* variable). */
+  CHECK(mevb_repo_opts_init(&ro, sizeof ro) == MEVB_OK);
+  CHECK(ro.lock_ttl_seconds == 0 && ro.lock_refresh_seconds == 0 && ro.lock_wait_seconds == 0 && ro.no_lock == 0);
+  CHECK(ro.s3_retry_base_ms == 0);
+  ro.lock_ttl_seconds = -1;
+  CHECK(mevb_repo_open(&repo, "/tmp/mevb-capi-lock", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(repo == NULL && strstr(mevb_error_last()->message, "mevb_repo_opts.lock_ttl_seconds") != NULL);
+  ro.lock_ttl_seconds = 60;
+  ro.lock_wait_seconds = 400000000;
+  CHECK(mevb_repo_open(&repo, "/tmp/mevb-capi-lock", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(mevb_error_last()->message, "mevb_repo_opts.lock_wait_seconds") != NULL);
+  ro.lock_wait_seconds = 0;
+  CHECK(mevb_repo_open(&repo, "/tmp/mevb-capi-lock", &ro) == MEVB_OK);
+  mevb_repo_free(repo);
+  repo = NULL;
+
   CHECK(mevb_repo_opts_init(&ro, sizeof ro) == MEVB_OK);
   CHECK(ro.struct_size == sizeof ro && ro.log == NULL);
   CHECK(mevb_repo_open(&repo, "/nonexistent/mevb-capi-test", &ro) == MEVB_OK);
@@ -251,6 +267,10 @@ static void s3_option_checks(void) {
   CHECK(mevb_repo_open(&repo, "s3://bucket/prefix", &ro) == MEVB_ERR_INVALID_ARGUMENT);
   CHECK(strstr(mevb_error_last()->message, "UNSIGNED-PAYLOAD") != NULL);
   ro.unsigned_payload = 0;
+  ro.s3_retry_base_ms = 60001; /* the test backoff, an option (not MEVBACKUP_S3_RETRY_BASE_MS) */
+  CHECK(mevb_repo_open(&repo, "s3://bucket/prefix", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(mevb_error_last()->message, "S3 retry base 60001 ms") != NULL);
+  ro.s3_retry_base_ms = 5;
   CHECK(mevb_repo_open(&repo, "s3://", &ro) == MEVB_ERR_INVALID_ARGUMENT);
   CHECK(mevb_repo_open(&repo, "s3://bucket/prefix", &ro) == MEVB_OK);
   mevb_repo_free(repo);

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import datetime
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ __all__ = [
     "Cancelled", "ConnectionFailed", "AuthenticationFailed", "DumpFailed", "RestoreFailed",
     "Corrupt", "VersionMismatch", "NotEmpty", "NoSpace", "PermissionDenied", "Unsupported",
     "Locked",
+    "RetentionPolicy", "RetentionItem", "Decision",
 ]
 
 # ---- errors --------------------------------------------------------------------------
@@ -97,7 +99,11 @@ class _RepoOpts(ctypes.Structure):
                 ("session_token", ctypes.c_char_p), ("sse", ctypes.c_char_p), ("sse_kms_key_id", ctypes.c_char_p),
                 ("part_size", ctypes.c_uint64), ("concurrency", ctypes.c_int), ("max_attempts", ctypes.c_int),
                 ("unsigned_payload", ctypes.c_int),
-                ("stall_timeout_seconds", ctypes.c_int64)]
+                ("stall_timeout_seconds", ctypes.c_int64),
+                # the repository lock; S3 retries
+                ("lock_ttl_seconds", ctypes.c_int64), ("lock_refresh_seconds", ctypes.c_int64),
+                ("lock_wait_seconds", ctypes.c_int64), ("no_lock", ctypes.c_int),
+                ("s3_retry_base_ms", ctypes.c_int64)]
 
 
 class _PgBackupOpts(ctypes.Structure):
@@ -302,6 +308,20 @@ def _enc(s: Union[str, "os.PathLike[str]", None]) -> Optional[bytes]:
     return b
 
 
+def _env_int(name: str, given: Optional[int]) -> int:
+    """`given`, else the integer in environment variable `name` (0 when unset): the
+    bindings' defaults, which the library leaves to its callers."""
+    if given is not None:
+        return int(given)
+    text = os.environ.get(name, "")
+    if not text:
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be a whole number, not {text!r}", InvalidArgument.code) from None
+
+
 def _argv(args: Optional[Sequence[str]]) -> Tuple[Any, int, Any]:
     if args is None:
         return None, 0, None
@@ -438,6 +458,11 @@ class Repository:
     storage_class, endpoint_url, region, ca_bundle, no_verify_tls, path_style, access_key_id,
     secret_access_key, session_token, sse, sse_kms_key_id, part_size (bytes), concurrency,
     max_attempts, unsigned_payload.
+
+    The repository lock (docs/lock.md): lock_ttl_seconds, lock_refresh_seconds,
+    lock_wait_seconds and no_lock default to MEVBACKUP_LOCK_TTL, MEVBACKUP_LOCK_REFRESH,
+    MEVBACKUP_LOCK_WAIT (seconds) and MEVBACKUP_NO_LOCK; s3_retry_base_ms to
+    MEVBACKUP_S3_RETRY_BASE_MS. The library itself reads none of these.
     """
 
     _S3_STR = ("storage_class", "endpoint_url", "region", "ca_bundle", "access_key_id", "secret_access_key",
@@ -445,7 +470,9 @@ class Repository:
     _S3_INT = ("no_verify_tls", "path_style", "part_size", "concurrency", "max_attempts", "unsigned_payload")
 
     def __init__(self, location: Union[str, os.PathLike[str]], log: Optional[LogFn] = None,
-                 stall_timeout_seconds: int = 0, **storage: Any):
+                 stall_timeout_seconds: int = 0, *, lock_ttl_seconds: Optional[int] = None,
+                 lock_refresh_seconds: Optional[int] = None, lock_wait_seconds: Optional[int] = None,
+                 no_lock: Optional[bool] = None, s3_retry_base_ms: Optional[int] = None, **storage: Any):
         self._h = _p()
         self._log_error: Optional[BaseException] = None
 
@@ -459,6 +486,13 @@ class Repository:
         self._c_log = _LOG_CB(on_log)
         opts = _RepoOpts(ctypes.sizeof(_RepoOpts), self._c_log, None)
         opts.stall_timeout_seconds = stall_timeout_seconds
+        opts.lock_ttl_seconds = _env_int("MEVBACKUP_LOCK_TTL", lock_ttl_seconds)
+        opts.lock_refresh_seconds = _env_int("MEVBACKUP_LOCK_REFRESH", lock_refresh_seconds)
+        opts.lock_wait_seconds = _env_int("MEVBACKUP_LOCK_WAIT", lock_wait_seconds)
+        if no_lock is None:
+            no_lock = os.environ.get("MEVBACKUP_NO_LOCK", "") not in ("", "0")
+        opts.no_lock = 1 if no_lock else 0
+        opts.s3_retry_base_ms = _env_int("MEVBACKUP_S3_RETRY_BASE_MS", s3_retry_base_ms)
         for name, value in storage.items():
             if name in self._S3_STR:
                 setattr(opts, name, _enc(None if value is None else str(value)))
@@ -703,8 +737,9 @@ class Repository:
         """Backs up the Redis server at `url` (redis://[user@]host:port) as an RDB.
 
         `mode` is "auto", "bgsave" or "replication". The password is `password`, else the
-        URL's, else the environment variable MEVBACKUP_REDIS_PASSWORD. An RDB holding module
-        data is refused unless `allow_modules`."""
+        URL's, else the environment variable MEVBACKUP_REDIS_PASSWORD (read here, passed to
+        the library as its default_password). An RDB holding module data is refused unless
+        `allow_modules`."""
         o = _RedisBackupOpts()
         _lib.mevb_redis_backup_opts_init(ctypes.byref(o), ctypes.sizeof(o))
         o.url = _enc(url)
@@ -715,6 +750,7 @@ class Repository:
         o.level = -1 if level is None else int(level)
         o.timeout_seconds = int(timeout)
         o.allow_modules = 1 if allow_modules else 0
+        o.default_password = _enc(os.environ.get("MEVBACKUP_REDIS_PASSWORD"))
         return _run_backup(self, _lib.mevb_repo_backup_redis, o, progress)
 
     def restore_redis(self, backup: Union[str, Backup] = "latest", *, data_dir: Optional[str] = None,
@@ -742,6 +778,8 @@ class Repository:
         o.password = _enc(password)
         o.replace = 1 if replace else 0
         o.flush = 1 if flush else 0
+        if redis_url is not None:  # as for backup_redis: the URL's password wins
+            o.default_password = _enc(os.environ.get("MEVBACKUP_REDIS_PASSWORD"))
         _run_restore(self, _lib.mevb_repo_restore_redis, ident, o, progress)
         del keep_b, keep_a
 
@@ -825,7 +863,8 @@ class _RedisBackupOpts(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("url", ctypes.c_char_p), ("password", ctypes.c_char_p),
                 ("mode", ctypes.c_char_p), ("name_prefix", ctypes.c_char_p), ("compression", ctypes.c_char_p),
                 ("level", ctypes.c_int), ("timeout_seconds", ctypes.c_int), ("progress", _PROGRESS_CB),
-                ("progress_user", ctypes.c_void_p), ("allow_modules", ctypes.c_int)]
+                ("progress_user", ctypes.c_void_p), ("allow_modules", ctypes.c_int),
+                ("default_password", ctypes.c_char_p)]
 
 
 class _RedisRestoreOpts(ctypes.Structure):
@@ -834,7 +873,8 @@ class _RedisRestoreOpts(ctypes.Structure):
                 ("after", ctypes.POINTER(ctypes.c_char_p)), ("after_count", ctypes.c_size_t),
                 ("target_rdb_version", ctypes.c_int), ("source_name", ctypes.c_char_p),
                 ("redis_url", ctypes.c_char_p), ("password", ctypes.c_char_p), ("replace", ctypes.c_int),
-                ("flush", ctypes.c_int), ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p)]
+                ("flush", ctypes.c_int), ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p),
+                ("default_password", ctypes.c_char_p)]
 
 
 _declare("mevb_redis_backup_opts_init", ctypes.c_int, [ctypes.POINTER(_RedisBackupOpts), ctypes.c_size_t], True)
@@ -871,3 +911,124 @@ _declare("mevb_repo_backup_basebackup", ctypes.c_int, [_p, ctypes.POINTER(_BaseB
          True)
 _declare("mevb_pitr_restore_opts_init", ctypes.c_int, [ctypes.POINTER(_PitrRestoreOpts), ctypes.c_size_t], True)
 _declare("mevb_repo_restore_pitr", ctypes.c_int, [_p, ctypes.POINTER(_PitrRestoreOpts), ctypes.POINTER(_p)], True)
+
+
+# ---- Retention policy ------------------------------------------------------------------
+
+
+class _RetentionOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("keep_last", ctypes.c_int), ("keep_days", ctypes.c_int),
+                ("keep_daily", ctypes.c_int), ("keep_weekly", ctypes.c_int), ("keep_monthly", ctypes.c_int),
+                ("keep_yearly", ctypes.c_int), ("incomplete_grace_seconds", ctypes.c_int64),
+                ("future_allowance_seconds", ctypes.c_int64)]
+
+
+class _RetentionItem(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("id", ctypes.c_char_p), ("kind", ctypes.c_char_p),
+                ("source", ctypes.c_char_p), ("created", ctypes.c_char_p), ("created_epoch", ctypes.c_int64),
+                ("finished", ctypes.c_char_p), ("finished_epoch", ctypes.c_int64), ("verified", ctypes.c_int),
+                ("incomplete", ctypes.c_int)]
+
+
+class _RetentionDecision(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("id", ctypes.c_char_p), ("keep", ctypes.c_int),
+                ("incomplete", ctypes.c_int), ("reason", ctypes.c_char_p)]
+
+
+_declare("mevb_retention_opts_init", ctypes.c_int, [ctypes.POINTER(_RetentionOpts), ctypes.c_size_t], True)
+_declare("mevb_retention_apply", ctypes.c_int,
+         [ctypes.POINTER(_RetentionOpts), ctypes.POINTER(_RetentionItem), ctypes.c_size_t, ctypes.c_char_p,
+          ctypes.c_int64, ctypes.POINTER(_p)], True)
+_declare("mevb_retention_result_count", ctypes.c_size_t, [_p])
+_declare("mevb_retention_result_get", ctypes.POINTER(_RetentionDecision), [_p, ctypes.c_size_t])
+_declare("mevb_retention_result_free", None, [_p])
+
+# mevb_verified, by the names RetentionItem.verified takes.
+_VERIFIED = {"never": 0, "ok": 1, "failed": 2, "ever-ok": 3}
+
+Time = Union[str, int, datetime.datetime]
+
+
+def _time(t: Optional[Time]) -> Tuple[Optional[bytes], int]:
+    """A time as the C API takes it: (RFC 3339 text, None) or (None, seconds since the epoch).
+    A datetime goes as its ISO text, so one without a time zone is refused by the library."""
+    if t is None:
+        return None, 0
+    if isinstance(t, datetime.datetime):
+        return t.isoformat().encode(), 0
+    if isinstance(t, bool) or not isinstance(t, (str, int)):
+        raise TypeError(f"a time is an RFC 3339 str, seconds since the epoch (int) or a datetime, not {t!r}")
+    if isinstance(t, int):
+        return None, t
+    return _enc(t), 0
+
+
+@dataclass(frozen=True)
+class RetentionItem:
+    """One backup the policy decides on (or, with incomplete=True, an object without a
+    manifest, `created` being when it was stored). `created` is the manifest's started_at,
+    `finished` its finished_at (None: unknown); `verified` is "never", "ok", "failed" (the
+    latest verification failed, none succeeded) or "ever-ok" (the latest failed, an earlier
+    one succeeded)."""
+
+    id: str
+    created: Time
+    kind: str = ""
+    source: str = ""
+    verified: str = "never"
+    finished: Optional[Time] = None
+    incomplete: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy decided for one item, and why."""
+
+    id: str
+    keep: bool
+    reason: str
+    incomplete: bool = False
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """The retention policy mevbackup prune applies, as a pure function (mevb_retention_apply):
+    rules per kind and source, a backup kept when any rule keeps it; see docs/c-api.md for
+    the invariants (the newest backups are never all deleted)."""
+
+    keep_last: int = 1
+    keep_days: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    incomplete_grace_seconds: int = 24 * 3600
+    future_allowance_seconds: int = 15 * 60
+
+    def apply(self, items: Sequence[RetentionItem], now: Time) -> List[Decision]:
+        """One Decision per item, in the items' order. Raises InvalidArgument naming a bad
+        rule, a bad time or a bad item."""
+        opts = _RetentionOpts(ctypes.sizeof(_RetentionOpts), self.keep_last, self.keep_days, self.keep_daily,
+                              self.keep_weekly, self.keep_monthly, self.keep_yearly,
+                              self.incomplete_grace_seconds, self.future_allowance_seconds)
+        arr = (_RetentionItem * max(len(items), 1))()
+        for i, it in enumerate(items):
+            if it.verified not in _VERIFIED:
+                raise ValueError(f"item {i} ({it.id!r}): verified {it.verified!r} is not one of "
+                                 + ", ".join(_VERIFIED))
+            created, created_epoch = _time(it.created)
+            finished, finished_epoch = _time(it.finished)
+            arr[i] = _RetentionItem(ctypes.sizeof(_RetentionItem), _enc(it.id), _enc(it.kind), _enc(it.source),
+                                    created, created_epoch, finished, finished_epoch, _VERIFIED[it.verified],
+                                    1 if it.incomplete else 0)
+        now_text, now_epoch = _time(now)
+        h = _p()
+        _lib.mevb_retention_apply(ctypes.byref(opts), arr, len(items), now_text, now_epoch, ctypes.byref(h))
+        try:
+            out: List[Decision] = []
+            for i in range(_lib.mevb_retention_result_count(h)):
+                d = _lib.mevb_retention_result_get(h, i).contents
+                out.append(Decision(d.id.decode(), bool(d.keep), d.reason.decode(), bool(d.incomplete)))
+            return out
+        finally:
+            _lib.mevb_retention_result_free(h)

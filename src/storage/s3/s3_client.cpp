@@ -182,11 +182,6 @@ void apply_environment(ClientConfig& c) {
   // As the aws CLI: a PEM bundle of the CAs to trust instead of the system's.
   if (c.ca_bundle.empty())
     if (auto v = env("AWS_CA_BUNDLE")) c.ca_bundle = v;
-  // Shorter backoffs for tests (the cap stays 20 s).
-  if (auto v = env("MEVBACKUP_S3_RETRY_BASE_MS")) {
-    long long n = std::atoll(v);
-    if (n >= 1 && n <= 60000) c.retry_base_ms = n;
-  }
 }
 
 bool retriable_answer(long status, const std::string& s3code) {

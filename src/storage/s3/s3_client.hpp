@@ -31,15 +31,16 @@ struct ClientConfig {
   bool unsigned_payload = false; // UNSIGNED-PAYLOAD instead of SHA-256 bodies (refused without TLS)
   int max_attempts = 3;          // AWS standard mode; AWS_MAX_ATTEMPTS overrides
   int64_t retry_base_ms = 1000;  // backoff = random(0,1) * min(cap, base * 2^(attempt-1));
-  int64_t retry_cap_ms = 20000;  //   MEVBACKUP_S3_RETRY_BASE_MS overrides the base (tests)
+  int64_t retry_cap_ms = 20000;  //   StorageOptions::retry_base_ms overrides the base (tests)
   long connect_timeout_s = 10;
   long low_speed_time_s = 60;    // a request that moves no byte this long fails (retriable)
   std::function<void(int level, const std::string&)> log;  // 2 = warning
 };
 
-// Fills what the environment gives: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-// AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_CA_BUNDLE,
-// for the fields still empty; AWS_MAX_ATTEMPTS and MEVBACKUP_S3_RETRY_BASE_MS.
+// The AWS credential chain's environment, a documented default provider (and the only
+// environment the S3 storage reads): AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+// AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_S3 /
+// AWS_ENDPOINT_URL, AWS_CA_BUNDLE, for the fields still empty; and AWS_MAX_ATTEMPTS.
 void apply_environment(ClientConfig& c);
 
 struct Response {

@@ -315,6 +315,9 @@ class S3StorageImpl final : public Storage {
     c.log = o.log;
     apply_environment(c);
     if (o.max_attempts > 0) c.max_attempts = o.max_attempts;
+    if (o.retry_base_ms < 0 || o.retry_base_ms > 60000)
+      throw Error(Code::invalid_argument, fmt::format("S3 retry base {} ms is outside 1..60000", o.retry_base_ms));
+    if (o.retry_base_ms > 0) c.retry_base_ms = o.retry_base_ms;
     // Half the stall timeout: a stalled request is retried before the run as a whole
     // counts as stalled.
     if (o.stall_timeout_seconds > 0) c.low_speed_time_s = std::max<long>(1, static_cast<long>(o.stall_timeout_seconds / 2));

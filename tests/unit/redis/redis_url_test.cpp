@@ -26,11 +26,14 @@ TEST_CASE("redis:// URLs") {
   CHECK(u.host == "::1");
   CHECK(u.redacted() == "redis://[::1]:7000");
 
-  // The explicit password wins; the environment is the fallback.
+  // The explicit password wins, then the URL's, then the fallback (which the CLI and the
+  // bindings fill from MEVBACKUP_REDIS_PASSWORD: the library does not read it).
   CHECK(parse_url("redis://:url-pw@h:1", "opt-pw").password == "opt-pw");
+  CHECK(parse_url("redis://h:1", "", "fallback-pw").password == "fallback-pw");
+  CHECK(parse_url("redis://:url-pw@h:1", "", "fallback-pw").password == "url-pw");
+  CHECK(parse_url("redis://h:1", "opt-pw", "fallback-pw").password == "opt-pw");
   ::setenv("MEVBACKUP_REDIS_PASSWORD", "env-pw", 1);
-  CHECK(parse_url("redis://h:1").password == "env-pw");
-  CHECK(parse_url("redis://:url-pw@h:1").password == "url-pw");
+  CHECK(parse_url("redis://h:1").password.empty());
   ::unsetenv("MEVBACKUP_REDIS_PASSWORD");
 }
 

@@ -231,13 +231,13 @@ TEST_CASE("s3 retries follow the AWS SDKs' standard mode") {
   CHECK(c.retry_cap_ms == 20000);
 }
 
-TEST_CASE("s3 CA bundle and test backoff from the environment; skew details parsed") {
+TEST_CASE("s3 CA bundle from the environment, the test backoff not; skew details parsed") {
   ::setenv("AWS_CA_BUNDLE", "/etc/ssl/private-ca.pem", 1);
-  ::setenv("MEVBACKUP_S3_RETRY_BASE_MS", "5", 1);
+  ::setenv("MEVBACKUP_S3_RETRY_BASE_MS", "5", 1);  // StorageOptions::retry_base_ms, filled by the CLI
   ClientConfig c;
   apply_environment(c);
   CHECK(c.ca_bundle == "/etc/ssl/private-ca.pem");
-  CHECK(c.retry_base_ms == 5);
+  CHECK(c.retry_base_ms == 1000);
   ClientConfig d;
   d.ca_bundle = "/explicit.pem";  // options win
   apply_environment(d);
