@@ -127,5 +127,8 @@ class Repository {
 
 // Directory of a kind in the repository ("postgres" -> "database").
 std::string kind_directory(const std::string& kind);
+// A user's own kind ("export"): [a-z][a-z0-9_-]*, at most 64 characters, and no name the
+// layout already uses (a built-in kind, its directory, "wal", "locks").
+bool is_user_kind(const std::string& kind);
 
 }  // namespace mevbackup

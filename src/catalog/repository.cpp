@@ -17,7 +17,19 @@ std::string kind_directory(const std::string& kind) {
   if (kind == "redis") return "redis";
   if (kind == "files") return "config";
   if (kind == "basebackup") return "basebackup";  // PITR: one directory per base backup (pitr.hpp)
+  if (is_user_kind(kind)) return kind;  // a user's own kind lives in a directory of its name
   throw Error(Code::invalid_argument, fmt::format("unknown backup kind \"{}\"", kind));
+}
+
+bool is_user_kind(const std::string& kind) {
+  if (kind.empty() || kind.size() > 64 || kind[0] < 'a' || kind[0] > 'z') return false;
+  for (char c : kind)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+  // Names the repository's layout already uses: built-in kinds, their directories, the
+  // WAL archive and the locks.
+  for (const char* taken : {"postgres", "redis", "files", "basebackup", "database", "config", "wal", "locks"})
+    if (kind == taken) return false;
+  return true;
 }
 
 Repository::Repository(std::unique_ptr<Storage> storage, Clock& clock) : storage_(std::move(storage)), clock_(clock) {}
