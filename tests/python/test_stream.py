@@ -251,3 +251,19 @@ def test_local_storage_from_python(tmp_path):
         st.remove("dir/a.txt")
         assert st.list("") == []
 
+
+def test_every_c_example_in_the_c_api_doc_compiles(tmp_path):
+    import re
+    import shutil
+    text = (ROOT / "docs" / "c-api.md").read_text()
+    blocks = re.findall(r"```c\n(.*?)```", text, flags=re.S)
+    assert blocks, "docs/c-api.md has no C example"
+    cc = shutil.which("cc")
+    assert cc, "no C compiler"
+    for i, code in enumerate(blocks):
+        src = tmp_path / f"doc_example_{i}.c"
+        src.write_text(code)
+        r = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I", str(ROOT / "capi"),
+                            "-c", str(src), "-o", str(tmp_path / f"doc_example_{i}.o")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"example {i} of docs/c-api.md:\n{code}\n{r.stderr}"
