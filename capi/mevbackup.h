@@ -602,6 +602,145 @@ MEVB_API size_t mevb_retention_result_count(const mevb_retention_result *result)
 MEVB_API const mevb_retention_decision *mevb_retention_result_get(const mevb_retention_result *result,
                                                                    size_t index);
 MEVB_API void mevb_retention_result_free(mevb_retention_result *result);
+/* ---- stream layer: sources, filters, sinks and a run ------------------------------ *
+ * Bytes flow source -> filter -> ... -> sink in mevb_pipeline_run. Every handle is the
+ * caller's: created by a mevb_*_new_* function, freed by its mevb_*_free. A run consumes
+ * its source, filters and sink: they cannot take part in a second run (MEVB_ERR_INVALID_ARGUMENT)
+ * but stay to be freed, and an observer filter's results are read after the run. */
+
+typedef struct mevb_source mevb_source;
+typedef struct mevb_filter mevb_filter;
+typedef struct mevb_sink mevb_sink;
+
+/* Fills up to `cap` bytes of `buf`, sets *got to how many; *got = 0 ends the stream.
+ * Returns 0, or a mevb_status (non-zero) to fail the run. Runs on a thread of the run. */
+typedef int (*mevb_read_cb)(void *user, void *buf, size_t cap, size_t *got);
+/* Called once, when the source is freed. */
+typedef void (*mevb_close_cb)(void *user);
+/* A source from the caller's callbacks (as libcurl's CURLOPT_READFUNCTION); close may be NULL. */
+MEVB_API int mevb_source_new_callbacks(mevb_source **out, mevb_read_cb read, mevb_close_cb close, void *user);
+/* A source reading a file descriptor until end of file; close_fd non-zero: closed when freed. */
+MEVB_API int mevb_source_new_fd(mevb_source **out, int fd, int close_fd);
+/* A source reading a file (opened now: MEVB_ERR_NOT_FOUND when it does not exist). */
+MEVB_API int mevb_source_new_path(mevb_source **out, const char *path);
+MEVB_API void mevb_source_free(mevb_source *source);
+
+/* Sink callbacks (as libgit2's git_writestream); each returns 0 or a mevb_status.
+ * write gets every byte of the stream in order; commit is called once after the last
+ * byte when everything before succeeded; abort (may be NULL) when the run failed, was
+ * cancelled, or the sink is freed without having been committed. */
+typedef int (*mevb_write_cb)(void *user, const void *data, size_t size);
+typedef int (*mevb_commit_cb)(void *user);
+typedef void (*mevb_abort_cb)(void *user);
+MEVB_API int mevb_sink_new_callbacks(mevb_sink **out, mevb_write_cb write, mevb_commit_cb commit, mevb_abort_cb abort,
+                                     void *user);
+/* A sink writing a file that appears under `path` only on commit (a temporary file in
+ * the same directory, fsync, rename, fsync of the directory). An existing file is never
+ * replaced unless `replace` is non-zero (the commit fails with MEVB_ERR_EXISTS). */
+MEVB_API int mevb_sink_new_path(mevb_sink **out, const char *path, int replace);
+MEVB_API void mevb_sink_free(mevb_sink *sink);
+
+typedef enum mevb_compression { MEVB_COMPRESSION_NONE = 0, MEVB_COMPRESSION_GZIP = 1, MEVB_COMPRESSION_ZSTD = 2 } mevb_compression;
+/* level -1: the codec's default (gzip 1..12, default 1; zstd 1..19, default 3).
+ * NONE gives a filter that passes bytes through unchanged. */
+MEVB_API int mevb_filter_new_compressor(mevb_filter **out, int compression, int level);
+/* Checks the codec's magic on the first bytes and every checksum (MEVB_ERR_CORRUPT). */
+MEVB_API int mevb_filter_new_decompressor(mevb_filter **out, int compression);
+/* Passes bytes unchanged, counting them and computing their SHA-256. */
+MEVB_API int mevb_filter_new_observer(mevb_filter **out);
+/* An observer's results: bytes seen, and the lowercase hex SHA-256 ("" until a run that
+ * took it ended successfully). 0 / NULL for other filters and NULL. */
+MEVB_API uint64_t mevb_filter_observed_bytes(const mevb_filter *filter);
+MEVB_API const char *mevb_filter_observed_sha256(const mevb_filter *filter);
+MEVB_API void mevb_filter_free(mevb_filter *filter);
+
+/* Asked now and then during a run (at least every 50 ms while it waits for data and after
+ * each chunk); non-zero cancels it (MEVB_ERR_CANCELLED). */
+typedef int (*mevb_cancel_cb)(void *user);
+
+typedef struct mevb_run_opts {
+  uint32_t struct_size;
+  mevb_progress_cb progress; /* optional; about every 200 ms and at the end; non-zero cancels */
+  void *progress_user;
+  mevb_log_cb log;           /* optional: the run's outcome */
+  void *log_user;
+  mevb_cancel_cb cancel;     /* optional */
+  void *cancel_user;
+  const char *stage;         /* names the run in progress reports and errors; NULL: "pipeline" */
+  size_t chunk_size;         /* bytes per buffer between stages; 0: 256 KiB */
+} mevb_run_opts;
+#define MEVB_RUN_OPTS_INIT {sizeof(mevb_run_opts), NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0}
+MEVB_API int mevb_run_opts_init(mevb_run_opts *opts, size_t size);
+
+/* Runs source -> filters[0] -> ... -> filters[n-1] -> sink (filters may be NULL when n is 0;
+ * opts may be NULL). The sink is committed only when every stage succeeded; otherwise it
+ * is aborted and the status and message name the failing stage ("source (callbacks)",
+ * "filter 1 (zstd decompressor)", "sink (file /x)"). */
+MEVB_API int mevb_pipeline_run(mevb_source *source, mevb_filter *const *filters, size_t n, mevb_sink *sink,
+                               const mevb_run_opts *opts);
+
+/* ---- storage: where artifacts live (the Uploader) --------------------------------- *
+ * Keys are relative, '/'-separated, without empty, "." or ".." components. A storage
+ * may be freed before the sinks and sources it gave: they keep what they need. */
+
+typedef struct mevb_storage mevb_storage;
+/* Opens a local directory (a path or file://path) or "s3://bucket[/prefix]". Only the
+ * storage fields of opts are used (log, S3 endpoint, credentials, ...); opts may be NULL. */
+MEVB_API int mevb_storage_open(mevb_storage **out, const char *url, const mevb_repo_opts *opts);
+MEVB_API void mevb_storage_free(mevb_storage *storage);
+/* A sink publishing `key` atomically on commit; the commit fails with MEVB_ERR_EXISTS
+ * when the key exists (nothing is overwritten). */
+MEVB_API int mevb_storage_put(mevb_storage *storage, const char *key, mevb_sink **out);
+/* A source reading object `key` (MEVB_ERR_NOT_FOUND when missing). */
+MEVB_API int mevb_storage_get(mevb_storage *storage, const char *key, mevb_source **out);
+
+typedef struct mevb_object_info {
+  uint32_t struct_size;
+  uint64_t size;  /* bytes */
+  int64_t mtime;  /* seconds since the epoch: when the object was stored */
+} mevb_object_info;
+#define MEVB_OBJECT_INFO_INIT {sizeof(mevb_object_info), 0, 0}
+/* Fills *info (its struct_size set by the caller); MEVB_ERR_NOT_FOUND when `key` is missing. */
+MEVB_API int mevb_storage_stat(mevb_storage *storage, const char *key, mevb_object_info *info);
+/* Removing a missing key is not an error. */
+MEVB_API int mevb_storage_remove(mevb_storage *storage, const char *key);
+
+typedef struct mevb_object_list mevb_object_list;
+/* Every complete object whose key starts with `prefix` (NULL or "": all), sorted by key. */
+MEVB_API int mevb_storage_list(mevb_storage *storage, const char *prefix, mevb_object_list **out);
+MEVB_API size_t mevb_object_list_count(const mevb_object_list *list);
+/* NULL / 0 when index is out of range; the key lives as long as the list. */
+MEVB_API const char *mevb_object_list_key(const mevb_object_list *list, size_t index);
+MEVB_API uint64_t mevb_object_list_size(const mevb_object_list *list, size_t index);
+MEVB_API int64_t mevb_object_list_mtime(const mevb_object_list *list, size_t index);
+MEVB_API void mevb_object_list_free(mevb_object_list *list);
+
+/* ---- artifacts of any kind: any source in, any sink out --------------------------- */
+
+typedef struct mevb_artifact_opts {
+  uint32_t struct_size;
+  const char *kind;        /* required: a built-in kind or the user's own ("export"):
+                              [a-z][a-z0-9_-]*, stored in the directory of that name */
+  const char *name_prefix; /* required: ids are <name_prefix>_YYYYMMDD_HHMMSS; the source name */
+  int compression;         /* a mevb_compression; default GZIP */
+  int level;               /* -1: the codec's default */
+  const char *format;      /* recorded in the manifest; NULL: "raw" */
+  const char *extension;   /* before the compression suffix, e.g. ".json"; NULL: "" */
+} mevb_artifact_opts;
+#define MEVB_ARTIFACT_OPTS_INIT {sizeof(mevb_artifact_opts), NULL, NULL, MEVB_COMPRESSION_GZIP, -1, NULL, NULL}
+MEVB_API int mevb_artifact_opts_init(mevb_artifact_opts *opts, size_t size);
+
+/* Stores the bytes of `source` as a new backup the way the built-in backups are stored
+ * (compressed, SHA-256 of stored and payload bytes, published atomically, its manifest
+ * last), consuming the source. *out (may be NULL) describes it. Listed, verified, pruned
+ * and synced like any backup. run may be NULL; mevb_repo_cancel cancels it too. */
+MEVB_API int mevb_repo_put_artifact(mevb_repo *repo, mevb_source *source, const mevb_artifact_opts *opts,
+                                    const mevb_run_opts *run, mevb_backup **out);
+/* Streams the payload (decompressed) of `backup` into `sink`, consuming it; the sink is
+ * committed only when the stored bytes' size and SHA-256 match the manifest
+ * (MEVB_ERR_CORRUPT otherwise, and the sink is aborted). */
+MEVB_API int mevb_repo_get_artifact(mevb_repo *repo, const mevb_backup *backup, mevb_sink *sink,
+                                    const mevb_run_opts *run);
 
 #ifdef __cplusplus
 }

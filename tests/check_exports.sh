@@ -9,4 +9,7 @@ if [ -n "$bad" ]; then
   echo "symbols other than mevb_* exported by $lib:"; printf '%s\n' "$bad"; exit 1
 fi
 printf '%s\n' "$syms" | grep -qx mevb_repo_backup_postgres || { echo "mevb_repo_backup_postgres missing"; exit 1; }
+for f in mevb_pipeline_run mevb_storage_open mevb_repo_put_artifact mevb_repo_get_artifact; do
+  printf '%s\n' "$syms" | grep -qx "$f" || { echo "$f missing"; exit 1; }
+done
 echo "$(printf '%s\n' "$syms" | wc -l) symbols, all mevb_*"

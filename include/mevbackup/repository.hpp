@@ -149,5 +149,9 @@ void read_artifact(Storage& storage, const Manifest& m, Sink& sink, const RunCon
 
 // Directory of a kind in the repository ("postgres" -> "database").
 std::string kind_directory(const std::string& kind);
+// A user's own kind ("export"): not a registered kind (kinds.hpp), [a-z][a-z0-9_-]*, at
+// most 64 characters, and no directory the layout already uses (a registered kind's,
+// "wal", "locks").
+bool is_user_kind(const std::string& kind);
 
 }  // namespace mevbackup

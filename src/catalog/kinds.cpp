@@ -14,7 +14,8 @@ namespace {
 
 struct Registry {
   std::mutex mu;
-  std::map<std::string, std::unique_ptr<BackupKind>> kinds;  // stable addresses
+  std::map<std::string, std::unique_ptr<BackupKind>> kinds;  // registered; stable addresses
+  std::map<std::string, std::unique_ptr<BackupKind>> users;  // the defaults, made on demand
 };
 
 Registry& registry() {
@@ -43,6 +44,7 @@ void register_kind(BackupKind kind) {
   Registry& r = registry();
   std::lock_guard<std::mutex> g(r.mu);
   std::string name = kind.name;  // before kind is moved from
+  r.users.erase(name);
   r.kinds[name] = std::make_unique<BackupKind>(std::move(kind));
 }
 
@@ -50,6 +52,7 @@ const BackupKind& backup_kind(const std::string& name) {
   Registry& r = registry();
   std::lock_guard<std::mutex> g(r.mu);
   if (auto it = r.kinds.find(name); it != r.kinds.end()) return *it->second;
+  if (auto it = r.users.find(name); it != r.users.end()) return *it->second;
   if (!valid_kind_name(name))
     throw Error(Code::invalid_argument,
                 fmt::format("invalid backup kind \"{}\": a kind is [a-z][a-z0-9_-]*, at most 64 characters", name));
@@ -67,7 +70,7 @@ const BackupKind& backup_kind(const std::string& name) {
   k->name = name;
   k->directory = name;
   const BackupKind& out = *k;
-  r.kinds[name] = std::move(k);
+  r.users[name] = std::move(k);
   return out;
 }
 

@@ -15,6 +15,16 @@ namespace mevbackup {
 
 std::string kind_directory(const std::string& kind) { return backup_kind(kind).directory; }
 
+bool is_user_kind(const std::string& kind) {
+  if (find_kind(kind)) return false;  // a registered kind
+  try {
+    backup_kind(kind);  // a valid name whose directory no registered kind uses
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 Repository::Repository(std::unique_ptr<Storage> storage, Clock& clock) : storage_(std::move(storage)), clock_(clock) {}
 
 Repository Repository::open(const std::string& url) { return Repository(open_storage(url)); }

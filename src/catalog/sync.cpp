@@ -59,8 +59,8 @@ SyncResult sync_repositories(Repository& from, Repository& to, const std::string
   Storage& dst = to.storage();
   // Shared on both sides: a prune of either waits (what is read must stay, what is being
   // copied must not be taken for an abandoned upload); both guard the run.
-  RepositoryLock from_lock(src, LockKind::shared, ctx.log);
-  RepositoryLock to_lock(dst, LockKind::shared, ctx.log);
+  RepositoryLock from_lock(src, LockKind::shared, ctx);
+  RepositoryLock to_lock(dst, LockKind::shared, ctx);
   const RunContext gctx = to_lock.guard(from_lock.guard(ctx));
   for (const Manifest& m : from.list(kind, gctx.log)) {
     if (gctx.cancel) gctx.cancel->check();

@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 __all__ = [
     "Repository", "Backup", "Progress", "Report", "FileAction", "Error", "library_version", "__version__",
@@ -28,6 +28,7 @@ __all__ = [
     "Corrupt", "VersionMismatch", "NotEmpty", "NoSpace", "PermissionDenied", "Unsupported",
     "Locked",
     "RetentionPolicy", "RetentionItem", "Decision",
+    "Source", "Sink", "Filter", "Storage", "ObjectInfo", "pipeline_run",
 ]
 
 # ---- errors --------------------------------------------------------------------------
@@ -552,6 +553,40 @@ class Repository:
         opts.abort_incomplete_days = abort_incomplete_days
         _lib.mevb_repo_put_bucket_lifecycle(self._handle(), ctypes.byref(opts))
 
+    def put_artifact(self, source: "Source", *, kind: str, name_prefix: str, compression: str = "gzip",
+                     level: int = -1, format: Optional[str] = None, extension: Optional[str] = None,
+                     progress: Optional[ProgressFn] = None) -> Backup:
+        """Stores the bytes of `source` as a backup of `kind` (a built-in one, or the user's own,
+        e.g. "export", stored in a directory of that name) with its manifest; consumes the source."""
+        opts = _ArtifactOpts()
+        _lib.mevb_artifact_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        keep = (_enc(kind), _enc(name_prefix), _enc(format), _enc(extension))
+        opts.kind, opts.name_prefix, opts.format, opts.extension = keep
+        opts.compression = _compression(compression)
+        opts.level = level
+        cb = _RunCallbacks(progress, None, None)
+        h = _p()
+        cb.call(lambda: _lib.mevb_repo_put_artifact(self._handle(), source._handle(), ctypes.byref(opts),
+                                                    ctypes.byref(cb.opts), ctypes.byref(h)), [source])
+        try:
+            return Backup._from_handle(h)
+        finally:
+            _lib.mevb_backup_free(h)
+
+    def get_artifact(self, backup: Union[str, Backup], sink: "Sink", *, kind: str = "",
+                     progress: Optional[ProgressFn] = None) -> None:
+        """Streams a backup's payload into `sink`, committed only if size and SHA-256 match
+        its manifest; consumes the sink. `backup` is a Backup, an id or "latest" (of `kind`)."""
+        ident = backup.id if isinstance(backup, Backup) else backup
+        h = _p()
+        _lib.mevb_repo_find(self._handle(), _enc(ident), _enc(kind), None, ctypes.byref(h))
+        try:
+            cb = _RunCallbacks(progress, None, None)
+            cb.call(lambda: _lib.mevb_repo_get_artifact(self._handle(), h, sink._handle(), ctypes.byref(cb.opts)),
+                    [sink])
+        finally:
+            _lib.mevb_backup_free(h)
+
     def cancel(self) -> None:
         """Stops the operation running on this repository (safe from another thread)."""
         if self._h:
@@ -1032,3 +1067,375 @@ class RetentionPolicy:
             return out
         finally:
             _lib.mevb_retention_result_free(h)
+# ---- the stream layer: sources, filters, sinks, a run, storage --------------------
+
+_READ_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                            ctypes.POINTER(ctypes.c_size_t))
+_CLOSE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_WRITE_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_COMMIT_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+_ABORT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_CANCEL_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+class _RunOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p),
+                ("log", _LOG_CB), ("log_user", ctypes.c_void_p), ("cancel", _CANCEL_CB),
+                ("cancel_user", ctypes.c_void_p), ("stage", ctypes.c_char_p), ("chunk_size", ctypes.c_size_t)]
+
+
+class _ObjectInfo(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("size", ctypes.c_uint64), ("mtime", ctypes.c_int64)]
+
+
+class _ArtifactOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("kind", ctypes.c_char_p), ("name_prefix", ctypes.c_char_p),
+                ("compression", ctypes.c_int), ("level", ctypes.c_int), ("format", ctypes.c_char_p),
+                ("extension", ctypes.c_char_p)]
+
+
+_declare("mevb_source_new_callbacks", ctypes.c_int, [ctypes.POINTER(_p), _READ_CB, _CLOSE_CB, _p], True)
+_declare("mevb_source_new_fd", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_int, ctypes.c_int], True)
+_declare("mevb_source_new_path", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p], True)
+_declare("mevb_source_free", None, [_p])
+_declare("mevb_sink_new_callbacks", ctypes.c_int, [ctypes.POINTER(_p), _WRITE_CB, _COMMIT_CB, _ABORT_CB, _p], True)
+_declare("mevb_sink_new_path", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p, ctypes.c_int], True)
+_declare("mevb_sink_free", None, [_p])
+_declare("mevb_filter_new_compressor", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_int, ctypes.c_int], True)
+_declare("mevb_filter_new_decompressor", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_int], True)
+_declare("mevb_filter_new_observer", ctypes.c_int, [ctypes.POINTER(_p)], True)
+_declare("mevb_filter_observed_bytes", ctypes.c_uint64, [_p])
+_declare("mevb_filter_observed_sha256", ctypes.c_char_p, [_p])
+_declare("mevb_filter_free", None, [_p])
+_declare("mevb_run_opts_init", ctypes.c_int, [ctypes.POINTER(_RunOpts), ctypes.c_size_t], True)
+_declare("mevb_pipeline_run", ctypes.c_int, [_p, ctypes.POINTER(_p), ctypes.c_size_t, _p, ctypes.POINTER(_RunOpts)],
+         True)
+_declare("mevb_storage_open", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p, ctypes.POINTER(_RepoOpts)], True)
+_declare("mevb_storage_free", None, [_p])
+_declare("mevb_storage_put", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_p)], True)
+_declare("mevb_storage_get", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_p)], True)
+_declare("mevb_storage_stat", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_ObjectInfo)], True)
+_declare("mevb_storage_remove", ctypes.c_int, [_p, ctypes.c_char_p], True)
+_declare("mevb_storage_list", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_p)], True)
+_declare("mevb_object_list_count", ctypes.c_size_t, [_p])
+_declare("mevb_object_list_key", ctypes.c_char_p, [_p, ctypes.c_size_t])
+_declare("mevb_object_list_size", ctypes.c_uint64, [_p, ctypes.c_size_t])
+_declare("mevb_object_list_mtime", ctypes.c_int64, [_p, ctypes.c_size_t])
+_declare("mevb_object_list_free", None, [_p])
+_declare("mevb_artifact_opts_init", ctypes.c_int, [ctypes.POINTER(_ArtifactOpts), ctypes.c_size_t], True)
+_declare("mevb_repo_put_artifact", ctypes.c_int,
+         [_p, _p, ctypes.POINTER(_ArtifactOpts), ctypes.POINTER(_RunOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_repo_get_artifact", ctypes.c_int, [_p, _p, _p, ctypes.POINTER(_RunOpts)], True)
+
+_COMPRESSIONS = {"none": 0, "gzip": 1, "zstd": 2}
+
+
+def _compression(name: str) -> int:
+    try:
+        return _COMPRESSIONS[name]
+    except KeyError:
+        raise InvalidArgument(f"unknown compression {name!r} (expected gzip, zstd or none)", 1) from None
+
+
+_H = TypeVar("_H", bound="_Handle")
+
+
+class _Handle:
+    """An owned handle of the stream layer: freed by close() (or the context manager)."""
+
+    _free: Callable[[Any], None]
+
+    def __init__(self) -> None:
+        self._h = _p()
+        self._error: Optional[BaseException] = None  # raised by a Python callback during a run
+
+    def close(self) -> None:
+        if self._h:
+            type(self)._free(self._h)
+            self._h = _p()
+
+    def __enter__(self: _H) -> _H:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _handle(self) -> _p:
+        if not self._h:
+            raise InvalidArgument(f"this {type(self).__name__} is closed", 1)
+        return self._h
+
+
+class Source(_Handle):
+    """Produces bytes for a run: from an iterable of bytes, a file descriptor, a path, or
+    Storage.get(). A run consumes it."""
+
+    _free = staticmethod(_lib.mevb_source_free)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keep: Tuple[Any, ...] = ()
+
+    @classmethod
+    def from_iterable(cls, chunks: Iterable[bytes]) -> "Source":
+        """The bytes of `chunks`, in order (any iterable of bytes-like objects, e.g. a generator)."""
+        src = cls()
+        it = iter(chunks)
+        pending = bytearray()
+
+        def on_read(_user: Optional[int], buf: Optional[int], cap: int,
+                    got: "ctypes._Pointer[ctypes.c_size_t]") -> int:
+            try:
+                while not pending:
+                    chunk = next(it, None)
+                    if chunk is None:
+                        got[0] = 0
+                        return 0
+                    pending.extend(chunk)
+                n = min(cap, len(pending))
+                if buf is None:
+                    raise ValueError("the library gave a NULL buffer")
+                ctypes.memmove(buf, bytes(pending[:n]), n)
+                del pending[:n]
+                got[0] = n
+                return 0
+            except BaseException as e:  # fails the run; re-raised after it
+                src._error = e
+                return IOError.code
+
+        src._keep = (_READ_CB(on_read), _CLOSE_CB(0))
+        _lib.mevb_source_new_callbacks(ctypes.byref(src._h), src._keep[0], src._keep[1], None)
+        return src
+
+    @classmethod
+    def from_fd(cls, fd: int, close_fd: bool = False) -> "Source":
+        src = cls()
+        _lib.mevb_source_new_fd(ctypes.byref(src._h), fd, int(close_fd))
+        return src
+
+    @classmethod
+    def from_path(cls, path: Union[str, os.PathLike[str]]) -> "Source":
+        src = cls()
+        _lib.mevb_source_new_path(ctypes.byref(src._h), _enc(path))
+        return src
+
+
+class Sink(_Handle):
+    """Consumes bytes of a run and publishes them on commit: to a callback, a file object,
+    a path (atomically), or Storage.put(). A run consumes it."""
+
+    _free = staticmethod(_lib.mevb_sink_free)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keep: Tuple[Any, ...] = ()
+
+    @classmethod
+    def to_callback(cls, write: Callable[[bytes], Any], commit: Optional[Callable[[], Any]] = None,
+                    abort: Optional[Callable[[], Any]] = None) -> "Sink":
+        """write(chunk) for every chunk; commit() once after the last when the run succeeded;
+        abort() when it failed. An exception in write or commit fails the run."""
+        sink = cls()
+
+        def on_write(_user: Optional[int], data: Optional[int], size: int) -> int:
+            try:
+                write(ctypes.string_at(data, size) if size and data is not None else b"")
+                return 0
+            except BaseException as e:
+                sink._error = e
+                return IOError.code
+
+        def on_commit(_user: Optional[int]) -> int:
+            try:
+                if commit is not None:
+                    commit()
+                return 0
+            except BaseException as e:
+                sink._error = e
+                return IOError.code
+
+        def on_abort(_user: Optional[int]) -> None:
+            if abort is not None:
+                try:
+                    abort()
+                except BaseException as e:
+                    sink._error = sink._error or e
+
+        sink._keep = (_WRITE_CB(on_write), _COMMIT_CB(on_commit), _ABORT_CB(on_abort))
+        _lib.mevb_sink_new_callbacks(ctypes.byref(sink._h), *sink._keep, None)
+        return sink
+
+    @classmethod
+    def to_file(cls, fileobj: Any) -> "Sink":
+        """Writes into a binary file object (its write method); flushes it on commit."""
+        flush = getattr(fileobj, "flush", None)
+        return cls.to_callback(fileobj.write, flush)
+
+    @classmethod
+    def to_path(cls, path: Union[str, os.PathLike[str]], replace: bool = False) -> "Sink":
+        """A file that appears only on commit; an existing one is replaced only if `replace`."""
+        sink = cls()
+        _lib.mevb_sink_new_path(ctypes.byref(sink._h), _enc(path), int(replace))
+        return sink
+
+
+class Filter(_Handle):
+    """A stage between source and sink: a compressor, a decompressor, or an observer
+    (counts the bytes and hashes them: `bytes` and `sha256` after the run)."""
+
+    _free = staticmethod(_lib.mevb_filter_free)
+
+    @classmethod
+    def compressor(cls, compression: str = "zstd", level: int = -1) -> "Filter":
+        f = cls()
+        _lib.mevb_filter_new_compressor(ctypes.byref(f._h), _compression(compression), level)
+        return f
+
+    @classmethod
+    def decompressor(cls, compression: str = "zstd") -> "Filter":
+        f = cls()
+        _lib.mevb_filter_new_decompressor(ctypes.byref(f._h), _compression(compression))
+        return f
+
+    @classmethod
+    def observer(cls) -> "Filter":
+        f = cls()
+        _lib.mevb_filter_new_observer(ctypes.byref(f._h))
+        return f
+
+    @property
+    def bytes(self) -> int:
+        return int(_lib.mevb_filter_observed_bytes(self._handle()))
+
+    @property
+    def sha256(self) -> str:
+        s = _lib.mevb_filter_observed_sha256(self._handle())
+        return str(s.decode()) if s else ""
+
+
+class _RunCallbacks:
+    """mevb_run_opts for one call, its callbacks kept alive, their exceptions carried."""
+
+    def __init__(self, progress: Optional[ProgressFn], cancel: Optional[Callable[[], bool]],
+                 stage: Optional[str], log: Optional[LogFn] = None):
+        self.error: Optional[BaseException] = None
+
+        def on_progress(p: "ctypes._Pointer[_Progress]", _user: Optional[int]) -> int:
+            if progress is None:
+                return 0
+            try:
+                pr = p.contents
+                progress(Progress(pr.stage.decode() if pr.stage else "", pr.bytes_in, pr.bytes_out,
+                                  pr.elapsed_seconds, bool(pr.done)))
+                return 0
+            except BaseException as e:
+                self.error = e
+                return 1
+
+        def on_cancel(_user: Optional[int]) -> int:
+            try:
+                return 1 if cancel is not None and cancel() else 0
+            except BaseException as e:
+                self.error = e
+                return 1
+
+        def on_log(level: int, message: bytes, _user: Optional[int]) -> None:
+            if log is not None:
+                try:
+                    log(level, message.decode("utf-8", "replace"))
+                except BaseException:
+                    pass
+
+        self.opts = _RunOpts()
+        _lib.mevb_run_opts_init(ctypes.byref(self.opts), ctypes.sizeof(self.opts))
+        self._keep = (_PROGRESS_CB(on_progress), _CANCEL_CB(on_cancel), _LOG_CB(on_log), _enc(stage))
+        if progress is not None:
+            self.opts.progress = self._keep[0]
+        if cancel is not None:
+            self.opts.cancel = self._keep[1]
+        if log is not None:
+            self.opts.log = self._keep[2]
+        self.opts.stage = self._keep[3]
+
+    def call(self, fn: Callable[[], Any], parts: Sequence[_Handle]) -> None:
+        """fn() -> re-raises what a Python callback raised (it failed or cancelled the run)."""
+        try:
+            fn()
+        except Error:
+            for e in [self.error] + [p._error for p in parts]:
+                if e is not None:
+                    raise e
+            raise
+
+
+def pipeline_run(source: Source, filters: Sequence[Filter], sink: Sink, *, progress: Optional[ProgressFn] = None,
+                 cancel: Optional[Callable[[], bool]] = None, stage: Optional[str] = None,
+                 log: Optional[LogFn] = None) -> None:
+    """Runs source -> filters -> sink (mevb_pipeline_run). The sink is committed only if every
+    stage succeeded. `cancel()` returning true cancels; an exception raised by a callback
+    fails the run and is re-raised after it."""
+    arr = (_p * max(len(filters), 1))(*[f._handle() for f in filters])
+    cb = _RunCallbacks(progress, cancel, stage, log)
+    cb.call(lambda: _lib.mevb_pipeline_run(source._handle(), arr, len(filters), sink._handle(),
+                                           ctypes.byref(cb.opts)), [source, sink])
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: int  # seconds since the epoch
+
+
+class Storage(_Handle):
+    """Where artifacts live: a local directory or ``s3://bucket/prefix`` (the Uploader).
+    S3 settings are keyword arguments as for Repository."""
+
+    _free = staticmethod(_lib.mevb_storage_free)
+
+    def __init__(self, url: Union[str, os.PathLike[str]], **storage: Any):
+        super().__init__()
+        opts = _RepoOpts(ctypes.sizeof(_RepoOpts))
+        for name, value in storage.items():
+            if name in Repository._S3_STR:
+                setattr(opts, name, _enc(None if value is None else str(value)))
+            elif name in Repository._S3_INT:
+                setattr(opts, name, int(value or 0))
+            else:
+                raise TypeError(f"Storage() got an unexpected keyword argument {name!r}")
+        _lib.mevb_storage_open(ctypes.byref(self._h), _enc(url), ctypes.byref(opts))
+
+    def put(self, key: str) -> Sink:
+        """A sink publishing `key` on commit (never over an existing key: AlreadyExists)."""
+        sink = Sink()
+        _lib.mevb_storage_put(self._handle(), _enc(key), ctypes.byref(sink._h))
+        return sink
+
+    def get(self, key: str) -> Source:
+        src = Source()
+        _lib.mevb_storage_get(self._handle(), _enc(key), ctypes.byref(src._h))
+        return src
+
+    def stat(self, key: str) -> ObjectInfo:
+        info = _ObjectInfo(ctypes.sizeof(_ObjectInfo))
+        _lib.mevb_storage_stat(self._handle(), _enc(key), ctypes.byref(info))
+        return ObjectInfo(key, int(info.size), int(info.mtime))
+
+    def list(self, prefix: str = "") -> List[ObjectInfo]:
+        lst = _p()
+        _lib.mevb_storage_list(self._handle(), _enc(prefix), ctypes.byref(lst))
+        try:
+            return [ObjectInfo(_lib.mevb_object_list_key(lst, i).decode(), int(_lib.mevb_object_list_size(lst, i)),
+                               int(_lib.mevb_object_list_mtime(lst, i)))
+                    for i in range(_lib.mevb_object_list_count(lst))]
+        finally:
+            _lib.mevb_object_list_free(lst)
+
+    def remove(self, key: str) -> None:
+        _lib.mevb_storage_remove(self._handle(), _enc(key))
