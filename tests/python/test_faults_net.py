@@ -131,7 +131,7 @@ def repo(s3, cli, tmp_path):
     r = SimpleNamespace(url=url, prefix=prefix, env=env, src=src, backup=backup, snapshot=snapshot, verify=verify,
                         leftovers=leftovers, calls=calls, first=first)
     r.before = snapshot()
-    assert len(r.before) == 2
+    assert len(r.before) == 3  # artifact, member list, manifest
     yield r
     s3.proxy.faults.clear()
     s3.proxy.list_page_size = None
@@ -238,7 +238,7 @@ def test_s2_s3_upload_stall_is_bounded(s3, repo):
                                               "MEVBACKUP_STALL_TIMEOUT": "6"}, extra=("--part-size", "5"))
         assert time.monotonic() - t0 < 45
     first_ok = set(repo.snapshot()) - set(repo.before)
-    assert len(first_ok) == 2  # the backup that survived its stall, with its manifest
+    assert len(first_ok) == 3  # the backup that survived its stall, with its member list and manifest
     repo.before = repo.snapshot()
     contract(repo, r, r"no data moved for 3 s: the connection stalled", "after 3 attempts")
 
@@ -524,8 +524,8 @@ def test_s12_listing_fault_mid_pagination_deletes_nothing(s3, repo, cli, action,
     for _ in range(2):
         repo.backup("app.conf", check=True)
     repo.before = repo.snapshot()
-    assert len(repo.before) == 6
-    s3.proxy.list_page_size = 2  # three pages: the second one fails
+    assert len(repo.before) == 9
+    s3.proxy.list_page_size = 2  # five pages: the second one fails
     s3.proxy.faults = [Fault(_is_next_page, action, count=100)]
     deletes_before = _data_deletes(s3.proxy)
     r = cli("prune", "--repo", repo.url, "--keep-last", "1", env=repo.env)
@@ -537,7 +537,7 @@ def test_s12_listing_fault_mid_pagination_deletes_nothing(s3, repo, cli, action,
     # Paginated listing itself is right: with the fault gone, prune keeps the newest only.
     s3.proxy.faults = []
     cli("prune", "--repo", repo.url, "--keep-last", "1", env=repo.env, check=True)
-    assert len(repo.snapshot()) == 2
+    assert len(repo.snapshot()) == 3
 
 
 # ---- 14 on S3: the multipart upload of a killed run ----------------------------------------

@@ -469,7 +469,7 @@ def test_same_second_backups_on_a_server_ignoring_if_none_match_all_succeed_and_
     for i in ids:
         assert f"ok {i}" in r.stdout
     left = keys_under(aws, prefix)
-    assert len(left) == 2 * len(ids) and not [k for k in left if ".claim-" in k], left
+    assert len(left) == 3 * len(ids) and not [k for k in left if ".claim-" in k], left
 
 
 def test_an_object_replaced_by_another_writer_is_not_deleted(cli, s3, prefix, s3env, aws, tmp_path):
