@@ -33,6 +33,33 @@ LockOptions lock_options(const mevb_repo_opts& o) {
 
 }  // namespace
 
+StorageOptions mevb_capi::storage_options(const mevb_repo_opts& o) {
+  StorageOptions so;
+  so.storage_class = str_or(o.storage_class);
+  so.endpoint_url = str_or(o.endpoint_url);
+  so.region = str_or(o.region);
+  so.ca_bundle = str_or(o.ca_bundle);
+  so.no_verify_tls = o.no_verify_tls != 0;
+  so.path_style = o.path_style != 0;
+  so.access_key_id = str_or(o.access_key_id);
+  so.secret_access_key = str_or(o.secret_access_key);
+  so.session_token = str_or(o.session_token);
+  so.sse = str_or(o.sse);
+  so.sse_kms_key_id = str_or(o.sse_kms_key_id);
+  so.part_size = o.part_size;
+  so.concurrency = o.concurrency;
+  so.max_attempts = o.max_attempts;
+  so.unsigned_payload = o.unsigned_payload != 0;
+  so.stall_timeout_seconds = o.stall_timeout_seconds;
+  so.retry_base_ms = o.s3_retry_base_ms;
+  if (o.log) {
+    auto log = o.log;
+    auto lu = o.log_user;
+    so.log = [log, lu](int level, const std::string& msg) { log(level, msg.c_str(), lu); };
+  }
+  return so;
+}
+
 extern "C" {
 
 const char* mevb_status_str(int status) {
@@ -66,30 +93,9 @@ int mevb_repo_open(mevb_repo** out, const char* location, const mevb_repo_opts* 
     require(location, "location");
     mevb_repo_opts o = MEVB_REPO_OPTS_INIT;
     read_opts(opts, o, "mevb_repo_opts");
-    StorageOptions so;
-    so.storage_class = str_or(o.storage_class);
-    so.endpoint_url = str_or(o.endpoint_url);
-    so.region = str_or(o.region);
-    so.ca_bundle = str_or(o.ca_bundle);
-    so.no_verify_tls = o.no_verify_tls != 0;
-    so.path_style = o.path_style != 0;
-    so.access_key_id = str_or(o.access_key_id);
-    so.secret_access_key = str_or(o.secret_access_key);
-    so.session_token = str_or(o.session_token);
-    so.sse = str_or(o.sse);
-    so.sse_kms_key_id = str_or(o.sse_kms_key_id);
-    so.part_size = o.part_size;
-    so.concurrency = o.concurrency;
-    so.max_attempts = o.max_attempts;
-    so.unsigned_payload = o.unsigned_payload != 0;
+    StorageOptions so = storage_options(o);
     so.stall_timeout_seconds = o.stall_timeout_seconds > 0 ? o.stall_timeout_seconds : 0;  // S3 transfers too
-    so.retry_base_ms = o.s3_retry_base_ms;
     LockOptions lock = lock_options(o);
-    if (o.log) {
-      auto log = o.log;
-      auto lu = o.log_user;
-      so.log = [log, lu](int level, const std::string& msg) { log(level, msg.c_str(), lu); };
-    }
     auto r = std::make_unique<mevb_repo>(Repository::open(location, so));
     r->log = o.log;
     r->log_user = o.log_user;

@@ -45,6 +45,9 @@ struct mevb_backup_list {
 
 namespace mevb_capi {
 
+// The storage fields of mevb_repo_opts (capi.cpp), for mevb_repo_open and mevb_storage_open.
+StorageOptions storage_options(const mevb_repo_opts& o);
+
 struct LastError {
   mevb_error e{0, "", 0};
   std::string message;

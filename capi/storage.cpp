@@ -14,33 +14,6 @@ struct mevb_object_list {
 
 namespace {
 
-StorageOptions storage_options(const mevb_repo_opts& o) {
-  StorageOptions so;
-  so.storage_class = str_or(o.storage_class);
-  so.endpoint_url = str_or(o.endpoint_url);
-  so.region = str_or(o.region);
-  so.ca_bundle = str_or(o.ca_bundle);
-  so.no_verify_tls = o.no_verify_tls != 0;
-  so.path_style = o.path_style != 0;
-  so.access_key_id = str_or(o.access_key_id);
-  so.secret_access_key = str_or(o.secret_access_key);
-  so.session_token = str_or(o.session_token);
-  so.sse = str_or(o.sse);
-  so.sse_kms_key_id = str_or(o.sse_kms_key_id);
-  so.part_size = o.part_size;
-  so.concurrency = o.concurrency;
-  so.max_attempts = o.max_attempts;
-  so.unsigned_payload = o.unsigned_payload != 0;
-  if (o.stall_timeout_seconds < 0) throw invalid("mevb_repo_opts.stall_timeout_seconds must not be negative");
-  so.stall_timeout_seconds = o.stall_timeout_seconds;
-  if (o.log) {
-    auto log = o.log;
-    auto lu = o.log_user;
-    so.log = [log, lu](int level, const std::string& msg) { log(level, msg.c_str(), lu); };
-  }
-  return so;
-}
-
 Compression compression_of(int c) {
   switch (c) {
     case MEVB_COMPRESSION_NONE: return Compression::none;
@@ -82,6 +55,7 @@ int mevb_storage_open(mevb_storage** out, const char* url, const mevb_repo_opts*
     mevb_repo_opts o = MEVB_REPO_OPTS_INIT;
     read_opts(opts, o, "mevb_repo_opts");
     auto s = std::make_unique<mevb_storage>();
+    if (o.stall_timeout_seconds < 0) throw invalid("mevb_repo_opts.stall_timeout_seconds must not be negative");
     s->storage = open_storage(url, storage_options(o));
     *out = s.release();
   });
