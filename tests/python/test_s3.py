@@ -563,3 +563,33 @@ def test_a_ranged_get_answered_with_the_whole_object_is_cut_at_the_range(cli, pg
     assert s3.proxy.faults[0].hits == 1
     assert r.returncode != 0
     assert "answer is larger than 8388608 bytes" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_the_test_server_survives_puts_and_deletes_racing_in_one_directory(s3):
+    """The harness itself: unpatched, s3rver dies when a DELETE empties a directory while a
+    PUT opens a file in it (tests/s3/keep-directories.js), which once failed every test
+    after two concurrent backups. Four writers race in one directory; the server lives."""
+    import http.client
+    errors = []
+
+    def writer(name):
+        conn = http.client.HTTPConnection("127.0.0.1", s3.server.port, timeout=30)
+        try:
+            for _ in range(150):
+                for method, body in (("PUT", b"x" * 64), ("DELETE", None)):
+                    conn.request(method, f"/{BUCKET}/race/dir/{name}", body=body)
+                    resp = conn.getresponse()
+                    resp.read()
+                    if resp.status not in (200, 204):
+                        errors.append(f"{method} {name}: {resp.status}")
+        except OSError as e:
+            errors.append(f"{name}: {e!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in "abcd"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert s3.server.proc.poll() is None and not errors, errors[:3]

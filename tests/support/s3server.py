@@ -62,8 +62,9 @@ class S3rver:
 
     def start(self) -> "S3rver":
         cli = ensure_s3rver()
-        args = ["node", str(cli), "-d", str(Path(self.dir) / "data"), "-a", "127.0.0.1", "-p", str(self.port),
-                "--silent"]
+        # keep-directories.js closes a race in s3rver that kills the server (see the file).
+        args = ["node", "-r", str(S3_DIR / "keep-directories.js"), str(cli), "-d", str(Path(self.dir) / "data"),
+                "-a", "127.0.0.1", "-p", str(self.port), "--silent"]
         for b in self.buckets:
             args += ["--configure-bucket", b]
         with open(self.log, "wb") as log:
@@ -80,6 +81,13 @@ class S3rver:
         raise RuntimeError("s3rver did not start listening")
 
     def stop(self) -> None:
+        """Stops the server; one that died on its own while the tests ran is an error that
+        shows its log (its clients only saw refused connections)."""
+        died = self.proc is not None and self.proc.poll() is not None
+        if died:
+            log = self.log.read_text(errors="replace")[-4000:]
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise RuntimeError(f"s3rver died during the tests (exit {self.proc.returncode}): {log}")
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
