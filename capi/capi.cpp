@@ -5,6 +5,8 @@
 #include <sys/resource.h>
 
 #include <cerrno>
+#include <mutex>
+#include <unordered_map>
 
 #include "internal.hpp"
 
@@ -32,6 +34,37 @@ LockOptions lock_options(const mevb_repo_opts& o) {
 }
 
 }  // namespace
+
+namespace {
+struct Registry {
+  std::mutex mu;
+  std::unordered_map<const void*, const void*> live;  // key -> type tag
+};
+// Never destroyed: handles may be freed while the process exits.
+Registry& registry() {
+  static Registry* r = new Registry;
+  return *r;
+}
+}  // namespace
+
+void mevb_capi::registry_add(const void* key, const void* type) {
+  Registry& r = registry();
+  std::lock_guard lk(r.mu);
+  r.live[key] = type;
+}
+
+void mevb_capi::registry_remove(const void* key) noexcept {
+  Registry& r = registry();
+  std::lock_guard lk(r.mu);
+  r.live.erase(key);
+}
+
+bool mevb_capi::registry_has(const void* key, const void* type) noexcept {
+  Registry& r = registry();
+  std::lock_guard lk(r.mu);
+  auto it = r.live.find(key);
+  return it != r.live.end() && it->second == type;
+}
 
 StorageOptions mevb_capi::storage_options(const mevb_repo_opts& o) {
   StorageOptions so;
@@ -106,22 +139,27 @@ int mevb_repo_open(mevb_repo** out, const char* location, const mevb_repo_opts* 
   });
 }
 
-void mevb_repo_free(mevb_repo* repo) { delete repo; }
-
-void mevb_repo_cancel(mevb_repo* repo) {
-  if (repo) repo->cancel.cancel();
+void mevb_repo_free(mevb_repo* repo) {
+  if (live(repo)) delete repo;
 }
 
-const char* mevb_backup_id(const mevb_backup* b) { return b ? b->manifest.id.c_str() : nullptr; }
-const char* mevb_backup_kind(const mevb_backup* b) { return b ? b->manifest.kind.c_str() : nullptr; }
-const char* mevb_backup_path(const mevb_backup* b) { return b ? b->manifest.path.c_str() : nullptr; }
-const char* mevb_backup_sha256(const mevb_backup* b) { return b ? b->manifest.sha256.c_str() : nullptr; }
-const char* mevb_backup_created_at(const mevb_backup* b) { return b ? b->manifest.started_at.c_str() : nullptr; }
-const char* mevb_backup_compression(const mevb_backup* b) { return b ? b->manifest.compression.c_str() : nullptr; }
-const char* mevb_backup_source_name(const mevb_backup* b) { return b ? b->manifest.source_name.c_str() : nullptr; }
-uint64_t mevb_backup_size(const mevb_backup* b) { return b ? b->manifest.size : 0; }
-const char* mevb_backup_manifest_json(const mevb_backup* b) { return b ? b->json.c_str() : nullptr; }
-void mevb_backup_free(mevb_backup* b) { delete b; }
+void mevb_repo_cancel(mevb_repo* repo) {
+  if (live(repo)) repo->cancel.cancel();
+}
+
+const char* mevb_backup_id(const mevb_backup* b) { return live(b) ? b->manifest.id.c_str() : nullptr; }
+const char* mevb_backup_kind(const mevb_backup* b) { return live(b) ? b->manifest.kind.c_str() : nullptr; }
+const char* mevb_backup_path(const mevb_backup* b) { return live(b) ? b->manifest.path.c_str() : nullptr; }
+const char* mevb_backup_sha256(const mevb_backup* b) { return live(b) ? b->manifest.sha256.c_str() : nullptr; }
+const char* mevb_backup_created_at(const mevb_backup* b) { return live(b) ? b->manifest.started_at.c_str() : nullptr; }
+const char* mevb_backup_compression(const mevb_backup* b) { return live(b) ? b->manifest.compression.c_str() : nullptr; }
+const char* mevb_backup_source_name(const mevb_backup* b) { return live(b) ? b->manifest.source_name.c_str() : nullptr; }
+uint64_t mevb_backup_size(const mevb_backup* b) { return live(b) ? b->manifest.size : 0; }
+const char* mevb_backup_manifest_json(const mevb_backup* b) { return live(b) ? b->json.c_str() : nullptr; }
+// A backup borrowed from a list is the list's: freeing it alone does nothing.
+void mevb_backup_free(mevb_backup* b) {
+  if (live(b) && b->owned) delete b;
+}
 
 int mevb_repo_list(mevb_repo* repo, const char* kind, mevb_backup_list** out) {
   return guard([&] {
@@ -135,11 +173,13 @@ int mevb_repo_list(mevb_repo* repo, const char* kind, mevb_backup_list** out) {
   });
 }
 
-size_t mevb_backup_list_count(const mevb_backup_list* list) { return list ? list->items.size() : 0; }
+size_t mevb_backup_list_count(const mevb_backup_list* list) { return live(list) ? list->items.size() : 0; }
 const mevb_backup* mevb_backup_list_get(const mevb_backup_list* list, size_t index) {
-  return list && index < list->items.size() ? &list->items[index] : nullptr;
+  return live(list) && index < list->items.size() ? &list->items[index] : nullptr;
 }
-void mevb_backup_list_free(mevb_backup_list* list) { delete list; }
+void mevb_backup_list_free(mevb_backup_list* list) {
+  if (live(list)) delete list;
+}
 
 int mevb_repo_find(mevb_repo* repo, const char* id_or_latest, const char* kind, const char* source_name,
                    mevb_backup** out) {
@@ -149,7 +189,7 @@ int mevb_repo_find(mevb_repo* repo, const char* id_or_latest, const char* kind, 
     require(repo, "repo");
     require(id_or_latest, "id_or_latest");
     RunContext ctx = make_context(repo, nullptr, nullptr);
-    *out = new mevb_backup(repo->repo.find(id_or_latest, str_or(kind), str_or(source_name), ctx.log));
+    *out = new_backup(repo->repo.find(id_or_latest, str_or(kind), str_or(source_name), ctx.log));
   });
 }
 

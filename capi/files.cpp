@@ -28,7 +28,7 @@ int mevb_repo_backup_files(mevb_repo* repo, const mevb_files_backup_opts* opts, 
     fo.level = o.level;
     RunContext ctx = make_context(repo, o.progress, o.progress_user);
     Manifest m = backup_files(repo->repo, fo, ctx);
-    if (out) *out = new mevb_backup(std::move(m));
+    if (out) *out = new_backup(std::move(m));
   });
 }
 

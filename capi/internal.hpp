@@ -17,6 +17,39 @@
 
 using namespace mevbackup;  // internal to the shim
 
+namespace mevb_capi {
+
+// Live handles. A C caller can pass a handle it has already freed, or a pointer of another
+// handle type; every entry point asks this registry before it touches a handle, so such a
+// call gets MEVB_ERR_INVALID_ARGUMENT (or NULL / 0 from a getter, nothing from a free)
+// instead of a use after free. Each handle struct ends with a `Live<Self> live_` member
+// whose own address is the key, so asking never reads the handle's memory. An address can
+// be reused by a later allocation: a stale pointer equal to a new live handle of the same
+// type is taken for that handle, as with any allocator.
+void registry_add(const void* key, const void* type);  // capi.cpp; throws std::bad_alloc
+void registry_remove(const void* key) noexcept;
+bool registry_has(const void* key, const void* type) noexcept;
+
+template <class T>
+struct Live {
+  static inline const char tag = 0;  // one address per handle type
+  Live() { registry_add(this, &tag); }
+  Live(const Live&) : Live() {}  // a handle moved into a vector is a new handle there
+  Live& operator=(const Live&) noexcept { return *this; }
+  ~Live() { registry_remove(this); }
+};
+
+template <class T>
+concept Handle = requires(const T* p) { p->live_; };
+
+// A live handle of type T (NULL is not).
+template <Handle T>
+inline bool live(const T* p) noexcept {
+  return p && registry_has(&p->live_, &decltype(p->live_)::tag);
+}
+
+}  // namespace mevb_capi
+
 struct mevb_repo {
   explicit mevb_repo(Repository r) : repo(std::move(r)) {}
   Repository repo;
@@ -25,22 +58,36 @@ struct mevb_repo {
   void* log_user = nullptr;
   std::chrono::seconds stall_timeout{0};
   LockOptions lock;
+  mevb_capi::Live<mevb_repo> live_;
 };
 
 struct mevb_backup {
   explicit mevb_backup(Manifest m) : manifest(std::move(m)), json(manifest.to_string()) {}
   Manifest manifest;
   std::string json;
+  bool owned = false;  // allocated alone (mevb_repo_find), not an item of a list
+  mevb_capi::Live<mevb_backup> live_;
 };
+
+namespace mevb_capi {
+// A backup handle the caller owns and frees with mevb_backup_free.
+inline mevb_backup* new_backup(Manifest m) {
+  auto b = std::make_unique<mevb_backup>(std::move(m));
+  b->owned = true;
+  return b.release();
+}
+}  // namespace mevb_capi
 
 struct mevb_report {
   std::string json;
   std::string text;
   int status = 0;
+  mevb_capi::Live<mevb_report> live_;
 };
 
 struct mevb_backup_list {
   std::vector<mevb_backup> items;
+  mevb_capi::Live<mevb_backup_list> live_;
 };
 
 namespace mevb_capi {
@@ -94,8 +141,13 @@ inline int guard(F&& f) noexcept {
 
 inline Error invalid(const std::string& what) { return Error(Code::invalid_argument, what); }
 
-inline void require(const void* p, const char* name) {
+// NULL is refused; so is a handle that is not live (freed already, or of another type).
+template <class T>
+inline void require(const T* p, const char* name) {
   if (!p) throw invalid(std::string(name) + " must not be NULL");
+  if constexpr (Handle<T>) {
+    if (!live(p)) throw invalid(std::string(name) + " is not a live handle: it was freed already, or is of another type");
+  }
 }
 
 // Copies a caller's options struct over `out` (already holding the defaults),

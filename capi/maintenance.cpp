@@ -13,10 +13,12 @@ TimePoint now_or(mevb_repo* r, const char* now) {
 
 extern "C" {
 
-const char* mevb_report_json(const mevb_report* r) { return r ? r->json.c_str() : nullptr; }
-const char* mevb_report_text(const mevb_report* r) { return r ? r->text.c_str() : nullptr; }
-int mevb_report_status(const mevb_report* r) { return r ? r->status : -1; }
-void mevb_report_free(mevb_report* r) { delete r; }
+const char* mevb_report_json(const mevb_report* r) { return live(r) ? r->json.c_str() : nullptr; }
+const char* mevb_report_text(const mevb_report* r) { return live(r) ? r->text.c_str() : nullptr; }
+int mevb_report_status(const mevb_report* r) { return live(r) ? r->status : -1; }
+void mevb_report_free(mevb_report* r) {
+  if (live(r)) delete r;
+}
 
 int mevb_prune_opts_init(mevb_prune_opts* opts, size_t size) {
   return opts_init(opts, size, mevb_prune_opts MEVB_PRUNE_OPTS_INIT);

@@ -51,7 +51,7 @@ int mevb_repo_backup_basebackup(mevb_repo* repo, const mevb_basebackup_opts* opt
     bo.require_archiving = o.allow_no_archiving == 0;
     RunContext ctx = make_context(repo, o.progress, o.progress_user);
     Manifest m = pitr::backup_base(repo->repo, bo, ctx);
-    if (out) *out = new mevb_backup(std::move(m));
+    if (out) *out = new_backup(std::move(m));
   });
 }
 

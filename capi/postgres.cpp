@@ -27,7 +27,7 @@ int mevb_repo_backup_postgres(mevb_repo* repo, const mevb_pg_backup_opts* opts, 
     if (o.exact_count_max_bytes) po.exact_count_max_bytes = o.exact_count_max_bytes;
     RunContext ctx = make_context(repo, o.progress, o.progress_user);
     Manifest m = backup_postgres(repo->repo, po, ctx);
-    if (out) *out = new mevb_backup(std::move(m));
+    if (out) *out = new_backup(std::move(m));
   });
 }
 

@@ -30,7 +30,7 @@ int mevb_repo_backup_redis(mevb_repo* repo, const mevb_redis_backup_opts* opts, 
     bo.allow_modules = o.allow_modules != 0;
     RunContext ctx = make_context(repo, o.progress, o.progress_user);
     Manifest m = backup_redis(repo->repo, bo, ctx);
-    if (out) *out = new mevb_backup(std::move(m));
+    if (out) *out = new_backup(std::move(m));
   });
 }
 

@@ -8,6 +8,7 @@ using namespace mevb_capi;
 struct mevb_retention_result {
   std::vector<RetentionDecision> decisions;  // in the items' order
   std::vector<mevb_retention_decision> views;
+  mevb_capi::Live<mevb_retention_result> live_;
 };
 
 namespace {
@@ -144,14 +145,16 @@ int mevb_retention_apply(const mevb_retention_opts* opts, const mevb_retention_i
 }
 
 size_t mevb_retention_result_count(const mevb_retention_result* result) {
-  return result ? result->views.size() : 0;
+  return live(result) ? result->views.size() : 0;
 }
 
 const mevb_retention_decision* mevb_retention_result_get(const mevb_retention_result* result, size_t index) {
-  if (!result || index >= result->views.size()) return nullptr;
+  if (!live(result) || index >= result->views.size()) return nullptr;
   return &result->views[index];
 }
 
-void mevb_retention_result_free(mevb_retention_result* result) { delete result; }
+void mevb_retention_result_free(mevb_retention_result* result) {
+  if (live(result)) delete result;
+}
 
 }  // extern "C"

@@ -6,10 +6,12 @@ using namespace mevb_capi;
 
 struct mevb_storage {
   std::shared_ptr<Storage> storage;
+  mevb_capi::Live<mevb_storage> live_;
 };
 
 struct mevb_object_list {
   std::vector<ObjectInfo> items;
+  mevb_capi::Live<mevb_object_list> live_;
 };
 
 namespace {
@@ -61,7 +63,9 @@ int mevb_storage_open(mevb_storage** out, const char* url, const mevb_repo_opts*
   });
 }
 
-void mevb_storage_free(mevb_storage* storage) { delete storage; }
+void mevb_storage_free(mevb_storage* storage) {
+  if (live(storage)) delete storage;
+}
 
 int mevb_storage_put(mevb_storage* storage, const char* key, mevb_sink** out) {
   return guard([&] {
@@ -129,17 +133,19 @@ int mevb_storage_list(mevb_storage* storage, const char* prefix, mevb_object_lis
   });
 }
 
-size_t mevb_object_list_count(const mevb_object_list* list) { return list ? list->items.size() : 0; }
+size_t mevb_object_list_count(const mevb_object_list* list) { return live(list) ? list->items.size() : 0; }
 const char* mevb_object_list_key(const mevb_object_list* list, size_t index) {
-  return list && index < list->items.size() ? list->items[index].key.c_str() : nullptr;
+  return live(list) && index < list->items.size() ? list->items[index].key.c_str() : nullptr;
 }
 uint64_t mevb_object_list_size(const mevb_object_list* list, size_t index) {
-  return list && index < list->items.size() ? list->items[index].size : 0;
+  return live(list) && index < list->items.size() ? list->items[index].size : 0;
 }
 int64_t mevb_object_list_mtime(const mevb_object_list* list, size_t index) {
-  return list && index < list->items.size() ? list->items[index].mtime : 0;
+  return live(list) && index < list->items.size() ? list->items[index].mtime : 0;
 }
-void mevb_object_list_free(mevb_object_list* list) { delete list; }
+void mevb_object_list_free(mevb_object_list* list) {
+  if (live(list)) delete list;
+}
 
 int mevb_artifact_opts_init(mevb_artifact_opts* opts, size_t size) {
   return opts_init(opts, size, mevb_artifact_opts MEVB_ARTIFACT_OPTS_INIT);
@@ -184,7 +190,7 @@ int mevb_repo_put_artifact(mevb_repo* repo, mevb_source* source, const mevb_arti
     } catch (...) {
       fail_run(run);
     }
-    if (out) *out = new mevb_backup(std::move(m));
+    if (out) *out = new_backup(std::move(m));
   });
 }
 

@@ -248,7 +248,9 @@ int mevb_source_new_path(mevb_source** out, const char* path) {
   });
 }
 
-void mevb_source_free(mevb_source* source) { delete source; }
+void mevb_source_free(mevb_source* source) {
+  if (live(source)) delete source;
+}
 
 int mevb_sink_new_callbacks(mevb_sink** out, mevb_write_cb write, mevb_commit_cb commit, mevb_abort_cb abort,
                             void* user) {
@@ -277,7 +279,7 @@ int mevb_sink_new_path(mevb_sink** out, const char* path, int replace) {
 }
 
 void mevb_sink_free(mevb_sink* sink) {
-  if (!sink) return;
+  if (!live(sink)) return;
   if (sink->sink) sink->sink->abort();  // nothing is committed by a free
   delete sink;
 }
@@ -319,14 +321,16 @@ int mevb_filter_new_observer(mevb_filter** out) {
 }
 
 uint64_t mevb_filter_observed_bytes(const mevb_filter* filter) {
-  return filter && filter->counter ? filter->counter->count() : 0;
+  return live(filter) && filter->counter ? filter->counter->count() : 0;
 }
 
 const char* mevb_filter_observed_sha256(const mevb_filter* filter) {
-  return filter && filter->sha ? filter->sha_hex.c_str() : nullptr;
+  return live(filter) && filter->sha ? filter->sha_hex.c_str() : nullptr;
 }
 
-void mevb_filter_free(mevb_filter* filter) { delete filter; }
+void mevb_filter_free(mevb_filter* filter) {
+  if (live(filter)) delete filter;
+}
 
 int mevb_run_opts_init(mevb_run_opts* opts, size_t size) { return opts_init(opts, size, mevb_run_opts MEVB_RUN_OPTS_INIT); }
 
@@ -339,6 +343,8 @@ int mevb_pipeline_run(mevb_source* source, mevb_filter* const* filters, size_t n
     std::unordered_set<const mevb_filter*> seen;
     for (size_t i = 0; i < n; ++i) {
       if (!filters[i]) throw invalid(fmt::format("filters[{}] is NULL", i));
+      if (!live(filters[i]))
+        throw invalid(fmt::format("filters[{}] is not a live filter handle: it was freed already, or is of another type", i));
       if (filters[i]->consumed)
         throw invalid(fmt::format("filters[{}] ({}) was already used by a run; create a new one", i, filters[i]->label));
       if (!seen.insert(filters[i]).second) throw invalid(fmt::format("filters[{}] appears twice in the run", i));

@@ -11,6 +11,7 @@ struct mevb_source {
   std::string label;              // "source (file /x)": names the stage in errors
   std::shared_ptr<void> keep;     // what the source reads from (a storage) lives as long
   bool consumed = false;
+  mevb_capi::Live<mevb_source> live_;
 };
 
 struct mevb_sink {
@@ -18,6 +19,7 @@ struct mevb_sink {
   std::string label;
   std::shared_ptr<void> keep;
   bool consumed = false;
+  mevb_capi::Live<mevb_sink> live_;
 };
 
 struct mevb_filter {
@@ -27,6 +29,7 @@ struct mevb_filter {
   std::string label;                     // "zstd compressor"
   std::string sha_hex;                   // set when a run that took the observer succeeded
   bool consumed = false;
+  mevb_capi::Live<mevb_filter> live_;
 };
 
 namespace mevb_capi {

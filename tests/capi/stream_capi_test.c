@@ -643,6 +643,129 @@ static void test_artifact_user_kind(void) {
   mevb_repo_free(repo);
 }
 
+/* ---- handles used after free, freed twice, or of another type ------------------------ *
+ * Run under ASan in CI: without the library's registry of live handles, each of these
+ * reads freed memory. */
+
+#define STALE(call)                                    \
+  do {                                                 \
+    CHECK((call) == MEVB_ERR_INVALID_ARGUMENT);        \
+    MSG_HAS("not a live handle");                      \
+  } while (0)
+
+static void test_stale_handles(void) {
+  char url[512];
+  struct gen g;
+  struct mem m;
+  mevb_source *src = NULL, *src2 = NULL;
+  mevb_sink *sink = NULL, *sink2 = NULL;
+  mevb_filter *f = NULL, *live_f = NULL;
+  mevb_storage *st = NULL;
+  mevb_object_list *ol = NULL;
+  mevb_repo *repo = NULL;
+  mevb_backup *b = NULL;
+  mevb_backup_list *list = NULL;
+  const mevb_backup *item = NULL;
+  mevb_report *rep = NULL;
+  mevb_retention_result *rr = NULL;
+  mevb_retention_opts ro = MEVB_RETENTION_OPTS_INIT;
+  mevb_artifact_opts ao = MEVB_ARTIFACT_OPTS_INIT;
+  mevb_object_info info = MEVB_OBJECT_INFO_INIT;
+  gen_init(&g, 1000);
+  memset(&m, 0, sizeof m);
+
+  /* stream handles */
+  CHECK(mevb_source_new_callbacks(&src, gen_read, NULL, &g) == MEVB_OK);
+  CHECK(mevb_sink_new_callbacks(&sink, mem_write, mem_commit, mem_abort, &m) == MEVB_OK);
+  CHECK(mevb_filter_new_observer(&f) == MEVB_OK);
+  CHECK(mevb_source_new_callbacks(&src2, gen_read, NULL, &g) == MEVB_OK);
+  CHECK(mevb_filter_new_observer(&live_f) == MEVB_OK);
+  mevb_source_free(src);
+  mevb_filter_free(f);
+  mevb_source_free(src); /* twice: nothing happens */
+  mevb_filter_free(f);
+  CHECK(mevb_filter_observed_bytes(f) == 0 && mevb_filter_observed_sha256(f) == NULL);
+  STALE(mevb_pipeline_run(src, NULL, 0, sink, NULL));
+  CHECK(mevb_pipeline_run(src2, &f, 1, sink, NULL) == MEVB_ERR_INVALID_ARGUMENT);
+  MSG_HAS("filters[0] is not a live filter handle");
+  /* a handle of another type */
+  STALE(mevb_pipeline_run((mevb_source *)(void *)sink, NULL, 0, sink, NULL));
+  STALE(mevb_pipeline_run(src2, NULL, 0, (mevb_sink *)(void *)live_f, NULL));
+  /* sink2 first: a handle made after the free could take the freed one's address */
+  CHECK(mevb_sink_new_callbacks(&sink2, mem_write, mem_commit, mem_abort, &m) == MEVB_OK);
+  mevb_sink_free(sink);
+  mevb_sink_free(sink);
+  CHECK(m.aborts == 1 && m.commits == 0); /* the first free aborted it, the second did nothing */
+  STALE(mevb_pipeline_run(src2, NULL, 0, sink, NULL));
+  /* the rejected calls consumed nothing */
+  CHECK(mevb_pipeline_run(src2, &live_f, 1, sink2, NULL) == MEVB_OK);
+  CHECK(m.commits == 1 && mevb_filter_observed_bytes(live_f) == 1000);
+  mevb_source_free(src2);
+  mevb_sink_free(sink2);
+  mevb_filter_free(live_f);
+  free(m.data);
+
+  /* storage and object lists */
+  path_of(url, sizeof url, "stale-storage");
+  CHECK(mevb_storage_open(&st, url, NULL) == MEVB_OK);
+  CHECK(mevb_storage_list(st, NULL, &ol) == MEVB_OK);
+  mevb_object_list_free(ol);
+  CHECK(mevb_object_list_count(ol) == 0 && mevb_object_list_key(ol, 0) == NULL);
+  CHECK(mevb_object_list_size(ol, 0) == 0 && mevb_object_list_mtime(ol, 0) == 0);
+  mevb_object_list_free(ol);
+  mevb_storage_free(st);
+  STALE(mevb_storage_put(st, "k", &sink));
+  CHECK(sink == NULL);
+  STALE(mevb_storage_get(st, "k", &src));
+  STALE(mevb_storage_stat(st, "k", &info));
+  STALE(mevb_storage_remove(st, "k"));
+  STALE(mevb_storage_list(st, NULL, &ol));
+  mevb_storage_free(st);
+
+  /* repositories, backups, lists, reports */
+  path_of(url, sizeof url, "stale-repo");
+  CHECK(mevb_repo_open(&repo, url, NULL) == MEVB_OK);
+  gen_init(&g, 1000);
+  ao.kind = "export";
+  ao.name_prefix = "stale";
+  CHECK(mevb_source_new_callbacks(&src, gen_read, NULL, &g) == MEVB_OK);
+  CHECK(mevb_repo_put_artifact(repo, src, &ao, NULL, &b) == MEVB_OK);
+  mevb_source_free(src);
+  CHECK(mevb_repo_list(repo, NULL, &list) == MEVB_OK);
+  CHECK(mevb_backup_list_count(list) == 1);
+  item = mevb_backup_list_get(list, 0);
+  CHECK(item != NULL && strcmp(mevb_backup_id(item), mevb_backup_id(b)) == 0);
+  mevb_backup_free((mevb_backup *)item); /* the list's: not freed alone */
+  CHECK(mevb_backup_list_count(list) == 1 && mevb_backup_id(item) != NULL);
+  mevb_backup_list_free(list);
+  CHECK(mevb_backup_id(item) == NULL && mevb_backup_size(item) == 0);
+  CHECK(mevb_backup_list_count(list) == 0 && mevb_backup_list_get(list, 0) == NULL);
+  mevb_backup_list_free(list);
+  CHECK(mevb_repo_check(repo, NULL, &rep) == MEVB_OK);
+  CHECK(mevb_report_json(rep) != NULL);
+  mevb_report_free(rep);
+  CHECK(mevb_report_json(rep) == NULL && mevb_report_text(rep) == NULL && mevb_report_status(rep) == -1);
+  mevb_report_free(rep);
+  mevb_backup_free(b);
+  CHECK(mevb_backup_id(b) == NULL && mevb_backup_manifest_json(b) == NULL);
+  CHECK(mevb_sink_new_callbacks(&sink, mem_write, mem_commit, mem_abort, &m) == MEVB_OK);
+  STALE(mevb_repo_get_artifact(repo, b, sink, NULL));
+  mevb_sink_free(sink);
+  mevb_backup_free(b);
+  mevb_repo_free(repo);
+  mevb_repo_cancel(repo);
+  STALE(mevb_repo_list(repo, NULL, &list));
+  CHECK(list == NULL);
+  STALE(mevb_repo_check(repo, NULL, &rep));
+  mevb_repo_free(repo);
+
+  /* retention results */
+  CHECK(mevb_retention_apply(&ro, NULL, 0, NULL, 1795755600, &rr) == MEVB_OK);
+  mevb_retention_result_free(rr);
+  CHECK(mevb_retention_result_count(rr) == 0 && mevb_retention_result_get(rr, 0) == NULL);
+  mevb_retention_result_free(rr);
+}
+
 int main(void) {
   size_t sizes[] = {0, 1, 7, 4096, (3u << 20) + 17};
   size_t reads[] = {1, 7, 4096, 1u << 20};
@@ -667,6 +790,7 @@ int main(void) {
   test_bad_arguments();
   test_storage_local();
   test_artifact_user_kind();
+  test_stale_handles();
   if (!failures) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
