@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/digest.hpp"
+#include "mevbackup/file_stream.hpp"
 #include "mevbackup/lock.hpp"
 
 namespace mevbackup {
@@ -28,14 +29,6 @@ void copy_checked(Storage& src, const Manifest& m, Sink& sink, const RunContext&
   if (!*po.stage_name) po.stage_name = "sync";
   p.run(sink, ctx.cancel, ctx.progress, po);
 }
-
-// A sink that only lets the pipeline's checks run (for verifying what is already there).
-class NullSink final : public Sink {
- public:
-  void write(Bytes) override {}
-  void commit() override {}
-  void abort() noexcept override {}
-};
 
 // The other stored objects of a backup (Manifest::extra_parts), each described as a
 // Manifest for copy_checked.
@@ -72,8 +65,7 @@ SyncResult sync_repositories(Repository& from, Repository& to, const std::string
     // Parts first: the manifest, written last, must find every one of them in place.
     for (const Manifest& part : extra_parts(m)) {
       if (dst.stat(part.path)) {
-        NullSink null;
-        copy_checked(dst, part, null, gctx);
+        copy_checked(dst, part, *make_null_sink(), gctx);
       } else {
         auto sink = dst.put(part.path);
         copy_checked(src, part, *sink, gctx);
@@ -82,8 +74,7 @@ SyncResult sync_repositories(Repository& from, Repository& to, const std::string
     }
     if (auto existing = dst.stat(m.path)) {
       // Left by an interrupted sync: keep it only if it is exactly the backup's bytes.
-      NullSink null;
-      copy_checked(dst, m, null, gctx);
+      copy_checked(dst, m, *make_null_sink(), gctx);
       if (gctx.log) gctx.log(LogLevel::info, fmt::format("{} was already in {} and matches its manifest", m.path, dst.describe()));
     } else {
       auto sink = dst.put(m.path);

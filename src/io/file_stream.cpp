@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <random>
 
 #include <fmt/format.h>
@@ -39,11 +40,34 @@ std::string temp_suffix() {
   return fmt::format("{:016x}", rng());
 }
 
+std::string dir_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+
+// Writes every byte of a span to fd, naming `what` on failure.
+void write_all(Fs& fs, int fd, Bytes data, const std::string& what) {
+  const std::byte* p = data.data();
+  size_t left = data.size();
+  while (left) {
+    ssize_t n = fs.write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw sys_error(errno, fmt::format("cannot write {}", what));
+    if (n == 0) throw sys_error(ENOSPC, fmt::format("cannot write {}", what));
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
 class FileSink final : public Sink {
  public:
-  FileSink(Fs& fs, std::string path, bool replace) : fs_(fs), path_(std::move(path)), replace_(replace) {
+  // Adopts a temporary file already open.
+  FileSink(Fs& fs, std::string path, std::string tmp, int fd, FileSinkOptions o)
+      : fs_(fs), path_(std::move(path)), dir_(dir_of(path_)), tmp_(std::move(tmp)), o_(std::move(o)), fd_(fd) {}
+
+  FileSink(Fs& fs, std::string path, FileSinkOptions o) : fs_(fs), path_(std::move(path)), o_(std::move(o)) {
     auto slash = path_.rfind('/');
-    dir_ = slash == std::string::npos ? "." : (slash == 0 ? "/" : path_.substr(0, slash));
+    dir_ = dir_of(path_);
     std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);
     if (base.empty() || base == "." || base == "..")
       throw Error(Code::invalid_argument, fmt::format("\"{}\" does not name a file", path_));
@@ -54,40 +78,33 @@ class FileSink final : public Sink {
       tmp_.clear();
       throw sys_error(e, fmt::format("cannot create a temporary file beside {}", path_));
     }
+    if (o_.on_open) {
+      try {
+        o_.on_open(fd_, tmp_);
+      } catch (...) {
+        abort();
+        throw;
+      }
+    }
   }
   ~FileSink() override { abort(); }
 
   void write(Bytes data) override {
     if (fd_ < 0) throw Error(Code::internal, fmt::format("write to {} after it was closed", path_));
-    const std::byte* p = data.data();
-    size_t left = data.size();
-    while (left) {
-      ssize_t n = fs_.write(fd_, p, left);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw sys_error(errno, fmt::format("cannot write {}", tmp_));
-      if (n == 0) throw sys_error(ENOSPC, fmt::format("cannot write {}", tmp_));
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
+    write_all(fs_, fd_, data, tmp_);
   }
 
   void commit() override {
     if (fd_ < 0) throw Error(Code::internal, fmt::format("commit of {} after it was closed", path_));
-    if (fs_.fsync(fd_) != 0) throw sys_error(errno, fmt::format("cannot fsync {}", tmp_));
-    int fd = fd_;
-    fd_ = -1;
-    if (fs_.close(fd) != 0) throw sys_error(errno, fmt::format("cannot close {}", tmp_));
-    int rc = replace_ ? ::rename(tmp_.c_str(), path_.c_str()) : fs_.rename_noreplace(tmp_.c_str(), path_.c_str());
-    if (rc != 0) {
-      int e = errno;
-      if (e == EEXIST)
-        throw Error(Code::exists, fmt::format("{} already exists; it was not overwritten", path_));
-      throw sys_error(e, fmt::format("cannot publish {}", path_));
+    try {
+      publish();
+    } catch (...) {
+      abort();  // a commit that fails leaves nothing, as abort() does
+      throw;
     }
-    tmp_.clear();
     int dfd = fs_.open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (dfd < 0) throw sys_error(errno, fmt::format("cannot open directory {}", dir_));
-    rc = fs_.fsync(dfd);
+    int rc = fs_.fsync(dfd);
     int e = errno;
     fs_.close(dfd);
     if (rc != 0) throw sys_error(e, fmt::format("cannot fsync directory {}", dir_));
@@ -105,17 +122,80 @@ class FileSink final : public Sink {
   }
 
  private:
+  // The data on disk, the hook, then the rename; tmp_ is cleared once the file is in place.
+  void publish() {
+    if (fs_.fsync(fd_) != 0) throw sys_error(errno, fmt::format("cannot fsync {}", tmp_));
+    int fd = fd_;
+    fd_ = -1;
+    if (fs_.close(fd) != 0) throw sys_error(errno, fmt::format("cannot close {}", tmp_));
+    if (o_.before_publish) o_.before_publish();
+    if (o_.replace) {
+      if (::rename(tmp_.c_str(), path_.c_str()) != 0) throw sys_error(errno, fmt::format("cannot publish {}", path_));
+    } else {
+      for (int attempt = 1; fs_.rename_noreplace(tmp_.c_str(), path_.c_str()) != 0; ++attempt) {
+        int e = errno;
+        if (e == EEXIST && o_.next_path) {
+          std::string next = o_.next_path(attempt);  // the name was taken meanwhile: the next one
+          if (!next.empty() && dir_of(next) == dir_) {
+            path_ = std::move(next);
+            continue;
+          }
+        }
+        if (e == EEXIST) throw Error(Code::exists, fmt::format("{} already exists; it was not overwritten", path_));
+        throw sys_error(e, fmt::format("cannot publish {}", path_));
+      }
+    }
+    tmp_.clear();
+  }
+
   Fs& fs_;
   std::string path_, dir_, tmp_;
-  bool replace_;
+  FileSinkOptions o_;
   int fd_ = -1;
+};
+
+class StagingFileImpl final : public StagingFile {
+ public:
+  explicit StagingFileImpl(const std::string& dir) {
+    // No directory given: TMPDIR, as mkstemp's callers do (a documented provider: mevbackup.h).
+    const char* tmpdir = std::getenv("TMPDIR");
+    path_ = (dir.empty() ? std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") : dir) + "/mevbackup-staging-XXXXXX";
+    fd_ = ::mkstemp(path_.data());  // 0600, O_EXCL
+    if (fd_ < 0) throw sys_error(errno, fmt::format("cannot create a staging file in {}", path_));
+  }
+  ~StagingFileImpl() override {
+    if (fd_ >= 0) ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  void write(Bytes data) override {
+    if (fd_ < 0) throw Error(Code::internal, fmt::format("write to staging file {} after it was closed", path_));
+    write_all(posix_fs(), fd_, data, "staging file " + path_);
+  }
+  void commit() override {
+    int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) throw sys_error(errno, fmt::format("cannot write staging file {}", path_));
+  }
+  void abort() noexcept override {}
+  const std::string& path() const override { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+class NullSink final : public Sink {
+ public:
+  void write(Bytes) override {}
+  void commit() override {}
+  void abort() noexcept override {}
 };
 
 }  // namespace
 
-std::unique_ptr<Source> make_fd_source(int fd, bool close_fd, std::string name) {
+std::unique_ptr<Source> make_fd_source(int fd, bool close_fd, std::string name, Fs& fs) {
   if (fd < 0) throw Error(Code::invalid_argument, fmt::format("file descriptor {} is not valid", fd));
-  return std::make_unique<FdSource>(posix_fs(), fd, close_fd, std::move(name));
+  return std::make_unique<FdSource>(fs, fd, close_fd, std::move(name));
 }
 
 std::unique_ptr<Source> make_file_source(const std::string& path, Fs& fs) {
@@ -126,8 +206,24 @@ std::unique_ptr<Source> make_file_source(const std::string& path, Fs& fs) {
 }
 
 std::unique_ptr<Sink> make_file_sink(const std::string& path, bool replace, Fs& fs) {
-  if (path.empty()) throw Error(Code::invalid_argument, "file path is empty");
-  return std::make_unique<FileSink>(fs, path, replace);
+  FileSinkOptions o;
+  o.replace = replace;
+  return make_file_sink(path, o, fs);
 }
+
+std::unique_ptr<Sink> make_file_sink(const std::string& path, const FileSinkOptions& o, Fs& fs) {
+  if (path.empty()) throw Error(Code::invalid_argument, "file path is empty");
+  return std::make_unique<FileSink>(fs, path, o);
+}
+
+std::unique_ptr<Sink> make_file_sink(const std::string& path, const std::string& tmp, int fd, const FileSinkOptions& o,
+                                     Fs& fs) {
+  if (path.empty() || tmp.empty() || fd < 0) throw Error(Code::invalid_argument, "make_file_sink: no file to adopt");
+  return std::make_unique<FileSink>(fs, path, tmp, fd, o);
+}
+
+std::unique_ptr<StagingFile> make_staging_file(const std::string& dir) { return std::make_unique<StagingFileImpl>(dir); }
+
+std::unique_ptr<Sink> make_null_sink() { return std::make_unique<NullSink>(); }
 
 }  // namespace mevbackup

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "mevbackup/file_stream.hpp"
 #include "mevbackup/postgres.hpp"
 #include "pg_conn.hpp"
 #include "../io/subprocess.hpp"
@@ -49,47 +50,6 @@ class PgRestoreSink final : public Sink {
   }
   Subprocess proc_;
   std::string target_;
-};
-
-// The decompressed dump in a private temporary file, for pg_restore --jobs (which needs
-// to seek). Removed when the sink goes away.
-class StagedFileSink final : public Sink {
- public:
-  explicit StagedFileSink(const std::string& dir) {
-    // No directory given: TMPDIR, as mkstemp's callers do (a documented provider: mevbackup.h).
-    path_ = (dir.empty() ? std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") : dir) +
-            "/mevbackup-restore-XXXXXX";
-    fd_ = ::mkstemp(path_.data());  // 0600
-    if (fd_ < 0) throw sys_error(errno, fmt::format("cannot create a staging file in {}", path_));
-  }
-  ~StagedFileSink() override {
-    if (fd_ >= 0) ::close(fd_);
-    ::unlink(path_.c_str());
-  }
-  void write(Bytes data) override {
-    const std::byte* p = data.data();
-    size_t left = data.size();
-    while (left) {
-      ssize_t n = ::write(fd_, p, left);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw sys_error(n < 0 ? errno : ENOSPC, fmt::format("cannot write staging file {}", path_));
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
-  }
-  void commit() override {
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      throw sys_error(errno, fmt::format("cannot write staging file {}", path_));
-    }
-    fd_ = -1;
-  }
-  void abort() noexcept override {}
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  int fd_ = -1;
 };
 
 const char* kMaintenanceDb = "postgres";
@@ -354,15 +314,15 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
       repo.restore_stream(backup, sink, ctx);
     } else {
       // pg_restore --jobs reads the archive's table of contents and seeks: it needs a file.
-      StagedFileSink file(opts.staging_dir);
+      auto file = make_staging_file(opts.staging_dir);
       if (ctx.log)
         ctx.log(LogLevel::info, fmt::format("pg_restore --jobs {} needs a seekable file: staging the dump ({} bytes) "
                                             "in {}, removed afterwards",
-                                            opts.jobs, backup.payload_size, file.path()));
-      repo.restore_stream(backup, file, ctx);
+                                            opts.jobs, backup.payload_size, file->path()));
+      repo.restore_stream(backup, *file, ctx);
       so.argv = {pg_restore, "--exit-on-error", fmt::format("--jobs={}", opts.jobs), "-d", staging};
       so.argv.insert(so.argv.end(), opts.pg_restore_args.begin(), opts.pg_restore_args.end());
-      so.argv.push_back(file.path());
+      so.argv.push_back(file->path());
       Subprocess proc(so);
       int rc = proc.wait();
       if (rc != 0) {

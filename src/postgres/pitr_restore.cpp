@@ -27,6 +27,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/digest.hpp"
+#include "mevbackup/file_stream.hpp"
 #include "mevbackup/lock.hpp"
 #include "mevbackup/pitr.hpp"
 #include "../files/files_common.hpp"
@@ -555,43 +556,13 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
     for (auto& p : parts) {
       if (p.name == "backup_manifest") {
         // PostgreSQL's own manifest goes beside the files, where pg_verifybackup looks.
-        class FileSink final : public Sink {
-         public:
-          FileSink(std::string path, Owner o) : path_(std::move(path)), o_(o) {
-            fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-            if (fd_ < 0) throw sys_error(errno, fmt::format("cannot create {}", path_));
-          }
-          ~FileSink() override {
-            if (fd_ >= 0) ::close(fd_);
-          }
-          void write(Bytes d) override {
-            size_t off = 0;
-            while (off < d.size()) {
-              ssize_t n = ::write(fd_, d.data() + off, d.size() - off);
-              if (n < 0 && errno == EINTR) continue;
-              if (n < 0) throw sys_error(errno, fmt::format("cannot write {}", path_));
-              off += static_cast<size_t>(n);
-            }
-          }
-          void commit() override {
-            if (::fsync(fd_) != 0) throw sys_error(errno, fmt::format("cannot write {}", path_));
-            ::close(fd_);
-            fd_ = -1;
-            if (::geteuid() == 0 && ::chown(path_.c_str(), o_.uid, o_.gid) != 0)
-              throw sys_error(errno, fmt::format("cannot give {} to uid {}", path_, o_.uid));
-          }
-          void abort() noexcept override {
-            if (fd_ >= 0) ::close(fd_);
-            fd_ = -1;
-            ::unlink(path_.c_str());
-          }
-
-         private:
-          std::string path_;
-          Owner o_;
-          int fd_ = -1;
-        } sink(root + "/backup_manifest", owner);
-        repo.restore_stream(p.stored, sink, gctx);
+        FileSinkOptions fo;
+        fo.on_open = [&owner](int fd, const std::string& tmp) {
+          if (::geteuid() == 0 && ::fchown(fd, owner.uid, owner.gid) != 0)
+            throw sys_error(errno, fmt::format("cannot give {} to uid {}", tmp, owner.uid));
+        };
+        auto sink = make_file_sink(root + "/backup_manifest", fo);
+        repo.restore_stream(p.stored, *sink, gctx);
         continue;
       }
       std::string into = root;

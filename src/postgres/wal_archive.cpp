@@ -13,6 +13,7 @@
 #include "mevbackup/compress.hpp"
 #include "mevbackup/digest.hpp"
 #include "mevbackup/error.hpp"
+#include "mevbackup/file_stream.hpp"
 #include "../io/byte_limit.hpp"
 
 namespace mevbackup::pitr {
@@ -26,39 +27,6 @@ bool all_hex(const std::string& s, size_t from, size_t len) {
   }
   return true;
 }
-
-// A plain file read in chunks (the WAL file PostgreSQL hands to archive_command).
-class FileSource final : public Source {
- public:
-  explicit FileSource(std::string path) : path_(std::move(path)) {
-    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) {
-      int e = errno;
-      throw Error(e == ENOENT ? Code::not_found : e == EACCES ? Code::permission : Code::io,
-                  fmt::format("cannot open WAL file {}: {}", path_, std::strerror(e)));
-    }
-  }
-  ~FileSource() override { ::close(fd_); }
-  size_t read(MutBytes buf) override {
-    for (;;) {
-      ssize_t n = ::read(fd_, buf.data(), buf.size());
-      if (n >= 0) return static_cast<size_t>(n);
-      if (errno != EINTR) throw Error(Code::io, fmt::format("cannot read WAL file {}: {}", path_, std::strerror(errno)));
-    }
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-};
-
-// Discards the bytes: used to hash a file through the pipeline without storing it.
-class NullSink final : public Sink {
- public:
-  void write(Bytes) override {}
-  void commit() override {}
-  void abort() noexcept override {}
-};
 
 std::string base_name(const std::string& path) {
   auto slash = path.rfind('/');
@@ -100,10 +68,10 @@ PushResult wal_push(Storage& storage, const std::string& path, const RunContext&
   // 1. The checksum of the local file, by streaming it once.
   std::string sha;
   {
-    FileSource src(path);
+    auto src = make_file_source(path);
     Sha256 h;
-    NullSink null;
-    Pipeline(src).observe(h).run(null, ctx.cancel, {}, ctx.pipeline);
+    auto null = make_null_sink();
+    Pipeline(*src).observe(h).run(*null, ctx.cancel, {}, ctx.pipeline);
     sha = h.hex();
   }
   // 2. The checksum object claims the name: whoever stores it first decides the content.
@@ -128,12 +96,12 @@ PushResult wal_push(Storage& storage, const std::string& path, const RunContext&
     // Same content claimed but the payload is missing (an earlier push died): store it.
   }
   // 3. The compressed payload, checked against the claimed checksum before commit.
-  FileSource src(path);
+  auto src = make_file_source(path);
   auto gz = make_compressor(Compression::gzip, -1);
   Sha256 h;
   auto sink = storage.put(pkey);
   try {
-    Pipeline(src)
+    Pipeline(*src)
         .observe(h)
         .then(*gz)
         .before_commit([&] {

@@ -21,6 +21,7 @@
 
 #include <fmt/format.h>
 
+#include "mevbackup/file_stream.hpp"
 #include "mevbackup/redis.hpp"
 #include "redis_conn.hpp"
 #include "rdb_reader.hpp"
@@ -82,26 +83,6 @@ int RdbHeader::version(const std::string& what) const {
 }  // namespace redis
 
 namespace {
-
-// A file already opened, as a Source.
-class FdSource final : public Source {
- public:
-  FdSource(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
-  ~FdSource() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  size_t read(MutBytes buf) override {
-    for (;;) {
-      ssize_t n = ::read(fd_, buf.data(), buf.size());
-      if (n >= 0) return static_cast<size_t>(n);
-      if (errno != EINTR) throw sys_error(errno, "reading " + path_);
-    }
-  }
-
- private:
-  int fd_;
-  std::string path_;
-};
 
 bool is_loopback(const std::string& host) {
   if (host == "localhost" || host == "::1") return true;
@@ -292,7 +273,7 @@ Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const Ru
       throw sys_error(errno, fmt::format("opening {} saved by Redis at {} (use --mode replication when the server's "
                                          "files are not readable here)",
                                          rdb_path, conn.name()));
-    source = std::make_unique<FdSource>(fd, rdb_path);
+    source = make_fd_source(fd, true, rdb_path);
     described = rdb_path;
   } else {
     redis::Reply capa = conn.command_raw({"REPLCONF", "capa", "eof"});

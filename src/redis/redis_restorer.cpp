@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "mevbackup/file_stream.hpp"
 #include "mevbackup/redis.hpp"
 #include "rdb_reader.hpp"
 #include "redis_internal.hpp"
@@ -106,6 +107,9 @@ int local_redis_rdb_version() {
   return v == std::string::npos ? 0 : rdb_version_for_redis(out.substr(v + 2));
 }
 
+// The RDB checked as it arrives, then published into the data directory by the library's
+// one file sink (temporary file beside it, fsync, the `before` hook, rename, fsync of the
+// directory).
 class RdbFileSink final : public Sink {
  public:
   RdbFileSink(const RedisRestoreOptions& o, const Manifest& m, int max_version, const RunContext& ctx)
@@ -114,10 +118,6 @@ class RdbFileSink final : public Sink {
     struct stat dst{};
     if (::stat(o_.data_dir.c_str(), &dst) != 0) throw sys_error(errno, "Redis data directory " + o_.data_dir);
     if (!S_ISDIR(dst.st_mode)) throw Error(Code::invalid_argument, fmt::format("{} is not a directory", o_.data_dir));
-    std::mt19937_64 rng{std::random_device{}()};
-    tmp_ = fmt::format("{}/.{}.mevbackup-{:08x}.tmp", o_.data_dir, o_.rdb_name, static_cast<uint32_t>(rng()));
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd_ < 0) throw sys_error(errno, "creating " + tmp_);
     // The server must be able to read what we leave: take the old file's owner and
     // mode, or the directory's owner and 0640.
     struct stat old{};
@@ -125,11 +125,16 @@ class RdbFileSink final : public Sink {
     uid_t uid = have_old ? old.st_uid : dst.st_uid;
     gid_t gid = have_old ? old.st_gid : dst.st_gid;
     mode_t mode = have_old ? (old.st_mode & 07777) : 0640;
-    if (geteuid() == 0 && ::fchown(fd_, uid, gid) != 0 && ctx_.log)
-      ctx_.log(LogLevel::warning, fmt::format("cannot give {} to uid {}", tmp_, uid));
-    ::fchmod(fd_, mode);
+    FileSinkOptions fo;
+    fo.replace = true;
+    fo.on_open = [this, uid, gid, mode](int fd, const std::string& tmp) {
+      if (geteuid() == 0 && ::fchown(fd, uid, gid) != 0 && ctx_.log)
+        ctx_.log(LogLevel::warning, fmt::format("cannot give {} to uid {}", tmp, uid));
+      ::fchmod(fd, mode);
+    };
+    fo.before_publish = [this] { run_hook("before", o_.before, ctx_); };
+    file_ = make_file_sink(target_, fo);
   }
-  ~RdbFileSink() override { abort(); }
 
   void write(Bytes data) override {
     header_.update(data);
@@ -139,17 +144,7 @@ class RdbFileSink final : public Sink {
       verify();  // the parse failed: throws corrupt, naming the backup
       throw;
     }
-    const std::byte* p = data.data();
-    size_t n = data.size();
-    while (n) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        throw sys_error(errno, "writing " + tmp_);
-      }
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
+    file_->write(data);
   }
 
   void commit() override {
@@ -160,20 +155,7 @@ class RdbFileSink final : public Sink {
                               "restore it into a newer Redis",
                               v, max_version_));
     verify();
-    if (::fsync(fd_) != 0) throw sys_error(errno, "syncing " + tmp_);
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      throw sys_error(errno, "closing " + tmp_);
-    }
-    fd_ = -1;
-    run_hook("before", o_.before, ctx_);
-    if (::rename(tmp_.c_str(), target_.c_str()) != 0) throw sys_error(errno, "renaming the restored RDB to " + target_);
-    tmp_.clear();
-    int dfd = ::open(o_.data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
-    }
+    file_->commit();
     if (ctx_.log) ctx_.log(LogLevel::info, fmt::format("wrote {} (RDB version {})", target_, v));
     try {
       run_hook("after", o_.after, ctx_);
@@ -182,12 +164,7 @@ class RdbFileSink final : public Sink {
     }
   }
 
-  void abort() noexcept override {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-    if (!tmp_.empty()) ::unlink(tmp_.c_str());
-    tmp_.clear();
-  }
+  void abort() noexcept override { file_->abort(); }
 
  private:
   void verify() { redis::verify_rdb(m_, check_, ctx_); }
@@ -196,8 +173,8 @@ class RdbFileSink final : public Sink {
   const Manifest& m_;
   int max_version_;
   const RunContext& ctx_;
-  std::string target_, tmp_;
-  int fd_ = -1;
+  std::string target_;
+  std::unique_ptr<Sink> file_;
   redis::RdbHeader header_;
   redis::RdbSummaryObserver check_;
 };

@@ -21,7 +21,7 @@ ALLOWED: Dict[str, Set[str]] = {
                                      "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL",
                                      "AWS_MAX_ATTEMPTS", "AWS_CA_BUNDLE"},
     "src/io/subprocess.cpp": {"PATH"},
-    "src/postgres/pg_restorer.cpp": {"TMPDIR"},
+    "src/io/file_stream.cpp": {"TMPDIR"},  # make_staging_file (pg_restore --jobs)
 }
 # Files with one helper that calls getenv(name) for the names above (env(), env_or_null()).
 WRAPPERS: Dict[str, int] = {"src/postgres/pg_conn.cpp": 1, "src/storage/s3/s3_client.cpp": 1}

@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "mevbackup/file_stream.hpp"
 #include "mevbackup/storage.hpp"
 
 namespace mevbackup {
@@ -32,11 +33,16 @@ std::string random_suffix() {
 
 class LocalStorage;
 
+// The library's one file sink (src/io) over the temporary file put_local created through
+// the root's descriptor, plus the candidate names of put_first_free.
 class LocalSink final : public NamedSink {
  public:
-  LocalSink(Fs& fs, std::string dir, std::string final_path, std::string tmp_path, int fd)
-      : fs_(fs), dir_(std::move(dir)), final_(std::move(final_path)), tmp_(std::move(tmp_path)), fd_(fd) {}
-  ~LocalSink() override { abort(); }
+  LocalSink(Fs& fs, std::string dir, const std::string& final_path, const std::string& tmp_path, int fd)
+      : dir_(std::move(dir)) {
+    FileSinkOptions o;
+    o.next_path = [this](int attempt) { return next_candidate(attempt); };
+    file_ = make_file_sink(final_path, tmp_path, fd, o, fs);
+  }
 
   // put_first_free: publication under `key`, else under the next candidates.
   void set_candidates(std::string root, std::string key, std::function<std::string(int)> key_for, int tries) {
@@ -47,94 +53,28 @@ class LocalSink final : public NamedSink {
   }
   std::string key() const override { return key_; }
 
-  void write(Bytes data) override {
-    if (fd_ < 0) throw Error(Code::internal, "write to a closed local sink");
-    const std::byte* p = data.data();
-    size_t left = data.size();
-    while (left) {
-      ssize_t n = fs_.write(fd_, p, left);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw sys_error(errno, fmt::format("cannot write {}", tmp_));
-      }
-      if (n == 0) throw sys_error(ENOSPC, fmt::format("cannot write {}", tmp_));
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
-  }
-
-  void commit() override {
-    if (fd_ < 0) throw Error(Code::internal, "commit of a closed local sink");
-    if (fs_.fsync(fd_) != 0) throw sys_error(errno, fmt::format("cannot fsync {}", tmp_));
-    int fd = fd_;
-    fd_ = -1;
-    if (fs_.close(fd) != 0) {
-      int e = errno;
-      fs_.unlink(tmp_.c_str());
-      throw sys_error(e, fmt::format("cannot close {}", tmp_));
-    }
-    for (int i = 0; fs_.rename_noreplace(tmp_.c_str(), final_.c_str()) != 0; ++i) {
-      int e = errno;
-      if (e == EEXIST && i + 1 < tries_ && next_candidate(i + 1)) continue;  // taken meanwhile: the next name
-      fs_.unlink(tmp_.c_str());
-      if (e == EEXIST) throw Error(Code::exists, fmt::format("{} already exists; it was not overwritten", final_));
-      throw sys_error(e, fmt::format("cannot publish {}", final_));
-    }
-    tmp_.clear();
-    int dfd = fs_.open(dir_.c_str(), O_RDONLY | O_DIRECTORY, 0);
-    if (dfd < 0) throw sys_error(errno, fmt::format("cannot open directory {}", dir_));
-    int rc = fs_.fsync(dfd);
-    int e = errno;
-    fs_.close(dfd);
-    if (rc != 0) throw sys_error(e, fmt::format("cannot fsync directory {}", dir_));
-  }
-
-  void abort() noexcept override {
-    if (fd_ >= 0) {
-      fs_.close(fd_);
-      fd_ = -1;
-    }
-    if (!tmp_.empty()) {
-      fs_.unlink(tmp_.c_str());
-      tmp_.clear();
-    }
-  }
+  void write(Bytes data) override { file_->write(data); }
+  void commit() override { file_->commit(); }
+  void abort() noexcept override { file_->abort(); }
 
  private:
-  bool next_candidate(int i) {
+  // The path of candidate `i`, or "" when there is none (or it lies in another directory:
+  // a publish is only ever a rename within one).
+  std::string next_candidate(int i) {
+    if (i >= tries_ || !key_for_) return "";
     std::string key = key_for_(i);
     validate_key(key);
     std::string path = root_ + "/" + key;
-    if (path.substr(0, path.rfind('/')) != dir_) return false;  // only a rename within the directory
+    if (path.substr(0, path.rfind('/')) != dir_) return "";
     key_ = std::move(key);
-    final_ = std::move(path);
-    return true;
+    return path;
   }
 
-  Fs& fs_;
-  std::string dir_, final_, tmp_;
-  int fd_;
+  std::string dir_;
+  std::unique_ptr<Sink> file_;
   std::string root_, key_;
   std::function<std::string(int)> key_for_;
   int tries_ = 1;
-};
-
-class LocalSource final : public Source {
- public:
-  LocalSource(Fs& fs, std::string path, int fd) : fs_(fs), path_(std::move(path)), fd_(fd) {}
-  ~LocalSource() override { fs_.close(fd_); }
-  size_t read(MutBytes buf) override {
-    for (;;) {
-      ssize_t n = fs_.read(fd_, buf.data(), buf.size());
-      if (n >= 0) return static_cast<size_t>(n);
-      if (errno != EINTR) throw sys_error(errno, fmt::format("cannot read {}", path_));
-    }
-  }
-
- private:
-  Fs& fs_;
-  std::string path_;
-  int fd_;
 };
 
 // A directory descriptor, closed when it goes out of scope.
@@ -219,7 +159,7 @@ class LocalStorage final : public Storage {
       ::close(fd);
       throw Error(Code::not_found, fmt::format("cannot open {}: not a regular file", path));
     }
-    return std::make_unique<LocalSource>(fs_, path, fd);
+    return make_fd_source(fd, true, path, fs_);
   }
 
   std::vector<ObjectInfo> list(const std::string& prefix) override { return list_matching(prefix, false); }

@@ -111,3 +111,74 @@ TEST_CASE("file sources read a path or a descriptor to its end") {
   }
   CHECK(::close(fd) != 0);  // closed by the source
 }
+
+TEST_CASE("a file sink's hooks: on_open sees the temporary file, a throwing before_publish publishes nothing") {
+  TempDir dir;
+  std::string path = dir / "dump.rdb";
+  {
+    std::ofstream(path) << "old";
+  }
+  std::string seen_tmp;
+  FileSinkOptions o;
+  o.replace = true;
+  o.on_open = [&](int fd, const std::string& tmp) {
+    seen_tmp = tmp;
+    CHECK(::fchmod(fd, 0640) == 0);
+  };
+  o.before_publish = [] { throw Error(Code::restore_failed, "the before hook failed"); };
+  auto sink = make_file_sink(path, o);
+  CHECK(seen_tmp.find(dir.path()) == 0);
+  CHECK(::access(seen_tmp.c_str(), F_OK) == 0);
+  sink->write(as_bytes("new"));
+  CHECK_THROWS_WITH_AS(sink->commit(), "the before hook failed", Error);
+  CHECK(slurp(path) == "old");  // the old file is untouched
+  CHECK(files_under(dir.path()).size() == 1);
+
+  bool called = false;
+  o.before_publish = [&] {
+    called = true;
+    CHECK(slurp(path) == "old");  // the data is on disk, not yet in place
+  };
+  auto ok = make_file_sink(path, o);
+  ok->write(as_bytes("new"));
+  ok->commit();
+  CHECK(called);
+  CHECK(slurp(path) == "new");
+  CHECK(testutil::mode_of(path) == 0640);
+  CHECK(files_under(dir.path()).size() == 1);
+
+  // A throwing on_open leaves no temporary file behind.
+  FileSinkOptions bad;
+  bad.on_open = [](int, const std::string&) { throw Error(Code::permission, "cannot give it away"); };
+  CHECK_THROWS_AS(make_file_sink(dir / "other", bad), Error);
+  CHECK(files_under(dir.path()).size() == 1);
+}
+
+TEST_CASE("a staging file is private and gone when its sink is, committed or not; the null sink keeps nothing") {
+  TempDir dir;
+  std::string staged;
+  {
+    auto f = make_staging_file(dir.path());
+    staged = f->path();
+    CHECK(staged.rfind(dir.path() + "/", 0) == 0);
+    CHECK(testutil::mode_of(staged) == 0600);
+    f->write(as_bytes("dump bytes"));
+    f->commit();
+    CHECK(slurp(staged) == "dump bytes");
+    CHECK_THROWS_AS(f->write(as_bytes("late")), Error);
+  }
+  CHECK(::access(staged.c_str(), F_OK) != 0);
+  {
+    auto f = make_staging_file(dir.path());
+    staged = f->path();
+    f->write(as_bytes("partial"));
+  }
+  CHECK(::access(staged.c_str(), F_OK) != 0);
+  CHECK(files_under(dir.path()).empty());
+  CHECK_THROWS_AS(make_staging_file(dir / "missing"), Error);
+
+  auto null = make_null_sink();
+  null->write(as_bytes("anything"));
+  null->commit();
+  CHECK(files_under(dir.path()).empty());
+}
