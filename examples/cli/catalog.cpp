@@ -11,7 +11,7 @@ Action setup_list(CLI::App* app) {
   };
   auto o = std::make_shared<Opts>();
   add_repo_options(app, o->repo);
-  app->add_option("-k,--kind", o->kind, "only backups of this kind (postgres, redis, files, basebackup)")
+  app->add_option("-k,--kind", o->kind, "only backups of this kind: postgres, redis, files, basebackup, or a kind of your own (an artifact put through the library, e.g. export)")
       ->type_name("KIND");
   add_output_options(app, o->out);
   return [o] {

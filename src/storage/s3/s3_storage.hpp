@@ -2,11 +2,17 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "mevbackup/storage.hpp"
 #include "s3_client.hpp"
+
+namespace pugi {
+class xml_document;
+}
 
 namespace mevbackup::s3 {
 
@@ -54,5 +60,35 @@ std::vector<Storage::RemoveFailure> parse_delete_result(const std::string& xml, 
 // CompleteMultipartUpload: the <Error> of a 200 answer (code empty on success). Throws
 // io when the answer is neither an error nor a CompleteMultipartUploadResult.
 S3Error parse_complete_result(const std::string& xml, const std::string& where);
+
+// s3_xml.cpp: an XML document as sent in a request body (with its declaration).
+std::string xml_of(const pugi::xml_document& doc);
+
+// ---- the storage's roles, one file each -------------------------------------------
+// What the writer and the lifecycle rules need of the S3 storage they work on
+// (S3StorageImpl, s3_storage.cpp). Keys given as `full_key` include the prefix.
+class S3Target {
+ public:
+  virtual Client& client() = 0;
+  virtual const StorageOptions& opts() const = 0;
+  virtual const std::string& prefix() const = 0;
+  virtual uint64_t part_size() const = 0;
+  virtual int concurrency() const = 0;
+  virtual Response head(const std::string& full_key) = 0;  // 404 is an answer, not an error
+
+ protected:
+  ~S3Target() = default;
+};
+
+// s3_write.cpp: an upload (one PUT, or multipart once it outgrows a part) that never
+// replaces an existing object; `artifact` gives it the storage class.
+std::unique_ptr<Sink> make_s3_sink(S3Target& st, std::string full_key, bool artifact);
+// s3_write.cpp: put_first_free by claims, for servers that ignore If-None-Match.
+std::unique_ptr<NamedSink> put_claimed(Storage& st, const StorageOptions& opts,
+                                       const std::function<std::string(int)>& key_for, int tries);
+// s3_write.cpp: a random mark of one upload (x-amz-meta-mevb-upload).
+std::string upload_nonce();
+// s3_read.cpp: the object read in ranged GETs, each If-Match `etag` (when not empty).
+std::unique_ptr<Source> make_s3_source(Client& c, std::string full_key, uint64_t size, std::string etag);
 
 }  // namespace mevbackup::s3
