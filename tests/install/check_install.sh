@@ -1,6 +1,8 @@
 #!/bin/sh
 # Installs a build into a scratch prefix, then builds a consumer with find_package()
-# and another with pkg-config against it, and runs both.
+# and another with pkg-config against it, and runs both; then builds the C++ compose
+# example with the installed C++ header (mevbackup.hpp) and pkg-config, and runs it on a
+# local repository.
 #   check_install.sh cmake BUILD_DIR SOURCE_DIR
 #   check_install.sh meson BUILD_DIR SOURCE_DIR
 set -eu
@@ -19,6 +21,8 @@ lib=$(find "$prefix" -name 'libmevbackup.so.0' | head -n1)
 libdir=$(dirname "$lib")
 readelf -d "$lib" | grep -q 'SONAME.*libmevbackup.so.0' || { echo "SONAME is not libmevbackup.so.0"; exit 1; }
 [ -f "$prefix/include/mevbackup.h" ] || { echo "mevbackup.h not installed"; exit 1; }
+[ -f "$prefix/include/mevbackup.hpp" ] || { echo "mevbackup.hpp not installed"; exit 1; }
+[ ! -e "$prefix/include/mevbackup/" ] || { echo "the internal headers include/mevbackup/ were installed"; exit 1; }
 [ -f "$libdir/pkgconfig/mevbackup.pc" ] || { echo "mevbackup.pc not installed"; exit 1; }
 [ -f "$libdir/cmake/mevbackup/mevbackupConfig.cmake" ] || { echo "CMake package config not installed"; exit 1; }
 
@@ -32,3 +36,14 @@ flags=$(PKG_CONFIG_PATH=$libdir/pkgconfig pkg-config --cflags --libs mevbackup)
 # CFLAGS/LDFLAGS: a sanitizer build (tests/CMakeLists.txt) builds its consumers with the sanitizers.
 cc -std=c99 -Wall -Wextra -Werror -pedantic ${CFLAGS:-} "$src/tests/install/consumer/main.c" $flags ${LDFLAGS:-} -o "$tmp/pc-consumer"
 LD_LIBRARY_PATH=$libdir "$tmp/pc-consumer"
+
+# The C++ API: header-only over the C ABI, strict C++17, nothing but the installed package.
+c++ -std=c++17 -Wall -Wextra -Werror -pedantic ${CXXFLAGS:-} "$src/examples/cpp/compose.cpp" $flags ${LDFLAGS:-} \
+  -o "$tmp/cpp-compose"
+out=$(LD_LIBRARY_PATH=$libdir "$tmp/cpp-compose" "$tmp/cpp-repo" 300000)
+echo "$out"
+case $out in
+  *"300000 bytes -> zstd -> compose/payload-cpp.bin.zst"*identical*) ;;
+  *) echo "the C++ compose example did not round-trip"; exit 1 ;;
+esac
+[ -f "$tmp/cpp-repo/compose/payload-cpp.bin.zst" ] || { echo "the C++ compose example stored nothing"; exit 1; }
