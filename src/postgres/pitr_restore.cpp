@@ -452,48 +452,55 @@ nlohmann::json PitrRestoreResult::to_json() const {
           {"summary", summary}};
 }
 
-PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts, const RunContext& ctx) {
-  // Shared, as every backup and restore: a prune waits for it (lock.hpp).
-  RepositoryLock lock(repo.storage(), LockKind::shared, ctx);
-  const RunContext gctx = lock.guard(ctx);
-  int targets = !opts.target_time.empty() + !opts.target_lsn.empty() + !opts.target_name.empty();
-  if (targets > 1) throw Error(Code::invalid_argument, "give at most one of target time, target LSN and target name");
+namespace {
+
+// ---- restore_pitr, step by step ----------------------------------------------------
+
+struct Targets {
+  std::optional<TimePoint> time;
+  std::optional<uint64_t> lsn;
+  int count = 0;
+};
+
+// The request is checked before anything is read or written.
+Targets check_request(const PitrRestoreOptions& opts) {
+  Targets t;
+  t.count = !opts.target_time.empty() + !opts.target_lsn.empty() + !opts.target_name.empty();
+  if (t.count > 1) throw Error(Code::invalid_argument, "give at most one of target time, target LSN and target name");
   if (opts.data_dir.empty()) throw Error(Code::invalid_argument, "no data directory given");
   if (!opts.backup_id.empty() && !valid_backup_id(opts.backup_id))
     throw Error(Code::invalid_argument, fmt::format("\"{}\" is not a backup id ([A-Za-z0-9_.-])", opts.backup_id));
   if (opts.restore_command.empty() && opts.repo_url.empty())
     throw Error(Code::invalid_argument, "the restore_command needs the repository location (repo_url)");
-  std::optional<TimePoint> target_time;
-  std::optional<uint64_t> target_lsn;
-  if (!opts.target_time.empty()) target_time = parse_target_time(opts.target_time);
-  if (!opts.target_lsn.empty()) target_lsn = parse_lsn(opts.target_lsn);
+  if (!opts.target_time.empty()) t.time = parse_target_time(opts.target_time);
+  if (!opts.target_lsn.empty()) t.lsn = parse_lsn(opts.target_lsn);
   for (auto& [k, v] : opts.settings)
     if (!valid_setting_name(k)) throw Error(Code::invalid_argument, fmt::format("\"{}\" is not a setting name", k));
+  return t;
+}
 
-  // 1. The base backup: the newest that ended before the target.
-  Storage& st = repo.storage();
-  std::vector<Manifest> all = repo.list("basebackup", gctx.log);
+// 1. The base backup: the newest that ended before the target (or the one named).
+Manifest choose_base_backup(Repository& repo, const PitrRestoreOptions& opts, const Targets& t, const RunContext& ctx) {
+  std::vector<Manifest> all = repo.list("basebackup", ctx.log);
   std::optional<Manifest> chosen;
   for (auto& m : all) {
     if (!opts.backup_id.empty() && m.id != opts.backup_id) continue;
-    if (target_time && parse_target_time(m.source.value("stop_time", m.finished_at)) > *target_time) continue;
-    if (target_lsn && parse_lsn(m.source.value("stop_lsn", "0/0")) > *target_lsn) continue;
+    if (t.time && parse_target_time(m.source.value("stop_time", m.finished_at)) > *t.time) continue;
+    if (t.lsn && parse_lsn(m.source.value("stop_lsn", "0/0")) > *t.lsn) continue;
     chosen = m;  // oldest first: the last match is the newest
   }
-  if (!chosen) {
-    std::string what = !opts.backup_id.empty() ? fmt::format("base backup \"{}\"", opts.backup_id) : "base backup";
-    if (target_time || target_lsn)
-      throw Error(Code::not_found, fmt::format("no {} in {} ended before the target {}{}", what, st.describe(),
-                                               target_time ? opts.target_time : opts.target_lsn,
-                                               all.empty() ? " (there is none)" : ""));
-    throw Error(Code::not_found, fmt::format("no {} in {}", what, st.describe()));
-  }
-  const Manifest& m = *chosen;
-  std::vector<BaseBackupPart> parts = basebackup_parts(m);
+  if (chosen) return *chosen;
+  std::string what = !opts.backup_id.empty() ? fmt::format("base backup \"{}\"", opts.backup_id) : "base backup";
+  if (t.time || t.lsn)
+    throw Error(Code::not_found, fmt::format("no {} in {} ended before the target {}{}", what, repo.storage().describe(),
+                                             t.time ? opts.target_time : opts.target_lsn,
+                                             all.empty() ? " (there is none)" : ""));
+  throw Error(Code::not_found, fmt::format("no {} in {}", what, repo.storage().describe()));
+}
 
-  // 2. The owner and the empty directories.
-  std::string data_dir = opts.data_dir;
-  while (data_dir.size() > 1 && data_dir.back() == '/') data_dir.pop_back();
+// 2a. Who the restored files belong to: the named user, else the data directory's (or
+// its parent's) owner. Only root can give files away, and PostgreSQL never runs as root.
+Owner restore_owner(const PitrRestoreOptions& opts, const std::string& data_dir) {
   Owner owner;
   if (!opts.owner.empty()) {
     owner = owner_by_name(opts.owner);
@@ -509,9 +516,15 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
   if (opts.start && owner.uid == 0)
     throw Error(Code::invalid_argument, fmt::format("{} would be owned by root and PostgreSQL refuses to run as root: "
                                                     "name the server's user (owner)", data_dir));
-  // Where a tablespace goes is the caller's decision, never the manifest's: a forged
-  // location would have a root restore create, chown and fill a directory of its choosing.
-  std::map<std::string, std::string> ts_target;  // oid -> directory
+  return owner;
+}
+
+// 2b. Where each tablespace goes (oid -> directory). That is the caller's decision, never
+// the manifest's: a forged location would have a root restore create, chown and fill a
+// directory of its choosing.
+std::map<std::string, std::string> tablespace_targets(const Manifest& m, const std::vector<BaseBackupPart>& parts,
+                                                      const PitrRestoreOptions& opts) {
+  std::map<std::string, std::string> ts_target;
   std::vector<std::string> unmapped;
   for (auto& p : parts)
     if (!p.tablespace_oid.empty()) {
@@ -533,96 +546,103 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
   for (auto& [oid, _] : opts.tablespace_map)
     if (!ts_target.count(oid))
       throw Error(Code::invalid_argument, fmt::format("base backup {} has no tablespace {}", m.id, oid));
+  for (auto& [oid, dir] : ts_target)
+    if (dir.empty() || dir[0] != '/')
+      throw Error(Code::invalid_argument, fmt::format("tablespace {} needs an absolute location, not \"{}\"", oid, dir));
+  return ts_target;
+}
+
+// 3. The archives, each into its directory (`root`: the resolved data directory), and
+// the tablespace links pointing at the (possibly remapped) locations.
+void unpack_parts(Repository& repo, const std::vector<BaseBackupPart>& parts, const std::string& root,
+                  const std::map<std::string, std::string>& ts_target, const Owner& owner, const RunContext& ctx) {
+  char real[PATH_MAX];
+  for (auto& p : parts) {
+    if (p.name == "backup_manifest") {
+      // PostgreSQL's own manifest goes beside the files, where pg_verifybackup looks.
+      FileSinkOptions fo;
+      fo.on_open = [&owner](int fd, const std::string& tmp) {
+        if (::geteuid() == 0 && ::fchown(fd, owner.uid, owner.gid) != 0)
+          throw sys_error(errno, fmt::format("cannot give {} to uid {}", tmp, owner.uid));
+      };
+      auto sink = make_file_sink(root + "/backup_manifest", fo);
+      repo.restore_stream(p.stored, *sink, ctx);
+      continue;
+    }
+    std::string into = root;
+    if (!p.tablespace_oid.empty()) {
+      const std::string& dir = ts_target.at(p.tablespace_oid);
+      if (!::realpath(dir.c_str(), real)) throw sys_error(errno, fmt::format("cannot resolve {}", dir));
+      into = real;
+    }
+    if (ctx.log) ctx.log(LogLevel::info, fmt::format("unpacking {} into {}", p.stored.path, into));
+    extract_part(repo.storage(), p, into, owner, ctx);
+  }
+  for (auto& [oid, dir] : ts_target) {
+    std::string link = root + "/pg_tblspc/" + oid;
+    ::unlink(link.c_str());
+    if (::symlink(dir.c_str(), link.c_str()) != 0) throw sys_error(errno, fmt::format("cannot create {}", link));
+    if (::geteuid() == 0) (void)::lchown(link.c_str(), owner.uid, owner.gid);
+  }
+}
+
+// 4. Recovery settings: restore_command and the target in postgresql.auto.conf, and
+// recovery.signal; then everything restored is made durable before a server trusts it.
+void write_recovery_settings(Repository& repo, const Manifest& m, const PitrRestoreOptions& opts, const Targets& t,
+                             const std::string& root, const Owner& owner) {
+  std::string cmd = opts.restore_command;
+  if (cmd.empty()) {
+    cmd = restore_command_word(opts.mevbackup_path) + " wal-fetch --repo " + restore_command_word(opts.repo_url);
+    for (auto& a : opts.wal_fetch_args) cmd += " " + restore_command_word(a);
+    cmd += " %f %p";
+  }
+  std::string conf = fmt::format("\n# Written by mevbackup restore pitr at {} from base backup {}\n",
+                                 format_rfc3339(repo.clock().now()), m.id);
+  conf += "restore_command = " + conf_quote(cmd) + "\n";
+  if (t.time) conf += "recovery_target_time = " + conf_quote(utc_conf_time(*t.time)) + "\n";
+  if (t.lsn) conf += "recovery_target_lsn = " + conf_quote(format_lsn(*t.lsn)) + "\n";
+  if (!opts.target_name.empty()) conf += "recovery_target_name = " + conf_quote(opts.target_name) + "\n";
+  if (t.count) conf += "recovery_target_action = 'promote'\n";
+  for (auto& [k, v] : opts.settings) conf += k + " = " + conf_quote(v) + "\n";
+  write_owned(root + "/postgresql.auto.conf", conf, true, owner);
+  write_owned(root + "/recovery.signal", "", false, owner);
+  int dfd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::syncfs(dfd);
+    ::close(dfd);
+  }
+}
+
+// 2 to 4: the empty directories, then the files; a failure empties what it used and
+// removes what it created.
+void restore_files(Repository& repo, const Manifest& m, const std::vector<BaseBackupPart>& parts,
+                   const PitrRestoreOptions& opts, const Targets& t, const std::string& data_dir,
+                   const std::map<std::string, std::string>& ts_target, const Owner& owner, const RunContext& ctx) {
   std::vector<std::string> created, used;
-  auto undo = [&] {
-    for (auto& d : used) empty_dir(d);
-    for (auto it = created.rbegin(); it != created.rend(); ++it) ::rmdir(it->c_str());
-  };
   try {
     if (prepare_empty_dir(data_dir, owner, "data directory")) created.push_back(data_dir);
     used.push_back(data_dir);
     for (auto& [oid, dir] : ts_target) {
-      if (dir.empty() || dir[0] != '/')
-        throw Error(Code::invalid_argument, fmt::format("tablespace {} needs an absolute location, not \"{}\"", oid, dir));
       if (prepare_empty_dir(dir, owner, "tablespace directory")) created.push_back(dir);
       used.push_back(dir);
     }
     char real[PATH_MAX];
     if (!::realpath(data_dir.c_str(), real)) throw sys_error(errno, fmt::format("cannot resolve {}", data_dir));
     std::string root = real;
-
-    // 3. The archives.
-    std::map<std::string, std::string> links;
-    for (auto& p : parts) {
-      if (p.name == "backup_manifest") {
-        // PostgreSQL's own manifest goes beside the files, where pg_verifybackup looks.
-        FileSinkOptions fo;
-        fo.on_open = [&owner](int fd, const std::string& tmp) {
-          if (::geteuid() == 0 && ::fchown(fd, owner.uid, owner.gid) != 0)
-            throw sys_error(errno, fmt::format("cannot give {} to uid {}", tmp, owner.uid));
-        };
-        auto sink = make_file_sink(root + "/backup_manifest", fo);
-        repo.restore_stream(p.stored, *sink, gctx);
-        continue;
-      }
-      std::string into = root;
-      if (!p.tablespace_oid.empty()) {
-        if (!::realpath(ts_target[p.tablespace_oid].c_str(), real))
-          throw sys_error(errno, fmt::format("cannot resolve {}", ts_target[p.tablespace_oid]));
-        into = real;
-      }
-      if (gctx.log) gctx.log(LogLevel::info, fmt::format("unpacking {} into {}", p.stored.path, into));
-      auto l = extract_part(st, p, into, owner, gctx);
-      if (p.name == "base.tar") links = l;
-    }
-    // Tablespace links point at the (possibly remapped) locations.
-    for (auto& [oid, dir] : ts_target) {
-      std::string link = root + "/pg_tblspc/" + oid;
-      ::unlink(link.c_str());
-      if (::symlink(dir.c_str(), link.c_str()) != 0) throw sys_error(errno, fmt::format("cannot create {}", link));
-      if (::geteuid() == 0) (void)::lchown(link.c_str(), owner.uid, owner.gid);
-    }
-
-    // 4. Recovery settings.
-    std::string cmd = opts.restore_command;
-    if (cmd.empty()) {
-      cmd = restore_command_word(opts.mevbackup_path) + " wal-fetch --repo " + restore_command_word(opts.repo_url);
-      for (auto& a : opts.wal_fetch_args) cmd += " " + restore_command_word(a);
-      cmd += " %f %p";
-    }
-    std::string conf = fmt::format("\n# Written by mevbackup restore pitr at {} from base backup {}\n",
-                                   format_rfc3339(repo.clock().now()), m.id);
-    conf += "restore_command = " + conf_quote(cmd) + "\n";
-    if (target_time) conf += "recovery_target_time = " + conf_quote(utc_conf_time(*target_time)) + "\n";
-    if (target_lsn) conf += "recovery_target_lsn = " + conf_quote(format_lsn(*target_lsn)) + "\n";
-    if (!opts.target_name.empty()) conf += "recovery_target_name = " + conf_quote(opts.target_name) + "\n";
-    if (targets) conf += "recovery_target_action = 'promote'\n";
-    for (auto& [k, v] : opts.settings) conf += k + " = " + conf_quote(v) + "\n";
-    write_owned(root + "/postgresql.auto.conf", conf, true, owner);
-    write_owned(root + "/recovery.signal", "", false, owner);
-    int dfd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::syncfs(dfd);  // the restored files are durable before the server trusts them
-      ::close(dfd);
-    }
+    unpack_parts(repo, parts, root, ts_target, owner, ctx);
+    write_recovery_settings(repo, m, opts, t, root, owner);
   } catch (...) {
-    undo();
+    for (auto& d : used) empty_dir(d);
+    for (auto it = created.rbegin(); it != created.rend(); ++it) ::rmdir(it->c_str());
     throw;
   }
+}
 
-  // 5. How to start, or start and watch.
-  PitrRestoreResult res;
-  res.backup = m;
-  int major = m.source.value("server_version_num", 150000) / 10000;
-  std::string pg_ctl = opts.pg_ctl_path;
-  if (pg_ctl.empty()) {
-    pg_ctl = fmt::format("/usr/lib/postgresql/{}/bin/pg_ctl", major);
-    if (::access(pg_ctl.c_str(), X_OK) != 0) pg_ctl = find_in_path("pg_ctl").value_or("pg_ctl");
-  }
-  std::string log_file = opts.log_file.empty() ? data_dir + "/pitr_recovery.log" : opts.log_file;
+// 5a. The command that starts the server (as the files' owner when run as root).
+std::vector<std::string> start_argv(const std::string& data_dir, const Owner& owner, const std::string& pg_ctl,
+                                    const std::string& log_file) {
   std::vector<std::string> argv;
-  bool as_other = ::geteuid() == 0 && owner.uid != 0;
-  if (as_other) {
+  if (::geteuid() == 0 && owner.uid != 0) {
     if (owner.name.empty())
       throw Error(Code::invalid_argument, fmt::format("uid {} owning {} has no user name to run the server as", owner.uid, data_dir));
     std::string runuser = ::access("/usr/sbin/runuser", X_OK) == 0 ? "/usr/sbin/runuser" : "runuser";
@@ -630,22 +650,13 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
   }
   for (const std::string& a : {pg_ctl, std::string("-D"), data_dir, std::string("-l"), log_file, std::string("start")})
     argv.push_back(a);
-  for (auto& a : argv) res.start_command += (res.start_command.empty() ? "" : " ") + shell_word(a);
-  std::string target_text = target_time ? "time " + opts.target_time
-                            : target_lsn ? "LSN " + opts.target_lsn
-                            : !opts.target_name.empty() ? "restore point " + opts.target_name
-                                                        : "the end of the archived WAL";
-  res.summary = fmt::format("restored base backup {} (WAL {} .. {}, ended {}) into {}; recovery target: {}\n", m.id,
-                            m.source.value("start_lsn", "?"), m.source.value("stop_lsn", "?"),
-                            m.source.value("stop_time", m.finished_at), data_dir, target_text);
-  if (owner.uid == 0)
-    res.summary += "warning: the files belong to root and PostgreSQL refuses to run as root: chown -R them to the "
-                   "server's user (or restore again with --owner)\n";
-  if (!opts.start) {
-    res.summary += "start the server to replay the archived WAL:\n  " + res.start_command + "\n";
-    return res;
-  }
+  return argv;
+}
 
+// 5b. Starts the server and waits until recovery is over and it runs promoted.
+void start_and_watch(Storage& st, const Manifest& m, const PitrRestoreOptions& opts, std::vector<std::string> argv,
+                     const std::string& pg_ctl, const std::string& data_dir, const std::string& log_file,
+                     const RunContext& ctx) {
   argv.insert(argv.end() - 1, "-W");  // pg_ctl returns at once; recovery is watched below
   SpawnOptions so;
   so.argv = argv;
@@ -662,13 +673,13 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
     if (rc != 0)
       throw Error(Code::restore_failed, fmt::format("{} {}: {}", pg_ctl, describe_exit(rc), p.stderr_text()));
   }
-  if (gctx.log) gctx.log(LogLevel::info, fmt::format("server starting on {}; waiting for recovery to finish", data_dir));
+  if (ctx.log) ctx.log(LogLevel::info, fmt::format("server starting on {}; waiting for recovery to finish", data_dir));
   std::string pg_controldata = pg_ctl.substr(0, pg_ctl.rfind('/') + 1) + "pg_controldata";
   auto t0 = std::chrono::steady_clock::now();
   auto deadline = t0 + std::chrono::seconds(opts.timeout_seconds > 0 ? opts.timeout_seconds : 3600);
   bool seen_pid = false;
   for (;;) {
-    if (gctx.cancel) gctx.cancel->check();
+    if (ctx.cancel) ctx.cancel->check();
     std::string pidfile = read_text(data_dir + "/postmaster.pid");
     bool dead = false;
     if (!pidfile.empty()) {
@@ -680,7 +691,7 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
       // the server removed recovery.signal and pg_control says "in production".
       if (lines.size() >= 8 && lines[7].find("ready") != std::string::npos &&
           ::access((data_dir + "/recovery.signal").c_str(), F_OK) != 0 && in_production(pg_controldata, data_dir))
-        break;
+        return;
       long pid = std::atol(lines[0].c_str());
       if (process_gone(pid)) dead = true;
     } else if (seen_pid || std::chrono::steady_clock::now() - t0 > std::chrono::seconds(20)) {
@@ -695,6 +706,50 @@ PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts,
                   true);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+}
+
+}  // namespace
+
+PitrRestoreResult restore_pitr(Repository& repo, const PitrRestoreOptions& opts, const RunContext& ctx) {
+  // Shared, as every backup and restore: a prune waits for it (lock.hpp).
+  RepositoryLock lock(repo.storage(), LockKind::shared, ctx);
+  const RunContext gctx = lock.guard(ctx);
+  const Targets t = check_request(opts);
+  const Manifest m = choose_base_backup(repo, opts, t, gctx);
+  const std::vector<BaseBackupPart> parts = basebackup_parts(m);
+  std::string data_dir = opts.data_dir;
+  while (data_dir.size() > 1 && data_dir.back() == '/') data_dir.pop_back();
+  const Owner owner = restore_owner(opts, data_dir);
+  const auto ts_target = tablespace_targets(m, parts, opts);
+  restore_files(repo, m, parts, opts, t, data_dir, ts_target, owner, gctx);
+
+  // 5. How to start, or start and watch.
+  PitrRestoreResult res;
+  res.backup = m;
+  int major = m.source.value("server_version_num", 150000) / 10000;
+  std::string pg_ctl = opts.pg_ctl_path;
+  if (pg_ctl.empty()) {
+    pg_ctl = fmt::format("/usr/lib/postgresql/{}/bin/pg_ctl", major);
+    if (::access(pg_ctl.c_str(), X_OK) != 0) pg_ctl = find_in_path("pg_ctl").value_or("pg_ctl");
+  }
+  std::string log_file = opts.log_file.empty() ? data_dir + "/pitr_recovery.log" : opts.log_file;
+  std::vector<std::string> argv = start_argv(data_dir, owner, pg_ctl, log_file);
+  for (auto& a : argv) res.start_command += (res.start_command.empty() ? "" : " ") + shell_word(a);
+  std::string target_text = t.time ? "time " + opts.target_time
+                            : t.lsn ? "LSN " + opts.target_lsn
+                            : !opts.target_name.empty() ? "restore point " + opts.target_name
+                                                        : "the end of the archived WAL";
+  res.summary = fmt::format("restored base backup {} (WAL {} .. {}, ended {}) into {}; recovery target: {}\n", m.id,
+                            m.source.value("start_lsn", "?"), m.source.value("stop_lsn", "?"),
+                            m.source.value("stop_time", m.finished_at), data_dir, target_text);
+  if (owner.uid == 0)
+    res.summary += "warning: the files belong to root and PostgreSQL refuses to run as root: chown -R them to the "
+                   "server's user (or restore again with --owner)\n";
+  if (!opts.start) {
+    res.summary += "start the server to replay the archived WAL:\n  " + res.start_command + "\n";
+    return res;
+  }
+  start_and_watch(repo.storage(), m, opts, argv, pg_ctl, data_dir, log_file, gctx);
   res.started = true;
   std::string stop;
   for (auto& a : argv) {
