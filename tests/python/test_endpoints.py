@@ -135,6 +135,16 @@ def test_pg_restore_sink_replaces_an_occupied_target_with_clean(pgenv, occupied)
     assert pg.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'keep_me'", occupied) == "0"
 
 
+def test_pg_endpoints_never_show_a_password_of_the_conninfo(pg, monkeypatch):
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    wrong = "Wrong-pg-Pass-481"
+    for make in (lambda: Source.pg_dump(pg.conninfo("mev_protection", password=wrong)),
+                 lambda: Sink.pg_restore(pg.conninfo("mev_protection", password=wrong), clean=True)):
+        with pytest.raises(mevbackup.AuthenticationFailed) as e:
+            make()
+        assert wrong not in str(e.value) and pg.password not in str(e.value)
+
+
 def test_pg_dump_source_failure_names_the_database(pgenv):
     with pytest.raises(mevbackup.Error) as e:
         Source.pg_dump(pgenv.conninfo("no_such_db_here"))
@@ -209,6 +219,14 @@ def test_redis_rdb_source_wrong_password_never_shows_it(rds):
     with pytest.raises(mevbackup.AuthenticationFailed) as e:
         Source.redis_rdb(rds.url(), password="wrong-Pass-123", mode="replication")
     assert "wrong-Pass-123" not in str(e.value) and REDIS_PASSWORD not in str(e.value)
+
+
+def test_redis_endpoints_never_show_a_password_of_the_url(rds):
+    url = rds.url().replace("redis://", "redis://:Wrong-url-Pass-77@")
+    for make in (lambda: Source.redis_rdb(url, mode="replication"), lambda: Sink.redis_live(url)):
+        with pytest.raises(mevbackup.AuthenticationFailed) as e:
+            make()
+        assert "Wrong-url-Pass-77" not in str(e.value)
 
 
 # ---- files -----------------------------------------------------------------------------
