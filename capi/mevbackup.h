@@ -679,6 +679,126 @@ MEVB_API int mevb_run_opts_init(mevb_run_opts *opts, size_t size);
 MEVB_API int mevb_pipeline_run(mevb_source *source, mevb_filter *const *filters, size_t n, mevb_sink *sink,
                                const mevb_run_opts *opts);
 
+/* ---- service endpoints: the backups' and restores' own sources and sinks ---------- *
+ * The sources and sinks the canned backups and restores are built of, to run in a
+ * pipeline of one's own. Each checks its service when created (connects, validates) and
+ * fails there; the stage's label names the service ("source (pg_dump mydb)"), never a
+ * password. A sink commits the whole restore (a database swapped into place, files moved
+ * in) only when the run succeeded; aborted or freed uncommitted, it leaves its target as
+ * it was. */
+
+typedef struct mevb_pg_source_opts {
+  uint32_t struct_size;
+  const char *conninfo;            /* libpq conninfo or URI (required); PG* variables apply */
+  const char *pg_dump_path;        /* NULL: newest installed pg_dump able to dump the server */
+  const char *const *pg_dump_args; /* NULL: "--no-owner --no-acl"; else replaces them */
+  size_t pg_dump_args_count;
+} mevb_pg_source_opts;
+#define MEVB_PG_SOURCE_OPTS_INIT {sizeof(mevb_pg_source_opts), NULL, NULL, NULL, 0}
+MEVB_API int mevb_pg_source_opts_init(mevb_pg_source_opts *opts, size_t size);
+/* pg_dump -Fc of one REPEATABLE READ snapshot of the database (a custom-format dump,
+ * uncompressed). The stream fails (MEVB_ERR_DUMP_FAILED, with pg_dump's message) when
+ * pg_dump does; it ends only after pg_dump exited 0. */
+MEVB_API int mevb_source_new_pg_dump(mevb_source **out, const mevb_pg_source_opts *opts);
+
+typedef struct mevb_pg_sink_opts {
+  uint32_t struct_size;
+  const char *conninfo;               /* names the target database (required) */
+  const char *dbname;                 /* NULL: the database conninfo names; else this one */
+  int clean;                          /* non-zero: replace a non-empty target */
+  const char *pg_restore_path;        /* NULL: newest installed pg_restore */
+  const char *const *pg_restore_args; /* NULL: "--no-owner --no-acl" */
+  size_t pg_restore_args_count;
+  int jobs;                           /* > 1: pg_restore --jobs, staging the dump in a temporary file */
+  const char *staging_dir;            /* where that file goes; NULL: $TMPDIR or /tmp */
+} mevb_pg_sink_opts;
+#define MEVB_PG_SINK_OPTS_INIT {sizeof(mevb_pg_sink_opts), NULL, NULL, 0, NULL, NULL, 0, 1, NULL}
+MEVB_API int mevb_pg_sink_opts_init(mevb_pg_sink_opts *opts, size_t size);
+/* pg_restore of a custom-format dump into a new staging database, created now (the target
+ * must be empty or absent unless clean: MEVB_ERR_NOT_EMPTY). On commit the staging
+ * database replaces the target; on abort, or freed uncommitted, it is dropped and the
+ * target is as it was. The database gets the server's default encoding and locale. */
+MEVB_API int mevb_sink_new_pg_restore(mevb_sink **out, const mevb_pg_sink_opts *opts);
+
+typedef struct mevb_files_source_opts {
+  uint32_t struct_size;
+  const char *base_dir;           /* NULL: the current directory */
+  const char *const *paths;       /* required: files, directories, globs relative to base_dir */
+  size_t paths_count;
+  const char *const *excludes;    /* more glob patterns to leave out ("dir/" = a directory) */
+  size_t excludes_count;
+  int include_secrets;            /* non-zero: drop the built-in secret patterns */
+  int ignore_missing;             /* non-zero: a named path that does not exist is skipped */
+} mevb_files_source_opts;
+#define MEVB_FILES_SOURCE_OPTS_INIT {sizeof(mevb_files_source_opts), NULL, NULL, 0, NULL, 0, 0, 0}
+MEVB_API int mevb_files_source_opts_init(mevb_files_source_opts *opts, size_t size);
+/* The files as a pax tar (uncompressed), as mevb_repo_backup_files stores them; the paths
+ * are collected now (MEVB_ERR_NOT_FOUND naming a missing one). */
+MEVB_API int mevb_source_new_files_tar(mevb_source **out, const mevb_files_source_opts *opts);
+
+typedef struct mevb_extract_sink_opts {
+  uint32_t struct_size;
+  const char *target;             /* required: directory to extract into (its parent must exist) */
+  const char *const *only;        /* NULL: everything; else only members matching a glob */
+  size_t only_count;
+  int overwrite;                  /* non-zero: replace existing different files */
+  int keep_special_modes;         /* non-zero: keep setuid/setgid and world-write bits */
+} mevb_extract_sink_opts;
+#define MEVB_EXTRACT_SINK_OPTS_INIT {sizeof(mevb_extract_sink_opts), NULL, NULL, 0, 0, 0}
+MEVB_API int mevb_extract_sink_opts_init(mevb_extract_sink_opts *opts, size_t size);
+/* A safe extract of a tar stream into `target`, as mevb_repo_restore_files does it: members
+ * are checked and extracted into a staging directory beside the target as they arrive (an
+ * absolute name, "..", a link leading outside or a special file fails the run with
+ * MEVB_ERR_RESTORE_FAILED naming the member); only on commit are they moved in (existing
+ * different files: MEVB_ERR_EXISTS unless overwrite). Aborted, nothing in target changed. */
+MEVB_API int mevb_sink_new_extract(mevb_sink **out, const mevb_extract_sink_opts *opts);
+
+typedef struct mevb_redis_source_opts {
+  uint32_t struct_size;
+  const char *url;                /* redis://[user[:password]@]host[:port] (required) */
+  const char *password;           /* NULL: from the URL or default_password */
+  const char *default_password;   /* used when neither password nor the URL gives one */
+  const char *mode;               /* NULL or "auto", "bgsave", "replication" */
+  int timeout_seconds;            /* 0: 3600; how long the server may take to save */
+} mevb_redis_source_opts;
+#define MEVB_REDIS_SOURCE_OPTS_INIT {sizeof(mevb_redis_source_opts), NULL, NULL, NULL, NULL, 0}
+MEVB_API int mevb_redis_source_opts_init(mevb_redis_source_opts *opts, size_t size);
+/* The server's RDB (every database) by BGSAVE or replication; connects and starts the
+ * snapshot now. The bytes are passed on as the server sends them. */
+MEVB_API int mevb_source_new_redis_rdb(mevb_source **out, const mevb_redis_source_opts *opts);
+
+typedef struct mevb_redis_offline_sink_opts {
+  uint32_t struct_size;
+  const char *data_dir;           /* required: the stopped server's data directory */
+  const char *rdb_name;           /* NULL: "dump.rdb" */
+  const char *const *before;      /* argv of a command run (no shell) before the RDB moves in; NULL: none */
+  size_t before_count;
+  const char *const *after;       /* argv of a command run after it moved in; NULL: none */
+  size_t after_count;
+  int target_rdb_version;         /* newest RDB version the target loads; 0: ask the local redis-server */
+} mevb_redis_offline_sink_opts;
+#define MEVB_REDIS_OFFLINE_SINK_OPTS_INIT {sizeof(mevb_redis_offline_sink_opts), NULL, NULL, NULL, 0, NULL, 0, 0}
+MEVB_API int mevb_redis_offline_sink_opts_init(mevb_redis_offline_sink_opts *opts, size_t size);
+/* An RDB written into <data_dir>/<rdb_name> atomically on commit: the stream must parse as
+ * an RDB (CRC-64 included: MEVB_ERR_CORRUPT) of a version the target loads
+ * (MEVB_ERR_VERSION_MISMATCH); until the rename the data directory is as it was. */
+MEVB_API int mevb_sink_new_redis_offline(mevb_sink **out, const mevb_redis_offline_sink_opts *opts);
+
+typedef struct mevb_redis_live_sink_opts {
+  uint32_t struct_size;
+  const char *url;                /* redis://[user[:password]@]host[:port] of the running target (required) */
+  const char *password;           /* NULL: from the URL or default_password */
+  const char *default_password;   /* used when neither password nor the URL gives one */
+  int replace;                    /* non-zero: a non-empty target allowed, same-name keys replaced */
+} mevb_redis_live_sink_opts;
+#define MEVB_REDIS_LIVE_SINK_OPTS_INIT {sizeof(mevb_redis_live_sink_opts), NULL, NULL, NULL, 0}
+MEVB_API int mevb_redis_live_sink_opts_init(mevb_redis_live_sink_opts *opts, size_t size);
+/* Every key of an RDB stream into a running server as it arrives (RESTORE ... ABSTTL;
+ * keys already expired are skipped). Connects now; a target holding keys is
+ * MEVB_ERR_NOT_EMPTY unless replace. Not atomic: a run failing midway leaves the keys
+ * restored so far (the message says how many). */
+MEVB_API int mevb_sink_new_redis_live(mevb_sink **out, const mevb_redis_live_sink_opts *opts);
+
 /* ---- storage: where artifacts live (the Uploader) --------------------------------- *
  * Keys are relative, '/'-separated, without empty, "." or ".." components. A storage
  * may be freed before the sinks and sources it gave: they keep what they need. */

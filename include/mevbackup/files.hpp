@@ -6,6 +6,8 @@
 // Errors: every function throws mevbackup::Error (see each function).
 #pragma once
 
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,30 @@ struct FilesBackupOptions {
 // size while it is read.
 Manifest backup_files(Repository& repo, const FilesBackupOptions& opts, const RunContext& ctx);
 
+// The endpoints backup_files and restore_files are built from, for pipelines of one's own.
+struct FilesTarSourceOptions {          // as FilesBackupOptions
+  std::string base_dir;
+  std::vector<std::string> paths;
+  std::vector<std::string> excludes;
+  bool include_secrets = false;
+  bool ignore_missing = false;
+};
+
+// What a files backup's manifest records besides the options.
+struct FilesTarInfo {
+  std::string base_dir;                 // resolved, absolute
+  std::vector<std::string> excluded;    // names left out by a pattern
+  std::vector<std::string> missing;     // named paths that did not exist (ignore_missing)
+  // The member list (name, type, size, mode, SHA-256, ...), set when the source reached
+  // the archive's end. The source writes it there: `info` must outlive the source.
+  nlohmann::json members;
+};
+
+// The files as a pax tar Source (as backup_files stores it). The paths are collected and
+// checked (throwing as backup_files does) before this returns.
+std::unique_ptr<Source> files_tar_source(const FilesTarSourceOptions& opts, const RunContext& ctx,
+                                         FilesTarInfo* info = nullptr);
+
 struct FilesRestoreOptions {
   std::string target;                   // the directory to restore into (its parent must exist)
   std::vector<std::string> only;        // restore only members matching one of these globs
@@ -54,6 +80,22 @@ struct FileAction {
   std::string name;    // relative to the target
   std::string action;  // "create", "replace", "unchanged", "conflict" (dry run only)
 };
+
+struct FilesExtractSinkOptions : FilesRestoreOptions {
+  // The backup whose payload the sink receives, when there is one: named in messages.
+  std::optional<Manifest> backup;
+  // Its member list (FilesTarInfo::members): every member must match it (type, size,
+  // mode, owner, content). None: the tar's own members, checked only for safety.
+  std::optional<nlohmann::json> members;
+};
+
+// The whole of restore_files as a Sink of a tar stream: every member checked and
+// extracted into a fresh staging directory beside the target as it arrives, moved into
+// place only on commit (with the checks and refusals restore_files makes). abort(), or
+// destroying an uncommitted sink, removes the staging directory: the target is as it
+// was. `actions` (if given; must outlive the sink) gets what the commit did.
+std::unique_ptr<Sink> files_extract_sink(const FilesExtractSinkOptions& opts, const RunContext& ctx,
+                                         std::vector<FileAction>* actions = nullptr);
 
 // Restores the backup into opts.target. The archive is extracted into a fresh
 // directory beside the target (same filesystem), every member checked on the way

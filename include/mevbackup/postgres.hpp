@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,30 @@ struct PgBackupOptions {
   // the planner's reltuples estimate, marked "exact": false.
   uint64_t exact_count_max_bytes = 64ull << 20;
 };
+
+// The endpoints backup_postgres and restore_postgres are built from, for pipelines of
+// one's own (stream.hpp).
+struct PgDumpSourceOptions {
+  std::string conninfo;        // as PgBackupOptions
+  std::string pg_dump_path;
+  std::vector<std::string> pg_dump_args = {"--no-owner", "--no-acl"};
+  uint64_t exact_count_max_bytes = 64ull << 20;
+};
+
+// What a backup's manifest records of the dumped database (Manifest::source).
+struct PgDumpInfo {
+  bool describe = true;    // false: only `database` is filled (no row counts, no properties)
+  std::string database;
+  nlohmann::json source;
+};
+
+// pg_dump -Fc -Z0 of the database as a Source, dumping one REPEATABLE READ snapshot the
+// source's own session holds. The checks run (and throw as backup_postgres does) before
+// this returns; a read() throws dump_failed when pg_dump fails, reaching EOF only after
+// it exited 0. With `info`, the database's name is stored there and (info->describe) the
+// row counts and database properties, read in the same snapshot.
+std::unique_ptr<Source> pg_dump_source(const PgDumpSourceOptions& opts, const RunContext& ctx,
+                                       PgDumpInfo* info = nullptr);
 
 // Dumps the database into `repo`. Throws Error: connection/auth/not_found when the
 // database cannot be reached, version_mismatch when pg_dump is older than the server,
@@ -52,6 +78,22 @@ struct PgRestoreOptions {
 // the staging database renamed to the target (dropping the old one when clean=true).
 // A failure leaves the target exactly as it was.
 void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreOptions& opts, const RunContext& ctx);
+
+// The database `conninfo` names (dbname=..., or PGDATABASE); empty when neither does.
+std::string pg_conninfo_dbname(const std::string& conninfo);
+
+struct PgRestoreSinkOptions : PgRestoreOptions {
+  // The backup whose payload the sink receives, when there is one: its database properties,
+  // pg_dump version (to choose pg_restore) and id. None: the server's defaults, with a warning.
+  std::optional<Manifest> backup;
+};
+
+// The whole of restore_postgres as a Sink of a pg_dump custom-format stream. Before it
+// returns, the target is checked (not_empty unless clean) and the staging database
+// created; write() feeds pg_restore; commit() finishes the load and swaps the staging
+// database into the target's name; abort() (or destroying an uncommitted sink) drops the
+// staging database and leaves the target as it was.
+std::unique_ptr<Sink> pg_restore_sink(const PgRestoreSinkOptions& opts, const RunContext& ctx);
 
 // Restores `backup` into a new scratch database on the server `conninfo` reaches,
 // compares each table's rows with the manifest's counts, runs `queries` there, and

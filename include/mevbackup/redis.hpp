@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,33 @@ struct RedisBackupOptions {
 // as Redis would load it or holds module data not allowed (no artifact remains).
 Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const RunContext& ctx);
 
+// The endpoints backup_redis and restore_redis are built from, for pipelines of one's own.
+struct RedisRdbSourceOptions {      // as RedisBackupOptions
+  std::string url;
+  std::string password;
+  std::string default_password;
+  RedisBackupMode mode = RedisBackupMode::auto_select;
+  int connect_timeout_s = 10;
+  int save_timeout_s = 3600;
+};
+
+// What a redis backup's manifest records of the server.
+struct RedisRdbInfo {
+  std::string server;         // host:port (no credentials)
+  std::string redis_version;
+  RedisBackupMode mode = RedisBackupMode::auto_select;  // the one used (never auto_select)
+  nlohmann::json keyspace;    // INFO keyspace, per database
+  std::string rdb_path;       // bgsave: the file streamed
+  std::string described;      // names the stream in messages
+};
+
+// The server's RDB as a Source, by BGSAVE (the file it saved) or replication (the RDB
+// payload off the socket). Connects, authenticates and starts the snapshot before it
+// returns (throwing as backup_redis does). The bytes are not checked: backup_redis
+// parses them on the way.
+std::unique_ptr<Source> redis_rdb_source(const RedisRdbSourceOptions& opts, const RunContext& ctx,
+                                         RedisRdbInfo* info = nullptr);
+
 struct RedisRestoreOptions {
   // Offline restore: the stopped server's data directory and its dbfilename.
   std::string data_dir;
@@ -83,6 +111,38 @@ struct RedisRestoreOptions {
 // Throws not_empty (live, target has keys, neither replace nor flush), version_mismatch
 // (the target cannot load the RDB's version), corrupt (artifact damaged; target untouched).
 void restore_redis(Repository& repo, const Manifest& backup, const RedisRestoreOptions& opts, const RunContext& ctx);
+
+struct RedisOfflineSinkOptions : RedisRestoreOptions {  // data_dir, rdb_name, before, after, target_rdb_version
+  // The backup whose payload the sink receives, when there is one: the RDB must parse and
+  // hold the keys it counted. None: it must parse (CRC-64 included).
+  std::optional<Manifest> backup;
+};
+
+// The offline half of restore_redis as a Sink of an RDB stream: written and checked into
+// a temporary file in data_dir; commit() checks the RDB version against the target's,
+// runs `before`, renames it over <data_dir>/<rdb_name> and runs `after`. abort() (or
+// destroying an uncommitted sink) removes the temporary file: the directory is as it was.
+std::unique_ptr<Sink> redis_offline_sink(const RedisOfflineSinkOptions& opts, const RunContext& ctx);
+
+struct RedisLiveSinkOptions : RedisRestoreOptions {  // redis_url, password, default_password, replace, flush
+  // The backup whose payload the sink receives, when there is one: its RDB version is
+  // checked against the target's before any key goes in. None: the stream's own version,
+  // checked when its header arrives.
+  std::optional<Manifest> backup;
+};
+
+struct RedisLiveResult {
+  uint64_t restored = 0, skipped = 0, functions = 0;  // keys in, keys already expired, libraries
+};
+
+// The live half of restore_redis as a Sink of an RDB stream: every key goes into the
+// running server at redis_url as it arrives (RESTORE ... ABSTTL, REPLACE when replace or
+// flush). Created only when the target is empty (not_empty otherwise) unless replace, or
+// flush (which says the caller emptied it: restore_redis does, after verifying the
+// backup). Not atomic: a failure midway leaves the keys restored so far, and the message
+// says how many. `result` (if given) gets the counts on commit.
+std::unique_ptr<Sink> redis_live_sink(const RedisLiveSinkOptions& opts, const RunContext& ctx,
+                                      RedisLiveResult* result = nullptr);
 
 // The RDB version that a Redis server version ("7.0.15") writes and can load; 0 if unknown.
 int rdb_version_for_redis(const std::string& version);

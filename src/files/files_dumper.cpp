@@ -274,6 +274,7 @@ class TarSource final : public Source {
   }
 
   nlohmann::json members_json = nlohmann::json::array();
+  nlohmann::json* members_out = nullptr;  // given the member list once the archive is complete
 
  private:
   static la_ssize_t on_write(archive*, void* client, const void* buff, size_t len) {
@@ -301,6 +302,7 @@ class TarSource final : public Source {
     if (next_ == members_.size()) {
       check(archive_write_close(a_.get()), "finishing the tar archive");
       finished_ = true;
+      if (members_out) *members_out = members_json;
       return;
     }
     const Member& m = members_[next_];
@@ -457,7 +459,7 @@ void confirm_listed(Repository& repo, const Manifest& m, const RunContext& ctx) 
 
 }  // namespace
 
-Manifest backup_files(Repository& repo, const FilesBackupOptions& opts, const RunContext& ctx) {
+std::unique_ptr<Source> files_tar_source(const FilesTarSourceOptions& opts, const RunContext& ctx, FilesTarInfo* info) {
   if (opts.paths.empty()) throw Error(Code::invalid_argument, "no files named to back up");
   std::string base = absolute_base(opts.base_dir);
   std::vector<std::string> patterns = opts.excludes;
@@ -478,8 +480,26 @@ Manifest backup_files(Repository& repo, const FilesBackupOptions& opts, const Ru
     }
     ctx.log(LogLevel::info, fmt::format("backing up {} entries from {}", col.members.size(), base));
   }
+  auto source = std::make_unique<TarSource>(base, col.members);
+  if (info) {
+    info->base_dir = base;
+    info->excluded = col.excluded_names;
+    info->missing = col.missing;
+    info->members = nlohmann::json::array();
+    source->members_out = &info->members;
+  }
+  return source;
+}
 
-  TarSource source(base, col.members);
+Manifest backup_files(Repository& repo, const FilesBackupOptions& opts, const RunContext& ctx) {
+  FilesTarSourceOptions so;
+  so.base_dir = opts.base_dir;
+  so.paths = opts.paths;
+  so.excludes = opts.excludes;
+  so.include_secrets = opts.include_secrets;
+  so.ignore_missing = opts.ignore_missing;
+  FilesTarInfo info;
+  std::unique_ptr<Source> source = files_tar_source(so, ctx, &info);
   ArtifactSpec spec;
   spec.kind = "files";
   spec.dir = kind_directory("files");
@@ -488,19 +508,19 @@ Manifest backup_files(Repository& repo, const FilesBackupOptions& opts, const Ru
   spec.format = "tar-pax";
   spec.compression = opts.compression;
   spec.level = opts.level;
-  Manifest out = repo.publish(source, spec, ctx, [&](Manifest& m) {
+  Manifest out = repo.publish(*source, spec, ctx, [&](Manifest& m) {
     m.source = {
-        {"base_dir", base},
+        {"base_dir", info.base_dir},
         {"paths", opts.paths},
-        {"excluded", col.excluded_names},
-        {"missing", col.missing},
+        {"excluded", info.excluded},
+        {"missing", info.missing},
         {"exclude_patterns", opts.excludes},
         {"secret_excludes", !opts.include_secrets},
     };
   }, [&](Manifest& m, const RunContext& run) {
     // The member list is its own object: one entry per member would make the manifest
     // of a large tree too big for the catalog.
-    files::store_member_list(repo.storage(), m, source.members_json, run);
+    files::store_member_list(repo.storage(), m, info.members, run);
   });
   confirm_listed(repo, out, ctx);
   return out;

@@ -641,55 +641,110 @@ class FilesRestoreSink final : public Sink {
 
 }  // namespace
 
+namespace {
+
+// The whole restore as a Sink: owns what FilesRestoreSink refers to (the manifest, the
+// log) and the staging directory, removed whatever happens (moved-in members are no
+// longer in it).
+class ExtractSink final : public Sink {
+ public:
+  ExtractSink(const FilesExtractSinkOptions& opts, const RunContext& ctx, std::vector<FileAction>* actions)
+      : m_(opts.backup ? *opts.backup : stream_manifest()), log_(ctx.log), actions_(actions) {
+    if (opts.backup && opts.backup->kind != "files")
+      throw Error(Code::invalid_argument,
+                  fmt::format("backup {} is a {} backup, not a files one", opts.backup->id, opts.backup->kind));
+    if (opts.target.empty()) throw Error(Code::invalid_argument, "no restore target directory given");
+    std::filesystem::path t = std::filesystem::absolute(opts.target).lexically_normal();
+    std::string tstr = t.string();
+    while (tstr.size() > 1 && tstr.back() == '/') tstr.pop_back();
+    t = tstr;
+    if (t == t.root_path()) throw Error(Code::invalid_argument, "refusing to restore into /");
+    // The target's parent, resolved, so the staging directory is on the target's filesystem.
+    std::string parent = real_dir(t.parent_path().string());
+    std::string base_name = t.filename().string();
+    target_ = parent + "/" + base_name;
+    struct stat st;
+    if (::lstat(target_.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+      target_ = real_dir(target_);  // a symlinked target: restore into what it names
+      auto slash = target_.rfind('/');
+      parent = slash == 0 ? "/" : target_.substr(0, slash);
+      base_name = target_.substr(slash + 1);
+    }
+    if (!opts.dry_run) {
+      std::string tmpl = (parent == "/" ? "" : parent) + "/." + base_name + ".mevb-restore-XXXXXX";
+      if (!::mkdtemp(tmpl.data())) throw sys_error(errno, fmt::format("cannot create a staging directory in {}", parent));
+      staging_ = tmpl;
+    }
+    dry_run_ = opts.dry_run;
+    if (log_)
+      log_(LogLevel::info, fmt::format("{} {} into {}", opts.dry_run ? "checking" : "restoring",
+                                       opts.backup ? "backup " + opts.backup->id : std::string("a tar stream"), target_));
+    try {
+      inner_.emplace(m_, opts.members, opts, target_, staging_, log_);
+    } catch (...) {
+      remove_tree(staging_);
+      throw;
+    }
+    inner_->parent_ = parent == "/" ? "" : parent;
+    inner_->base_name_ = base_name;
+  }
+  ~ExtractSink() override {
+    inner_.reset();  // its thread stops before the staging directory goes
+    if (!staging_.empty()) remove_tree(staging_);
+  }
+  void write(Bytes data) override { inner_->write(data); }
+  void commit() override {
+    inner_->commit();
+    if (log_) {
+      size_t changed = 0;
+      for (auto& a : inner_->actions) changed += a.action == "create" || a.action == "replace";
+      log_(LogLevel::info, fmt::format("{} {} of {} members in {}", dry_run_ ? "would write" : "wrote", changed,
+                                       inner_->actions.size(), target_));
+    }
+    if (actions_) *actions_ = inner_->actions;
+  }
+  // A failed run leaves nothing beside the target, even while the sink is still held.
+  void abort() noexcept override {
+    inner_->abort();  // stops the extraction thread: nothing writes into staging_ any more
+    if (!staging_.empty()) remove_tree(staging_);
+    staging_.clear();
+  }
+
+ private:
+  static Manifest stream_manifest() {
+    Manifest m;
+    m.kind = "files";
+    m.id = "(tar stream)";
+    return m;
+  }
+  Manifest m_;
+  LogFn log_;
+  std::vector<FileAction>* actions_;
+  std::string target_, staging_;
+  bool dry_run_ = false;
+  std::optional<FilesRestoreSink> inner_;  // last: refers to the members above
+};
+
+}  // namespace
+
+std::unique_ptr<Sink> files_extract_sink(const FilesExtractSinkOptions& opts, const RunContext& ctx,
+                                         std::vector<FileAction>* actions) {
+  return std::make_unique<ExtractSink>(opts, ctx, actions);
+}
+
 std::vector<FileAction> restore_files(Repository& repo, const Manifest& backup, const FilesRestoreOptions& opts,
                                       const RunContext& ctx) {
-  if (backup.kind != "files")
-    throw Error(Code::invalid_argument, fmt::format("backup {} is a {} backup, not a files one", backup.id, backup.kind));
-  if (opts.target.empty()) throw Error(Code::invalid_argument, "no restore target directory given");
-  std::filesystem::path t = std::filesystem::absolute(opts.target).lexically_normal();
-  std::string tstr = t.string();
-  while (tstr.size() > 1 && tstr.back() == '/') tstr.pop_back();
-  t = tstr;
-  if (t == t.root_path()) throw Error(Code::invalid_argument, "refusing to restore into /");
-  // The target's parent, resolved, so the staging directory is on the target's filesystem.
-  std::string parent = real_dir(t.parent_path().string());
-  std::string base_name = t.filename().string();
-  std::string target = parent + "/" + base_name;
-  struct stat st;
-  if (::lstat(target.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-    target = real_dir(target);  // a symlinked target: restore into what it names
-    auto slash = target.rfind('/');
-    parent = slash == 0 ? "/" : target.substr(0, slash);
-    base_name = target.substr(slash + 1);
-  }
-
-  std::string staging;
-  if (!opts.dry_run) {
-    std::string tmpl = (parent == "/" ? "" : parent) + "/." + base_name + ".mevb-restore-XXXXXX";
-    if (!::mkdtemp(tmpl.data())) throw sys_error(errno, fmt::format("cannot create a staging directory in {}", parent));
-    staging = tmpl;
-  }
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { remove_tree(dir); }
-  } cleanup{staging};
-
-  if (ctx.log)
-    ctx.log(LogLevel::info, fmt::format("{} backup {} into {}", opts.dry_run ? "checking" : "restoring", backup.id, target));
-  // Read and checked before the archive: the members it must hold, with their modes,
-  // owners and checksums.
-  std::optional<nlohmann::json> members = files::load_member_list(repo.storage(), backup, ctx);
-  FilesRestoreSink sink(backup, members, opts, target, staging, ctx.log);
-  sink.parent_ = parent == "/" ? "" : parent;
-  sink.base_name_ = base_name;
-  repo.restore_stream(backup, sink, ctx);
-  if (ctx.log) {
-    size_t changed = 0;
-    for (auto& a : sink.actions) changed += a.action == "create" || a.action == "replace";
-    ctx.log(LogLevel::info, fmt::format("{} {} of {} members in {}", opts.dry_run ? "would write" : "wrote", changed,
-                                        sink.actions.size(), target));
-  }
-  return sink.actions;
+  FilesExtractSinkOptions so;
+  static_cast<FilesRestoreOptions&>(so) = opts;
+  so.backup = backup;
+  if (backup.kind == "files")  // (otherwise the sink refuses the backup, naming its kind)
+    // Read and checked before the archive: the members it must hold, with their modes,
+    // owners and checksums.
+    so.members = files::load_member_list(repo.storage(), backup, ctx);
+  std::vector<FileAction> actions;
+  std::unique_ptr<Sink> sink = files_extract_sink(so, ctx, &actions);
+  repo.restore_stream(backup, *sink, ctx);
+  return actions;
 }
 
 std::vector<std::string> files::check_tar_members(Bytes tar, const Manifest& m,

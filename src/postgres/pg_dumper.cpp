@@ -14,10 +14,12 @@ namespace mevbackup {
 
 namespace {
 
-// pg_dump's stdout as a Source. EOF is reported only after pg_dump exited 0.
+// pg_dump's stdout as a Source. EOF is reported only after pg_dump exited 0. It holds the
+// session whose snapshot pg_dump dumps, so the snapshot lives as long as the source.
 class PgDumpSource final : public Source {
  public:
-  PgDumpSource(const SpawnOptions& so, std::string db) : proc_(so), db_(std::move(db)) {}
+  PgDumpSource(pg::Conn conn, const SpawnOptions& so, std::string db)
+      : conn_(std::move(conn)), proc_(so), db_(std::move(db)) {}
 
   size_t read(MutBytes buf) override {
     size_t n = proc_.read_stdout(buf);
@@ -33,6 +35,7 @@ class PgDumpSource final : public Source {
   void abort() noexcept override { proc_.terminate(); }
 
  private:
+  pg::Conn conn_;
   Subprocess proc_;
   std::string db_;
 };
@@ -160,7 +163,7 @@ nlohmann::json logical_dump_caveats(pg::Conn& conn, const LogFn& log) {
 
 }  // namespace
 
-Manifest backup_postgres(Repository& repo, const PgBackupOptions& opts, const RunContext& ctx) {
+std::unique_ptr<Source> pg_dump_source(const PgDumpSourceOptions& opts, const RunContext& ctx, PgDumpInfo* info) {
   check_dump_args(opts.pg_dump_args);
   auto env = pg::conninfo_env(opts.conninfo);  // validates the conninfo first
   pg::ConnectPolicy policy = pg::connect_policy(opts.conninfo, ctx);
@@ -180,9 +183,21 @@ Manifest backup_postgres(Repository& repo, const PgBackupOptions& opts, const Ru
 
   conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {}, "starting the snapshot transaction");
   std::string snapshot = conn.value("SELECT pg_export_snapshot()");
-  nlohmann::json tables = count_rows(conn, opts.exact_count_max_bytes, ctx.log);
-  nlohmann::json properties = database_properties(conn);
-  nlohmann::json caveats = logical_dump_caveats(conn, ctx.log);
+  if (info) info->database = db;
+  if (info && info->describe) {
+    info->source = {
+        {"database", db},
+        {"server_version", server_version},
+        {"server_version_num", server_num},
+        {"pg_dump_version", dump_major},
+        {"snapshot_isolation", "repeatable read"},
+        {"tables", count_rows(conn, opts.exact_count_max_bytes, ctx.log)},
+        {"database_properties", database_properties(conn)},
+    };
+    nlohmann::json caveats = logical_dump_caveats(conn, ctx.log);
+    info->source["column_order_changes"] = caveats["column_order_changes"];
+    info->source["materialized_views"] = caveats["materialized_views"];
+  }
 
   SpawnOptions so;
   so.argv = {pg_dump, "-Fc", "-Z0", "--snapshot=" + snapshot};
@@ -193,32 +208,30 @@ Manifest backup_postgres(Repository& repo, const PgBackupOptions& opts, const Ru
   so.inherit_env = kPgToolEnv;
   so.pipe_stdout = true;
   if (ctx.log) ctx.log(LogLevel::info, fmt::format("dumping database \"{}\" (PostgreSQL {}) with {}", db, server_version, pg_dump));
-  PgDumpSource source(so, db);
+  return std::make_unique<PgDumpSource>(std::move(conn), so, db);
+}
+
+Manifest backup_postgres(Repository& repo, const PgBackupOptions& opts, const RunContext& ctx) {
+  PgDumpSourceOptions so;
+  so.conninfo = opts.conninfo;
+  so.pg_dump_path = opts.pg_dump_path;
+  so.pg_dump_args = opts.pg_dump_args;
+  so.exact_count_max_bytes = opts.exact_count_max_bytes;
+  PgDumpInfo info;
+  std::unique_ptr<Source> source = pg_dump_source(so, ctx, &info);
 
   ArtifactSpec spec;
   spec.kind = "postgres";
   spec.dir = "database";
-  spec.name_prefix = opts.name_prefix.empty() ? db : opts.name_prefix;
+  spec.name_prefix = opts.name_prefix.empty() ? info.database : opts.name_prefix;
   spec.extension = ".dump";
   spec.format = "pg_dump-custom";
   spec.compression = opts.compression;
   spec.level = opts.level;
-  Manifest m = repo.publish(source, spec, ctx, [&](Manifest& out) {
-    out.source_name = db;
-    out.source = {
-        {"database", db},
-        {"server_version", server_version},
-        {"server_version_num", server_num},
-        {"pg_dump_version", dump_major},
-        {"snapshot_isolation", "repeatable read"},
-        {"tables", tables},
-        {"database_properties", properties},
-        {"column_order_changes", caveats["column_order_changes"]},
-        {"materialized_views", caveats["materialized_views"]},
-    };
+  return repo.publish(*source, spec, ctx, [&](Manifest& out) {
+    out.source_name = info.database;
+    out.source = info.source;
   });
-  conn.exec("COMMIT", {}, "ending the snapshot transaction");
-  return m;
 }
 
 }  // namespace mevbackup

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <optional>
 #include <random>
 
@@ -205,23 +206,86 @@ std::string setting_value_sql(pg::Conn& admin, const std::string& name, const st
   return sql.empty() ? "''" : sql;
 }
 
-}  // namespace
 
-void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreOptions& opts, const RunContext& ctx) {
-  if (backup.kind != "postgres")
-    throw Error(Code::invalid_argument, fmt::format("backup {} is a {} backup, not a postgres one", backup.id, backup.kind));
-  auto env = pg::conninfo_env(opts.conninfo);
-  std::string target = opts.dbname.empty() ? pg::conninfo_dbname(opts.conninfo) : opts.dbname;
-  if (target.empty())
+// The whole restore as a Sink: the staging database exists from construction on, commit()
+// swaps it into place, abort() (or destruction before commit) drops it.
+class PgRestoreTargetSink final : public Sink {
+ public:
+  PgRestoreTargetSink(const PgRestoreSinkOptions& opts, const RunContext& ctx);
+  ~PgRestoreTargetSink() override {
+    if (!done_) abort();
+  }
+  void write(Bytes data) override {
+    if (done_) throw Error(Code::invalid_argument, "the pg_restore sink was already committed or aborted");
+    guarded([&] { load_->write(data); });
+  }
+  void commit() override;
+  void abort() noexcept override {
+    if (done_) return;
+    done_ = true;
+    if (load_) load_->abort();
+    drop_staging();
+  }
+
+ private:
+  void property_lost(const std::string& what, const std::string& why);
+  void create_staging(const std::string& clauses);
+  void drop_staging() noexcept;
+  void finish();
+  SpawnOptions spawn_options() const {
+    SpawnOptions so;
+    so.env = env_;
+    so.env["PGDATABASE"] = staging_;
+    so.inherit_env = kPgToolEnv;
+    return so;
+  }
+  // Runs a step; on failure drops the staging database (a failed SQL step becomes
+  // restore_failed) and rethrows.
+  template <class F>
+  void guarded(F&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      abort();
+      if (e.code() == Code::io) throw Error(Code::restore_failed, e.what());
+      throw;
+    } catch (...) {
+      abort();
+      throw;
+    }
+  }
+
+  PgRestoreSinkOptions opts_;
+  LogFn log_;
+  CancelToken* cancel_ = nullptr;
+  std::map<std::string, std::optional<std::string>> env_;
+  std::string target_, owner_, pg_restore_, staging_;
+  pg::ConnectPolicy policy_;
+  std::optional<pg::Conn> admin_;
+  std::optional<DbProperties> props_;
+  std::unique_ptr<StagingFile> file_;    // jobs > 1
+  std::unique_ptr<PgRestoreSink> stdin_; // jobs <= 1
+  Sink* load_ = nullptr;                 // where write() goes: stdin_ or file_
+  bool done_ = false;
+};
+
+PgRestoreTargetSink::PgRestoreTargetSink(const PgRestoreSinkOptions& opts, const RunContext& ctx)
+    : opts_(opts), log_(ctx.log), cancel_(ctx.cancel) {
+  const std::optional<Manifest>& backup = opts.backup;
+  if (backup && backup->kind != "postgres")
+    throw Error(Code::invalid_argument, fmt::format("backup {} is a {} backup, not a postgres one", backup->id, backup->kind));
+  env_ = pg::conninfo_env(opts.conninfo);
+  target_ = opts.dbname.empty() ? pg::conninfo_dbname(opts.conninfo) : opts.dbname;
+  if (target_.empty())
     throw Error(Code::invalid_argument, "the restore target names no database (give dbname=... in the connection string)");
 
-  pg::ConnectPolicy policy = pg::connect_policy(opts.conninfo, ctx);
-  pg::apply_policy_env(policy, env);
-  pg::Conn admin = pg::Conn::connect(opts.conninfo, kMaintenanceDb, policy);
-  std::string owner;
-  if (database_exists(admin, target)) {
-    owner = admin.value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", {target});
-    pg::Conn t = pg::Conn::connect(opts.conninfo, target, policy);
+  policy_ = pg::connect_policy(opts.conninfo, ctx);
+  pg::apply_policy_env(policy_, env_);
+  admin_.emplace(pg::Conn::connect(opts.conninfo, kMaintenanceDb, policy_));
+  pg::Conn& admin = *admin_;
+  if (database_exists(admin, target_)) {
+    owner_ = admin.value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", {target_});
+    pg::Conn t = pg::Conn::connect(opts.conninfo, target_, policy_);
     std::string relations = t.value(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' "
@@ -229,169 +293,201 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
     if (relations != "0" && !opts.clean)
       throw Error(Code::not_empty, fmt::format("target database \"{}\" is not empty ({} relations); use --clean to "
                                                "replace it",
-                                               target, relations));
+                                               target_, relations));
   }
 
-  std::string pg_restore =
-      opts.pg_restore_path.empty() ? pg::find_tool("pg_restore", backup.source.value("pg_dump_version", 0))
-                                   : opts.pg_restore_path;
-  drop_abandoned_staging(admin, target, ctx);
-  std::string staging = staging_name(target);
-  std::optional<DbProperties> props = recorded_properties(backup);
-  if (!props && ctx.log)
-    ctx.log(LogLevel::warning, fmt::format("backup {} records no database properties (an older or adopted backup): "
-                                           "database \"{}\" gets the server's default encoding, locale, settings "
-                                           "and no comment",
-                                           backup.id, target));
-  // Honours what the target server cannot: fails (naming it) unless allowed, then warns.
-  auto property_lost = [&](const std::string& what, const std::string& why) {
-    if (!opts.allow_property_loss)
-      throw Error(Code::restore_failed,
-                  fmt::format("the target server cannot give database \"{}\" the source's {}: {} (allow property "
-                              "loss to restore without it)",
-                              target, what, why));
-    if (ctx.log)
-      ctx.log(LogLevel::warning,
-              fmt::format("database \"{}\" is restored without the source's {}: {}", target, what, why));
-  };
-  std::string create = fmt::format("CREATE DATABASE {} TEMPLATE template0", admin.quote_ident(staging));
-  auto create_staging = [&](const std::string& clauses) {
-    if (!owner.empty()) {
-      try {
-        admin.exec(create + clauses + " OWNER " + admin.quote_ident(owner), {}, "creating the staging database");
-        return;
-      } catch (const Error&) {
-      }
-    }
-    admin.exec(create + clauses, {}, "creating the staging database");
-    // Not allowed to give it the target's owner: the restoring user keeps it.
-    if (!owner.empty() && ctx.log)
-      ctx.log(LogLevel::warning, fmt::format("cannot make {} the owner of the restored database", owner));
-  };
+  pg_restore_ = opts.pg_restore_path.empty()
+                    ? pg::find_tool("pg_restore", backup ? backup->source.value("pg_dump_version", 0) : 0)
+                    : opts.pg_restore_path;
+  drop_abandoned_staging(admin, target_, ctx);
+  staging_ = staging_name(target_);
+  if (backup) props_ = recorded_properties(*backup);
+  if (!props_ && log_)
+    log_(LogLevel::warning,
+         fmt::format("{} records no database properties{}: database \"{}\" gets the server's default encoding, "
+                     "locale, settings and no comment",
+                     backup ? "backup " + backup->id : std::string("the restored stream"),
+                     backup ? " (an older or adopted backup)" : "", target_));
   {
     std::string clauses, why;
-    if (props) {
+    if (props_) {
       try {
-        clauses = property_clauses(admin, *props);
+        clauses = property_clauses(admin, *props_);
         create_staging(clauses);
       } catch (const Error& e) {
         why = e.what();
       }
     }
-    if (!props || !why.empty()) {
-      if (props) property_lost(describe(*props), why);
+    if (!props_ || !why.empty()) {
+      if (props_) property_lost(describe(*props_), why);
       create_staging("");
     }
   }
-  auto drop_staging = [&] {
-    try {
-      admin.exec(fmt::format("DROP DATABASE IF EXISTS {}", admin.quote_ident(staging)));
-    } catch (const Error& e) {
-      if (ctx.log) ctx.log(LogLevel::error, fmt::format("could not drop staging database {}: {}", staging, e.what()));
-    }
-  };
-  try {
-    admin.exec(fmt::format("COMMENT ON DATABASE {} IS {}", admin.quote_ident(staging),
+  // From here on the staging database exists: every failure drops it.
+  guarded([&] {
+    admin.exec(fmt::format("COMMENT ON DATABASE {} IS {}", admin.quote_ident(staging_),
                            admin.quote_literal(staging_comment())),
                {}, "marking the staging database");
-  } catch (...) {
-    drop_staging();
-    throw;
-  }
-
-  try {
-    SpawnOptions so;
-    so.env = env;
-    so.env["PGDATABASE"] = staging;
-    so.inherit_env = kPgToolEnv;
-    if (ctx.log) ctx.log(LogLevel::info, fmt::format("restoring {} into database \"{}\"", backup.id, target));
-    if (opts.jobs <= 1) {
+    if (log_)
+      log_(LogLevel::info, fmt::format("restoring {} into database \"{}\"", backup ? backup->id : "a pg_dump stream",
+                                       target_));
+    if (opts_.jobs <= 1) {
       // Streamed: no temporary copy. One transaction, so a failure leaves an empty staging db.
-      so.argv = {pg_restore, "--single-transaction", "--exit-on-error", "-d", staging};
-      so.argv.insert(so.argv.end(), opts.pg_restore_args.begin(), opts.pg_restore_args.end());
+      SpawnOptions so = spawn_options();
+      so.argv = {pg_restore_, "--single-transaction", "--exit-on-error", "-d", staging_};
+      so.argv.insert(so.argv.end(), opts_.pg_restore_args.begin(), opts_.pg_restore_args.end());
       so.pipe_stdin = true;
-      PgRestoreSink sink(so, target);
-      repo.restore_stream(backup, sink, ctx);
+      stdin_ = std::make_unique<PgRestoreSink>(so, target_);
+      load_ = stdin_.get();
     } else {
       // pg_restore --jobs reads the archive's table of contents and seeks: it needs a file.
-      auto file = make_staging_file(opts.staging_dir);
-      if (ctx.log)
-        ctx.log(LogLevel::info, fmt::format("pg_restore --jobs {} needs a seekable file: staging the dump ({} bytes) "
-                                            "in {}, removed afterwards",
-                                            opts.jobs, backup.payload_size, file->path()));
-      repo.restore_stream(backup, *file, ctx);
-      so.argv = {pg_restore, "--exit-on-error", fmt::format("--jobs={}", opts.jobs), "-d", staging};
-      so.argv.insert(so.argv.end(), opts.pg_restore_args.begin(), opts.pg_restore_args.end());
-      so.argv.push_back(file->path());
-      Subprocess proc(so);
-      int rc = proc.wait();
-      if (rc != 0) {
-        std::string err = proc.stderr_text();
-        throw Error(Code::restore_failed, fmt::format("pg_restore {} restoring into database \"{}\"{}{}",
-                                                      describe_exit(rc), target, err.empty() ? "" : ": ", err));
-      }
+      file_ = make_staging_file(opts_.staging_dir);
+      if (log_)
+        log_(LogLevel::info, fmt::format("pg_restore --jobs {} needs a seekable file: staging the dump{} in {}, "
+                                         "removed afterwards",
+                                         opts_.jobs,
+                                         backup ? fmt::format(" ({} bytes)", backup->payload_size) : std::string(),
+                                         file_->path()));
+      load_ = file_.get();
     }
-    if (ctx.cancel) ctx.cancel->check();
-    // The database's settings apply to the sessions that start after them: set after the
-    // load (pg_restore's own session sets what it needs), before the database is in place.
-    // pg_db_role_setting and the comment are shared catalogs, stored as the writing session's
-    // database encodes them: written from a session in the restored database itself (they
-    // were read in one in the source), so their bytes come back as they were.
-    if (props && !props->settings.empty()) {
-      pg::Conn in_db = pg::Conn::connect(opts.conninfo, staging, policy);
-      for (auto& line : props->settings) {
-        auto eq = line.find('=');
-        if (eq == std::string::npos || eq == 0) continue;
-        std::string name = line.substr(0, eq), value = line.substr(eq + 1);
-        try {
-          in_db.exec(fmt::format("ALTER DATABASE {} SET {} = {}", in_db.quote_ident(staging), in_db.quote_ident(name),
-                                 setting_value_sql(in_db, name, value)),
-                     {}, fmt::format("setting {} on the restored database", name).c_str());
-        } catch (const Error& e) {
-          property_lost(fmt::format("setting {}", line), e.what());
-        }
-      }
-    }
-    if (ctx.cancel) ctx.cancel->check();
-    if (database_exists(admin, target)) {
-      admin.exec(fmt::format("DROP DATABASE {}", admin.quote_ident(target)), {},
-                 fmt::format("replacing database \"{}\" (is an application still connected?)", target).c_str());
-    }
-    // The rename and the end of the staging mark in one transaction: no database ends up
-    // with the target's name and the mark, nor a staging name without the mark that the next
-    // restore's cleanup looks for. Then the source's comment, from inside the database.
-    admin.exec("BEGIN", {}, "renaming the restored database into place");
+  });
+}
+
+void PgRestoreTargetSink::property_lost(const std::string& what, const std::string& why) {
+  // Honours what the target server cannot: fails (naming it) unless allowed, then warns.
+  if (!opts_.allow_property_loss)
+    throw Error(Code::restore_failed,
+                fmt::format("the target server cannot give database \"{}\" the source's {}: {} (allow property "
+                            "loss to restore without it)",
+                            target_, what, why));
+  if (log_)
+    log_(LogLevel::warning, fmt::format("database \"{}\" is restored without the source's {}: {}", target_, what, why));
+}
+
+void PgRestoreTargetSink::create_staging(const std::string& clauses) {
+  pg::Conn& admin = *admin_;
+  std::string create = fmt::format("CREATE DATABASE {} TEMPLATE template0", admin.quote_ident(staging_));
+  if (!owner_.empty()) {
     try {
-      admin.exec(fmt::format("ALTER DATABASE {} RENAME TO {}", admin.quote_ident(staging), admin.quote_ident(target)),
-                 {}, "renaming the restored database into place");
-      admin.exec(fmt::format("COMMENT ON DATABASE {} IS NULL", admin.quote_ident(target)), {},
-                 "removing the staging mark");
-      admin.exec("COMMIT", {}, "renaming the restored database into place");
-    } catch (...) {
-      try {
-        admin.exec("ROLLBACK");
-      } catch (...) {
-      }
-      throw;
+      admin.exec(create + clauses + " OWNER " + admin.quote_ident(owner_), {}, "creating the staging database");
+      return;
+    } catch (const Error&) {
     }
-    if (props && props->comment) {
-      try {
-        pg::Conn in_db = pg::Conn::connect(opts.conninfo, target, policy);
-        in_db.exec(fmt::format("COMMENT ON DATABASE {} IS {}", in_db.quote_ident(target),
-                               in_db.quote_literal(*props->comment)),
-                   {}, "giving the restored database its comment");
-      } catch (const Error& e) {
-        // The data is in place; only the comment is missing.
-        if (ctx.log) ctx.log(LogLevel::error, fmt::format("database \"{}\" is restored without its comment: {}", target, e.what()));
-      }
-    }
-  } catch (const Error& e) {
-    drop_staging();
-    if (e.code() == Code::io)  // a failed SQL step of the swap
-      throw Error(Code::restore_failed, e.what());
-    throw;
+  }
+  admin.exec(create + clauses, {}, "creating the staging database");
+  // Not allowed to give it the target's owner: the restoring user keeps it.
+  if (!owner_.empty() && log_) log_(LogLevel::warning, fmt::format("cannot make {} the owner of the restored database", owner_));
+}
+
+void PgRestoreTargetSink::drop_staging() noexcept {
+  try {
+    admin_->exec(fmt::format("DROP DATABASE IF EXISTS {}", admin_->quote_ident(staging_)));
+  } catch (const std::exception& e) {
+    if (log_) log_(LogLevel::error, fmt::format("could not drop staging database {}: {}", staging_, e.what()));
   } catch (...) {
-    drop_staging();
+  }
+}
+
+void PgRestoreTargetSink::commit() {
+  if (done_) throw Error(Code::invalid_argument, "the pg_restore sink was already committed or aborted");
+  guarded([&] { finish(); });
+  done_ = true;
+}
+
+void PgRestoreTargetSink::finish() {
+  pg::Conn& admin = *admin_;
+  if (stdin_) {
+    stdin_->commit();
+  } else {
+    file_->commit();
+    SpawnOptions so = spawn_options();
+    so.argv = {pg_restore_, "--exit-on-error", fmt::format("--jobs={}", opts_.jobs), "-d", staging_};
+    so.argv.insert(so.argv.end(), opts_.pg_restore_args.begin(), opts_.pg_restore_args.end());
+    so.argv.push_back(file_->path());
+    Subprocess proc(so);
+    int rc = proc.wait();
+    if (rc != 0) {
+      std::string err = proc.stderr_text();
+      throw Error(Code::restore_failed, fmt::format("pg_restore {} restoring into database \"{}\"{}{}",
+                                                    describe_exit(rc), target_, err.empty() ? "" : ": ", err));
+    }
+  }
+  if (cancel_) cancel_->check();
+  // The database's settings apply to the sessions that start after them: set after the
+  // load (pg_restore's own session sets what it needs), before the database is in place.
+  // pg_db_role_setting and the comment are shared catalogs, stored as the writing session's
+  // database encodes them: written from a session in the restored database itself (they
+  // were read in one in the source), so their bytes come back as they were.
+  if (props_ && !props_->settings.empty()) {
+    pg::Conn in_db = pg::Conn::connect(opts_.conninfo, staging_, policy_);
+    for (auto& line : props_->settings) {
+      auto eq = line.find('=');
+      if (eq == std::string::npos || eq == 0) continue;
+      std::string name = line.substr(0, eq), value = line.substr(eq + 1);
+      try {
+        in_db.exec(fmt::format("ALTER DATABASE {} SET {} = {}", in_db.quote_ident(staging_), in_db.quote_ident(name),
+                               setting_value_sql(in_db, name, value)),
+                   {}, fmt::format("setting {} on the restored database", name).c_str());
+      } catch (const Error& e) {
+        property_lost(fmt::format("setting {}", line), e.what());
+      }
+    }
+  }
+  if (cancel_) cancel_->check();
+  if (database_exists(admin, target_)) {
+    admin.exec(fmt::format("DROP DATABASE {}", admin.quote_ident(target_)), {},
+               fmt::format("replacing database \"{}\" (is an application still connected?)", target_).c_str());
+  }
+  // The rename and the end of the staging mark in one transaction: no database ends up
+  // with the target's name and the mark, nor a staging name without the mark that the next
+  // restore's cleanup looks for. Then the source's comment, from inside the database.
+  admin.exec("BEGIN", {}, "renaming the restored database into place");
+  try {
+    admin.exec(fmt::format("ALTER DATABASE {} RENAME TO {}", admin.quote_ident(staging_), admin.quote_ident(target_)),
+               {}, "renaming the restored database into place");
+    admin.exec(fmt::format("COMMENT ON DATABASE {} IS NULL", admin.quote_ident(target_)), {},
+               "removing the staging mark");
+    admin.exec("COMMIT", {}, "renaming the restored database into place");
+  } catch (...) {
+    try {
+      admin.exec("ROLLBACK");
+    } catch (...) {
+    }
+    throw;
+  }
+  // In place: nothing left to drop, whatever follows.
+  done_ = true;
+  if (props_ && props_->comment) {
+    try {
+      pg::Conn in_db = pg::Conn::connect(opts_.conninfo, target_, policy_);
+      in_db.exec(fmt::format("COMMENT ON DATABASE {} IS {}", in_db.quote_ident(target_),
+                             in_db.quote_literal(*props_->comment)),
+                 {}, "giving the restored database its comment");
+    } catch (const Error& e) {
+      // The data is in place; only the comment is missing.
+      if (log_) log_(LogLevel::error, fmt::format("database \"{}\" is restored without its comment: {}", target_, e.what()));
+    }
+  }
+}
+
+}  // namespace
+
+std::string pg_conninfo_dbname(const std::string& conninfo) { return pg::conninfo_dbname(conninfo); }
+
+std::unique_ptr<Sink> pg_restore_sink(const PgRestoreSinkOptions& opts, const RunContext& ctx) {
+  return std::make_unique<PgRestoreTargetSink>(opts, ctx);
+}
+
+void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreOptions& opts, const RunContext& ctx) {
+  PgRestoreSinkOptions so;
+  static_cast<PgRestoreOptions&>(so) = opts;
+  so.backup = backup;
+  std::unique_ptr<Sink> sink = pg_restore_sink(so, ctx);
+  try {
+    repo.restore_stream(backup, *sink, ctx);
+  } catch (const Error& e) {
+    if (e.code() == Code::io)  // as the sink's own steps: a restore that failed
+      throw Error(Code::restore_failed, e.what());
     throw;
   }
 }

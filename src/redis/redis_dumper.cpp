@@ -233,7 +233,24 @@ class RdbStreamCheck final : public Observer {
 
 }  // namespace
 
-Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const RunContext& ctx) {
+namespace {
+
+// The RDB stream with the session it comes from (the replication link is the session's
+// socket; a BGSAVE's file is read after the session's work is done).
+class RedisRdbSource final : public Source {
+ public:
+  RedisRdbSource(Conn conn, std::unique_ptr<Source> inner) : conn_(std::move(conn)), inner_(std::move(inner)) {}
+  size_t read(MutBytes buf) override { return inner_->read(buf); }
+  void abort() noexcept override { inner_->abort(); }
+
+ private:
+  Conn conn_;
+  std::unique_ptr<Source> inner_;  // after conn_: goes first
+};
+
+}  // namespace
+
+std::unique_ptr<Source> redis_rdb_source(const RedisRdbSourceOptions& opts, const RunContext& ctx, RedisRdbInfo* info) {
   redis::Url url = redis::parse_url(opts.url, opts.password, opts.default_password);
   Conn conn = Conn::connect(url, opts.connect_timeout_s);
   auto server = conn.info("server");
@@ -292,6 +309,28 @@ Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const Ru
     described = fmt::format("the replication stream of {}", conn.name());
     source = std::move(rs);
   }
+  if (info) {
+    info->server = conn.name();
+    info->redis_version = version;
+    info->mode = mode;
+    info->keyspace = counts;
+    info->rdb_path = rdb_path;
+    info->described = described;
+  }
+  return std::make_unique<RedisRdbSource>(std::move(conn), std::move(source));
+}
+
+Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const RunContext& ctx) {
+  RedisRdbSourceOptions so;
+  so.url = opts.url;
+  so.password = opts.password;
+  so.default_password = opts.default_password;
+  so.mode = opts.mode;
+  so.connect_timeout_s = opts.connect_timeout_s;
+  so.save_timeout_s = opts.save_timeout_s;
+  RedisRdbInfo info;
+  std::unique_ptr<Source> source = redis_rdb_source(so, ctx, &info);
+  const std::string& described = info.described;
 
   redis::RdbHeader header;
   ArtifactSpec spec;
@@ -310,13 +349,13 @@ Manifest backup_redis(Repository& repo, const RedisBackupOptions& opts, const Ru
     int rdb_version = header.version(described);
     out.source_name = spec.name_prefix;
     out.source = {
-        {"server", conn.name()},
-        {"redis_version", version},
-        {"mode", redis_mode_name(mode)},
+        {"server", info.server},
+        {"redis_version", info.redis_version},
+        {"mode", redis_mode_name(info.mode)},
         {"rdb_version", rdb_version},
-        {"keyspace", counts},
+        {"keyspace", info.keyspace},
     };
-    if (!rdb_path.empty()) out.source["rdb_path"] = rdb_path;
+    if (!info.rdb_path.empty()) out.source["rdb_path"] = info.rdb_path;
     out.source["rdb"] = rdb_facts(check, described, opts.allow_modules, ctx);
   });
 }

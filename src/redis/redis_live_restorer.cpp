@@ -3,6 +3,7 @@
 // ABSTTL, its DUMP payload built from the RDB value bytes, many commands in flight.
 #include <chrono>
 #include <deque>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -64,8 +65,9 @@ std::string rdb_length(uint64_t n) {
 // FUNCTION RESTORE for the function libraries, before the first key).
 class RestoreSink final : public Sink {
  public:
-  RestoreSink(Conn& conn, const RedisRestoreOptions& o, int rdb_version)
-      : conn_(conn), o_(o), rdb_version_(rdb_version), parse_([this](Source& s) { run(s); }) {}
+  // rdb_version 0: the stream's own, refused when above can_load (0: not checked).
+  RestoreSink(Conn& conn, const RedisRestoreOptions& o, int rdb_version, int can_load = 0)
+      : conn_(conn), o_(o), rdb_version_(rdb_version), can_load_(can_load), parse_([this](Source& s) { run(s); }) {}
   void write(Bytes data) override { parse_.update(data); }
   void commit() override { parse_.result(); }
   void abort() noexcept override {}
@@ -86,6 +88,14 @@ class RestoreSink final : public Sink {
   void restore_all(Source& src) {
     RdbReader r(src);
     r.keep_functions(true);
+    if (rdb_version_ <= 0) {
+      rdb_version_ = r.version();
+      if (can_load_ && rdb_version_ > can_load_)
+        throw Error(Code::version_mismatch,
+                    fmt::format("the stream holds an RDB of version {} but Redis at {} loads at most version {}; "
+                                "restore it into a newer Redis",
+                                rdb_version_, conn_.name(), can_load_));
+    }
     RdbEntry e;
     int current_db = -1;
     while (r.next(e, true)) {
@@ -185,6 +195,7 @@ class RestoreSink final : public Sink {
   Conn& conn_;
   const RedisRestoreOptions& o_;
   int rdb_version_;
+  int can_load_;
   std::deque<Pending> pending_;
   size_t pending_bytes_ = 0;
   uint64_t restored_ = 0, skipped_ = 0, functions_ = 0;
@@ -203,6 +214,60 @@ uint64_t total_keys(Conn& conn) {
     if (k.rfind("db", 0) == 0 && v.rfind("keys=", 0) == 0) n += std::strtoull(v.c_str() + 5, nullptr, 10);
   return n;
 }
+
+// The sink with its own session to the target, checked before the first byte.
+class LiveSink final : public Sink {
+ public:
+  LiveSink(const RedisLiveSinkOptions& o, const RunContext& ctx, RedisLiveResult* result)
+      : o_(o), log_(ctx.log), result_(result) {
+    Url url = parse_url(o_.redis_url, o_.password, o_.default_password);
+    conn_.emplace(Conn::connect(url, o_.connect_timeout_s));
+    Conn& conn = *conn_;
+    std::string version = conn.info("server")["redis_version"];
+    int can_load = rdb_version_for_redis(version);
+    int rdb_version = 0;
+    const nlohmann::json rdb = o_.backup ? o_.backup->source.value("rdb", nlohmann::json::object()) : nlohmann::json::object();
+    if (o_.backup) {
+      const Manifest& backup = *o_.backup;
+      rdb_version = backup.source.value("rdb_version", 0);
+      if (rdb_version <= 0) throw Error(Code::corrupt, fmt::format("backup {}: its manifest has no RDB version", backup.id));
+      if (can_load && rdb_version > can_load)
+        throw Error(Code::version_mismatch,
+                    fmt::format("backup {} holds an RDB of version {} but Redis {} at {} loads at most version {}; "
+                                "restore it into a newer Redis",
+                                backup.id, rdb_version, version, conn.name(), can_load));
+    }
+    if (!o_.replace && !o_.flush) {
+      if (uint64_t existing = total_keys(conn))
+        throw Error(Code::not_empty, fmt::format("Redis at {} already holds {} keys; use --replace (overwrite keys of "
+                                                 "the same name) or --flush (empty it first)",
+                                                 conn.name(), existing));
+      size_t libraries = library_count(conn);
+      if (libraries && (!o_.backup || rdb.value("functions", uint64_t(0))))
+        throw Error(Code::not_empty, fmt::format("Redis at {} already holds {} function libraries{}; use --replace "
+                                                 "(overwrite libraries of the same name) or --flush (empty it first)",
+                                                 conn.name(), libraries,
+                                                 o_.backup ? fmt::format(" and backup {} has some", o_.backup->id) : ""));
+    }
+    inner_.emplace(conn, o_, rdb_version, can_load);
+  }
+  void write(Bytes data) override { inner_->write(data); }
+  void commit() override {
+    inner_->commit();
+    if (result_) *result_ = {inner_->restored(), inner_->skipped(), inner_->functions()};
+    if (log_)
+      log_(LogLevel::info, fmt::format("restored {} keys and {} function libraries into {} ({} already expired, skipped)",
+                                       inner_->restored(), inner_->functions(), conn_->name(), inner_->skipped()));
+  }
+  void abort() noexcept override { inner_->abort(); }
+
+ private:
+  RedisLiveSinkOptions o_;
+  LogFn log_;
+  RedisLiveResult* result_;
+  std::optional<Conn> conn_;
+  std::optional<RestoreSink> inner_;  // last: uses conn_ and o_
+};
 
 }  // namespace
 
@@ -248,11 +313,21 @@ void restore_live(Repository& repo, const Manifest& backup, const RedisRestoreOp
     if (ctx.log) ctx.log(LogLevel::info, fmt::format("removing the function libraries of Redis at {} (FUNCTION FLUSH)", conn.name()));
     conn.command({"FUNCTION", "FLUSH"}, Code::restore_failed);
   }
-  RestoreSink sink(conn, opts, rdb_version);
-  repo.restore_stream(backup, sink, ctx);
-  if (ctx.log)
-    ctx.log(LogLevel::info, fmt::format("restored {} keys and {} function libraries into {} ({} already expired, skipped)",
-                                        sink.restored(), sink.functions(), conn.name(), sink.skipped()));
+  // The restore pass through the live sink (its own session; the checks above hold).
+  RedisLiveSinkOptions so;
+  static_cast<RedisRestoreOptions&>(so) = opts;
+  so.backup = backup;
+  std::unique_ptr<Sink> sink = redis_live_sink(so, ctx);
+  repo.restore_stream(backup, *sink, ctx);
 }
 
 }  // namespace mevbackup::redis
+
+namespace mevbackup {
+
+std::unique_ptr<Sink> redis_live_sink(const RedisLiveSinkOptions& opts, const RunContext& ctx, RedisLiveResult* result) {
+  if (opts.redis_url.empty()) throw Error(Code::invalid_argument, "no Redis URL to restore into");
+  return std::make_unique<redis::LiveSink>(opts, ctx, result);
+}
+
+}  // namespace mevbackup

@@ -169,10 +169,10 @@ class RdbFileSink final : public Sink {
  private:
   void verify() { redis::verify_rdb(m_, check_, ctx_); }
 
-  const RedisRestoreOptions& o_;
-  const Manifest& m_;
+  RedisRestoreOptions o_;
+  Manifest m_;
   int max_version_;
-  const RunContext& ctx_;
+  RunContext ctx_;
   std::string target_;
   std::unique_ptr<Sink> file_;
   redis::RdbHeader header_;
@@ -180,6 +180,28 @@ class RdbFileSink final : public Sink {
 };
 
 }  // namespace
+
+std::unique_ptr<Sink> redis_offline_sink(const RedisOfflineSinkOptions& opts, const RunContext& ctx) {
+  if (opts.data_dir.empty()) throw Error(Code::invalid_argument, "no restore target: give the Redis data directory");
+  if (opts.rdb_name.empty() || opts.rdb_name.find('/') != std::string::npos)
+    throw Error(Code::invalid_argument, fmt::format("bad RDB file name \"{}\"", opts.rdb_name));
+  int max_version = opts.target_rdb_version ? opts.target_rdb_version : local_redis_rdb_version();
+  Manifest m;
+  if (opts.backup) {
+    m = *opts.backup;
+  } else {
+    m.kind = "redis";
+    m.id = "(RDB stream)";
+  }
+  int manifest_version = m.source.value("rdb_version", 0);
+  if (max_version && manifest_version > max_version)
+    throw Error(Code::version_mismatch,
+                fmt::format("backup {} holds an RDB of version {} but the target Redis loads at most version {}; restore "
+                            "it into a newer Redis",
+                            m.id, manifest_version, max_version));
+  if (ctx.log) ctx.log(LogLevel::info, fmt::format("restoring {} into {}/{}", m.id, opts.data_dir, opts.rdb_name));
+  return std::make_unique<RdbFileSink>(opts, m, max_version, ctx);
+}
 
 void restore_redis(Repository& repo, const Manifest& backup, const RedisRestoreOptions& opts, const RunContext& ctx) {
   if (backup.kind != "redis")
@@ -189,19 +211,11 @@ void restore_redis(Repository& repo, const Manifest& backup, const RedisRestoreO
     redis::restore_live(repo, backup, opts, ctx);
     return;
   }
-  if (opts.data_dir.empty()) throw Error(Code::invalid_argument, "no restore target: give the Redis data directory");
-  if (opts.rdb_name.empty() || opts.rdb_name.find('/') != std::string::npos)
-    throw Error(Code::invalid_argument, fmt::format("bad RDB file name \"{}\"", opts.rdb_name));
-  int max_version = opts.target_rdb_version ? opts.target_rdb_version : local_redis_rdb_version();
-  int manifest_version = backup.source.value("rdb_version", 0);
-  if (max_version && manifest_version > max_version)
-    throw Error(Code::version_mismatch,
-                fmt::format("backup {} holds an RDB of version {} but the target Redis loads at most version {}; restore "
-                            "it into a newer Redis",
-                            backup.id, manifest_version, max_version));
-  if (ctx.log) ctx.log(LogLevel::info, fmt::format("restoring {} into {}/{}", backup.id, opts.data_dir, opts.rdb_name));
-  RdbFileSink sink(opts, backup, max_version, ctx);
-  repo.restore_stream(backup, sink, ctx);
+  RedisOfflineSinkOptions so;
+  static_cast<RedisRestoreOptions&>(so) = opts;
+  so.backup = backup;
+  std::unique_ptr<Sink> sink = redis_offline_sink(so, ctx);
+  repo.restore_stream(backup, *sink, ctx);
 }
 
 }  // namespace mevbackup

@@ -1094,6 +1094,48 @@ class _ArtifactOpts(ctypes.Structure):
                 ("extension", ctypes.c_char_p)]
 
 
+class _PgSourceOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("conninfo", ctypes.c_char_p), ("pg_dump_path", ctypes.c_char_p),
+                ("pg_dump_args", ctypes.POINTER(ctypes.c_char_p)), ("pg_dump_args_count", ctypes.c_size_t)]
+
+
+class _PgSinkOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("conninfo", ctypes.c_char_p), ("dbname", ctypes.c_char_p),
+                ("clean", ctypes.c_int), ("pg_restore_path", ctypes.c_char_p),
+                ("pg_restore_args", ctypes.POINTER(ctypes.c_char_p)), ("pg_restore_args_count", ctypes.c_size_t),
+                ("jobs", ctypes.c_int), ("staging_dir", ctypes.c_char_p)]
+
+
+class _FilesSourceOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("base_dir", ctypes.c_char_p),
+                ("paths", ctypes.POINTER(ctypes.c_char_p)), ("paths_count", ctypes.c_size_t),
+                ("excludes", ctypes.POINTER(ctypes.c_char_p)), ("excludes_count", ctypes.c_size_t),
+                ("include_secrets", ctypes.c_int), ("ignore_missing", ctypes.c_int)]
+
+
+class _ExtractSinkOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("target", ctypes.c_char_p),
+                ("only", ctypes.POINTER(ctypes.c_char_p)), ("only_count", ctypes.c_size_t),
+                ("overwrite", ctypes.c_int), ("keep_special_modes", ctypes.c_int)]
+
+
+class _RedisSourceOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("url", ctypes.c_char_p), ("password", ctypes.c_char_p),
+                ("default_password", ctypes.c_char_p), ("mode", ctypes.c_char_p), ("timeout_seconds", ctypes.c_int)]
+
+
+class _RedisOfflineSinkOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("data_dir", ctypes.c_char_p), ("rdb_name", ctypes.c_char_p),
+                ("before", ctypes.POINTER(ctypes.c_char_p)), ("before_count", ctypes.c_size_t),
+                ("after", ctypes.POINTER(ctypes.c_char_p)), ("after_count", ctypes.c_size_t),
+                ("target_rdb_version", ctypes.c_int)]
+
+
+class _RedisLiveSinkOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("url", ctypes.c_char_p), ("password", ctypes.c_char_p),
+                ("default_password", ctypes.c_char_p), ("replace", ctypes.c_int)]
+
+
 _declare("mevb_source_new_callbacks", ctypes.c_int, [ctypes.POINTER(_p), _READ_CB, _CLOSE_CB, _p], True)
 _declare("mevb_source_new_fd", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_int, ctypes.c_int], True)
 _declare("mevb_source_new_path", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p], True)
@@ -1126,6 +1168,25 @@ _declare("mevb_artifact_opts_init", ctypes.c_int, [ctypes.POINTER(_ArtifactOpts)
 _declare("mevb_repo_put_artifact", ctypes.c_int,
          [_p, _p, ctypes.POINTER(_ArtifactOpts), ctypes.POINTER(_RunOpts), ctypes.POINTER(_p)], True)
 _declare("mevb_repo_get_artifact", ctypes.c_int, [_p, _p, _p, ctypes.POINTER(_RunOpts)], True)
+
+_declare("mevb_pg_source_opts_init", ctypes.c_int, [ctypes.POINTER(_PgSourceOpts), ctypes.c_size_t], True)
+_declare("mevb_source_new_pg_dump", ctypes.c_int, [ctypes.POINTER(_p), ctypes.POINTER(_PgSourceOpts)], True)
+_declare("mevb_pg_sink_opts_init", ctypes.c_int, [ctypes.POINTER(_PgSinkOpts), ctypes.c_size_t], True)
+_declare("mevb_sink_new_pg_restore", ctypes.c_int, [ctypes.POINTER(_p), ctypes.POINTER(_PgSinkOpts)], True)
+_declare("mevb_files_source_opts_init", ctypes.c_int, [ctypes.POINTER(_FilesSourceOpts), ctypes.c_size_t], True)
+_declare("mevb_source_new_files_tar", ctypes.c_int, [ctypes.POINTER(_p), ctypes.POINTER(_FilesSourceOpts)], True)
+_declare("mevb_extract_sink_opts_init", ctypes.c_int, [ctypes.POINTER(_ExtractSinkOpts), ctypes.c_size_t], True)
+_declare("mevb_sink_new_extract", ctypes.c_int, [ctypes.POINTER(_p), ctypes.POINTER(_ExtractSinkOpts)], True)
+_declare("mevb_redis_source_opts_init", ctypes.c_int, [ctypes.POINTER(_RedisSourceOpts), ctypes.c_size_t], True)
+_declare("mevb_source_new_redis_rdb", ctypes.c_int, [ctypes.POINTER(_p), ctypes.POINTER(_RedisSourceOpts)], True)
+_declare("mevb_redis_offline_sink_opts_init", ctypes.c_int,
+         [ctypes.POINTER(_RedisOfflineSinkOpts), ctypes.c_size_t], True)
+_declare("mevb_sink_new_redis_offline", ctypes.c_int, [ctypes.POINTER(_p), ctypes.POINTER(_RedisOfflineSinkOpts)],
+         True)
+
+_declare("mevb_redis_live_sink_opts_init", ctypes.c_int, [ctypes.POINTER(_RedisLiveSinkOpts), ctypes.c_size_t],
+         True)
+_declare("mevb_sink_new_redis_live", ctypes.c_int, [ctypes.POINTER(_p), ctypes.POINTER(_RedisLiveSinkOpts)], True)
 
 _COMPRESSIONS = {"none": 0, "gzip": 1, "zstd": 2}
 
@@ -1226,6 +1287,56 @@ class Source(_Handle):
         return src
 
 
+    @classmethod
+    def pg_dump(cls, conninfo: str, *, pg_dump: Optional[str] = None,
+                pg_dump_args: Optional[Sequence[str]] = None) -> "Source":
+        """pg_dump -Fc (uncompressed) of one snapshot of the database `conninfo` names; the
+        run fails with DumpFailed when pg_dump does."""
+        o = _PgSourceOpts()
+        _lib.mevb_pg_source_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.conninfo = _enc(conninfo)
+        o.pg_dump_path = _enc(pg_dump)
+        o.pg_dump_args, o.pg_dump_args_count, keep = _argv(pg_dump_args)
+        src = cls()
+        _lib.mevb_source_new_pg_dump(ctypes.byref(src._h), ctypes.byref(o))
+        del keep
+        return src
+
+    @classmethod
+    def files_tar(cls, paths: Sequence[Union[str, os.PathLike[str]]], *,
+                  base_dir: Optional[Union[str, os.PathLike[str]]] = None, exclude: Optional[Sequence[str]] = None,
+                  include_secrets: bool = False, ignore_missing: bool = False) -> "Source":
+        """The files, directories and globs `paths` (relative to `base_dir`) as a pax tar,
+        with the built-in secret excludes unless `include_secrets`."""
+        o = _FilesSourceOpts()
+        _lib.mevb_files_source_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.base_dir = _enc(base_dir)
+        o.paths, o.paths_count, keep_p = _argv([os.fspath(p) for p in paths])
+        o.excludes, o.excludes_count, keep_e = _argv(list(exclude) if exclude else None)
+        o.include_secrets = 1 if include_secrets else 0
+        o.ignore_missing = 1 if ignore_missing else 0
+        src = cls()
+        _lib.mevb_source_new_files_tar(ctypes.byref(src._h), ctypes.byref(o))
+        del keep_p, keep_e
+        return src
+
+    @classmethod
+    def redis_rdb(cls, url: str, *, password: Optional[str] = None, mode: str = "auto",
+                  timeout_seconds: int = 0) -> "Source":
+        """The RDB of the Redis server at `url` (by BGSAVE or replication, as `mode` says).
+        The password: `password`, else the URL's, else MEVBACKUP_REDIS_PASSWORD."""
+        o = _RedisSourceOpts()
+        _lib.mevb_redis_source_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.url = _enc(url)
+        o.password = _enc(password)
+        o.default_password = _enc(os.environ.get("MEVBACKUP_REDIS_PASSWORD"))
+        o.mode = _enc(mode)
+        o.timeout_seconds = int(timeout_seconds)
+        src = cls()
+        _lib.mevb_source_new_redis_rdb(ctypes.byref(src._h), ctypes.byref(o))
+        return src
+
+
 class Sink(_Handle):
     """Consumes bytes of a run and publishes them on commit: to a callback, a file object,
     a path (atomically), or Storage.put(). A run consumes it."""
@@ -1282,6 +1393,78 @@ class Sink(_Handle):
         """A file that appears only on commit; an existing one is replaced only if `replace`."""
         sink = cls()
         _lib.mevb_sink_new_path(ctypes.byref(sink._h), _enc(path), int(replace))
+        return sink
+
+
+    @classmethod
+    def pg_restore(cls, conninfo: str, *, dbname: Optional[str] = None, clean: bool = False,
+                   pg_restore: Optional[str] = None, pg_restore_args: Optional[Sequence[str]] = None,
+                   jobs: int = 1, staging_dir: Optional[str] = None) -> "Sink":
+        """pg_restore of a custom-format dump into a staging database (created now; raises
+        NotEmpty for a non-empty target unless `clean`), swapped into the place of the
+        target (`dbname`, else the one `conninfo` names) on commit; dropped otherwise."""
+        o = _PgSinkOpts()
+        _lib.mevb_pg_sink_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.conninfo = _enc(conninfo)
+        o.dbname = _enc(dbname)
+        o.clean = 1 if clean else 0
+        o.pg_restore_path = _enc(pg_restore)
+        o.pg_restore_args, o.pg_restore_args_count, keep = _argv(pg_restore_args)
+        o.jobs = int(jobs)
+        o.staging_dir = _enc(staging_dir)
+        sink = cls()
+        _lib.mevb_sink_new_pg_restore(ctypes.byref(sink._h), ctypes.byref(o))
+        del keep
+        return sink
+
+    @classmethod
+    def extract(cls, target: Union[str, os.PathLike[str]], *, only: Optional[Sequence[str]] = None,
+                overwrite: bool = False, keep_special_modes: bool = False) -> "Sink":
+        """A safe extract of a tar stream into `target`: every member checked (RestoreFailed
+        naming an unsafe one), moved in only on commit; the target unchanged otherwise."""
+        o = _ExtractSinkOpts()
+        _lib.mevb_extract_sink_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.target = _enc(target)
+        o.only, o.only_count, keep = _argv(list(only) if only else None)
+        o.overwrite = 1 if overwrite else 0
+        o.keep_special_modes = 1 if keep_special_modes else 0
+        sink = cls()
+        _lib.mevb_sink_new_extract(ctypes.byref(sink._h), ctypes.byref(o))
+        del keep
+        return sink
+
+    @classmethod
+    def redis_offline(cls, data_dir: Union[str, os.PathLike[str]], *, rdb_name: Optional[str] = None,
+                      before: Optional[Sequence[str]] = None, after: Optional[Sequence[str]] = None,
+                      target_rdb_version: int = 0) -> "Sink":
+        """An RDB stream written atomically into a stopped server's `data_dir` on commit
+        (checked as an RDB first); `before`/`after` argv lists run around the rename."""
+        o = _RedisOfflineSinkOpts()
+        _lib.mevb_redis_offline_sink_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.data_dir = _enc(data_dir)
+        o.rdb_name = _enc(rdb_name)
+        o.before, o.before_count, keep_b = _argv(before)
+        o.after, o.after_count, keep_a = _argv(after)
+        o.target_rdb_version = int(target_rdb_version)
+        sink = cls()
+        _lib.mevb_sink_new_redis_offline(ctypes.byref(sink._h), ctypes.byref(o))
+        del keep_b, keep_a
+        return sink
+
+
+    @classmethod
+    def redis_live(cls, url: str, *, password: Optional[str] = None, replace: bool = False) -> "Sink":
+        """Every key of an RDB stream into the running server at `url` (RESTORE), refused
+        (NotEmpty) when it holds keys unless `replace`. Not atomic. The password: `password`,
+        else the URL's, else MEVBACKUP_REDIS_PASSWORD."""
+        o = _RedisLiveSinkOpts()
+        _lib.mevb_redis_live_sink_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.url = _enc(url)
+        o.password = _enc(password)
+        o.default_password = _enc(os.environ.get("MEVBACKUP_REDIS_PASSWORD"))
+        o.replace = 1 if replace else 0
+        sink = cls()
+        _lib.mevb_sink_new_redis_live(ctypes.byref(sink._h), ctypes.byref(o))
         return sink
 
 
