@@ -181,6 +181,11 @@ class Source {
     detail::check(mevb_source_new_path(&s, path.c_str()));
     return Source(s);
   }
+  // The Dumpers: a service's backup stream. The options are the C structs, started from
+  // their *_INIT macros (MEVB_PG_SOURCE_OPTS_INIT, ...); see mevbackup.h for each field.
+  static Source pg_dump(const mevb_pg_source_opts& o) { return made(mevb_source_new_pg_dump, o); }
+  static Source redis_rdb(const mevb_redis_source_opts& o) { return made(mevb_source_new_redis_rdb, o); }
+  static Source files_tar(const mevb_files_source_opts& o) { return made(mevb_source_new_files_tar, o); }
   // `read(buf, cap)` fills up to cap bytes of buf and returns how many; 0 ends the stream.
   // What it throws fails the run, with its message. Called on a thread of the run.
   template <class F>
@@ -215,6 +220,13 @@ class Source {
   std::string callback_error() const { return state_ ? state_->failure.message : std::string(); }
 
  private:
+  template <class O>
+  static Source made(int (*make)(mevb_source**, const O*), const O& o) {
+    mevb_source* s = nullptr;
+    detail::check(make(&s, &o));
+    return Source(s);
+  }
+
   detail::Handle<mevb_source, mevb_source_free> handle_;
   detail::ReadState* state_ = nullptr;  // owned by the C source
 };
@@ -232,6 +244,13 @@ class Sink {
     detail::check(mevb_sink_new_path(&s, path.c_str(), replace ? 1 : 0));
     return Sink(s);
   }
+  // The Restorers: each commits the whole restore on commit (a pg_restore into a staging
+  // database swapped in, an RDB renamed into place, a tree moved into its target) and
+  // leaves the target as it was on abort. Options as for the sources.
+  static Sink pg_restore(const mevb_pg_sink_opts& o) { return made(mevb_sink_new_pg_restore, o); }
+  static Sink redis_live(const mevb_redis_live_sink_opts& o) { return made(mevb_sink_new_redis_live, o); }
+  static Sink redis_offline(const mevb_redis_offline_sink_opts& o) { return made(mevb_sink_new_redis_offline, o); }
+  static Sink extract(const mevb_extract_sink_opts& o) { return made(mevb_sink_new_extract, o); }
   // write(data, size) gets every byte in order; commit() once after the last byte when
   // everything succeeded; abort() when the run failed or the sink is destroyed uncommitted.
   // commit and abort may be empty. What write or commit throws fails the run, with its
@@ -272,6 +291,13 @@ class Sink {
   std::string callback_error() const { return state_ ? state_->failure.message : std::string(); }
 
  private:
+  template <class O>
+  static Sink made(int (*make)(mevb_sink**, const O*), const O& o) {
+    mevb_sink* s = nullptr;
+    detail::check(make(&s, &o));
+    return Sink(s);
+  }
+
   std::unique_ptr<detail::WriteState> state_;  // declared first: destroyed after handle_
   detail::Handle<mevb_sink, mevb_sink_free> handle_;
 };

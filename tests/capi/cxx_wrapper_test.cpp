@@ -380,6 +380,44 @@ void moved_from_objects_are_empty_and_safe_to_destroy() {
   CHECK(st2.list().empty());
 }
 
+// The Dumpers and Restorers in C++: a tree as tar, through zstd, extracted elsewhere; a
+// hostile member is refused and the target is left as it was.
+void a_tree_goes_through_the_tar_source_and_the_extract_sink() {
+  std::string src = root + "/tree", dst = root + "/restored";
+  CHECK(::mkdir(src.c_str(), 0700) == 0);
+  CHECK(::mkdir((src + "/conf.d").c_str(), 0700) == 0);
+  {
+    FILE* f = std::fopen((src + "/app.conf").c_str(), "w");
+    std::fputs("listen = 127.0.0.1\n", f);
+    std::fclose(f);
+    f = std::fopen((src + "/conf.d/extra.conf").c_str(), "w");
+    std::fputs("workers = 4\n", f);
+    std::fclose(f);
+  }
+  mevb_files_source_opts so = MEVB_FILES_SOURCE_OPTS_INIT;
+  so.base_dir = src.c_str();
+  const char* paths[] = {"app.conf", "conf.d"};
+  so.paths = paths;
+  so.paths_count = 2;
+  mevb::Source tar = mevb::Source::files_tar(so);
+  mevb::Filter z = mevb::Filter::compressor(mevb::Compression::zstd);
+  mevb::Sink file = mevb::Sink::to_path(root + "/tree.tar.zst", false);
+  mevb::run(tar, {&z}, file);
+
+  mevb_extract_sink_opts eo = MEVB_EXTRACT_SINK_OPTS_INIT;
+  eo.target = dst.c_str();
+  mevb::Source back = mevb::Source::from_path(root + "/tree.tar.zst");
+  mevb::Filter unz = mevb::Filter::decompressor(mevb::Compression::zstd);
+  mevb::Sink extract = mevb::Sink::extract(eo);
+  mevb::run(back, {&unz}, extract);
+  CHECK(exists(dst + "/app.conf"));
+  CHECK(exists(dst + "/conf.d/extra.conf"));
+
+  mevb_files_source_opts bad = MEVB_FILES_SOURCE_OPTS_INIT;
+  mevb::Error e = error_of([&] { mevb::Source::files_tar(bad); });
+  CHECK(e.code() == MEVB_ERR_INVALID_ARGUMENT);
+}
+
 }  // namespace
 
 int main() {
@@ -398,6 +436,7 @@ int main() {
     a_repository_stores_and_gives_back_an_artifact();
     the_retention_policy_decides_per_item_with_reasons();
     moved_from_objects_are_empty_and_safe_to_destroy();
+    a_tree_goes_through_the_tar_source_and_the_extract_sink();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "unexpected exception: %s\n", e.what());
     ++failures;
