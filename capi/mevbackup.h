@@ -654,6 +654,29 @@ MEVB_API uint64_t mevb_filter_observed_bytes(const mevb_filter *filter);
 MEVB_API const char *mevb_filter_observed_sha256(const mevb_filter *filter);
 MEVB_API void mevb_filter_free(mevb_filter *filter);
 
+/* age (age-encryption.org/v1): files that the stock `age -d` decrypts, and age files
+ * (binary or ASCII-armored) that `age` wrote. docs/encryption.md.
+ * Encrypts to n >= 1 X25519 recipients ("age1..."); a bad one is MEVB_ERR_INVALID_ARGUMENT
+ * naming its position ("recipient 2: ... has a bad checksum"). Label "age encryptor (2 recipients)". */
+MEVB_API int mevb_filter_new_age_encrypt(mevb_filter **out, const char *const *recipients, size_t n);
+/* Decrypts with the identities in `identities_text`, the CONTENT of an identity file as
+ * age-keygen writes it ('#' comments, blank lines, one AGE-SECRET-KEY-1... per line), read
+ * during the call only (the keys taken from it are wiped when the filter is freed or the
+ * file's header was read). A damaged, truncated or forged file fails
+ * with MEVB_ERR_CORRUPT, a file no identity opens with MEVB_ERR_AUTH ("no identity
+ * matches"); a chunk's plaintext leaves only after its tag verified. Label "age decryptor". */
+MEVB_API int mevb_filter_new_age_decrypt(mevb_filter **out, const char *identities_text);
+/* As mevb_filter_new_age_decrypt, the identities read from the file at `path`, which is
+ * refused (MEVB_ERR_PERMISSION, naming the file and its mode) when group or others may read
+ * or write it, as ssh refuses a private key. */
+MEVB_API int mevb_filter_new_age_decrypt_file(mevb_filter **out, const char *path);
+/* Buffer sizes (with the NUL) for mevb_age_generate. */
+#define MEVB_AGE_SECRET_SIZE 75
+#define MEVB_AGE_RECIPIENT_SIZE 63
+/* A fresh X25519 identity: "AGE-SECRET-KEY-1..." into `secret` and its "age1..." recipient
+ * into `recipient`, both NUL-terminated; too small a buffer is MEVB_ERR_INVALID_ARGUMENT. */
+MEVB_API int mevb_age_generate(char *secret, size_t secret_size, char *recipient, size_t recipient_size);
+
 /* Asked now and then during a run (at least every 50 ms while it waits for data and after
  * each chunk); non-zero cancels it (MEVB_ERR_CANCELLED). */
 typedef int (*mevb_cancel_cb)(void *user);

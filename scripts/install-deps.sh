@@ -30,6 +30,9 @@ packages+=(clang libclang-rt-dev)
 # Monitoring tests: promtool (in Debian's prometheus package) checks the textfile and the
 # alert rules (docs/mevbackup.rules.yml).
 packages+=(prometheus)
+# age interop tests (tests/python/test_age.py): files the library encrypts are decrypted
+# by the stock age tool, and age-keygen's keys and age's files are read by the library.
+packages+=(age)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,5 +1,6 @@
 // Umbrella header of the C++ core.
 #pragma once
+#include "mevbackup/age.hpp"
 #include "mevbackup/clock.hpp"
 #include "mevbackup/compress.hpp"
 #include "mevbackup/digest.hpp"

@@ -29,6 +29,7 @@ __all__ = [
     "Locked",
     "RetentionPolicy", "RetentionItem", "Decision",
     "Source", "Sink", "Filter", "Storage", "ObjectInfo", "pipeline_run",
+    "age_generate",
 ]
 
 # ---- errors --------------------------------------------------------------------------
@@ -1149,6 +1150,12 @@ _declare("mevb_filter_new_observer", ctypes.c_int, [ctypes.POINTER(_p)], True)
 _declare("mevb_filter_observed_bytes", ctypes.c_uint64, [_p])
 _declare("mevb_filter_observed_sha256", ctypes.c_char_p, [_p])
 _declare("mevb_filter_free", None, [_p])
+_declare("mevb_filter_new_age_encrypt", ctypes.c_int,
+         [ctypes.POINTER(_p), ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t], True)
+_declare("mevb_filter_new_age_decrypt", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p], True)
+_declare("mevb_filter_new_age_decrypt_file", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p], True)
+_declare("mevb_age_generate", ctypes.c_int,
+         [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t], True)
 _declare("mevb_run_opts_init", ctypes.c_int, [ctypes.POINTER(_RunOpts), ctypes.c_size_t], True)
 _declare("mevb_pipeline_run", ctypes.c_int, [_p, ctypes.POINTER(_p), ctypes.c_size_t, _p, ctypes.POINTER(_RunOpts)],
          True)
@@ -1492,6 +1499,30 @@ class Filter(_Handle):
         _lib.mevb_filter_new_observer(ctypes.byref(f._h))
         return f
 
+    @classmethod
+    def age_encrypt(cls, recipients: Sequence[str]) -> "Filter":
+        """Encrypts in the age format to X25519 recipients ("age1..."); `age -d` decrypts."""
+        if isinstance(recipients, str):
+            recipients = [recipients]
+        arr, n, _keep = _argv(list(recipients))
+        f = cls()
+        _lib.mevb_filter_new_age_encrypt(ctypes.byref(f._h), arr, n)
+        return f
+
+    @classmethod
+    def age_decrypt(cls, identity_text: Optional[str] = None,
+                    identity_file: Union[str, "os.PathLike[str]", None] = None) -> "Filter":
+        """Decrypts age (binary or armored) with the identities of an age-keygen file: its
+        text, or its path (refused when group or others may read it)."""
+        if (identity_text is None) == (identity_file is None):
+            raise ValueError("give exactly one of identity_text and identity_file")
+        f = cls()
+        if identity_text is not None:
+            _lib.mevb_filter_new_age_decrypt(ctypes.byref(f._h), _enc(identity_text))
+        else:
+            _lib.mevb_filter_new_age_decrypt_file(ctypes.byref(f._h), _enc(identity_file))
+        return f
+
     @property
     def bytes(self) -> int:
         return int(_lib.mevb_filter_observed_bytes(self._handle()))
@@ -1555,6 +1586,17 @@ class _RunCallbacks:
                 if e is not None:
                     raise e
             raise
+
+
+def age_generate() -> Tuple[str, str]:
+    """A fresh age X25519 identity: (secret "AGE-SECRET-KEY-1...", recipient "age1...")."""
+    secret = ctypes.create_string_buffer(80)
+    recipient = ctypes.create_string_buffer(80)
+    _lib.mevb_age_generate(secret, len(secret), recipient, len(recipient))
+    try:
+        return secret.value.decode(), recipient.value.decode()
+    finally:
+        ctypes.memset(secret, 0, len(secret))
 
 
 def pipeline_run(source: Source, filters: Sequence[Filter], sink: Sink, *, progress: Optional[ProgressFn] = None,
