@@ -328,6 +328,27 @@ class Filter {
     detail::check(mevb_filter_new_observer(&f));
     return Filter(f);
   }
+  // Encrypts to the age recipients ("age1..."): the output is an age file that `age -d`
+  // decrypts. A bad recipient string fails naming its position.
+  static Filter age_encrypt(const std::vector<std::string>& recipients) {
+    std::vector<const char*> r;
+    for (auto& x : recipients) r.push_back(x.c_str());
+    mevb_filter* f = nullptr;
+    detail::check(mevb_filter_new_age_encrypt(&f, r.data(), r.size()));
+    return Filter(f);
+  }
+  // Decrypts an age file with the identities of an identity file's text (age-keygen's format).
+  static Filter age_decrypt(const std::string& identities_text) {
+    mevb_filter* f = nullptr;
+    detail::check(mevb_filter_new_age_decrypt(&f, identities_text.c_str()));
+    return Filter(f);
+  }
+  // The same with the identities read from a file that only its owner may read.
+  static Filter age_decrypt_file(const std::string& path) {
+    mevb_filter* f = nullptr;
+    detail::check(mevb_filter_new_age_decrypt_file(&f, path.c_str()));
+    return Filter(f);
+  }
 
   Filter(Filter&&) noexcept = default;
   Filter& operator=(Filter&&) noexcept = default;

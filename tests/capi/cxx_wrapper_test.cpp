@@ -418,6 +418,42 @@ void a_tree_goes_through_the_tar_source_and_the_extract_sink() {
   CHECK(e.code() == MEVB_ERR_INVALID_ARGUMENT);
 }
 
+// age in C++: bytes encrypted to a fresh key come back with its identity; another
+// identity fails and commits nothing.
+void age_filters_round_trip_and_refuse_a_wrong_identity() {
+  char secret[MEVB_AGE_SECRET_SIZE], recipient[MEVB_AGE_RECIPIENT_SIZE];
+  char other[MEVB_AGE_SECRET_SIZE], other_recipient[MEVB_AGE_RECIPIENT_SIZE];
+  CHECK(mevb_age_generate(secret, sizeof secret, recipient, sizeof recipient) == MEVB_OK);
+  CHECK(mevb_age_generate(other, sizeof other, other_recipient, sizeof other_recipient) == MEVB_OK);
+  std::string text(200000, 'x');
+  for (std::size_t i = 0; i < text.size(); ++i) text[i] = static_cast<char>('a' + (i * 7919) % 26);
+  std::string sealed;
+  mevb::Source src = text_source(text, 4093);
+  mevb::Filter enc = mevb::Filter::age_encrypt({recipient});
+  mevb::Sink into = mevb::Sink::from_callbacks(
+      [&](const void* d, std::size_t n) { sealed.append(static_cast<const char*>(d), n); });
+  mevb::run(src, {&enc}, into);
+  CHECK(sealed.rfind("age-encryption.org/v1\n", 0) == 0);
+
+  std::string opened;
+  bool committed = false;
+  mevb::Source back = text_source(sealed, 65536);
+  mevb::Filter dec = mevb::Filter::age_decrypt(std::string(secret) + "\n");
+  mevb::Sink out = mevb::Sink::from_callbacks(
+      [&](const void* d, std::size_t n) { opened.append(static_cast<const char*>(d), n); }, [&] { committed = true; });
+  mevb::run(back, {&dec}, out);
+  CHECK(committed && opened == text);
+
+  committed = false;
+  mevb::Source again = text_source(sealed, 65536);
+  mevb::Filter wrong = mevb::Filter::age_decrypt(std::string(other) + "\n");
+  mevb::Sink nowhere = mevb::Sink::from_callbacks([](const void*, std::size_t) {}, [&] { committed = true; });
+  mevb::Error e = error_of([&] { mevb::run(again, {&wrong}, nowhere); });
+  CHECK(e.code() != MEVB_OK && !committed);
+  CHECK(!contains(e.what(), other));  // the secret never shows
+  CHECK(error_of([] { mevb::Filter::age_encrypt({"age1notarecipient"}); }).code() == MEVB_ERR_INVALID_ARGUMENT);
+}
+
 }  // namespace
 
 int main() {
@@ -437,6 +473,7 @@ int main() {
     the_retention_policy_decides_per_item_with_reasons();
     moved_from_objects_are_empty_and_safe_to_destroy();
     a_tree_goes_through_the_tar_source_and_the_extract_sink();
+    age_filters_round_trip_and_refuse_a_wrong_identity();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "unexpected exception: %s\n", e.what());
     ++failures;
