@@ -290,10 +290,10 @@ std::vector<std::string> check_basebackup_tar(Bytes tar, const std::string& part
 namespace {
 
 // Extracts one tar part under `root` (a real path without symlinks). Symlinks are
-// allowed only as pg_tblspc/<oid> in the base archive; they are returned, not created.
-std::map<std::string, std::string> extract_part(Storage& st, const BaseBackupPart& part, const std::string& root,
-                                                const Owner& owner, const RunContext& ctx) {
-  std::map<std::string, std::string> links;
+// allowed only as pg_tblspc/<oid> in the base archive, and are not created from it:
+// unpack_parts makes them from the caller's tablespace map.
+void extract_part(Storage& st, const BaseBackupPart& part, const std::string& root, const Owner& owner,
+                  const RunContext& ctx) {
   PartReader reader(st, part.stored, ctx.cancel);
   files::ArchiveRead r(archive_read_new());
   files::ArchiveWrite w(archive_write_disk_new());
@@ -318,10 +318,7 @@ std::map<std::string, std::string> extract_part(Storage& st, const BaseBackupPar
     std::string name = check_basebackup_member(e, part.name, part.stored.path, &target);
     if (name.empty()) continue;
     auto type = archive_entry_filetype(e);
-    if (type == AE_IFLNK) {
-      links[name.substr(10)] = target;
-      continue;
-    }
+    if (type == AE_IFLNK) continue;
     std::string full = root + "/" + name;
     archive_entry_copy_pathname(e, full.c_str());
     archive_entry_set_uid(e, owner.uid);
@@ -351,7 +348,6 @@ std::map<std::string, std::string> extract_part(Storage& st, const BaseBackupPar
   if (archive_write_close(w.get()) < ARCHIVE_WARN)
     throw Error(Code::restore_failed, fmt::format("finishing the restore into {}: {}", root, archive_message(w.get())));
   reader.finish();
-  return links;
 }
 
 void write_owned(const std::string& path, const std::string& text, bool append, const Owner& o) {
