@@ -246,7 +246,7 @@ TEST_CASE("a gzip header with every optional field reads the same in slices of a
   REQUIRE(plain.size() > 18);
   std::vector<uint8_t> h(reinterpret_cast<const uint8_t*>(plain.data()), reinterpret_cast<const uint8_t*>(plain.data()) + 10);
   h[3] = 0x02 | 0x04 | 0x08 | 0x10;
-  for (uint8_t b : {2, 0, 'x', 'y', 'n', 'a', 'm', 'e', 0, 'c', 0}) h.push_back(b);
+  for (uint8_t b : std::initializer_list<uint8_t>{2, 0, 'x', 'y', 'n', 'a', 'm', 'e', 0, 'c', 0}) h.push_back(b);
   uint32_t crc = static_cast<uint32_t>(crc32(0, h.data(), static_cast<uInt>(h.size())));
   for (bool good : {true, false}) {
     CAPTURE(good);
