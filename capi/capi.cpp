@@ -33,6 +33,27 @@ LockOptions lock_options(const mevb_repo_opts& o) {
   return l;
 }
 
+// The keys of mevb_repo_opts, read and checked before anything opens; null without any.
+std::shared_ptr<const Encryption> encryption_options(const mevb_repo_opts& o) {
+  auto e = std::make_shared<Encryption>();
+  if (o.recipients_count) require(o.recipients, "mevb_repo_opts.recipients");
+  for (size_t i = 0; i < o.recipients_count; ++i) {
+    std::string what = fmt::format("mevb_repo_opts.recipients[{}]", i);
+    require(o.recipients[i], what.c_str());
+    e->add_recipient(o.recipients[i], what);
+  }
+  if (o.recipients_file) e->add_recipients_file(o.recipients_file);
+  if (o.identity_files_count) require(o.identity_files, "mevb_repo_opts.identity_files");
+  for (size_t i = 0; i < o.identity_files_count; ++i) {
+    std::string what = fmt::format("mevb_repo_opts.identity_files[{}]", i);
+    require(o.identity_files[i], what.c_str());
+    e->add_identity_file(o.identity_files[i]);
+  }
+  if (o.passphrase_file) e->set_passphrase_file(o.passphrase_file);
+  if (e->recipients.empty() && e->identities.empty()) return nullptr;
+  return e;
+}
+
 }  // namespace
 
 namespace {
@@ -135,6 +156,7 @@ int mevb_repo_open(mevb_repo** out, const char* location, const mevb_repo_opts* 
     if (o.stall_timeout_seconds < 0) throw invalid("mevb_repo_opts.stall_timeout_seconds must not be negative");
     r->stall_timeout = std::chrono::seconds(o.stall_timeout_seconds);
     r->lock = lock;
+    r->encryption = encryption_options(o);
     *out = r.release();
   });
 }

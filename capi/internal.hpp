@@ -58,6 +58,7 @@ struct mevb_repo {
   void* log_user = nullptr;
   std::chrono::seconds stall_timeout{0};
   LockOptions lock;
+  std::shared_ptr<const Encryption> encryption;  // null: plaintext
   mevb_capi::Live<mevb_repo> live_;
 };
 
@@ -187,6 +188,7 @@ inline RunContext make_context(mevb_repo* r, mevb_progress_cb cb, void* user) {
   ctx.cancel = &r->cancel;
   ctx.pipeline.stall_timeout = r->stall_timeout;
   ctx.lock = r->lock;
+  ctx.encryption = r->encryption;
   if (r->log) {
     auto log = r->log;
     auto lu = r->log_user;

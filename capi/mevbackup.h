@@ -152,9 +152,21 @@ typedef struct mevb_repo_opts {
   int64_t lock_wait_seconds;     /* how long to wait for a conflicting lock; 0: fail at once (MEVB_ERR_LOCKED) */
   int no_lock;                   /* non-zero: take no lock (a repository nothing else uses) */
   int64_t s3_retry_base_ms;      /* S3 retry backoff base, 1..60000 ms; 0: 1000 */
+  /* Encryption at rest in the age format (docs/encryption.md). Every artifact this
+   * repository handle stores (every kind, WAL too) is compressed, then encrypted to the
+   * recipients; artifacts it reads are decrypted with the identities. Only public keys
+   * are needed to back up. The files are read once, by mevb_repo_open. */
+  const char *const *recipients;      /* "age1..." public keys */
+  size_t recipients_count;
+  const char *recipients_file;        /* one "age1..." per line, '#' comments (as age -R) */
+  const char *const *identity_files;  /* age-keygen files; refused when group/others may read them */
+  size_t identity_files_count;
+  const char *passphrase_file;        /* a file or /dev/fd/N whose first line is a passphrase
+                                       * (scrypt): encrypts (as the only recipient) and decrypts */
 } mevb_repo_opts;
 #define MEVB_REPO_OPTS_INIT \
-  {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, \
+   0, 0, NULL, 0, NULL, NULL, 0, NULL}
 MEVB_API int mevb_repo_opts_init(mevb_repo_opts *opts, size_t size);
 
 /* Opens a repository: a local directory path (created on first backup) or

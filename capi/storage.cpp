@@ -45,6 +45,22 @@ void check_extension(const std::string& ext) {
   if (!ok) throw invalid(fmt::format("mevb_artifact_opts.extension \"{}\" must be '.' then letters, digits, '.', '_' or '-'", ext));
 }
 
+
+// A run on a repository handle: the run's callbacks (mevb_run_opts), and the handle's
+// stall timeout, log (unless the run has its own), lock timing and keys.
+void setup_repo_run(RunSetup& run, mevb_repo* repo, const mevb_run_opts* run_opts, const char* stage) {
+  repo->cancel.reset();
+  setup_run(run, run_opts, &repo->cancel, stage);
+  run.ctx.pipeline.stall_timeout = repo->stall_timeout;
+  run.ctx.lock = repo->lock;
+  run.ctx.encryption = repo->encryption;
+  if (!run.ctx.log && repo->log) {
+    auto log = repo->log;
+    auto lu = repo->log_user;
+    run.ctx.log = [log, lu](LogLevel lvl, const std::string& msg) { log(static_cast<int>(lvl), msg.c_str(), lu); };
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -174,14 +190,7 @@ int mevb_repo_put_artifact(mevb_repo* repo, mevb_source* source, const mevb_arti
     check_extension(spec.extension);
     if (source->consumed) throw invalid(source->label + " was already used by a run; create a new one");
     RunSetup run;
-    repo->cancel.reset();
-    setup_run(run, run_opts, &repo->cancel, "backup");
-    run.ctx.pipeline.stall_timeout = repo->stall_timeout;
-    if (!run.ctx.log && repo->log) {
-      auto log = repo->log;
-      auto lu = repo->log_user;
-      run.ctx.log = [log, lu](LogLevel lvl, const std::string& msg) { log(static_cast<int>(lvl), msg.c_str(), lu); };
-    }
+    setup_repo_run(run, repo, run_opts, "backup");
     take(source);
     LabelledSource src(*source->src, source->label);
     Manifest m;
@@ -201,14 +210,7 @@ int mevb_repo_get_artifact(mevb_repo* repo, const mevb_backup* backup, mevb_sink
     require(sink, "sink");
     if (sink->consumed) throw invalid(sink->label + " was already used by a run; create a new one");
     RunSetup run;
-    repo->cancel.reset();
-    setup_run(run, run_opts, &repo->cancel, "restore");
-    run.ctx.pipeline.stall_timeout = repo->stall_timeout;
-    if (!run.ctx.log && repo->log) {
-      auto log = repo->log;
-      auto lu = repo->log_user;
-      run.ctx.log = [log, lu](LogLevel lvl, const std::string& msg) { log(static_cast<int>(lvl), msg.c_str(), lu); };
-    }
+    setup_repo_run(run, repo, run_opts, "restore");
     Manifest m = repo->repo.load(backup->manifest);
     take(sink);
     LabelledSink snk(*sink->sink, sink->label);

@@ -41,6 +41,9 @@ struct StorageOptions {
   std::string storage_class, endpoint_url, region, ca_bundle, sse, sse_kms_key_id;
   unsigned part_size_mib = 0;
   bool no_verify_tls = false, path_style = false, unsigned_payload = false;
+  // Encryption (age): public keys for backups, identity and passphrase files for reads.
+  std::vector<std::string> recipients, identity_files;
+  std::string recipients_file, passphrase_file;
   // As command-line words, for a program that runs mevbackup again (restore_command).
   std::vector<std::string> as_args() const;
 };

@@ -38,6 +38,17 @@ std::vector<std::string> StorageOptions::as_args() const {
   if (no_verify_tls) out.push_back("--no-verify-tls");
   if (path_style) out.push_back("--path-style");
   if (unsigned_payload) out.push_back("--unsigned-payload");
+  // What a wal-fetch needs to read encrypted WAL: the key files, by absolute path (the
+  // server runs it from the data directory). Paths are not secrets; the keys stay in them.
+  auto absolute = [](const std::string& p) {
+    char* r = ::realpath(p.c_str(), nullptr);
+    std::string s = r ? r : p;
+    std::free(r);
+    return s;
+  };
+  for (auto& f : identity_files) add("--identity", absolute(f));
+  if (!passphrase_file.empty() && passphrase_file.rfind("/dev/fd/", 0) != 0)
+    add("--passphrase-file", absolute(passphrase_file));
   return out;
 }
 
@@ -56,6 +67,17 @@ void add_storage_options(CLI::App* app, StorageOptions& s) {
   app->add_option("--sse-kms-key-id", s.sse_kms_key_id, "KMS key of --sse aws:kms")->type_name("ID")->group(g);
   app->add_option("--part-size", s.part_size_mib, "first multipart part in MiB, 5..5120 (default 8)")
       ->type_name("MiB")->check(CLI::Range(5u, 5120u))->group(g);
+  const char* e = "Encryption (age, docs/encryption.md)";
+  app->add_option("--recipient", s.recipients, "encrypt new backups to this age public key (repeatable)")
+      ->type_name("age1...")->allow_extra_args(false)->group(e);
+  app->add_option("--recipients-file", s.recipients_file, "encrypt to the age public keys in FILE, one per line")
+      ->type_name("FILE")->group(e);
+  app->add_option("--identity", s.identity_files,
+                  "decrypt with the age identity in FILE (age-keygen; mode 600; repeatable)")
+      ->type_name("FILE")->allow_extra_args(false)->group(e);
+  app->add_option("--passphrase-file", s.passphrase_file,
+                  "encrypt and decrypt with the passphrase on FILE's first line (or /dev/fd/N)")
+      ->type_name("FILE")->group(e);
 }
 
 void add_repo_options(CLI::App* app, RepoOptions& r) {
@@ -214,6 +236,15 @@ mevb_repo* try_open_repo_at(const StorageOptions& s, const std::string& location
   ro.path_style = s.path_style ? 1 : 0;
   ro.unsigned_payload = s.unsigned_payload ? 1 : 0;
   ro.part_size = static_cast<uint64_t>(s.part_size_mib) * 1024 * 1024;
+  std::vector<const char*> recipients, identities;
+  for (auto& r : s.recipients) recipients.push_back(r.c_str());
+  for (auto& f : s.identity_files) identities.push_back(f.c_str());
+  ro.recipients = recipients.data();
+  ro.recipients_count = recipients.size();
+  ro.recipients_file = c(s.recipients_file);
+  ro.identity_files = identities.data();
+  ro.identity_files_count = identities.size();
+  ro.passphrase_file = c(s.passphrase_file);
   mevb_repo* repo = nullptr;
   if (mevb_repo_open(&repo, location.c_str(), &ro) != MEVB_OK) return nullptr;
   return repo;

@@ -24,6 +24,10 @@ struct Manifest {
   std::string path;         // artifact key, relative to the repository
   std::string format;       // payload format, e.g. "pg_dump-custom"
   std::string compression;  // "gzip" | "none"
+  // "age" when the stored bytes are encrypted (after compression; encryption.hpp), "" when
+  // not; and the recipients they are encrypted to ("age1...", or "scrypt"), never keys.
+  std::string encryption;
+  std::vector<std::string> recipients;
   uint64_t size = 0;        // stored bytes
   std::string sha256;       // of the stored bytes
   uint64_t payload_size = 0;

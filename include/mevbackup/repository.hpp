@@ -11,6 +11,7 @@
 
 #include "mevbackup/clock.hpp"
 #include "mevbackup/compress.hpp"
+#include "mevbackup/encryption.hpp"
 #include "mevbackup/manifest.hpp"
 #include "mevbackup/storage.hpp"
 #include "mevbackup/stream.hpp"
@@ -48,6 +49,10 @@ struct RunContext {
   LogFn log;
   PipelineOptions pipeline;
   LockOptions lock;  // for the repository lock the operation takes
+  // Keys: artifacts stored are encrypted to its recipients, artifacts read are decrypted
+  // with its identities (encryption.hpp). Null: plaintext, and encrypted artifacts
+  // cannot be read.
+  std::shared_ptr<const Encryption> encryption;
 };
 
 // The outcome of a verification, stored beside the backup as "<artifact>.verify.json".
@@ -84,7 +89,8 @@ struct StoredDigest {
 };
 
 // The one way an artifact is written: `source` -> SHA-256 and count of the payload ->
-// compressor -> SHA-256 and count of the stored bytes -> storage.put(key), committed only
+// compressor -> encryptor (when ctx.encryption has recipients) -> SHA-256 and count of
+// the stored bytes -> storage.put(key), committed only
 // after `before_commit` (given the digest; it may throw to reject the artifact) returned.
 // `stage` names the pipeline in progress reports and errors. Nothing remains on failure.
 StoredDigest store_compressed(Storage& storage, const std::string& key, Source& source, Compression compression,
@@ -141,8 +147,8 @@ class Repository {
   Clock& clock_;
 };
 
-// Streams the stored object `m` describes (path, size, sha256, compression,
-// payload_size) into `sink`, decompressed, as Repository::restore_stream does, but
+// Streams the stored object `m` describes (path, size, sha256, compression, encryption,
+// payload_size) into `sink`, decrypted with ctx.encryption's identities and decompressed, as Repository::restore_stream does, but
 // without taking the repository lock: for the parts of a backup read while its caller
 // holds the lock, or with the caller's own guard.
 void read_artifact(Storage& storage, const Manifest& m, Sink& sink, const RunContext& ctx);

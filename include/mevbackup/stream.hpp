@@ -169,6 +169,40 @@ class MemorySource : public Source {
   size_t max_read_;
 };
 
+// A source whose first bytes can be looked at before it is read: head() holds up to
+// `n` bytes read ahead (fewer when the stream is shorter), which read() then returns
+// first. For telling formats apart by their magic (an encrypted WAL file from a plain one).
+class PeekSource final : public Source {
+ public:
+  PeekSource(std::unique_ptr<Source> inner, size_t n);
+  const std::string& head() const { return head_; }
+  size_t read(MutBytes buf) override;
+  void abort() noexcept override { inner_->abort(); }
+
+ private:
+  std::unique_ptr<Source> inner_;
+  std::string head_;
+  size_t pos_ = 0;
+};
+
+// A pull-side filter: the bytes of `inner`, seen by `before` (the raw bytes: a hash or a
+// count, optional), transformed by `filter`. read() returns 0 once the filter flushed
+// its end; a stream the filter finds cut short throws, as in a Pipeline.
+class FilterSource final : public Source {
+ public:
+  FilterSource(std::unique_ptr<Source> inner, std::unique_ptr<Filter> filter, std::vector<Observer*> before = {});
+  size_t read(MutBytes buf) override;
+  void abort() noexcept override { inner_->abort(); }
+
+ private:
+  std::unique_ptr<Source> inner_;
+  std::unique_ptr<Filter> filter_;
+  std::vector<Observer*> before_;
+  std::vector<std::byte> buf_;
+  InBuf in_;
+  bool eof_ = false, done_ = false;
+};
+
 class MemorySink : public Sink {
  public:
   void write(Bytes data) override;

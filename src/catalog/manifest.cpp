@@ -27,6 +27,8 @@ nlohmann::json Manifest::to_json() const {
       {"tool", tool},
   };
   if (adopted) j["adopted"] = true;
+  j["encrypted"] = !encryption.empty();
+  if (!encryption.empty()) j["encryption"] = {{"format", encryption}, {"recipients", recipients}};
   return j;
 }
 
@@ -113,6 +115,20 @@ Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) 
   if (auto it = j.find("source"); it != j.end() && it->is_object()) m.source = *it;
   if (auto it = j.find("tool"); it != j.end() && it->is_object()) m.tool = *it;
   if (auto it = j.find("adopted"); it != j.end() && it->is_boolean()) m.adopted = it->get<bool>();
+  // Written by every version since encryption; absent (older manifests): not encrypted.
+  if (auto it = j.find("encrypted"); it != j.end()) {
+    if (!it->is_boolean()) throw fail("field \"encrypted\" is not true or false");
+    if (it->get<bool>()) {
+      auto e = j.find("encryption");
+      if (e == j.end() || !e->is_object() || !e->contains("format") || !(*e)["format"].is_string())
+        throw fail("\"encrypted\" is true but \"encryption\" does not name its format");
+      m.encryption = (*e)["format"].get<std::string>();
+      if (m.encryption.empty()) throw fail("\"encryption\" names an empty format");
+      if (auto r = e->find("recipients"); r != e->end() && r->is_array())
+        for (auto& x : *r)
+          if (x.is_string()) m.recipients.push_back(x.get<std::string>());
+    }
+  }
   return m;
 }
 

@@ -94,9 +94,11 @@ StoredDigest store_compressed(Sink& sink, Source& source, Compression compressio
   Sha256 payload_sha, stored_sha;
   ByteCounter payload_n, stored_n;
   auto comp = make_compressor(compression, level);
+  auto enc = artifact_encryptor(ctx.encryption.get());
   Pipeline p(source);
   p.observe(payload_sha).observe(payload_n);
   if (comp) p.then(*comp);
+  if (enc) p.then(*enc);
   p.observe(stored_sha).observe(stored_n);
   StoredDigest d;
   p.before_commit([&] {
@@ -121,6 +123,8 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
   TimePoint started = clock_.now();
   std::string base = spec.name_prefix + "_" + format_name_stamp(started);
   std::string ext = spec.extension + std::string(compression_suffix(spec.compression));
+  const bool encrypt = ctx.encryption && ctx.encryption->encrypts();
+  if (encrypt) ext += ".age";  // what `age -d` takes: name.dump.gz.age
   Manifest m;
   // Two runs in the same second get distinct names (base, base_1, base_2, ...); an
   // existing backup is never reused. The first free name is only where the search
@@ -139,6 +143,7 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
   m.kind = spec.kind;
   m.format = spec.format;
   m.compression = std::string(compression_name(spec.compression));
+  record_encryption(m, ctx.encryption.get());
   m.started_at = format_rfc3339(started);
   m.source_name = spec.name_prefix;
   m.tool = {{"name", "libmevbackup"}, {"version", kVersionString}};
@@ -196,12 +201,19 @@ void read_artifact(Storage& storage, const Manifest& m, Sink& sink, const RunCon
   Compression comp = parse_compression(m.compression);
   auto dec = make_decompressor(comp);
   MagicCheck magic(comp, m.path);
+  auto decrypt = artifact_decryptor(m, gctx.encryption.get());  // throws when no identity is given
+  PlaintextCheck plain(m.path);
   // Bounded by the manifest before anything reaches the sink: a restorer or verify
   // never writes more than the backup declared (a decompression bomb fails early).
   ByteLimit stored_limit(m.size, fmt::format("artifact {}", m.path));
   ByteLimit payload_limit(m.payload_size, fmt::format("the payload of {}", m.path));
   Pipeline p(*src);
-  p.observe(sha).observe(n).observe(stored_limit).observe(magic);
+  p.observe(sha).observe(n).observe(stored_limit);
+  if (decrypt)
+    p.then(*decrypt);
+  else
+    p.observe(plain);
+  p.observe(magic);
   if (dec) p.then(*dec);
   p.observe(payload_limit);
   p.before_commit([&] {

@@ -116,6 +116,8 @@ void store_member_list(Storage& storage, Manifest& m, const nlohmann::json& memb
       {"compression", "gzip"},    {"format", "json"},
       {"count", members.size()},
   };
+  // The names of the files are as private as their contents: encrypted with them.
+  if (ctx.encryption && ctx.encryption->encrypts()) m.source["member_list"]["encryption"] = "age";
 }
 
 std::optional<nlohmann::json> load_member_list(Storage& storage, const Manifest& m, const RunContext& ctx) {
@@ -141,6 +143,15 @@ std::optional<nlohmann::json> load_member_list(Storage& storage, const Manifest&
   part.sha256 = field("sha256").get<std::string>();
   part.payload_size = field("payload_size").get<uint64_t>();
   part.compression = "gzip";
+  if (auto e = rec.find("encryption"); e != rec.end() && e->is_string()) {
+    part.encryption = e->get<std::string>();
+    part.recipients = m.recipients;
+  } else if (!m.encryption.empty()) {
+    // An encrypted backup's member list is encrypted too: a manifest saying otherwise
+    // was edited (a plaintext list would tell a reader what is not the backup's).
+    throw Error(Code::corrupt, fmt::format("manifest {}: the backup is encrypted but its member list is said not to be",
+                                           m.key()));
+  }
   const uint64_t count = field("count").get<uint64_t>();
   // Held in memory to be parsed: bounded whatever a manifest declares (a million
   // members of long names take a few hundred MiB at most).

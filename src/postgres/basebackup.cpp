@@ -302,6 +302,7 @@ Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunC
     if (k == CopyStream::Kind::data) throw Error(Code::dump_failed, "base backup stream: data before any archive");
     auto store = [&](const std::string& name, const std::string& oid, const std::string& location) {
       std::string key = dir + "/" + name + std::string(compression_suffix(opts.compression));
+      if (gctx.encryption && gctx.encryption->encrypts()) key += ".age";  // encrypted by store_compressed
       ArchiveSource src(stream, c);
       StoredDigest d = store_compressed(st, key, src, opts.compression, opts.level, gctx, "basebackup");
       stored.push_back(key);
@@ -362,6 +363,7 @@ Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunC
     m.path = base["path"].get<std::string>();
     m.format = "postgresql-base-backup-tar";
     m.compression = std::string(compression_name(opts.compression));
+    record_encryption(m, gctx.encryption.get());
     m.size = base["size"].get<uint64_t>();
     m.sha256 = base["sha256"].get<std::string>();
     m.payload_size = base["payload_size"].get<uint64_t>();

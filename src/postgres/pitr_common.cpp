@@ -178,6 +178,7 @@ void check_part(const Manifest& m, const std::string& dir, const BaseBackupPart&
     throw bad("not a part a base backup holds (base.tar, <oid>.tar, backup_manifest)");
   }
   std::string suffix(compression_suffix(parse_compression(p.stored.compression)));
+  if (!m.encryption.empty()) suffix += ".age";  // every part of an encrypted base backup is
   if (p.stored.path != dir + p.name + suffix) throw bad(fmt::format("its path is not {}{}{}", dir, p.name, suffix));
 }
 

@@ -133,9 +133,19 @@ std::string read_text(const std::string& path, size_t max_tail = 256 * 1024) {
 // A stored part pulled by libarchive: storage -> (hash) -> decompress -> (hash) -> tar.
 class PartReader {
  public:
-  PartReader(Storage& st, const Manifest& part, CancelToken* cancel)
-      : part_(part), src_(st.get(part.path)), dec_(make_decompressor(parse_compression(part.compression))),
-        cancel_(cancel), in_buf_(256 * 1024), out_buf_(256 * 1024) {}
+  PartReader(Storage& st, const Manifest& part, const RunContext& ctx)
+      : part_(part), dec_(make_decompressor(parse_compression(part.compression))), cancel_(ctx.cancel),
+        in_buf_(256 * 1024), out_buf_(256 * 1024) {
+    tap_.r = this;
+    auto raw = st.get(part.path);
+    // An encrypted part: the stored bytes are hashed as they come, then decrypted.
+    if (auto decrypt = artifact_decryptor(part, ctx.encryption.get())) {
+      src_ = std::make_unique<FilterSource>(std::move(raw), std::move(decrypt), std::vector<Observer*>{&tap_});
+      tapped_ = true;
+    } else {
+      src_ = std::move(raw);
+    }
+  }
 
   static la_ssize_t on_read(archive* a, void* self, const void** buff) {
     auto* r = static_cast<PartReader*>(self);
@@ -174,8 +184,7 @@ class PartReader {
         size_t n = src_->read(MutBytes(in_buf_.data(), in_buf_.size()));
         if (n == 0) eof_ = true;
         Bytes got(in_buf_.data(), n);
-        stored_sha_.update(got);
-        stored_n_ += n;
+        if (!tapped_) tap_.update(got);
         in_ = InBuf{in_buf_.data(), n, 0};
       }
       if (!dec_) {
@@ -212,6 +221,15 @@ class PartReader {
   bool eof_ = false, done_ = false;
   Sha256 stored_sha_, payload_sha_;
   uint64_t stored_n_ = 0, payload_n_ = 0;
+  // Counts and hashes the stored bytes (before decryption, when the part is encrypted).
+  struct StoredTap final : Observer {
+    PartReader* r = nullptr;
+    void update(Bytes d) override {
+      r->stored_sha_.update(d);
+      r->stored_n_ += d.size();
+    }
+  } tap_;
+  bool tapped_ = false;
   std::exception_ptr error_;
 };
 
@@ -294,7 +312,7 @@ namespace {
 // unpack_parts makes them from the caller's tablespace map.
 void extract_part(Storage& st, const BaseBackupPart& part, const std::string& root, const Owner& owner,
                   const RunContext& ctx) {
-  PartReader reader(st, part.stored, ctx.cancel);
+  PartReader reader(st, part.stored, ctx);
   files::ArchiveRead r(archive_read_new());
   files::ArchiveWrite w(archive_write_disk_new());
   if (!r || !w) throw std::bad_alloc();

@@ -98,17 +98,20 @@ PushResult wal_push(Storage& storage, const std::string& path, const RunContext&
   // 3. The compressed payload, checked against the claimed checksum before commit.
   auto src = make_file_source(path);
   auto gz = make_compressor(Compression::gzip, -1);
+  // Encrypted after compression when recipients are given: `age -d | gunzip` reads it.
+  // The checksum object keeps the SHA-256 of the WAL file itself (it says nothing the
+  // WAL file name does not), so a fetch checks what it decrypted.
+  auto enc = artifact_encryptor(ctx.encryption.get());
   Sha256 h;
   auto sink = storage.put(pkey);
   try {
-    Pipeline(*src)
-        .observe(h)
-        .then(*gz)
-        .before_commit([&] {
-          if (h.hex() != sha)
-            throw Error(Code::io, fmt::format("WAL file {} changed while it was being archived", path));
-        })
-        .run(*sink, ctx.cancel, ctx.progress, ctx.pipeline);
+    Pipeline p(*src);
+    p.observe(h).then(*gz);
+    if (enc) p.then(*enc);
+    p.before_commit([&] {
+       if (h.hex() != sha)
+         throw Error(Code::io, fmt::format("WAL file {} changed while it was being archived", path));
+     }).run(*sink, ctx.cancel, ctx.progress, ctx.pipeline);
   } catch (const Error& e) {
     // A concurrent push of the same content won the race: that is success.
     if (e.code() == Code::exists && storage.stat(pkey)) return PushResult::already_archived;
@@ -169,13 +172,23 @@ bool wal_fetch(Storage& storage, const std::string& name, const std::string& des
   }
   auto target = make_local_storage(dir);
   if (target->stat(file)) target->remove(file);  // PostgreSQL lets restore_command replace %p
-  auto src = storage.get(pkey);
+  // An archived WAL file is gzip, or gzip in age (pushed with recipients): told apart by
+  // its first bytes, as `age -d` and gunzip would. Either way its SHA-256 is checked.
+  PeekSource src(storage.get(pkey), 64);
+  std::unique_ptr<Filter> decrypt;
+  if (src.head().rfind("age-encryption.org/v1\n", 0) == 0) {
+    Manifest as_artifact;
+    as_artifact.path = pkey;
+    as_artifact.encryption = "age";
+    decrypt = artifact_decryptor(as_artifact, ctx.encryption.get());  // throws auth without an identity
+  }
   auto gunzip = make_decompressor(Compression::gzip);
   Sha256 h;
   WalFileLimit limit(n);
   auto sink = target->put(file);
-  Pipeline(*src)
-      .then(*gunzip)
+  Pipeline p(src);
+  if (decrypt) p.then(*decrypt);
+  p.then(*gunzip)
       .observe(limit)
       .observe(h)
       .before_commit([&] {

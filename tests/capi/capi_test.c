@@ -76,6 +76,29 @@ static void no_server_checks(void) {
   mevb_repo_free(repo);
   repo = NULL;
 
+  /* Keys are options too: a recipient with a bad checksum, or a count without an array,
+   * fails the open naming the field; nothing is opened. */
+  {
+    char secret[MEVB_AGE_SECRET_SIZE], recipient[MEVB_AGE_RECIPIENT_SIZE];
+    const char *rs[1];
+    CHECK(mevb_age_generate(secret, sizeof secret, recipient, sizeof recipient) == MEVB_OK);
+    CHECK(mevb_repo_opts_init(&ro, sizeof ro) == MEVB_OK);
+    CHECK(ro.recipients == NULL && ro.recipients_count == 0 && ro.identity_files_count == 0 &&
+          ro.passphrase_file == NULL);
+    ro.recipients_count = 1;
+    CHECK(mevb_repo_open(&repo, "/tmp/mevb-capi-keys", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+    CHECK(repo == NULL && strstr(mevb_error_last()->message, "mevb_repo_opts.recipients") != NULL);
+    recipient[strlen(recipient) - 1] = recipient[strlen(recipient) - 1] == 'q' ? 'p' : 'q';
+    rs[0] = recipient;
+    ro.recipients = rs;
+    CHECK(mevb_repo_open(&repo, "/tmp/mevb-capi-keys", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+    CHECK(repo == NULL && strstr(mevb_error_last()->message, "recipients[0]") != NULL);
+    ro.recipients_count = 0;
+    ro.identity_files_count = 1;
+    CHECK(mevb_repo_open(&repo, "/tmp/mevb-capi-keys", &ro) == MEVB_ERR_INVALID_ARGUMENT);
+    CHECK(repo == NULL && strstr(mevb_error_last()->message, "mevb_repo_opts.identity_files") != NULL);
+  }
+
   CHECK(mevb_repo_opts_init(&ro, sizeof ro) == MEVB_OK);
   CHECK(ro.struct_size == sizeof ro && ro.log == NULL);
   CHECK(mevb_repo_open(&repo, "/nonexistent/mevb-capi-test", &ro) == MEVB_OK);

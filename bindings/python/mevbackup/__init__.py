@@ -105,7 +105,12 @@ class _RepoOpts(ctypes.Structure):
                 # the repository lock; S3 retries
                 ("lock_ttl_seconds", ctypes.c_int64), ("lock_refresh_seconds", ctypes.c_int64),
                 ("lock_wait_seconds", ctypes.c_int64), ("no_lock", ctypes.c_int),
-                ("s3_retry_base_ms", ctypes.c_int64)]
+                ("s3_retry_base_ms", ctypes.c_int64),
+                # encryption at rest (age)
+                ("recipients", ctypes.POINTER(ctypes.c_char_p)), ("recipients_count", ctypes.c_size_t),
+                ("recipients_file", ctypes.c_char_p),
+                ("identity_files", ctypes.POINTER(ctypes.c_char_p)), ("identity_files_count", ctypes.c_size_t),
+                ("passphrase_file", ctypes.c_char_p)]
 
 
 class _PgBackupOpts(ctypes.Structure):
@@ -465,6 +470,11 @@ class Repository:
     lock_wait_seconds and no_lock default to MEVBACKUP_LOCK_TTL, MEVBACKUP_LOCK_REFRESH,
     MEVBACKUP_LOCK_WAIT (seconds) and MEVBACKUP_NO_LOCK; s3_retry_base_ms to
     MEVBACKUP_S3_RETRY_BASE_MS. The library itself reads none of these.
+
+    Encryption at rest in the age format (docs/encryption.md): new backups are encrypted
+    to ``recipients`` ("age1..." public keys) and those in ``recipients_file``; backups are
+    read with the identities in ``identity_files`` (age-keygen files, mode 600). A
+    ``passphrase_file`` (or "/dev/fd/N") does both with a passphrase.
     """
 
     _S3_STR = ("storage_class", "endpoint_url", "region", "ca_bundle", "access_key_id", "secret_access_key",
@@ -474,7 +484,10 @@ class Repository:
     def __init__(self, location: Union[str, os.PathLike[str]], log: Optional[LogFn] = None,
                  stall_timeout_seconds: int = 0, *, lock_ttl_seconds: Optional[int] = None,
                  lock_refresh_seconds: Optional[int] = None, lock_wait_seconds: Optional[int] = None,
-                 no_lock: Optional[bool] = None, s3_retry_base_ms: Optional[int] = None, **storage: Any):
+                 no_lock: Optional[bool] = None, s3_retry_base_ms: Optional[int] = None,
+                 recipients: Sequence[str] = (), recipients_file: Optional[Union[str, os.PathLike[str]]] = None,
+                 identity_files: Sequence[Union[str, os.PathLike[str]]] = (),
+                 passphrase_file: Optional[Union[str, os.PathLike[str]]] = None, **storage: Any):
         self._h = _p()
         self._log_error: Optional[BaseException] = None
 
@@ -502,6 +515,18 @@ class Repository:
                 setattr(opts, name, int(value or 0))
             else:
                 raise TypeError(f"Repository() got an unexpected keyword argument {name!r}")
+        if isinstance(recipients, (str, bytes)) or isinstance(identity_files, (str, bytes)):
+            raise TypeError("recipients and identity_files are sequences of strings, not one string")
+        rcpt = [_enc(str(r)) for r in recipients]
+        ids = [_enc(os.fspath(f)) for f in identity_files]
+        rcpt_arr = (ctypes.c_char_p * max(len(rcpt), 1))(*rcpt)
+        ids_arr = (ctypes.c_char_p * max(len(ids), 1))(*ids)
+        opts.recipients = ctypes.cast(rcpt_arr, ctypes.POINTER(ctypes.c_char_p))
+        opts.recipients_count = len(rcpt)
+        opts.identity_files = ctypes.cast(ids_arr, ctypes.POINTER(ctypes.c_char_p))
+        opts.identity_files_count = len(ids)
+        opts.recipients_file = _enc(None if recipients_file is None else os.fspath(recipients_file))
+        opts.passphrase_file = _enc(None if passphrase_file is None else os.fspath(passphrase_file))
         _lib.mevb_repo_open(ctypes.byref(self._h), _enc(location), ctypes.byref(opts))
         self.location = os.fspath(location)
 
