@@ -8,6 +8,8 @@
 #include <cstring>
 
 #include "mevbackup/age.hpp"
+#include "mevbackup/encryption.hpp"
+#include "mevbackup/signing.hpp"
 #include "stream_internal.hpp"
 
 using namespace mevb_capi;
@@ -25,60 +27,6 @@ mevb_filter* new_decryptor(std::string_view identities_text) {
   f->label = "age decryptor";
   f->filter = make_age_decryptor(parse_age_identity_file(identities_text));
   return f.release();
-}
-
-// Reads an identity file that only its owner may read (as ssh does with private keys).
-std::string read_private_file(const char* path) {
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) throw sys_error(errno, fmt::format("open identity file {}", path));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    throw sys_error(e, fmt::format("stat identity file {}", path));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw invalid(fmt::format("identity file {} is not a regular file", path));
-  }
-  if (st.st_mode & 077) {
-    ::close(fd);
-    throw Error(Code::permission,
-                fmt::format("identity file {} has mode {:04o}: group and others must have no access (chmod 600)", path,
-                            unsigned(st.st_mode & 07777)));
-  }
-  std::string text;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      OPENSSL_cleanse(buf, sizeof buf);
-      OPENSSL_cleanse(text.data(), text.size());
-      throw sys_error(e, fmt::format("read identity file {}", path));
-    }
-    if (n == 0) break;
-    if (text.size() + size_t(n) > (1u << 20)) {
-      ::close(fd);
-      OPENSSL_cleanse(buf, sizeof buf);
-      OPENSSL_cleanse(text.data(), text.size());
-      throw invalid(fmt::format("identity file {} is larger than 1 MiB", path));
-    }
-    // Grow by hand so that no reallocation leaves an unwiped copy behind.
-    if (text.capacity() < text.size() + size_t(n)) {
-      std::string bigger;
-      bigger.reserve(2 * (text.size() + size_t(n)));
-      bigger = text;
-      OPENSSL_cleanse(text.data(), text.size());
-      text.swap(bigger);
-    }
-    text.append(buf, size_t(n));
-  }
-  OPENSSL_cleanse(buf, sizeof buf);
-  ::close(fd);
-  return text;
 }
 
 }  // namespace
@@ -116,7 +64,7 @@ int mevb_filter_new_age_decrypt_file(mevb_filter** out, const char* path) {
     require(out, "out");
     *out = nullptr;
     require(path, "path");
-    std::string text = read_private_file(path);
+    std::string text = read_private_file(path, "identity file");
     WipeString w{text};
     try {
       *out = new_decryptor(text);
@@ -138,5 +86,41 @@ int mevb_age_generate(char* secret, size_t secret_size, char* recipient, size_t 
     AgeKeyPair kp = generate_age_identity();
     std::memcpy(secret, kp.secret.c_str(), kp.secret.size() + 1);
     std::memcpy(recipient, kp.recipient.c_str(), kp.recipient.size() + 1);
+  });
+}
+
+int mevb_key_generate_identity(const char* identity_path, char* recipient, size_t recipient_size) {
+  return guard([&] {
+    require(identity_path, "identity_path");
+    require(recipient, "recipient");
+    if (recipient_size < MEVB_AGE_RECIPIENT_SIZE)
+      throw invalid(
+          fmt::format("recipient buffer of {} bytes is too small: {} needed", recipient_size, MEVB_AGE_RECIPIENT_SIZE));
+    std::string r = generate_identity_file(identity_path);
+    std::memcpy(recipient, r.c_str(), r.size() + 1);
+  });
+}
+
+int mevb_key_generate_signing(const char* signing_key_path, const char* verify_key_path, char* key_id,
+                              size_t key_id_size) {
+  return guard([&] {
+    require(signing_key_path, "signing_key_path");
+    require(verify_key_path, "verify_key_path");
+    require(key_id, "key_id");
+    if (key_id_size < MEVB_KEY_ID_SIZE)
+      throw invalid(fmt::format("key_id buffer of {} bytes is too small: {} needed", key_id_size, MEVB_KEY_ID_SIZE));
+    if (std::string(signing_key_path) == verify_key_path)
+      throw invalid("the signing key and the verify key need two files");
+    SigningKey k = SigningKey::generate();
+    std::string pem = k.private_pem();
+    WipeString w{pem};
+    write_new_file(signing_key_path, pem, 0600);
+    try {
+      write_new_file(verify_key_path, k.public_pem(), 0644);
+    } catch (...) {
+      ::unlink(signing_key_path);
+      throw;
+    }
+    std::memcpy(key_id, k.key_id().c_str(), k.key_id().size() + 1);
   });
 }

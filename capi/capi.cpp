@@ -54,6 +54,19 @@ std::shared_ptr<const Encryption> encryption_options(const mevb_repo_opts& o) {
   return e;
 }
 
+std::shared_ptr<const Signing> signing_options(const mevb_repo_opts& o) {
+  auto s = std::make_shared<Signing>();
+  if (o.signing_key_file) s->key = std::make_shared<SigningKey>(SigningKey::from_pem_file(o.signing_key_file));
+  if (o.verify_key_files_count) require(o.verify_key_files, "mevb_repo_opts.verify_key_files");
+  for (size_t i = 0; i < o.verify_key_files_count; ++i) {
+    std::string what = fmt::format("mevb_repo_opts.verify_key_files[{}]", i);
+    require(o.verify_key_files[i], what.c_str());
+    s->verify_keys.push_back(VerifyKey::from_pem_file(o.verify_key_files[i]));
+  }
+  if (!s->key && s->verify_keys.empty()) return nullptr;
+  return s;
+}
+
 }  // namespace
 
 namespace {
@@ -157,6 +170,7 @@ int mevb_repo_open(mevb_repo** out, const char* location, const mevb_repo_opts* 
     r->stall_timeout = std::chrono::seconds(o.stall_timeout_seconds);
     r->lock = lock;
     r->encryption = encryption_options(o);
+    r->repo.set_signing(signing_options(o));
     *out = r.release();
   });
 }
@@ -178,6 +192,10 @@ const char* mevb_backup_compression(const mevb_backup* b) { return live(b) ? b->
 const char* mevb_backup_source_name(const mevb_backup* b) { return live(b) ? b->manifest.source_name.c_str() : nullptr; }
 uint64_t mevb_backup_size(const mevb_backup* b) { return live(b) ? b->manifest.size : 0; }
 const char* mevb_backup_manifest_json(const mevb_backup* b) { return live(b) ? b->json.c_str() : nullptr; }
+int mevb_backup_encrypted(const mevb_backup* b) { return live(b) && !b->manifest.encryption.empty() ? 1 : 0; }
+const char* mevb_backup_signature(const mevb_backup* b) {
+  return live(b) ? signature_state_name(b->manifest.signature) : nullptr;
+}
 // A backup borrowed from a list is the list's: freeing it alone does nothing.
 void mevb_backup_free(mevb_backup* b) {
   if (live(b) && b->owned) delete b;

@@ -163,10 +163,17 @@ typedef struct mevb_repo_opts {
   size_t identity_files_count;
   const char *passphrase_file;        /* a file or /dev/fd/N whose first line is a passphrase
                                        * (scrypt): encrypts (as the only recipient) and decrypts */
+  /* Signed manifests (Ed25519; docs/trust.md). Every manifest this handle writes is signed
+   * with the signing key (a PEM PKCS#8 file, refused when group/others may read it); with
+   * verify keys (PEM public keys) every manifest read is checked, and restores, verify,
+   * PITR and prune refuse (prune: leave alone, uncounted) those not signed by one. */
+  const char *signing_key_file;
+  const char *const *verify_key_files;
+  size_t verify_key_files_count;
 } mevb_repo_opts;
 #define MEVB_REPO_OPTS_INIT \
   {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, \
-   0, 0, NULL, 0, NULL, NULL, 0, NULL}
+   0, 0, NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, 0}
 MEVB_API int mevb_repo_opts_init(mevb_repo_opts *opts, size_t size);
 
 /* Opens a repository: a local directory path (created on first backup) or
@@ -189,6 +196,11 @@ MEVB_API const char *mevb_backup_compression(const mevb_backup *b); /* "gzip" | 
 MEVB_API const char *mevb_backup_source_name(const mevb_backup *b); /* e.g. the database */
 MEVB_API uint64_t mevb_backup_size(const mevb_backup *b);           /* stored bytes */
 MEVB_API const char *mevb_backup_manifest_json(const mevb_backup *b);
+/* Non-zero when the artifact is encrypted (age). */
+MEVB_API int mevb_backup_encrypted(const mevb_backup *b);
+/* What the repository found of the manifest's signature: "good", "bad", "unsigned", or
+ * "unchecked" when the handle has no verify key. */
+MEVB_API const char *mevb_backup_signature(const mevb_backup *b);
 MEVB_API void mevb_backup_free(mevb_backup *b);
 
 typedef struct mevb_backup_list mevb_backup_list;
@@ -682,6 +694,16 @@ MEVB_API int mevb_filter_new_age_decrypt(mevb_filter **out, const char *identiti
  * refused (MEVB_ERR_PERMISSION, naming the file and its mode) when group or others may read
  * or write it, as ssh refuses a private key. */
 MEVB_API int mevb_filter_new_age_decrypt_file(mevb_filter **out, const char *path);
+/* Key files (docs/encryption.md): a new age identity written to `identity_path` in
+ * age-keygen's format (mode 0600), its "age1..." recipient copied into `recipient`
+ * (MEVB_AGE_RECIPIENT_SIZE); and a new Ed25519 signing key (PEM PKCS#8, mode 0600) with
+ * its verify key (PEM SubjectPublicKeyInfo, mode 0644), its key id (16 hex digits) copied
+ * into `key_id` (MEVB_KEY_ID_SIZE). An existing file is never replaced (MEVB_ERR_EXISTS);
+ * no secret passes through the caller's memory. */
+#define MEVB_KEY_ID_SIZE 17
+MEVB_API int mevb_key_generate_identity(const char *identity_path, char *recipient, size_t recipient_size);
+MEVB_API int mevb_key_generate_signing(const char *signing_key_path, const char *verify_key_path, char *key_id,
+                                       size_t key_id_size);
 /* Buffer sizes (with the NUL) for mevb_age_generate. */
 #define MEVB_AGE_SECRET_SIZE 75
 #define MEVB_AGE_RECIPIENT_SIZE 63

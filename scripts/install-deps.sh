@@ -33,6 +33,9 @@ packages+=(prometheus)
 # age interop tests (tests/python/test_age.py): files the library encrypts are decrypted
 # by the stock age tool, and age-keygen's keys and age's files are read by the library.
 packages+=(age)
+# Signed manifests (tests/python/test_signing.py): a signature is checked with the stock
+# tools, jq rebuilding the signed bytes and openssl pkeyutl verifying them.
+packages+=(jq)
 
 missing=()
 for p in "${packages[@]}"; do

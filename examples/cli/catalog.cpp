@@ -27,9 +27,14 @@ Action setup_list(CLI::App* app) {
     } else {
       for (size_t i = 0; i < n; ++i) {
         const mevb_backup* b = mevb_backup_list_get(list, i);
-        std::printf("%-40s %-9s %-20s %12llu  %s\n", mevb_backup_id(b), mevb_backup_kind(b),
+        // Marks: "encrypted"; with --verify-key, "UNSIGNED" or "BAD-SIGNATURE" (not trusted).
+        std::string sig = mevb_backup_signature(b), marks;
+        if (sig == "unsigned") marks += "  UNSIGNED";
+        if (sig == "bad") marks += "  BAD-SIGNATURE";
+        if (mevb_backup_encrypted(b)) marks += "  encrypted";
+        std::printf("%-40s %-9s %-20s %12llu  %s%s\n", mevb_backup_id(b), mevb_backup_kind(b),
                     mevb_backup_created_at(b), static_cast<unsigned long long>(mevb_backup_size(b)),
-                    mevb_backup_path(b));
+                    mevb_backup_path(b), marks.c_str());
       }
     }
     mevb_backup_list_free(list);

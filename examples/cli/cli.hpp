@@ -44,6 +44,9 @@ struct StorageOptions {
   // Encryption (age): public keys for backups, identity and passphrase files for reads.
   std::vector<std::string> recipients, identity_files;
   std::string recipients_file, passphrase_file;
+  // Signed manifests: the signing key (backups) and the verify keys (everything reading).
+  std::string signing_key_file;
+  std::vector<std::string> verify_key_files;
   // As command-line words, for a program that runs mevbackup again (restore_command).
   std::vector<std::string> as_args() const;
 };

@@ -78,6 +78,11 @@ void add_storage_options(CLI::App* app, StorageOptions& s) {
   app->add_option("--passphrase-file", s.passphrase_file,
                   "encrypt and decrypt with the passphrase on FILE's first line (or /dev/fd/N)")
       ->type_name("FILE")->group(e);
+  app->add_option("--signing-key", s.signing_key_file, "sign every manifest written with this Ed25519 key (PEM, mode 600)")
+      ->type_name("FILE")->group(e);
+  app->add_option("--verify-key", s.verify_key_files,
+                  "trust only manifests signed by this Ed25519 public key (PEM; repeatable)")
+      ->type_name("FILE")->allow_extra_args(false)->group(e);
 }
 
 void add_repo_options(CLI::App* app, RepoOptions& r) {
@@ -245,6 +250,11 @@ mevb_repo* try_open_repo_at(const StorageOptions& s, const std::string& location
   ro.identity_files = identities.data();
   ro.identity_files_count = identities.size();
   ro.passphrase_file = c(s.passphrase_file);
+  std::vector<const char*> verify_keys;
+  for (auto& f : s.verify_key_files) verify_keys.push_back(f.c_str());
+  ro.signing_key_file = c(s.signing_key_file);
+  ro.verify_key_files = verify_keys.data();
+  ro.verify_key_files_count = verify_keys.size();
   mevb_repo* repo = nullptr;
   if (mevb_repo_open(&repo, location.c_str(), &ro) != MEVB_OK) return nullptr;
   return repo;
@@ -271,7 +281,9 @@ nlohmann::json backup_json(const mevb_backup* b) {
           {"size", mevb_backup_size(b)},
           {"sha256", mevb_backup_sha256(b)},
           {"created_at", mevb_backup_created_at(b)},
-          {"compression", mevb_backup_compression(b)}};
+          {"compression", mevb_backup_compression(b)},
+          {"encrypted", mevb_backup_encrypted(b) != 0},
+          {"signature", mevb_backup_signature(b)}};
 }
 
 int report_backup(mevb_repo* repo, mevb_backup* b, const OutputOptions& out) {

@@ -25,6 +25,7 @@ Action setup_wal_push(CLI::App* app);
 Action setup_wal_fetch(CLI::App* app);
 Action setup_backup_basebackup(CLI::App* app);
 Action setup_restore_pitr(CLI::App* app);
+Action setup_key_generate(CLI::App* app);
 void print_man_page(const CLI::App& app, const char* footer);
 void print_bash_completion(const CLI::App& app);
 }  // namespace cli
@@ -41,6 +42,7 @@ struct Command {
 const char* const kVerbHelp[][2] = {
     {"backup", "back up a service into the repository"},
     {"restore", "restore a backup"},
+    {"key", "keys for encryption and signed manifests"},
 };
 
 // One line per command; a new service adds its lines here and a file beside this one.
@@ -65,6 +67,7 @@ const Command kCommands[] = {
     {"backup", "basebackup", "back up a whole PostgreSQL cluster for point-in-time recovery",
      cli::setup_backup_basebackup},
     {"restore", "pitr", "restore a cluster to a point in time", cli::setup_restore_pitr},
+    {"key", "generate", "generate an age identity and an Ed25519 signing key (files 0600)", cli::setup_key_generate},
 };
 
 const char* kFooter =

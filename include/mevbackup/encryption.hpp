@@ -45,6 +45,12 @@ struct Encryption {
 // names the file in messages ("identity file").
 std::string read_private_file(const std::string& path, const std::string& what);
 
+// Creates `path` with `content` and `mode` (0600 for a key), never over an existing file
+// (Error(exists)), synced to disk; nothing remains when it fails.
+void write_new_file(const std::string& path, const std::string& content, unsigned mode);
+// A new age identity in age-keygen's format at `path` (0600); returns its recipient.
+std::string generate_identity_file(const std::string& path);
+
 // The filter that encrypts new artifacts for `e` (nullptr when `e` is null or has no
 // recipients), and the record the manifest keeps of it.
 std::unique_ptr<Filter> artifact_encryptor(const Encryption* e);

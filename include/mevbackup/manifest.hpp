@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mevbackup/signing.hpp"
+
 namespace mevbackup {
 
 // A backup id is used as a path component (basebackup/<id>/) and written into server
@@ -28,6 +30,11 @@ struct Manifest {
   // not; and the recipients they are encrypted to ("age1...", or "scrypt"), never keys.
   std::string encryption;
   std::vector<std::string> recipients;
+  // The manifest's "signature" member as stored (signing.hpp; null: unsigned), and what
+  // the repository found when it checked it against its verify keys (not written).
+  nlohmann::json signature_record;
+  SignatureState signature = SignatureState::unchecked;
+  std::string signature_problem;  // why it is not good, when checked
   uint64_t size = 0;        // stored bytes
   std::string sha256;       // of the stored bytes
   uint64_t payload_size = 0;

@@ -109,6 +109,17 @@ class Repository {
   Storage& storage() { return *storage_; }
   Clock& clock() { return clock_; }
 
+  // Signed manifests (signing.hpp): with a key every manifest written is signed; with
+  // verify keys every manifest read is checked (Manifest::signature), and find, load and
+  // everything built on them (restore, verify, PITR, prune) refuse those not good.
+  void set_signing(std::shared_ptr<const Signing> s) { signing_ = std::move(s); }
+  const Signing* signing() const { return signing_.get(); }
+  // True when no verify key is set, or the manifest's signature checked out good.
+  bool trusted(const Manifest& m) const;
+  // Writes `m` as the manifest of its artifact, signed when a signing key is set (the
+  // signature is then also in m.signature_record).
+  void write_manifest(Manifest& m);
+
   // Streams `source` through compression into a new artifact, then writes its manifest.
   // `complete` fills kind-specific manifest fields once the stream succeeded; it may
   // throw to reject the artifact. `store_parts`, called once the artifact's name is
@@ -143,8 +154,12 @@ class Repository {
                 const LogFn& log = {});
 
  private:
+  // Parses a stored manifest and checks its signature when verify keys are set.
+  Manifest parse_manifest(const std::string& text, const std::string& key) const;
+
   std::unique_ptr<Storage> storage_;
   Clock& clock_;
+  std::shared_ptr<const Signing> signing_;
 };
 
 // Streams the stored object `m` describes (path, size, sha256, compression, encryption,

@@ -29,6 +29,7 @@ nlohmann::json Manifest::to_json() const {
   if (adopted) j["adopted"] = true;
   j["encrypted"] = !encryption.empty();
   if (!encryption.empty()) j["encryption"] = {{"format", encryption}, {"recipients", recipients}};
+  if (!signature_record.is_null()) j["signature"] = signature_record;
   return j;
 }
 
@@ -115,6 +116,7 @@ Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) 
   if (auto it = j.find("source"); it != j.end() && it->is_object()) m.source = *it;
   if (auto it = j.find("tool"); it != j.end() && it->is_object()) m.tool = *it;
   if (auto it = j.find("adopted"); it != j.end() && it->is_boolean()) m.adopted = it->get<bool>();
+  if (auto it = j.find("signature"); it != j.end()) m.signature_record = *it;
   // Written by every version since encryption; absent (older manifests): not encrypted.
   if (auto it = j.find("encrypted"); it != j.end()) {
     if (!it->is_boolean()) throw fail("field \"encrypted\" is not true or false");

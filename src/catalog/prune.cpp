@@ -34,8 +34,19 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
   Catalog cat = repo.catalog(opts.kind, gctx.log);
   std::vector<RetentionItem> items;
   std::vector<const Manifest*> manifests;
+  std::vector<RetentionDecision> untrusted;  // with verify keys: never counted, never deleted
   for (auto& e : cat.backups) {
     if (!opts.source.empty() && e.manifest.source_name != opts.source) continue;
+    if (!repo.trusted(e.manifest)) {
+      // A manifest nobody signed is not a backup to count: a planted "newer" one must not
+      // push a good backup out of retention, nor may prune act on what it says.
+      RetentionDecision d;
+      d.id = e.manifest.id;
+      d.keep = true;
+      d.reason = fmt::format("kept, not counted (untrusted): {}", e.manifest.signature_problem);
+      untrusted.push_back(d);
+      continue;
+    }
     RetentionItem it;
     it.id = e.manifest.id;
     it.kind = e.manifest.kind;
@@ -64,6 +75,10 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
 
   PruneResult res;
   res.decisions = apply_retention(items, incomplete, opts.policy, now);
+  for (auto& d : untrusted) {
+    if (gctx.log) gctx.log(LogLevel::warning, fmt::format("{}: {}", d.id, d.reason));
+    res.decisions.push_back(d);
+  }
   for (auto* o : foreign) {
     RetentionDecision d;
     d.id = o->key;

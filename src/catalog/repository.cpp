@@ -164,7 +164,7 @@ Manifest Repository::publish(Source& source, const ArtifactSpec& spec, const Run
   }
   try {
     if (store_parts) store_parts(m, gctx);
-    storage_->write_small(m.key(), m.to_string());
+    write_manifest(m);
   } catch (...) {
     // Without its manifest the artifact is not a backup: take it back, with its parts.
     for (auto& key : m.extra_paths()) {
@@ -276,7 +276,7 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
       continue;
     }
     try {
-      Manifest m = Manifest::parse(storage_->read_small(k, 64 << 20), k);
+      Manifest m = parse_manifest(storage_->read_small(k, 64 << 20), k);
       if (m.key() != k) throw Error(Code::corrupt, fmt::format("manifest {} describes another artifact ({})", k, m.path));
       if (!kind.empty() && m.kind != kind) continue;
       CatalogEntry e{m.summary(), std::nullopt};
@@ -301,11 +301,39 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
   return cat;
 }
 
+Manifest Repository::parse_manifest(const std::string& text, const std::string& key) const {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) throw Error(Code::corrupt, fmt::format("manifest {} is not valid JSON", key));
+  Manifest m = Manifest::from_json(j, key);
+  // Checked over the stored JSON itself: fields this version does not know are covered too.
+  if (signing_ && signing_->enforced())
+    m.signature = check_manifest_signature(j, signing_->verify_keys, &m.signature_problem);
+  return m;
+}
+
+bool Repository::trusted(const Manifest& m) const {
+  return !signing_ || !signing_->enforced() || m.signature == SignatureState::good;
+}
+
+void Repository::write_manifest(Manifest& m) {
+  m.signature_record = nullptr;  // a manifest written anew is signed anew (or not at all)
+  nlohmann::json j = m.to_json();
+  if (signing_ && signing_->key) {
+    sign_manifest(j, *signing_->key);
+    m.signature_record = j["signature"];
+  }
+  storage_->write_small(m.key(), j.dump(2) + "\n");
+}
+
 Manifest Repository::load(const Manifest& listed) {
   std::string k = listed.key();
-  Manifest m = Manifest::parse(storage_->read_small(k, 64 << 20), k);
+  Manifest m = parse_manifest(storage_->read_small(k, 64 << 20), k);
   if (m.key() != k || m.id != listed.id)
     throw Error(Code::corrupt, fmt::format("manifest {} now describes another backup ({})", k, m.id));
+  if (!trusted(m))
+    throw Error(Code::auth, fmt::format("backup {}: {} ({}); refusing it: a backup is trusted only with a manifest "
+                                        "signed by a verify key given",
+                                        m.id, m.signature_problem, k));
   return m;
 }
 
@@ -347,6 +375,28 @@ Manifest Repository::find(const std::string& id_or_latest, const std::string& ki
   for (auto& m : all)
     if (source_name.empty() || m.source_name == source_name) match.push_back(m);
   std::string what = kind.empty() ? "backup" : kind + " backup";
+  if (id_or_latest == "latest" && signing_ && signing_->enforced()) {
+    // "latest" is the newest backup whose manifest is signed: a planted newer one
+    // (unsigned, or signed by another key) is passed over, and said so.
+    std::vector<Manifest> good;
+    std::string skipped;
+    for (auto& m : match) {
+      if (trusted(m)) {
+        good.push_back(m);
+        skipped.clear();  // only those newer than the newest good one are reported
+      } else {
+        skipped += (skipped.empty() ? "" : ", ") + m.id + " (" + m.signature_problem + ")";
+      }
+    }
+    if (!skipped.empty() && log)
+      log(LogLevel::warning, fmt::format("passing over newer backups whose manifests are not signed by a verify key: {}",
+                                         skipped));
+    if (good.empty() && !match.empty())
+      throw Error(Code::auth, fmt::format("no {} in {} has a manifest signed by a verify key ({} found, none trusted: "
+                                          "{})",
+                                          what, storage_->describe(), match.size(), match.back().signature_problem));
+    match = std::move(good);
+  }
   if (id_or_latest == "latest") {
     if (match.empty())
       throw Error(Code::not_found, source_name.empty()

@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 
 #include <cerrno>
+#include <ctime>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -78,6 +79,42 @@ std::string read_private_file(const std::string& path, const std::string& what) 
   OPENSSL_cleanse(buf, sizeof buf);
   ::close(fd);
   return text;
+}
+
+void write_new_file(const std::string& path, const std::string& content, unsigned mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) {
+    int e = errno;
+    if (e == EEXIST) throw Error(Code::exists, fmt::format("{} already exists: refusing to replace a key file", path));
+    throw sys_error(e, fmt::format("create {}", path));
+  }
+  bool ok = ::fchmod(fd, mode) == 0;  // exactly `mode`, whatever the umask
+  size_t done = 0;
+  while (ok && done < content.size()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += size_t(n);
+  }
+  int e = errno;
+  ok = ok && ::fsync(fd) == 0;
+  if (!ok) e = errno;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok) {
+    ::unlink(path.c_str());
+    throw sys_error(e, fmt::format("write {}", path));
+  }
+}
+
+std::string generate_identity_file(const std::string& path) {
+  AgeKeyPair kp = generate_age_identity();
+  std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  std::string text = fmt::format("# created: {}\n# public key: {}\n{}\n", stamp, kp.recipient, kp.secret);
+  WipeString w{text};
+  write_new_file(path, text, 0600);
+  return kp.recipient;
 }
 
 void Encryption::add_recipient(const std::string& text, const std::string& what) {

@@ -388,7 +388,7 @@ Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunC
                 {"postgresql_manifest", have_manifest},
                 {"files", files}};
     // The set becomes a backup only now, with its manifest written last.
-    st.write_small(m.key(), m.to_string());
+    repo.write_manifest(m);
   } catch (...) {
     for (auto& key : stored) {
       try {

@@ -499,11 +499,15 @@ Manifest choose_base_backup(Repository& repo, const PitrRestoreOptions& opts, co
   std::optional<Manifest> chosen;
   for (auto& m : all) {
     if (!opts.backup_id.empty() && m.id != opts.backup_id) continue;
+    if (!repo.trusted(m) && opts.backup_id.empty()) {  // a named one fails in load(), saying why
+      if (ctx.log) ctx.log(LogLevel::warning, fmt::format("passing over base backup {}: {}", m.id, m.signature_problem));
+      continue;
+    }
     if (t.time && parse_target_time(m.source.value("stop_time", m.finished_at)) > *t.time) continue;
     if (t.lsn && parse_lsn(m.source.value("stop_lsn", "0/0")) > *t.lsn) continue;
     chosen = m;  // oldest first: the last match is the newest
   }
-  if (chosen) return *chosen;
+  if (chosen) return repo.load(*chosen);  // read again, its signature checked (signing.hpp)
   std::string what = !opts.backup_id.empty() ? fmt::format("base backup \"{}\"", opts.backup_id) : "base backup";
   if (t.time || t.lsn)
     throw Error(Code::not_found, fmt::format("no {} in {} ended before the target {}{}", what, repo.storage().describe(),

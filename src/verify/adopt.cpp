@@ -330,7 +330,7 @@ AdoptResult adopt(Repository& repo, const AdoptOptions& opts, const RunContext& 
     std::string checked;
     try {
       Manifest m = inspect(repo, o, *rn, opts, gctx, checked);
-      if (!opts.dry_run) repo.storage().write_small(m.key(), m.to_string());
+      if (!opts.dry_run) repo.write_manifest(m);
       ids.insert(m.kind + "/" + m.id);
       say({o.key, "adopted", m.kind, m.id,
            fmt::format("{}; {} bytes, created {}{}", checked, m.size, m.started_at,

@@ -110,7 +110,10 @@ class _RepoOpts(ctypes.Structure):
                 ("recipients", ctypes.POINTER(ctypes.c_char_p)), ("recipients_count", ctypes.c_size_t),
                 ("recipients_file", ctypes.c_char_p),
                 ("identity_files", ctypes.POINTER(ctypes.c_char_p)), ("identity_files_count", ctypes.c_size_t),
-                ("passphrase_file", ctypes.c_char_p)]
+                ("passphrase_file", ctypes.c_char_p),
+                # signed manifests (Ed25519)
+                ("signing_key_file", ctypes.c_char_p),
+                ("verify_key_files", ctypes.POINTER(ctypes.c_char_p)), ("verify_key_files_count", ctypes.c_size_t)]
 
 
 class _PgBackupOpts(ctypes.Structure):
@@ -208,9 +211,11 @@ _declare("mevb_version_number", ctypes.c_uint, [])
 _declare("mevb_repo_open", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p, ctypes.POINTER(_RepoOpts)], True)
 _declare("mevb_repo_free", None, [_p])
 _declare("mevb_repo_cancel", None, [_p])
-for _name in ("id", "kind", "path", "sha256", "created_at", "compression", "source_name", "manifest_json"):
+for _name in ("id", "kind", "path", "sha256", "created_at", "compression", "source_name", "manifest_json",
+              "signature"):
     _declare(f"mevb_backup_{_name}", ctypes.c_char_p, [_p])
 _declare("mevb_backup_size", ctypes.c_uint64, [_p])
+_declare("mevb_backup_encrypted", ctypes.c_int, [_p])
 _declare("mevb_backup_free", None, [_p])
 _declare("mevb_repo_list", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_p)], True)
 _declare("mevb_backup_list_count", ctypes.c_size_t, [_p])
@@ -369,6 +374,9 @@ class Backup:
     compression: str
     source_name: str
     manifest: Dict[str, Any] = field(repr=False, compare=False)
+    encrypted: bool = False
+    # "good", "bad", "unsigned", or "unchecked" (the repository was opened without verify keys)
+    signature: str = "unchecked"
 
     @classmethod
     def _from_handle(cls, h: Union[int, "_p", None]) -> "Backup":
@@ -377,7 +385,8 @@ class Backup:
 
         return cls(id=s("id"), kind=s("kind"), path=s("path"), size=int(_lib.mevb_backup_size(h)),
                    sha256=s("sha256"), created_at=s("created_at"), compression=s("compression"),
-                   source_name=s("source_name"), manifest=json.loads(s("manifest_json")))
+                   source_name=s("source_name"), manifest=json.loads(s("manifest_json")),
+                   encrypted=bool(_lib.mevb_backup_encrypted(h)), signature=s("signature"))
 
 
 @dataclass(frozen=True)
@@ -475,6 +484,10 @@ class Repository:
     to ``recipients`` ("age1..." public keys) and those in ``recipients_file``; backups are
     read with the identities in ``identity_files`` (age-keygen files, mode 600). A
     ``passphrase_file`` (or "/dev/fd/N") does both with a passphrase.
+
+    Signed manifests (docs/trust.md): every manifest written is signed with the Ed25519 key
+    in ``signing_key_file`` (PEM, mode 600); with ``verify_key_files`` (PEM public keys)
+    restores, verify and prune trust only manifests one of them signed.
     """
 
     _S3_STR = ("storage_class", "endpoint_url", "region", "ca_bundle", "access_key_id", "secret_access_key",
@@ -487,7 +500,9 @@ class Repository:
                  no_lock: Optional[bool] = None, s3_retry_base_ms: Optional[int] = None,
                  recipients: Sequence[str] = (), recipients_file: Optional[Union[str, os.PathLike[str]]] = None,
                  identity_files: Sequence[Union[str, os.PathLike[str]]] = (),
-                 passphrase_file: Optional[Union[str, os.PathLike[str]]] = None, **storage: Any):
+                 passphrase_file: Optional[Union[str, os.PathLike[str]]] = None,
+                 signing_key_file: Optional[Union[str, os.PathLike[str]]] = None,
+                 verify_key_files: Sequence[Union[str, os.PathLike[str]]] = (), **storage: Any):
         self._h = _p()
         self._log_error: Optional[BaseException] = None
 
@@ -515,8 +530,10 @@ class Repository:
                 setattr(opts, name, int(value or 0))
             else:
                 raise TypeError(f"Repository() got an unexpected keyword argument {name!r}")
-        if isinstance(recipients, (str, bytes)) or isinstance(identity_files, (str, bytes)):
-            raise TypeError("recipients and identity_files are sequences of strings, not one string")
+        for name, seq in (("recipients", recipients), ("identity_files", identity_files),
+                          ("verify_key_files", verify_key_files)):
+            if isinstance(seq, (str, bytes, os.PathLike)):
+                raise TypeError(f"{name} is a sequence of strings, not one string")
         rcpt = [_enc(str(r)) for r in recipients]
         ids = [_enc(os.fspath(f)) for f in identity_files]
         rcpt_arr = (ctypes.c_char_p * max(len(rcpt), 1))(*rcpt)
@@ -527,6 +544,11 @@ class Repository:
         opts.identity_files_count = len(ids)
         opts.recipients_file = _enc(None if recipients_file is None else os.fspath(recipients_file))
         opts.passphrase_file = _enc(None if passphrase_file is None else os.fspath(passphrase_file))
+        vks = [_enc(os.fspath(f)) for f in verify_key_files]
+        vks_arr = (ctypes.c_char_p * max(len(vks), 1))(*vks)
+        opts.signing_key_file = _enc(None if signing_key_file is None else os.fspath(signing_key_file))
+        opts.verify_key_files = ctypes.cast(vks_arr, ctypes.POINTER(ctypes.c_char_p))
+        opts.verify_key_files_count = len(vks)
         _lib.mevb_repo_open(ctypes.byref(self._h), _enc(location), ctypes.byref(opts))
         self.location = os.fspath(location)
 
