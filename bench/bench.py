@@ -10,6 +10,7 @@ alike):
   pg|pigz      pg_dump -Fc -Z0 | pigz -p2 > X
   pg|zstd-3    pg_dump -Fc -Z0 | zstd -3 -T2 > X
   mevb gzip    mevbackup backup postgres (default gzip = ISA-L level 1) into a local repository
+  mevb + age   the same, encrypted to one age recipient (--recipient): encryption's overhead
   mevb gzip-6  ... --level 6 (libdeflate, parallel members)
   mevb zstd    ... --compress zstd
   mevb -> s3   ... into an S3 repository on the tests' S3 endpoint (s3rver), with --s3
@@ -148,6 +149,10 @@ def main():
         def repo_size(d):
             return sum(p.stat().st_size for p in Path(d).rglob("*") if p.is_file() and not p.name.endswith(".json"))
 
+        # Encryption's cost: the default backup again, encrypted to one age recipient.
+        recipient = subprocess.run([args.cli, "key", "generate", "--identity", str(work / "bench-identity.txt"),
+                                    "--no-signing-key", "--json"], capture_output=True, text=True, check=True)
+        recipient = json.loads(recipient.stdout)["recipient"]
         contenders = [
             ("floor", lambda: (f"{dump} -Fc -Z0 -d '{ci}' > /dev/null", None, True)),
             ("runbook", lambda: (f"rm -f {out('rb.dump')} {out('rb.dump.gz')}; {dump} --no-owner --no-acl "
@@ -161,6 +166,9 @@ def main():
                                       out("p.zst"), True)),
             ("mevb gzip (default)", lambda: ([args.cli, "backup", "postgres", "--quiet", "--repo",
                                               fresh_repo("r-gz"), "--dbname", ci], work / "r-gz", False)),
+            ("mevb gzip + age", lambda: ([args.cli, "backup", "postgres", "--quiet", "--repo",
+                                          fresh_repo("r-age"), "--dbname", ci, "--recipient", recipient],
+                                         work / "r-age", False)),
             ("mevb gzip level 6", lambda: ([args.cli, "backup", "postgres", "--quiet", "--level", "6", "--repo",
                                             fresh_repo("r-gz6"), "--dbname", ci], work / "r-gz6", False)),
             ("mevb zstd", lambda: ([args.cli, "backup", "postgres", "--quiet", "--compress", "zstd", "--repo",
@@ -211,6 +219,13 @@ def main():
             print(f"{name:<22}{m:9.2f}{m / floor:9.2f}{m / runbook:10.2f}"
                   f"{(sz or 0) / 2**20:9.1f}{(sz / gz6 if sz and gz6 else 0):9.3f}"
                   f"{(f'{peak:.1f}' if peak else '-'):>14}")
+
+        plain, enc = statistics.median(times["mevb gzip (default)"]), statistics.median(times["mevb gzip + age"])
+        results["encryption"] = {"plain_median_s": plain, "encrypted_median_s": enc,
+                                 "overhead_pct": (enc / plain - 1) * 100,
+                                 "encrypted_peak_rss_mib": max(rss["mevb gzip + age"]) / 1024}
+        print(f"\nencryption (age, one recipient) on the default backup: {enc:.2f} s against {plain:.2f} s, "
+              f"{(enc / plain - 1) * 100:+.1f} %; peak RSS {max(rss['mevb gzip + age']) / 1024:.1f} MiB")
 
         # Restore: the same artifact, stock pipeline vs mevbackup, each into a fresh database.
         # "gunzip -c | pg_restore" restores into a database created before the clock starts;

@@ -171,6 +171,7 @@ int mevb_repo_open(mevb_repo** out, const char* location, const mevb_repo_opts* 
     r->lock = lock;
     r->encryption = encryption_options(o);
     r->repo.set_signing(signing_options(o));
+    r->max_rate = o.max_rate;
     *out = r.release();
   });
 }
@@ -192,6 +193,14 @@ const char* mevb_backup_compression(const mevb_backup* b) { return live(b) ? b->
 const char* mevb_backup_source_name(const mevb_backup* b) { return live(b) ? b->manifest.source_name.c_str() : nullptr; }
 uint64_t mevb_backup_size(const mevb_backup* b) { return live(b) ? b->manifest.size : 0; }
 const char* mevb_backup_manifest_json(const mevb_backup* b) { return live(b) ? b->json.c_str() : nullptr; }
+int mevb_parse_rate(const char* text, uint64_t* bytes_per_second) {
+  return guard([&] {
+    require(text, "text");
+    require(bytes_per_second, "bytes_per_second");
+    *bytes_per_second = parse_rate(text);
+  });
+}
+
 int mevb_backup_encrypted(const mevb_backup* b) { return live(b) && !b->manifest.encryption.empty() ? 1 : 0; }
 const char* mevb_backup_signature(const mevb_backup* b) {
   return live(b) ? signature_state_name(b->manifest.signature) : nullptr;

@@ -59,6 +59,7 @@ struct mevb_repo {
   std::chrono::seconds stall_timeout{0};
   LockOptions lock;
   std::shared_ptr<const Encryption> encryption;  // null: plaintext
+  uint64_t max_rate = 0;                          // bytes/s; 0: none
   mevb_capi::Live<mevb_repo> live_;
 };
 
@@ -189,6 +190,7 @@ inline RunContext make_context(mevb_repo* r, mevb_progress_cb cb, void* user) {
   ctx.pipeline.stall_timeout = r->stall_timeout;
   ctx.lock = r->lock;
   ctx.encryption = r->encryption;
+  ctx.max_rate = r->max_rate;
   if (r->log) {
     auto log = r->log;
     auto lu = r->log_user;

@@ -170,10 +170,13 @@ typedef struct mevb_repo_opts {
   const char *signing_key_file;
   const char *const *verify_key_files;
   size_t verify_key_files_count;
+  /* Bandwidth limit of every upload and download of this handle (stored bytes, all kinds,
+   * WAL too), bytes per second; 0: none. mevb_parse_rate reads "20MiB/s". */
+  uint64_t max_rate;
 } mevb_repo_opts;
 #define MEVB_REPO_OPTS_INIT \
   {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, \
-   0, 0, NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, 0}
+   0, 0, NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, 0, 0}
 MEVB_API int mevb_repo_opts_init(mevb_repo_opts *opts, size_t size);
 
 /* Opens a repository: a local directory path (created on first backup) or
@@ -196,6 +199,9 @@ MEVB_API const char *mevb_backup_compression(const mevb_backup *b); /* "gzip" | 
 MEVB_API const char *mevb_backup_source_name(const mevb_backup *b); /* e.g. the database */
 MEVB_API uint64_t mevb_backup_size(const mevb_backup *b);           /* stored bytes */
 MEVB_API const char *mevb_backup_manifest_json(const mevb_backup *b);
+/* "20MiB/s", "500KiB/s", "1.5MB/s" or a number of bytes per second into *bytes_per_second;
+ * MEVB_ERR_INVALID_ARGUMENT naming the text for 0, "fast" and the like. */
+MEVB_API int mevb_parse_rate(const char *text, uint64_t *bytes_per_second);
 /* Non-zero when the artifact is encrypted (age). */
 MEVB_API int mevb_backup_encrypted(const mevb_backup *b);
 /* What the repository found of the manifest's signature: "good", "bad", "unsigned", or
@@ -670,6 +676,9 @@ typedef enum mevb_compression { MEVB_COMPRESSION_NONE = 0, MEVB_COMPRESSION_GZIP
 MEVB_API int mevb_filter_new_compressor(mevb_filter **out, int compression, int level);
 /* Checks the codec's magic on the first bytes and every checksum (MEVB_ERR_CORRUPT). */
 MEVB_API int mevb_filter_new_decompressor(mevb_filter **out, int compression);
+/* A filter passing bytes through at most `bytes_per_second` on average (a token bucket;
+ * it sleeps, never spins). Label "throttle (N bytes/s)". */
+MEVB_API int mevb_filter_new_throttle(mevb_filter **out, uint64_t bytes_per_second);
 /* Passes bytes unchanged, counting them and computing their SHA-256. */
 MEVB_API int mevb_filter_new_observer(mevb_filter **out);
 /* An observer's results: bytes seen, and the lowercase hex SHA-256 ("" until a run that

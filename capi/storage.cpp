@@ -54,6 +54,7 @@ void setup_repo_run(RunSetup& run, mevb_repo* repo, const mevb_run_opts* run_opt
   run.ctx.pipeline.stall_timeout = repo->stall_timeout;
   run.ctx.lock = repo->lock;
   run.ctx.encryption = repo->encryption;
+  run.ctx.max_rate = repo->max_rate;
   if (!run.ctx.log && repo->log) {
     auto log = repo->log;
     auto lu = repo->log_user;

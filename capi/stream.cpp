@@ -308,6 +308,17 @@ int mevb_filter_new_decompressor(mevb_filter** out, int compression) {
   });
 }
 
+int mevb_filter_new_throttle(mevb_filter** out, uint64_t bytes_per_second) {
+  return guard([&] {
+    require(out, "out");
+    *out = nullptr;
+    auto f = std::make_unique<mevb_filter>();
+    f->filter = make_throttle(bytes_per_second);
+    f->label = f->filter->name();
+    created(out, std::move(f));
+  });
+}
+
 int mevb_filter_new_observer(mevb_filter** out) {
   return guard([&] {
     require(out, "out");

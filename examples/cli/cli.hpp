@@ -47,6 +47,7 @@ struct StorageOptions {
   // Signed manifests: the signing key (backups) and the verify keys (everything reading).
   std::string signing_key_file;
   std::vector<std::string> verify_key_files;
+  std::string max_rate;  // --max-rate RATE: every upload and download
   // As command-line words, for a program that runs mevbackup again (restore_command).
   std::vector<std::string> as_args() const;
 };

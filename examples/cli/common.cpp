@@ -38,6 +38,7 @@ std::vector<std::string> StorageOptions::as_args() const {
   if (no_verify_tls) out.push_back("--no-verify-tls");
   if (path_style) out.push_back("--path-style");
   if (unsigned_payload) out.push_back("--unsigned-payload");
+  add("--max-rate", max_rate);
   // What a wal-fetch needs to read encrypted WAL: the key files, by absolute path (the
   // server runs it from the data directory). Paths are not secrets; the keys stay in them.
   auto absolute = [](const std::string& p) {
@@ -65,6 +66,15 @@ void add_storage_options(CLI::App* app, StorageOptions& s) {
   app->add_flag("--unsigned-payload", s.unsigned_payload, "sign no request bodies (https only)")->group(g);
   app->add_option("--sse", s.sse, "server-side encryption")->type_name("AES256|aws:kms")->group(g);
   app->add_option("--sse-kms-key-id", s.sse_kms_key_id, "KMS key of --sse aws:kms")->type_name("ID")->group(g);
+  app->add_option("--max-rate", s.max_rate,
+                  "bandwidth limit of uploads and downloads, e.g. 20MiB/s, 500KiB/s (bytes/s without a unit)")
+      ->type_name("RATE")
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            uint64_t r = 0;
+            return mevb_parse_rate(v.c_str(), &r) == MEVB_OK ? std::string() : mevb_error_last()->message;
+          },
+          "RATE"));
   app->add_option("--part-size", s.part_size_mib, "first multipart part in MiB, 5..5120 (default 8)")
       ->type_name("MiB")->check(CLI::Range(5u, 5120u))->group(g);
   const char* e = "Encryption (age, docs/encryption.md)";
@@ -255,6 +265,7 @@ mevb_repo* try_open_repo_at(const StorageOptions& s, const std::string& location
   ro.signing_key_file = c(s.signing_key_file);
   ro.verify_key_files = verify_keys.data();
   ro.verify_key_files_count = verify_keys.size();
+  if (!s.max_rate.empty() && mevb_parse_rate(s.max_rate.c_str(), &ro.max_rate) != MEVB_OK) return nullptr;
   mevb_repo* repo = nullptr;
   if (mevb_repo_open(&repo, location.c_str(), &ro) != MEVB_OK) return nullptr;
   return repo;

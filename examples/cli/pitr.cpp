@@ -3,6 +3,8 @@
 //   restore_command = 'mevbackup wal-fetch --repo /backups %f %p'
 #include <climits>
 
+#include <algorithm>
+
 #include "cli.hpp"
 
 namespace cli {
@@ -67,7 +69,6 @@ Action setup_backup_basebackup(CLI::App* app) {
     OutputOptions out;
     std::string dbname, prefix, compress;
     int level = -1;
-    unsigned max_rate = 0;
     bool spread_checkpoint = false, allow_no_archiving = false;
   };
   auto o = std::make_shared<Opts>();
@@ -77,8 +78,6 @@ Action setup_backup_basebackup(CLI::App* app) {
   app->add_option("--prefix", o->prefix, "name prefix of the backup")->type_name("NAME");
   app->add_option("--compress", o->compress, "compression (default gzip)")->type_name("gzip|zstd|none");
   add_level_option(app, o->level);
-  app->add_option("--max-rate", o->max_rate, "transfer rate limit in kB/s, 32..1048576")
-      ->type_name("KBPS")->check(CLI::Range(32u, 1048576u));
   app->add_flag("--spread-checkpoint", o->spread_checkpoint, "let the server spread its checkpoint");
   app->add_flag("--allow-no-archiving", o->allow_no_archiving, "accept a server that archives no WAL");
   add_output_options(app, o->out);
@@ -93,7 +92,12 @@ Action setup_backup_basebackup(CLI::App* app) {
     bo.level = o->level;
     bo.spread_checkpoint = o->spread_checkpoint ? 1 : 0;
     bo.allow_no_archiving = o->allow_no_archiving ? 1 : 0;
-    bo.max_rate_kbps = o->max_rate;
+    // --max-rate (every command's) also asks the server to send no faster (MAX_RATE, kB/s).
+    if (!o->repo.storage.max_rate.empty()) {
+      uint64_t rate = 0;
+      if (mevb_parse_rate(o->repo.storage.max_rate.c_str(), &rate) != MEVB_OK) fail();
+      bo.max_rate_kbps = static_cast<uint32_t>(std::clamp<uint64_t>(rate / 1024, 32, 1048576));
+    }
     bo.progress = on_progress;
     mevb_repo* repo = open_repo(o->repo);
     mevb_backup* b = nullptr;

@@ -53,6 +53,9 @@ struct RunContext {
   // with its identities (encryption.hpp). Null: plaintext, and encrypted artifacts
   // cannot be read.
   std::shared_ptr<const Encryption> encryption;
+  // Bandwidth limit of what is stored and read, in bytes per second (0: none); a
+  // throttle on the stored bytes (make_throttle).
+  uint64_t max_rate = 0;
 };
 
 // The outcome of a verification, stored beside the backup as "<artifact>.verify.json".

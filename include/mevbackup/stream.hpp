@@ -203,6 +203,14 @@ class FilterSource final : public Source {
   bool eof_ = false, done_ = false;
 };
 
+// A bandwidth limit: passes bytes through unchanged at most `bytes_per_second` on
+// average (a token bucket of a tenth of a second), sleeping while over budget and checking
+// `cancel` (optional) at least every 100 ms. 0 is invalid_argument.
+std::unique_ptr<Filter> make_throttle(uint64_t bytes_per_second, const CancelToken* cancel = nullptr);
+// "20MiB/s", "500KiB/s", "1.5MB/s", "1000000" (bytes/s): K/M/G are powers of 1000,
+// KiB/MiB/GiB of 1024. invalid_argument naming the text for 0, "fast" and the like.
+uint64_t parse_rate(const std::string& text);
+
 class MemorySink : public Sink {
  public:
   void write(Bytes data) override;

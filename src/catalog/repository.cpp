@@ -95,10 +95,12 @@ StoredDigest store_compressed(Sink& sink, Source& source, Compression compressio
   ByteCounter payload_n, stored_n;
   auto comp = make_compressor(compression, level);
   auto enc = artifact_encryptor(ctx.encryption.get());
+  auto throttle = ctx.max_rate ? make_throttle(ctx.max_rate, ctx.cancel) : nullptr;
   Pipeline p(source);
   p.observe(payload_sha).observe(payload_n);
   if (comp) p.then(*comp);
   if (enc) p.then(*enc);
+  if (throttle) p.then(*throttle);
   p.observe(stored_sha).observe(stored_n);
   StoredDigest d;
   p.before_commit([&] {
@@ -207,7 +209,9 @@ void read_artifact(Storage& storage, const Manifest& m, Sink& sink, const RunCon
   // never writes more than the backup declared (a decompression bomb fails early).
   ByteLimit stored_limit(m.size, fmt::format("artifact {}", m.path));
   ByteLimit payload_limit(m.payload_size, fmt::format("the payload of {}", m.path));
+  auto throttle = gctx.max_rate ? make_throttle(gctx.max_rate, gctx.cancel) : nullptr;
   Pipeline p(*src);
+  if (throttle) p.then(*throttle);
   p.observe(sha).observe(n).observe(stored_limit);
   if (decrypt)
     p.then(*decrypt);

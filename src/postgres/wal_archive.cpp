@@ -108,6 +108,8 @@ PushResult wal_push(Storage& storage, const std::string& path, const RunContext&
     Pipeline p(*src);
     p.observe(h).then(*gz);
     if (enc) p.then(*enc);
+    auto throttle = ctx.max_rate ? make_throttle(ctx.max_rate, ctx.cancel) : nullptr;
+    if (throttle) p.then(*throttle);
     p.before_commit([&] {
        if (h.hex() != sha)
          throw Error(Code::io, fmt::format("WAL file {} changed while it was being archived", path));

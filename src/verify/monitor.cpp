@@ -10,6 +10,8 @@
 #include <optional>
 #include <random>
 
+#include <set>
+
 #include <fmt/format.h>
 
 #include "mevbackup/maintenance.hpp"
@@ -105,13 +107,25 @@ CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, con
     const CatalogEntry* newest = nullptr;  // the newest not dated in the future
     const CatalogEntry* newest_verified = nullptr;
     std::vector<const CatalogEntry*> future;
+    std::vector<const CatalogEntry*> stale_keys;  // encrypted to a recipient not in the current set
     size_t count = 0;
   };
+  // The current recipients (--recipient): backups encrypted to others need an identity
+  // that may no longer be kept, and a plaintext newest backup means encryption was lost.
+  std::set<std::string> current;
+  if (ctx.encryption)
+    for (auto& r : ctx.encryption->recipient_names) current.insert(r);
   const TimePoint horizon = now + opts.future_skew;
   std::map<std::pair<std::string, std::string>, Group> groups;
   for (auto& e : cat.backups) {
     Group& g = groups[{e.manifest.kind, e.manifest.source_name}];
     ++g.count;
+    if (!current.empty() && !e.manifest.encryption.empty())
+      for (auto& r : e.manifest.recipients)
+        if (!current.count(r)) {
+          g.stale_keys.push_back(&e);
+          break;
+        }
     if (parse_rfc3339(e.manifest.finished_at) > horizon) {
       g.future.push_back(&e);
       continue;
@@ -173,6 +187,25 @@ CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, con
       part += fmt::format("; newest backup is dated in the future: {} finished {} ({} backup(s) after now + {})", f.id,
                           f.finished_at, g.future.size(), human(opts.future_skew));
       jg["future_newest_id"] = f.id;
+    }
+    if (!current.empty() && g.newest && g.newest->manifest.encryption.empty()) {
+      if (s == CheckStatus::ok) s = CheckStatus::warning;
+      part += fmt::format("; newest backup {} is not encrypted", g.newest->manifest.id);
+      jg["newest_encrypted"] = false;
+    }
+    if (!g.stale_keys.empty()) {
+      std::set<std::string> others;
+      for (auto* e : g.stale_keys)
+        for (auto& r : e->manifest.recipients)
+          if (!current.count(r)) others.insert(r);
+      std::string list;
+      for (auto& r : others) list += (list.empty() ? "" : ", ") + r;
+      if (s == CheckStatus::ok) s = CheckStatus::warning;
+      part += fmt::format("; {} backup(s) encrypted to recipients not in the current set ({}): keep their "
+                          "identities while they are kept",
+                          g.stale_keys.size(), list);
+      jg["other_recipient_backups"] = g.stale_keys.size();
+      jg["other_recipients"] = others;
     }
     worst(s);
     parts.push_back(part);

@@ -372,3 +372,33 @@ def test_pitr_with_encrypted_base_backup_and_wal(tools):
         _stop_server(data)
         pg.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_check_warns_about_backups_to_recipients_not_in_the_current_set(tools, keys, tmp_path):
+    """Rotation: backups encrypted to a retired key need its identity kept; check says so,
+    and says when the newest backup is not encrypted at all."""
+    repo = tmp_path / "repo"
+    src = tmp_path / "etc"
+    src.mkdir()
+    (src / "a.conf").write_text("x\n")
+
+    def run(*args):
+        return subprocess.run([tools["cli"], *map(str, args)], capture_output=True, text=True, timeout=120)
+
+    r = run("backup", "files", "--repo", repo, "--base", src, "--recipient", keys["other_recipient"], "a.conf")
+    assert r.returncode == 0, r.stderr
+    time.sleep(1.1)
+    r = run("backup", "files", "--repo", repo, "--base", src, "--recipient", keys["recipient"], "a.conf")
+    assert r.returncode == 0, r.stderr
+    r = run("check", "--repo", repo, "--max-age", "1h", "--recipient", keys["recipient"])
+    assert r.returncode == 1 and "WARNING" in r.stdout and keys["other_recipient"] in r.stdout, r.stdout
+    assert "1 backup(s) encrypted to recipients not in the current set" in r.stdout
+    r = run("check", "--repo", repo, "--max-age", "1h", "--recipient", keys["recipient"], "--recipient", keys["other_recipient"])
+    assert r.returncode == 0, r.stdout
+    r = run("check", "--repo", repo, "--max-age", "1h")  # no current set given: nothing to compare
+    assert r.returncode == 0, r.stdout
+    time.sleep(1.1)
+    r = run("backup", "files", "--repo", repo, "--base", src, "a.conf")  # encryption forgotten
+    assert r.returncode == 0, r.stderr
+    r = run("check", "--repo", repo, "--max-age", "1h", "--recipient", keys["recipient"], "--recipient", keys["other_recipient"])
+    assert r.returncode == 1 and "is not encrypted" in r.stdout, r.stdout

@@ -234,7 +234,7 @@ def test_interrupted_basebackup_leaves_no_complete_looking_backup(scenario):
     good_digest = tree_digest(good_dir)
     # 1 MiB/s: the base archive takes long enough to be cut midway.
     p = subprocess.Popen([s.cli, "backup", "basebackup", "--repo", s.repo, "--dbname", s.pg.conninfo(),
-                          "--max-rate", "1024", "--quiet"], env=s.env, stdout=subprocess.PIPE,
+                          "--max-rate", "1MiB/s", "--quiet"], env=s.env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         pid = ""

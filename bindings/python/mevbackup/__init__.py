@@ -113,7 +113,8 @@ class _RepoOpts(ctypes.Structure):
                 ("passphrase_file", ctypes.c_char_p),
                 # signed manifests (Ed25519)
                 ("signing_key_file", ctypes.c_char_p),
-                ("verify_key_files", ctypes.POINTER(ctypes.c_char_p)), ("verify_key_files_count", ctypes.c_size_t)]
+                ("verify_key_files", ctypes.POINTER(ctypes.c_char_p)), ("verify_key_files_count", ctypes.c_size_t),
+                ("max_rate", ctypes.c_uint64)]
 
 
 class _PgBackupOpts(ctypes.Structure):
@@ -216,6 +217,7 @@ for _name in ("id", "kind", "path", "sha256", "created_at", "compression", "sour
     _declare(f"mevb_backup_{_name}", ctypes.c_char_p, [_p])
 _declare("mevb_backup_size", ctypes.c_uint64, [_p])
 _declare("mevb_backup_encrypted", ctypes.c_int, [_p])
+_declare("mevb_parse_rate", ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint64)], True)
 _declare("mevb_backup_free", None, [_p])
 _declare("mevb_repo_list", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_p)], True)
 _declare("mevb_backup_list_count", ctypes.c_size_t, [_p])
@@ -467,6 +469,13 @@ def _run_restore(repo: "Repository", fn: Callable[..., Any], ident: Optional[str
     _run(repo, opts, progress, lambda handle: fn(handle, _enc(ident), ctypes.byref(opts)))
 
 
+def parse_rate(text: str) -> int:
+    """Bytes per second of a rate such as "20MiB/s", "500KiB/s", "1.5MB/s" or "1000000"."""
+    out = ctypes.c_uint64()
+    _lib.mevb_parse_rate(_enc(text), ctypes.byref(out))
+    return int(out.value)
+
+
 class Repository:
     """A backup repository: a local directory or ``s3://bucket/prefix``.
 
@@ -488,6 +497,8 @@ class Repository:
     Signed manifests (docs/trust.md): every manifest written is signed with the Ed25519 key
     in ``signing_key_file`` (PEM, mode 600); with ``verify_key_files`` (PEM public keys)
     restores, verify and prune trust only manifests one of them signed.
+
+    ``max_rate`` limits every upload and download: bytes per second, or "20MiB/s".
     """
 
     _S3_STR = ("storage_class", "endpoint_url", "region", "ca_bundle", "access_key_id", "secret_access_key",
@@ -502,7 +513,8 @@ class Repository:
                  identity_files: Sequence[Union[str, os.PathLike[str]]] = (),
                  passphrase_file: Optional[Union[str, os.PathLike[str]]] = None,
                  signing_key_file: Optional[Union[str, os.PathLike[str]]] = None,
-                 verify_key_files: Sequence[Union[str, os.PathLike[str]]] = (), **storage: Any):
+                 verify_key_files: Sequence[Union[str, os.PathLike[str]]] = (),
+                 max_rate: Union[int, str, None] = None, **storage: Any):
         self._h = _p()
         self._log_error: Optional[BaseException] = None
 
@@ -549,6 +561,10 @@ class Repository:
         opts.signing_key_file = _enc(None if signing_key_file is None else os.fspath(signing_key_file))
         opts.verify_key_files = ctypes.cast(vks_arr, ctypes.POINTER(ctypes.c_char_p))
         opts.verify_key_files_count = len(vks)
+        if max_rate is not None:
+            opts.max_rate = parse_rate(max_rate) if isinstance(max_rate, str) else int(max_rate)
+            if opts.max_rate <= 0:
+                raise ValueError("max_rate must be above 0 bytes per second")
         _lib.mevb_repo_open(ctypes.byref(self._h), _enc(location), ctypes.byref(opts))
         self.location = os.fspath(location)
 
@@ -1192,6 +1208,7 @@ _declare("mevb_sink_new_callbacks", ctypes.c_int, [ctypes.POINTER(_p), _WRITE_CB
 _declare("mevb_sink_new_path", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p, ctypes.c_int], True)
 _declare("mevb_sink_free", None, [_p])
 _declare("mevb_filter_new_compressor", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_int, ctypes.c_int], True)
+_declare("mevb_filter_new_throttle", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_uint64], True)
 _declare("mevb_filter_new_decompressor", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_int], True)
 _declare("mevb_filter_new_observer", ctypes.c_int, [ctypes.POINTER(_p)], True)
 _declare("mevb_filter_observed_bytes", ctypes.c_uint64, [_p])
@@ -1538,6 +1555,13 @@ class Filter(_Handle):
     def decompressor(cls, compression: str = "zstd") -> "Filter":
         f = cls()
         _lib.mevb_filter_new_decompressor(ctypes.byref(f._h), _compression(compression))
+        return f
+
+    @classmethod
+    def throttle(cls, rate: Union[int, str]) -> "Filter":
+        """Passes bytes through at most `rate` (bytes per second, or "20MiB/s") on average."""
+        f = cls()
+        _lib.mevb_filter_new_throttle(ctypes.byref(f._h), parse_rate(rate) if isinstance(rate, str) else int(rate))
         return f
 
     @classmethod

@@ -2,6 +2,7 @@
 // records it, read_artifact decrypts with the identity and refuses what it cannot trust.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <fstream>
 
 #include "../helpers.hpp"
@@ -191,4 +192,29 @@ TEST_CASE("FilterSource pulls bytes through a filter, and refuses trailing data 
   std::vector<std::byte> all, b2(100);
   while (size_t n = peek.read(MutBytes(b2.data(), b2.size()))) all.insert(all.end(), b2.begin(), b2.begin() + n);
   CHECK(all == enc_sink.data);
+}
+
+TEST_CASE("rates parse with units, and nonsense is refused naming it") {
+  CHECK(parse_rate("20MiB/s") == 20ull * 1048576);
+  CHECK(parse_rate("500KiB/s") == 500ull * 1024);
+  CHECK(parse_rate("1.5MB/s") == 1500000);
+  CHECK(parse_rate("1000000") == 1000000);
+  CHECK(parse_rate("2G") == 2000000000ull);
+  for (const char* bad : {"0", "fast", "", "-1MiB/s", "1.2.3", "10 MiB/s", "5 parsecs", "0.1"})
+    CHECK_THROWS_WITH_AS(parse_rate(bad), doctest::Contains("is not a rate above 0"), Error);
+  CHECK_THROWS_AS(make_throttle(0), Error);
+}
+
+TEST_CASE("a throttle holds the long-run rate and passes the bytes unchanged") {
+  auto data = random_bytes(3 * 1048576, 11, false);
+  MemorySource src(data);
+  MemorySink sink;
+  auto t = make_throttle(2 * 1048576);
+  auto start = std::chrono::steady_clock::now();
+  Pipeline(src).then(*t).run(sink);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(sink.data == data);
+  // 3 MiB at 2 MiB/s from an empty bucket: 1.5 s, less at most one bucket (0.2 MiB).
+  CHECK(secs >= 1.35);
+  CHECK(secs < 6.0);  // loose: a loaded machine is slower, never faster
 }
