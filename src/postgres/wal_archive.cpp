@@ -180,6 +180,7 @@ bool wal_fetch(Storage& storage, const std::string& name, const std::string& des
   std::unique_ptr<Filter> decrypt;
   if (src.head().rfind("age-encryption.org/v1\n", 0) == 0) {
     Manifest as_artifact;
+    as_artifact.id = n.name;
     as_artifact.path = pkey;
     as_artifact.encryption = "age";
     decrypt = artifact_decryptor(as_artifact, ctx.encryption.get());  // throws auth without an identity

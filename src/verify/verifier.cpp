@@ -41,6 +41,15 @@ Verification verify_one(Repository& repo, const Manifest& m, const VerifyOptions
       check("artifact", sink.count.count() == m.size && sink.sha.hex() == m.sha256,
             fmt::format("{} bytes, sha256 {} (manifest: {} bytes, sha256 {})", sink.count.count(), sink.sha.hex(),
                         m.size, m.sha256));
+      for (auto& part : m.extra_parts()) {  // a base backup's other archives, a member list
+        if (!repo.storage().stat(part.path)) throw Error(Code::not_found, fmt::format("{} is missing", part.path));
+        DigestSink ps;
+        auto psrc = repo.storage().get(part.path);
+        Pipeline(*psrc).run(ps, ctx.cancel, ctx.progress, ctx.pipeline);
+        check(part.path, ps.count.count() == part.size && ps.sha.hex() == part.sha256,
+              fmt::format("{} bytes, sha256 {} (manifest: {} bytes, sha256 {})", ps.count.count(), ps.sha.hex(),
+                          part.size, part.sha256));
+      }
       v.checks.push_back({{"check", "contents"},
                           {"ok", true},
                           {"skipped", true},

@@ -219,4 +219,6 @@ def test_man_page_renders_and_completion_offers_subcommands(tools, tmp_path):
               "COMP_WORDS=(mevbackup check --max); COMP_CWORD=2; _mevbackup; echo \"${COMPREPLY[@]}\"")
     r = subprocess.run(["bash", "-c", script, "bash", str(comp)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["restore", "postgres files redis basebackup", "--max-age"]
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["restore", "postgres files redis basebackup"]
+    assert sorted(lines[2].split()) == ["--max-age", "--max-rate"]
