@@ -80,7 +80,9 @@ uint64_t parse_rate(const std::string& text) {
   if (s.size() > 2 && s.compare(s.size() - 2, 2, "/s") == 0) s.resize(s.size() - 2);
   size_t i = 0;
   while (i < s.size() && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) ++i;
-  if (i == 0 || std::count(s.begin(), s.begin() + i, '.') > 1) throw bad();
+  if (std::count(s.begin(), s.begin() + i, '.') > 1 ||
+      std::none_of(s.begin(), s.begin() + i, [](char c) { return c >= '0' && c <= '9'; }))
+    throw bad();
   double v = std::stod(s.substr(0, i));
   std::string unit = s.substr(i);
   double mul = 0;
