@@ -148,3 +148,15 @@ int mevb_repo_adopt(mevb_repo* repo, const mevb_adopt_opts* opts, mevb_report** 
 }
 
 }  // extern "C"
+
+int mevb_repo_rekey(mevb_repo* repo, const char* id_or_latest, const char* kind, const char* source_name,
+                    mevb_backup** out) {
+  return guard([&] {
+    if (out) *out = nullptr;
+    require(repo, "repo");
+    require(id_or_latest, "id_or_latest");
+    RunContext ctx = make_context(repo, nullptr, nullptr);
+    RekeyResult res = rekey(repo->repo, id_or_latest, str_or(kind), str_or(source_name), ctx);
+    if (out) *out = new_backup(std::move(res.manifest));
+  });
+}

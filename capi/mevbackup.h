@@ -314,6 +314,15 @@ MEVB_API int mevb_verify_opts_init(mevb_verify_opts *opts, size_t size);
  * error of the call: see mevb_report_status (the number that failed). */
 MEVB_API int mevb_repo_verify(mevb_repo *repo, const char *which, const mevb_verify_opts *opts, mevb_report **out);
 
+/* Re-encrypts backup `id_or_latest` (of `kind` and `source_name` when not NULL) to the
+ * handle's recipients, opening it with the handle's identities (mevb_repo_opts): only the
+ * age headers are rewritten, the payload is copied as it is. The rekeyed backup gets a
+ * new id and is complete before the old one is removed; *out (if not NULL) describes it.
+ * MEVB_ERR_UNSUPPORTED for base backups; MEVB_ERR_INVALID_ARGUMENT for a plaintext backup
+ * or a handle without identities or recipients; MEVB_ERR_AUTH when no identity opens it. */
+MEVB_API int mevb_repo_rekey(mevb_repo *repo, const char *id_or_latest, const char *kind, const char *source_name,
+                             mevb_backup **out);
+
 /* ---- monitoring ------------------------------------------------------------------------ */
 
 typedef struct mevb_check_opts {

@@ -67,4 +67,37 @@ Action setup_key_generate(CLI::App* app) {
   };
 }
 
+Action setup_rekey(CLI::App* app) {
+  struct Opts {
+    RepoOptions repo;
+    OutputOptions out;
+    std::string backup, kind, source;
+  };
+  auto o = std::make_shared<Opts>();
+  add_repo_options(app, o->repo);
+  app->add_option("-b,--backup", o->backup, "backup id, or latest")->required()->type_name("ID|latest");
+  app->add_option("-k,--kind", o->kind, "with latest: of this kind")->type_name("KIND");
+  app->add_option("--source", o->source, "with latest: of this source")->type_name("NAME");
+  add_output_options(app, o->out);
+  app->footer(
+      "Re-encrypts a backup to new recipients: --identity opens it, --recipient/--recipients-file are the\n"
+      "new ones. Only the age headers are rewritten; the rekeyed backup gets a new id (<id>_1) and is\n"
+      "complete before the old one is removed. Its manifest is signed anew with --signing-key.");
+  return [o] {
+    apply_output(o->out);
+    mevb_repo* repo = open_repo(o->repo);
+    mevb_backup* b = nullptr;
+    auto c = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
+    if (mevb_repo_rekey(repo, o->backup.c_str(), c(o->kind), c(o->source), &b) != MEVB_OK) fail();
+    if (o->out.json) {
+      std::fputs(mevb_backup_manifest_json(b), stdout);
+    } else if (!o->out.quiet) {
+      std::printf("rekeyed %s as %s: %s\n", o->backup.c_str(), mevb_backup_id(b), mevb_backup_path(b));
+    }
+    mevb_backup_free(b);
+    mevb_repo_free(repo);
+    return kExitOk;
+  };
+}
+
 }  // namespace cli

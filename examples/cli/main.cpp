@@ -26,6 +26,7 @@ Action setup_wal_fetch(CLI::App* app);
 Action setup_backup_basebackup(CLI::App* app);
 Action setup_restore_pitr(CLI::App* app);
 Action setup_key_generate(CLI::App* app);
+Action setup_rekey(CLI::App* app);
 void print_man_page(const CLI::App& app, const char* footer);
 void print_bash_completion(const CLI::App& app);
 }  // namespace cli
@@ -68,6 +69,7 @@ const Command kCommands[] = {
      cli::setup_backup_basebackup},
     {"restore", "pitr", "restore a cluster to a point in time", cli::setup_restore_pitr},
     {"key", "generate", "generate an age identity and an Ed25519 signing key (files 0600)", cli::setup_key_generate},
+    {"rekey", nullptr, "re-encrypt a backup to new recipients (rewrites its age headers only)", cli::setup_rekey},
 };
 
 const char* kFooter =

@@ -77,6 +77,18 @@ AgeKeyPair generate_age_identity();
 // Encrypts to every recipient (at least one; a scrypt recipient must be the only one).
 // Streams with two 64 KiB buffers whatever the input size.
 std::unique_ptr<Filter> make_age_encryptor(std::vector<AgeRecipient> recipients);
+// Rekeying: the bytes of a binary age file are its header, then the payload (nonce and
+// chunks), which depends only on the file key. age_header_size() is the length of the
+// header at the start of `data` (through the MAC line's newline), or 0 when `data` does
+// not hold all of it yet; Error(corrupt) when it is no binary age file or the header runs
+// past 1 MiB. age_rekey_header() opens `header` with one of `identities` (checking its MAC)
+// and returns a header carrying the same file key to `recipients`: followed by the old
+// payload it is the same file, encrypted to the new recipients. Error(auth) when no
+// identity opens it.
+size_t age_header_size(std::string_view data);
+std::string age_rekey_header(std::string_view header, const std::vector<AgeIdentity>& identities,
+                             const std::vector<AgeRecipient>& recipients);
+
 // Decrypts binary or ASCII-armored age. Plaintext of a chunk leaves only after the chunk's
 // tag verified; a stream cut short, trailing data, or a damaged header fails.
 std::unique_ptr<Filter> make_age_decryptor(std::vector<AgeIdentity> identities);

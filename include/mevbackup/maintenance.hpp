@@ -108,4 +108,22 @@ CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, con
 // Writes `text` to `path` atomically (temp file in the same directory, fsync, rename), mode 0644.
 void write_file_atomically(const std::string& path, const std::string& text);
 
+
+// ---- rekey (docs/encryption.md)
+// Re-encrypts backup `which` ("latest" or an id, of `kind` and `source` when not empty)
+// to ctx.encryption's recipients, opening it with its identities: only the age header of
+// each object is rewritten (the payload is copied as it is, its file key unchanged), the
+// old bytes are checked against the manifest on the way, and the manifest is written anew
+// (signed when the repository has a signing key). The rekeyed backup gets a new id
+// (<id>_1, ...; started_at unchanged, source.rekeyed_from names the old one) and is
+// complete before the old backup is removed, so a failure leaves the old one intact.
+// Base backups and the WAL archive are unsupported.
+struct RekeyResult {
+  std::string old_id, new_id;
+  std::vector<std::string> before, after;  // recipients
+  Manifest manifest;                       // the new one
+};
+RekeyResult rekey(Repository& repo, const std::string& which, const std::string& kind, const std::string& source,
+                  const RunContext& ctx);
+
 }  // namespace mevbackup

@@ -457,6 +457,73 @@ std::optional<Key16> unwrap(const AgeIdentity& id, const std::vector<Stanza>& st
   return std::nullopt;
 }
 
+// The header of a file with `file_key` for `recipients`: the intro, one stanza each, the
+// MAC line and its newline.
+std::string build_header(const std::vector<AgeRecipient>& recipients, const Key16& file_key) {
+  std::string h(kIntro);
+  h += '\n';
+  for (const auto& r : recipients) {
+    Stanza s;
+    Key32 wrap{};
+    Wipe<Key32> ww{wrap};
+    if (r.kind == AgeRecipient::Kind::x25519) {
+      Key32 eph{};
+      Wipe<Key32> we{eph};
+      random_bytes(eph.data(), eph.size());
+      Key32 share = x25519_public(eph);
+      auto shared = x25519(eph, r.public_key.data());
+      if (!shared) throw Error(Code::invalid_argument, "age: a recipient is a low-order X25519 point");
+      Wipe<Key32> wsh{*shared};
+      uint8_t salt[64];
+      std::copy(share.begin(), share.end(), salt);
+      std::copy(r.public_key.begin(), r.public_key.end(), salt + 32);
+      wrap = hkdf(shared->data(), 32, salt, 64, kX25519Info);
+      s.args = {"X25519", b64_encode(share.data(), share.size(), false)};
+    } else {
+      if (r.work_factor < 1 || r.work_factor > 30)
+        throw Error(Code::invalid_argument, fmt::format("age: scrypt work factor {} is out of range 1..30", r.work_factor));
+      uint8_t salt[16];
+      random_bytes(salt, sizeof salt);
+      wrap = scrypt_key(r.passphrase, salt, r.work_factor);
+      s.args = {"scrypt", b64_encode(salt, sizeof salt, false), std::to_string(r.work_factor)};
+    }
+    s.body.resize(32);
+    seal(wrap, kZeroNonce, file_key.data(), file_key.size(), s.body.data());
+    append_stanza(h, s);
+  }
+  h += "---";
+  Key32 mac_key = hkdf(file_key.data(), file_key.size(), nullptr, 0, "header");
+  Wipe<Key32> wm{mac_key};
+  Key32 mac = hmac_sha256(mac_key, h);
+  h += ' ' + b64_encode(mac.data(), mac.size(), false) + '\n';
+  return h;
+}
+
+// Opens a parsed header with one of `ids`: the file key, its MAC checked.
+Key16 open_file_key(const Header& h, const std::vector<AgeIdentity>& ids) {
+  bool scrypt = false;
+  for (const auto& s : h.stanzas) scrypt |= s.args[0] == "scrypt";
+  if (scrypt && h.stanzas.size() != 1) header_error("an scrypt stanza must be the only stanza");
+  std::optional<Key16> key;
+  for (const auto& id : ids) {
+    key = unwrap(id, h.stanzas);
+    if (key) break;
+  }
+  if (!key)
+    throw Error(Code::auth, fmt::format("age: no identity matches any of the file's {} recipient stanza{}",
+                                        h.stanzas.size(), h.stanzas.size() == 1 ? "" : "s"));
+  Key16 file_key = *key;
+  OPENSSL_cleanse(key->data(), key->size());
+  Key32 mac_key = hkdf(file_key.data(), 16, nullptr, 0, "header");
+  Wipe<Key32> wm{mac_key};
+  Key32 mac = hmac_sha256(mac_key, h.mac_input);
+  if (CRYPTO_memcmp(mac.data(), h.mac.data(), 32) != 0) {
+    OPENSSL_cleanse(file_key.data(), file_key.size());
+    throw Error(Code::corrupt, "age header MAC does not verify (the header was altered)");
+  }
+  return file_key;
+}
+
 void stream_nonce(uint8_t nonce[12], uint64_t counter, bool last) {
   for (int i = 0; i < 11; ++i) nonce[i] = i < 3 ? 0 : uint8_t(counter >> (8 * (10 - i)));
   nonce[11] = last ? 1 : 0;
@@ -489,42 +556,7 @@ class AgeEncryptor final : public Filter {
     Key16 file_key{};
     Wipe<Key16> wf{file_key};
     random_bytes(file_key.data(), file_key.size());
-    std::string h(kIntro);
-    h += '\n';
-    for (const auto& r : recipients) {
-      Stanza s;
-      Key32 wrap{};
-      Wipe<Key32> ww{wrap};
-      if (r.kind == AgeRecipient::Kind::x25519) {
-        Key32 eph{};
-        Wipe<Key32> we{eph};
-        random_bytes(eph.data(), eph.size());
-        Key32 share = x25519_public(eph);
-        auto shared = x25519(eph, r.public_key.data());
-        if (!shared) throw Error(Code::invalid_argument, "age: a recipient is a low-order X25519 point");
-        Wipe<Key32> wsh{*shared};
-        uint8_t salt[64];
-        std::copy(share.begin(), share.end(), salt);
-        std::copy(r.public_key.begin(), r.public_key.end(), salt + 32);
-        wrap = hkdf(shared->data(), 32, salt, 64, kX25519Info);
-        s.args = {"X25519", b64_encode(share.data(), share.size(), false)};
-      } else {
-        if (r.work_factor < 1 || r.work_factor > 30)
-          throw Error(Code::invalid_argument, fmt::format("age: scrypt work factor {} is out of range 1..30", r.work_factor));
-        uint8_t salt[16];
-        random_bytes(salt, sizeof salt);
-        wrap = scrypt_key(r.passphrase, salt, r.work_factor);
-        s.args = {"scrypt", b64_encode(salt, sizeof salt, false), std::to_string(r.work_factor)};
-      }
-      s.body.resize(32);
-      seal(wrap, kZeroNonce, file_key.data(), file_key.size(), s.body.data());
-      append_stanza(h, s);
-    }
-    h += "---";
-    Key32 mac_key = hkdf(file_key.data(), file_key.size(), nullptr, 0, "header");
-    Wipe<Key32> wm{mac_key};
-    Key32 mac = hmac_sha256(mac_key, h);
-    h += ' ' + b64_encode(mac.data(), mac.size(), false) + '\n';
+    std::string h = build_header(recipients, file_key);
     uint8_t nonce[16];
     random_bytes(nonce, sizeof nonce);
     payload_key_ = hkdf(file_key.data(), file_key.size(), nonce, sizeof nonce, "payload");
@@ -784,24 +816,7 @@ class AgeDecryptor final : public Filter {
 
   void open_header(std::string_view text) {
     Header h = parse_header(text);
-    bool scrypt = false;
-    for (const auto& s : h.stanzas) scrypt |= s.args[0] == "scrypt";
-    if (scrypt && h.stanzas.size() != 1) header_error("an scrypt stanza must be the only stanza");
-    std::optional<Key16> key;
-    for (const auto& id : ids_) {
-      key = unwrap(id, h.stanzas);
-      if (key) break;
-    }
-    if (!key)
-      throw Error(Code::auth, fmt::format("age: no identity matches any of the file's {} recipient stanza{}",
-                                          h.stanzas.size(), h.stanzas.size() == 1 ? "" : "s"));
-    file_key_ = *key;
-    OPENSSL_cleanse(key->data(), key->size());
-    Key32 mac_key = hkdf(file_key_.data(), 16, nullptr, 0, "header");
-    Wipe<Key32> wm{mac_key};
-    Key32 mac = hmac_sha256(mac_key, h.mac_input);
-    if (CRYPTO_memcmp(mac.data(), h.mac.data(), 32) != 0)
-      throw Error(Code::corrupt, "age header MAC does not verify (the header was altered)");
+    file_key_ = open_file_key(h, ids_);
     for (auto& id : ids_) {
       OPENSSL_cleanse(id.secret_key.data(), id.secret_key.size());
       OPENSSL_cleanse(id.passphrase.data(), id.passphrase.size());
@@ -936,6 +951,36 @@ AgeKeyPair generate_age_identity() {
 
 std::unique_ptr<Filter> make_age_encryptor(std::vector<AgeRecipient> recipients) {
   return std::make_unique<AgeEncryptor>(std::move(recipients));
+}
+
+size_t age_header_size(std::string_view data) {
+  std::string intro = std::string(kIntro) + "\n";
+  if (data.size() < intro.size()) {
+    if (intro.compare(0, data.size(), data) != 0) header_error("not a binary age file");
+    return 0;
+  }
+  if (data.substr(0, intro.size()) != intro) header_error("not a binary age file (the first line is not " + std::string(kIntro) + ")");
+  size_t mac = data.find("\n---", intro.size() - 1);
+  size_t end = mac == std::string_view::npos ? mac : data.find('\n', mac + 1);
+  if (end == std::string_view::npos) {
+    if (data.size() > kMaxHeader) header_error("longer than 1 MiB");
+    return 0;
+  }
+  return end + 1;
+}
+
+std::string age_rekey_header(std::string_view header, const std::vector<AgeIdentity>& identities,
+                             const std::vector<AgeRecipient>& recipients) {
+  if (identities.empty()) throw Error(Code::invalid_argument, "age: at least one identity is needed");
+  if (recipients.empty()) throw Error(Code::invalid_argument, "age: at least one recipient is needed");
+  bool scrypt = false;
+  for (const auto& r : recipients) scrypt |= r.kind == AgeRecipient::Kind::scrypt;
+  if (scrypt && recipients.size() != 1)
+    throw Error(Code::invalid_argument, "age: a passphrase recipient must be the only recipient");
+  Header h = parse_header(header);
+  Key16 file_key = open_file_key(h, identities);
+  Wipe<Key16> wf{file_key};
+  return build_header(recipients, file_key);
 }
 
 std::unique_ptr<Filter> make_age_decryptor(std::vector<AgeIdentity> identities) {

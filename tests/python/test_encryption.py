@@ -402,3 +402,89 @@ def test_check_warns_about_backups_to_recipients_not_in_the_current_set(tools, k
     assert r.returncode == 0, r.stderr
     r = run("check", "--repo", repo, "--max-age", "1h", "--recipient", keys["recipient"], "--recipient", keys["other_recipient"])
     assert r.returncode == 1 and "is not encrypted" in r.stdout, r.stdout
+
+
+def test_rekey_rewrites_headers_only_and_keeps_the_old_backup_on_failure(tools, keys, tmp_path):
+    """Rotation of a stored backup: rekey opens it with the old identity and re-encrypts
+    it to the new recipient by rewriting the age headers (the payload bytes after them are
+    the same), under a new id, signed anew; the old identity no longer opens it. A wrong
+    identity or a damaged artifact leaves the backup exactly as it was."""
+    repo = tmp_path / "repo"
+    src = tmp_path / "etc"
+    src.mkdir()
+    (src / "a.conf").write_text("secret = 1\n" * 2000)
+
+    def run(*args):
+        return subprocess.run([tools["cli"], *map(str, args)], capture_output=True, text=True, timeout=120)
+
+    gen = json.loads(run("key", "generate", "--dir", tmp_path / "k", "--json").stdout)
+    r = run("backup", "files", "--repo", repo, "--base", src, "--recipient", keys["other_recipient"], "--json",
+            "a.conf")
+    assert r.returncode == 0, r.stderr
+    old = json.loads(r.stdout)
+    old_bytes = (repo / old["path"]).read_bytes()
+    r = run("verify", "--repo", repo, "--backup", old["id"], "--identity", keys["other"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    before = tree(repo)
+
+    # A wrong identity: refused, nothing changed.
+    r = run("rekey", "--repo", repo, "--backup", old["id"], "--identity", keys["id"], "--recipient", keys["recipient"])
+    assert r.returncode != 0 and "no identity matches" in r.stderr, r.stderr
+    assert tree(repo) == before
+    # A damaged payload with the manifest's checksums untouched: refused before anything is kept.
+    damaged = bytearray(old_bytes)
+    damaged[-20] ^= 1
+    (repo / old["path"]).write_bytes(bytes(damaged))
+    r = run("rekey", "--repo", repo, "--backup", old["id"], "--identity", keys["other"], "--recipient",
+            keys["recipient"])
+    assert r.returncode != 0 and "does not match its manifest" in r.stderr, r.stderr
+    (repo / old["path"]).write_bytes(old_bytes)
+    assert tree(repo) == before
+
+    r = run("rekey", "--repo", repo, "--backup", "latest", "--identity", keys["other"], "--recipient",
+            keys["recipient"], "--signing-key", gen["signing_key_file"], "--json")
+    assert r.returncode == 0, r.stderr
+    new = json.loads(r.stdout)
+    assert new["id"] != old["id"] and new["started_at"] == old["started_at"]
+    assert new["encryption"]["recipients"] == [keys["recipient"]]
+    assert new["source"]["rekeyed_from"]["id"] == old["id"]
+    assert not (repo / old["path"]).exists() and not (repo / (old["path"] + ".manifest.json")).exists()
+    new_bytes = (repo / new["path"]).read_bytes()
+    # Only the header changed: the payload (nonce and chunks) is byte for byte the old one.
+    old_hdr = old_bytes.index(b"\n---") + old_bytes[old_bytes.index(b"\n---") + 1:].index(b"\n") + 2
+    new_hdr = new_bytes.index(b"\n---") + new_bytes[new_bytes.index(b"\n---") + 1:].index(b"\n") + 2
+    assert new_bytes[new_hdr:] == old_bytes[old_hdr:]
+    assert hashlib.sha256(new_bytes).hexdigest() == new["sha256"]
+    assert age_decrypt(repo / new["path"], keys["id"]) == age_decrypt_bytes(old_bytes, keys["other"])
+    r = subprocess.run(["age", "-d", "-i", str(keys["other"]), str(repo / new["path"])], capture_output=True)
+    assert r.returncode != 0  # the old identity no longer opens it
+    # Its verification record came along; it restores with the new identity and the verify key.
+    assert (repo / (new["path"] + ".verify.json")).exists()
+    out = tmp_path / "out"
+    r = run("restore", "files", "--repo", repo, "--target", out, "--identity", keys["id"], "--verify-key",
+            gen["verify_key_file"])
+    assert r.returncode == 0, r.stderr
+    assert (out / "a.conf").read_text() == (src / "a.conf").read_text()
+    # Plaintext backups are not rekeyed (a new backup with --recipient encrypts).
+    r = run("backup", "files", "--repo", repo, "--base", src, "--prefix", "plain", "a.conf")
+    assert r.returncode == 0
+    r = run("rekey", "--repo", repo, "--backup", "latest", "--source", "plain", "--identity", keys["id"],
+            "--recipient", keys["recipient"])
+    assert r.returncode != 0 and "not encrypted" in r.stderr
+
+
+def age_decrypt_bytes(data, identity) -> bytes:
+    r = subprocess.run(["age", "-d", "-i", str(identity)], input=data, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_python_rekey(keys, tmp_path):
+    repo = tmp_path / "repo"
+    with mevbackup.Repository(repo, recipients=[keys["other_recipient"]]) as r:
+        b = r.put_artifact(mevbackup.Source.from_iterable([b"x" * 100000]), kind="export", name_prefix="svc")
+    with mevbackup.Repository(repo, recipients=[keys["recipient"]], identity_files=[keys["other"]]) as r:
+        n = r.rekey(b.id)
+    assert n.id != b.id and n.encrypted
+    assert n.manifest["encryption"]["recipients"] == [keys["recipient"]]
+    assert gzip.decompress(age_decrypt(repo / n.path, keys["id"])) == b"x" * 100000

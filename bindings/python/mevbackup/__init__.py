@@ -217,6 +217,8 @@ for _name in ("id", "kind", "path", "sha256", "created_at", "compression", "sour
     _declare(f"mevb_backup_{_name}", ctypes.c_char_p, [_p])
 _declare("mevb_backup_size", ctypes.c_uint64, [_p])
 _declare("mevb_backup_encrypted", ctypes.c_int, [_p])
+_declare("mevb_repo_rekey", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_p)],
+         True)
 _declare("mevb_parse_rate", ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint64)], True)
 _declare("mevb_backup_free", None, [_p])
 _declare("mevb_repo_list", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_p)], True)
@@ -632,6 +634,18 @@ class Repository:
         h = _p()
         cb.call(lambda: _lib.mevb_repo_put_artifact(self._handle(), source._handle(), ctypes.byref(opts),
                                                     ctypes.byref(cb.opts), ctypes.byref(h)), [source])
+        try:
+            return Backup._from_handle(h)
+        finally:
+            _lib.mevb_backup_free(h)
+
+    def rekey(self, backup: Union[str, Backup] = "latest", *, kind: str = "", source: str = "") -> Backup:
+        """Re-encrypts an encrypted backup to this repository's recipients, opening it with its
+        identity files: only the age headers are rewritten. Returns the rekeyed backup (a new
+        id; the old one is removed once it is complete)."""
+        ident = backup.id if isinstance(backup, Backup) else backup
+        h = _p()
+        _lib.mevb_repo_rekey(self._handle(), _enc(ident), _enc(kind or None), _enc(source or None), ctypes.byref(h))
         try:
             return Backup._from_handle(h)
         finally:

@@ -218,3 +218,36 @@ TEST_CASE("a throttle holds the long-run rate and passes the bytes unchanged") {
   CHECK(secs >= 1.35);
   CHECK(secs < 6.0);  // loose: a loaded machine is slower, never faster
 }
+
+TEST_CASE("age_rekey_header: the same payload opens with the new identity only; a forged header is refused") {
+  AgeKeyPair a = generate_age_identity(), b = generate_age_identity();
+  auto data = random_bytes(150000, 5);
+  MemorySource plain(data);
+  MemorySink enc;
+  auto e = make_age_encryptor({parse_age_recipient(a.recipient)});
+  Pipeline(plain).then(*e).run(enc);
+  std::string file = testutil::to_string(enc.data);
+  CHECK(age_header_size(file.substr(0, 10)) == 0);  // not all of it yet
+  size_t hs = age_header_size(file);
+  REQUIRE(hs > 0);
+  CHECK(file.substr(hs - 1, 1) == "\n");
+  std::string hdr = age_rekey_header(file.substr(0, hs), {parse_age_identity(a.secret)}, {parse_age_recipient(b.recipient)});
+  std::string rekeyed = hdr + file.substr(hs);
+  auto decrypt = [](const std::string& bytes, const AgeKeyPair& k) {
+    std::vector<std::byte> v(reinterpret_cast<const std::byte*>(bytes.data()),
+                             reinterpret_cast<const std::byte*>(bytes.data()) + bytes.size());
+    MemorySource s(std::move(v));
+    MemorySink out;
+    auto d = make_age_decryptor({parse_age_identity(k.secret)});
+    Pipeline(s).then(*d).run(out);
+    return out.data;
+  };
+  CHECK(decrypt(rekeyed, b) == data);
+  CHECK_THROWS_AS(decrypt(rekeyed, a), Error);
+  CHECK_THROWS_AS(age_rekey_header(file.substr(0, hs), {parse_age_identity(b.secret)}, {parse_age_recipient(a.recipient)}),
+                  Error);
+  std::string forged = file.substr(0, hs);
+  forged[hs - 5] = forged[hs - 5] == 'A' ? 'B' : 'A';  // the MAC
+  CHECK_THROWS_AS(age_rekey_header(forged, {parse_age_identity(a.secret)}, {parse_age_recipient(b.recipient)}), Error);
+  CHECK_THROWS_WITH_AS(age_header_size("PK\x03\x04 not age"), doctest::Contains("not a binary age file"), Error);
+}
