@@ -105,6 +105,7 @@ StorageOptions mevb_capi::storage_options(const mevb_repo_opts& o) {
   so.storage_class = str_or(o.storage_class);
   so.endpoint_url = str_or(o.endpoint_url);
   so.region = str_or(o.region);
+  so.profile = str_or(o.profile);
   so.ca_bundle = str_or(o.ca_bundle);
   so.no_verify_tls = o.no_verify_tls != 0;
   so.path_style = o.path_style != 0;

@@ -173,10 +173,13 @@ typedef struct mevb_repo_opts {
   /* Bandwidth limit of every upload and download of this handle (stored bytes, all kinds,
    * WAL too), bytes per second; 0: none. mevb_parse_rate reads "20MiB/s". */
   uint64_t max_rate;
+  /* The AWS shared files' profile (~/.aws/credentials, ~/.aws/config; docs/s3.md): NULL is
+   * AWS_PROFILE, else "default". Named here, its keys replace the environment's. */
+  const char *profile;
 } mevb_repo_opts;
 #define MEVB_REPO_OPTS_INIT \
   {sizeof(mevb_repo_opts), NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, \
-   0, 0, NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, 0, 0}
+   0, 0, NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, 0, 0, NULL}
 MEVB_API int mevb_repo_opts_init(mevb_repo_opts *opts, size_t size);
 
 /* Opens a repository: a local directory path (created on first backup) or

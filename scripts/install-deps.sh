@@ -36,6 +36,8 @@ packages+=(age)
 # Signed manifests (tests/python/test_signing.py): a signature is checked with the stock
 # tools, jq rebuilding the signed bytes and openssl pkeyutl verifying them.
 packages+=(jq)
+# The AWS shared credentials and config files (~/.aws/credentials, ~/.aws/config) are INI.
+packages+=(libinih-dev)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -38,7 +38,7 @@ using Setup = Action (*)(CLI::App* app);
 
 // Options of the storage (S3 repositories), accepted by every command that opens one.
 struct StorageOptions {
-  std::string storage_class, endpoint_url, region, ca_bundle, sse, sse_kms_key_id;
+  std::string storage_class, endpoint_url, region, ca_bundle, sse, sse_kms_key_id, profile;
   unsigned part_size_mib = 0;
   bool no_verify_tls = false, path_style = false, unsigned_payload = false;
   // Encryption (age): public keys for backups, identity and passphrase files for reads.

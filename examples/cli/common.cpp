@@ -31,6 +31,7 @@ std::vector<std::string> StorageOptions::as_args() const {
   add("--storage-class", storage_class);
   add("--endpoint-url", endpoint_url);
   add("--region", region);
+  add("--profile", profile);
   add("--ca-bundle", ca_bundle);
   add("--sse", sse);
   add("--sse-kms-key-id", sse_kms_key_id);
@@ -60,6 +61,8 @@ void add_storage_options(CLI::App* app, StorageOptions& s) {
   app->add_option("--endpoint-url", s.endpoint_url, "S3 endpoint, https://host[:port] (default AWS_ENDPOINT_URL)")
       ->type_name("URL")->group(g);
   app->add_option("--region", s.region, "S3 region (default AWS_REGION)")->type_name("REGION")->group(g);
+  app->add_option("--profile", s.profile, "profile of ~/.aws/credentials and ~/.aws/config (default AWS_PROFILE)")
+      ->type_name("NAME")->group(g);
   app->add_option("--ca-bundle", s.ca_bundle, "PEM file of the CAs to trust")->type_name("PEM")->group(g);
   app->add_flag("--no-verify-tls", s.no_verify_tls, "do not verify the TLS certificate")->group(g);
   app->add_flag("--path-style", s.path_style, "path-style addressing for any endpoint")->group(g);
@@ -244,6 +247,7 @@ mevb_repo* try_open_repo_at(const StorageOptions& s, const std::string& location
   ro.storage_class = c(s.storage_class);
   ro.endpoint_url = c(s.endpoint_url);
   ro.region = c(s.region);
+  ro.profile = c(s.profile);
   ro.ca_bundle = c(s.ca_bundle);
   ro.sse = c(s.sse);
   ro.sse_kms_key_id = c(s.sse_kms_key_id);

@@ -110,6 +110,7 @@ struct StorageOptions {
   std::string access_key_id;      // AWS_ACCESS_KEY_ID
   std::string secret_access_key;  // AWS_SECRET_ACCESS_KEY; never logged
   std::string session_token;      // AWS_SESSION_TOKEN
+  std::string profile;            // of ~/.aws/credentials and ~/.aws/config; empty: AWS_PROFILE or "default"
   uint64_t part_size = 0;         // first multipart part size; 0: 8 MiB (min 5 MiB)
   int concurrency = 0;            // parts in flight; 0: 4
   int max_attempts = 0;           // per request; 0: AWS_MAX_ATTEMPTS or 3 (AWS standard mode)

@@ -114,7 +114,7 @@ class _RepoOpts(ctypes.Structure):
                 # signed manifests (Ed25519)
                 ("signing_key_file", ctypes.c_char_p),
                 ("verify_key_files", ctypes.POINTER(ctypes.c_char_p)), ("verify_key_files_count", ctypes.c_size_t),
-                ("max_rate", ctypes.c_uint64)]
+                ("max_rate", ctypes.c_uint64), ("profile", ctypes.c_char_p)]
 
 
 class _PgBackupOpts(ctypes.Structure):
@@ -482,7 +482,8 @@ class Repository:
     """A backup repository: a local directory or ``s3://bucket/prefix``.
 
     S3 settings are keyword arguments, each defaulting to the AWS_* environment variables:
-    storage_class, endpoint_url, region, ca_bundle, no_verify_tls, path_style, access_key_id,
+    storage_class, endpoint_url, region, profile (of ~/.aws/credentials), ca_bundle, no_verify_tls,
+    path_style, access_key_id,
     secret_access_key, session_token, sse, sse_kms_key_id, part_size (bytes), concurrency,
     max_attempts, unsigned_payload.
 
@@ -504,7 +505,7 @@ class Repository:
     """
 
     _S3_STR = ("storage_class", "endpoint_url", "region", "ca_bundle", "access_key_id", "secret_access_key",
-               "session_token", "sse", "sse_kms_key_id")
+               "session_token", "sse", "sse_kms_key_id", "profile")
     _S3_INT = ("no_verify_tls", "path_style", "part_size", "concurrency", "max_attempts", "unsigned_payload")
 
     def __init__(self, location: Union[str, os.PathLike[str]], log: Optional[LogFn] = None,

@@ -163,8 +163,12 @@ struct SList {
 }  // namespace
 
 void apply_environment(ClientConfig& c) {
+  if (!c.credentials.access_key_id.empty()) c.credential_source = "options";
   if (c.credentials.access_key_id.empty())
-    if (auto v = env("AWS_ACCESS_KEY_ID")) c.credentials.access_key_id = v;
+    if (auto v = env("AWS_ACCESS_KEY_ID")) {
+      c.credentials.access_key_id = v;
+      c.credential_source = "environment";
+    }
   if (c.credentials.secret_access_key.empty())
     if (auto v = env("AWS_SECRET_ACCESS_KEY")) c.credentials.secret_access_key = v;
   if (c.credentials.session_token.empty())
@@ -244,7 +248,8 @@ Client::Client(ClientConfig cfg, std::string bucket) : cfg_(std::move(cfg)), buc
   path_style_ = cfg_.force_path_style || is_ip_or_localhost(host) || needs_path_style(bucket_);
   if (cfg_.credentials.access_key_id.empty() || cfg_.credentials.secret_access_key.empty())
     throw Error(Code::auth,
-                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or pass them as options)");
+                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, give a profile of "
+                "~/.aws/credentials (aws configure; AWS_PROFILE or --profile), or pass them as options");
   if (cfg_.unsigned_payload && scheme_ != "https")
     throw Error(Code::invalid_argument, "UNSIGNED-PAYLOAD needs an https endpoint");
   if (scheme_ == "https" && !cfg_.verify_tls && cfg_.log)

@@ -35,6 +35,8 @@ struct ClientConfig {
   long connect_timeout_s = 10;
   long low_speed_time_s = 60;    // a request that moves no byte this long fails (retriable)
   std::function<void(int level, const std::string&)> log;  // 2 = warning
+  std::string profile;            // the shared files' profile; empty: AWS_PROFILE, else "default"
+  std::string credential_source;  // which link of the chain gave the keys (never the keys)
 };
 
 // The AWS credential chain's environment, a documented default provider (and the only
@@ -42,6 +44,13 @@ struct ClientConfig {
 // AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_S3 /
 // AWS_ENDPOINT_URL, AWS_CA_BUNDLE, for the fields still empty; and AWS_MAX_ATTEMPTS.
 void apply_environment(ClientConfig& c);
+// Then the shared files (s3_profile.cpp): the profile (c.profile, else AWS_PROFILE, else
+// "default") of AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials and of AWS_CONFIG_FILE or
+// ~/.aws/config ("[profile NAME]"): its static keys when none were found before (an
+// explicit c.profile replaces the environment's; keys given as options always win), its
+// region and endpoint_url when still empty. A named profile found in neither file, half a
+// key pair, or a profile that needs STS/SSO/credential_process fails naming the profile.
+void apply_shared_files(ClientConfig& c, bool keys_from_options);
 
 struct Response {
   long status = 0;

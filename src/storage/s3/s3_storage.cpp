@@ -57,7 +57,10 @@ class S3StorageImpl final : public Storage, public S3Target {
     c.verify_tls = !o.no_verify_tls;
     c.unsigned_payload = o.unsigned_payload;
     c.log = o.log;
+    c.profile = o.profile;
+    const bool keys_from_options = !c.credentials.access_key_id.empty();
     apply_environment(c);
+    apply_shared_files(c, keys_from_options);
     if (o.max_attempts > 0) c.max_attempts = o.max_attempts;
     if (o.retry_base_ms < 0 || o.retry_base_ms > 60000)
       throw Error(Code::invalid_argument, fmt::format("S3 retry base {} ms is outside 1..60000", o.retry_base_ms));
