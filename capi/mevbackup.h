@@ -23,7 +23,9 @@
  *    PGPASSWORD, ...), through libpq and for the pg_dump / pg_restore it runs;
  *  - the AWS credential chain's variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
  *    AWS_SESSION_TOKEN, AWS_REGION, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_S3,
- *    AWS_ENDPOINT_URL, AWS_CA_BUNDLE, AWS_MAX_ATTEMPTS), for S3 repositories;
+ *    AWS_ENDPOINT_URL, AWS_CA_BUNDLE, AWS_MAX_ATTEMPTS) and its shared files
+ *    (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE, HOME for ~/.aws/), for
+ *    S3 repositories;
  *  - PATH, to find the programs it runs (pg_dump, pg_restore, redis-server, ...), and
  *    TMPDIR, where mevb_pg_restore_opts.staging_dir is NULL.
  *  Child processes get a built environment, never this process's whole one: PATH, HOME,

@@ -220,5 +220,6 @@ def test_man_page_renders_and_completion_offers_subcommands(tools, tmp_path):
     r = subprocess.run(["bash", "-c", script, "bash", str(comp)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[:2] == ["restore", "postgres files redis basebackup"]
+    assert sorted(lines[0].split()) == ["rekey", "restore"]
+    assert lines[1] == "postgres files redis basebackup"
     assert sorted(lines[2].split()) == ["--max-age", "--max-rate"]

@@ -20,11 +20,13 @@ ALLOWED: Dict[str, Set[str]] = {
     "src/storage/s3/s3_client.cpp": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
                                      "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL",
                                      "AWS_MAX_ATTEMPTS", "AWS_CA_BUNDLE"},
+    "src/storage/s3/s3_profile.cpp": {"AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "HOME"},
     "src/io/subprocess.cpp": {"PATH"},
     "src/io/file_stream.cpp": {"TMPDIR"},  # make_staging_file (pg_restore --jobs)
 }
 # Files with one helper that calls getenv(name) for the names above (env(), env_or_null()).
-WRAPPERS: Dict[str, int] = {"src/postgres/pg_conn.cpp": 1, "src/storage/s3/s3_client.cpp": 1}
+WRAPPERS: Dict[str, int] = {"src/postgres/pg_conn.cpp": 1, "src/storage/s3/s3_client.cpp": 1,
+                            "src/storage/s3/s3_profile.cpp": 1}
 # The one file that reads `environ` whole: to build a child's environment from allowed patterns.
 ENVIRON_READERS = {"src/io/subprocess.cpp"}
 
