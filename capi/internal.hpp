@@ -183,14 +183,21 @@ inline int opts_init(T* opts, size_t size, const T& defaults) {
 
 inline std::string str_or(const char* s, const char* dflt = "") { return s ? s : dflt; }
 
-inline RunContext make_context(mevb_repo* r, mevb_progress_cb cb, void* user) {
-  RunContext ctx;
-  r->cancel.reset();
-  ctx.cancel = &r->cancel;
+// What a repository handle's options give every run on it: the stall timeout, the lock's
+// timing, the keys and the bandwidth limit (one place, for the canned operations'
+// make_context and the stream layer's runs alike).
+inline void apply_repo_settings(RunContext& ctx, const mevb_repo* r) {
   ctx.pipeline.stall_timeout = r->stall_timeout;
   ctx.lock = r->lock;
   ctx.encryption = r->encryption;
   ctx.max_rate = r->max_rate;
+}
+
+inline RunContext make_context(mevb_repo* r, mevb_progress_cb cb, void* user) {
+  RunContext ctx;
+  r->cancel.reset();
+  ctx.cancel = &r->cancel;
+  apply_repo_settings(ctx, r);
   if (r->log) {
     auto log = r->log;
     auto lu = r->log_user;

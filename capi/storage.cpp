@@ -51,10 +51,7 @@ void check_extension(const std::string& ext) {
 void setup_repo_run(RunSetup& run, mevb_repo* repo, const mevb_run_opts* run_opts, const char* stage) {
   repo->cancel.reset();
   setup_run(run, run_opts, &repo->cancel, stage);
-  run.ctx.pipeline.stall_timeout = repo->stall_timeout;
-  run.ctx.lock = repo->lock;
-  run.ctx.encryption = repo->encryption;
-  run.ctx.max_rate = repo->max_rate;
+  apply_repo_settings(run.ctx, repo);
   if (!run.ctx.log && repo->log) {
     auto log = repo->log;
     auto lu = repo->log_user;
