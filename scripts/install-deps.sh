@@ -38,6 +38,8 @@ packages+=(age)
 packages+=(jq)
 # The AWS shared credentials and config files (~/.aws/credentials, ~/.aws/config) are INI.
 packages+=(libinih-dev)
+# bench/bench.py's peers: pg_dump piped into pigz and zstd (the command-line tools).
+packages+=(pigz zstd)
 
 missing=()
 for p in "${packages[@]}"; do
