@@ -40,6 +40,8 @@ packages+=(jq)
 packages+=(libinih-dev)
 # bench/bench.py's peers: pg_dump piped into pigz and zstd (the command-line tools).
 packages+=(pigz zstd)
+# The whole-service plan file is TOML (src/plan).
+packages+=(libtomlplusplus-dev)
 
 missing=()
 for p in "${packages[@]}"; do
