@@ -2,7 +2,6 @@
 // plan knows, every error placed at file:line:column and the dotted key.
 #include <toml++/toml.h>
 
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -12,6 +11,7 @@
 #include <sstream>
 
 #include "mevbackup/error.hpp"
+#include "mevbackup/manifest.hpp"
 #include "mevbackup/plan.hpp"
 
 namespace mevbackup {
@@ -170,7 +170,15 @@ PlanStorage read_storage(const std::string& file, const toml::table& t, const st
   return s;
 }
 
-// The named sources of one kind: [postgres.main], [postgres.reports], ...
+// A plan's names become parts of backup ids: the ids' characters (valid_backup_id),
+// at most 64 of them, and no leading '-'.
+void check_name(const PlanPlace& at, const std::string& what, const std::string& v) {
+  if (!valid_backup_id(v) || v.size() > 64 || v[0] == '-')
+    bad(at, what + " \"" + v + "\" must be 1-64 of [A-Za-z0-9_.-], not beginning with '.' or '-'");
+}
+
+// The named sources of one kind: [postgres.main], [postgres.reports], ... Each name is
+// checked; read_one gets it, the table's place and its reader.
 template <typename F>
 void each_named(TableReader& top, const char* kind, F&& read_one) {
   const toml::node* n = top.get(kind);
@@ -182,7 +190,8 @@ void each_named(TableReader& top, const char* kind, F&& read_one) {
     const toml::table* t = v.as_table();
     if (!t) bad(top.place(v, key), "must be a table ([" + key + "]), not " + TableReader::type_name(v));
     TableReader r(top.place(v, key).file, *t, key);
-    read_one(name, r);
+    check_name(r.self(), "source name", name);
+    read_one(name, r.self(), r);
     r.finish();
   }
 }
@@ -190,12 +199,6 @@ void each_named(TableReader& top, const char* kind, F&& read_one) {
 std::string file_stem(const std::string& where) {
   std::string stem = std::filesystem::path(where).stem().string();
   return stem.empty() ? "plan" : stem;
-}
-
-void check_name(const PlanPlace& at, const std::string& what, const std::string& v) {
-  bool ok = !v.empty() && v.size() <= 64 && v[0] != '.' && v[0] != '-';
-  for (char c : v) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
-  if (!ok) bad(at, what + " \"" + v + "\" must be 1-64 of [A-Za-z0-9_.-], not beginning with '.' or '-'");
 }
 
 }  // namespace
@@ -243,11 +246,10 @@ Plan parse_plan(const std::string& text, const std::string& where) {
     plan.rto = r.duration("rto", std::chrono::seconds(0));
     r.finish();
   }
-  each_named(top, "postgres", [&](const std::string& name, TableReader& r) {
+  each_named(top, "postgres", [&](const std::string& name, const PlanPlace& place, TableReader& r) {
     PlanPostgres s;
     s.name = name;
-    s.place = r.self();
-    check_name(s.place, "source name", name);
+    s.place = place;
     s.conninfo = r.required_str("dbname");
     s.verify_queries = r.strings("verify_queries");
     s.pg_dump_args = r.strings("pg_dump_args");
@@ -255,11 +257,10 @@ Plan parse_plan(const std::string& text, const std::string& where) {
     r.refuse_secret("password", "a libpq passfile (PGPASSFILE) or PGPASSWORD in the environment");
     plan.postgres.push_back(std::move(s));
   });
-  each_named(top, "redis", [&](const std::string& name, TableReader& r) {
+  each_named(top, "redis", [&](const std::string& name, const PlanPlace& place, TableReader& r) {
     PlanRedis s;
     s.name = name;
-    s.place = r.self();
-    check_name(s.place, "source name", name);
+    s.place = place;
     s.url = r.required_str("url");
     s.mode = r.str("mode").value_or("auto");
     if (s.mode != "auto" && s.mode != "bgsave" && s.mode != "replication")
@@ -269,11 +270,10 @@ Plan parse_plan(const std::string& text, const std::string& where) {
     r.refuse_secret("password", "password_file (a 0600 file) or MEVBACKUP_REDIS_PASSWORD");
     plan.redis.push_back(std::move(s));
   });
-  each_named(top, "files", [&](const std::string& name, TableReader& r) {
+  each_named(top, "files", [&](const std::string& name, const PlanPlace& place, TableReader& r) {
     PlanFiles s;
     s.name = name;
-    s.place = r.self();
-    check_name(s.place, "source name", name);
+    s.place = place;
     s.base = r.required_str("base");
     s.paths = r.strings("paths");
     if (s.paths.empty()) bad(s.place, "missing required key \"" + r.full("paths") + "\" (the files to back up)");
