@@ -148,6 +148,7 @@ Subprocess::Subprocess(const SpawnOptions& opts) : err_limit_(opts.stderr_limit)
   if (opts.pipe_stdout) posix_spawn_file_actions_adddup2(&fa, out.w, 1);
   else posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, err.w, 2);
+  if (!opts.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, opts.cwd.c_str());
   // The child starts with default SIGPIPE handling and an empty signal mask.
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
@@ -253,6 +254,10 @@ int Subprocess::wait() {
 
 void Subprocess::terminate() noexcept {
   if (!status_ && pid_ > 0) ::kill(-pid_, SIGTERM);
+}
+
+void Subprocess::kill() noexcept {
+  if (!status_ && pid_ > 0) ::kill(-pid_, SIGKILL);
 }
 
 std::string Subprocess::stderr_text() {

@@ -24,6 +24,7 @@ struct SpawnOptions {
   bool pipe_stdin = false;
   bool pipe_stdout = false;
   size_t stderr_limit = 16 * 1024;                      // bytes of stderr kept for messages
+  std::string cwd;                                       // the child's working directory; empty: ours
 };
 
 // What every child inherits: PATH, HOME, LANG, LC_*, TZ, TMPDIR. Nothing secret.
@@ -51,6 +52,8 @@ class Subprocess {
   int wait();
   // Asks the child to stop (SIGTERM); safe from another thread.
   void terminate() noexcept;
+  // Kills the child and its process group (SIGKILL), for one that ignored terminate().
+  void kill() noexcept;
   // stderr as captured so far (complete after wait()), folded into one line.
   std::string stderr_text();
   const std::string& program() const { return program_; }
