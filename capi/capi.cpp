@@ -12,7 +12,7 @@
 
 using namespace mevb_capi;
 
-namespace {
+namespace mevb_capi {
 
 // The lock's timing from mevb_repo_opts (0: the default), checked before anything opens.
 LockOptions lock_options(const mevb_repo_opts& o) {
@@ -35,39 +35,19 @@ LockOptions lock_options(const mevb_repo_opts& o) {
 
 // The keys of mevb_repo_opts, read and checked before anything opens; null without any.
 std::shared_ptr<const Encryption> encryption_options(const mevb_repo_opts& o) {
-  auto e = std::make_shared<Encryption>();
-  if (o.recipients_count) require(o.recipients, "mevb_repo_opts.recipients");
-  for (size_t i = 0; i < o.recipients_count; ++i) {
-    std::string what = fmt::format("mevb_repo_opts.recipients[{}]", i);
-    require(o.recipients[i], what.c_str());
-    e->add_recipient(o.recipients[i], what);
-  }
-  if (o.recipients_file) e->add_recipients_file(o.recipients_file);
-  if (o.identity_files_count) require(o.identity_files, "mevb_repo_opts.identity_files");
-  for (size_t i = 0; i < o.identity_files_count; ++i) {
-    std::string what = fmt::format("mevb_repo_opts.identity_files[{}]", i);
-    require(o.identity_files[i], what.c_str());
-    e->add_identity_file(o.identity_files[i]);
-  }
-  if (o.passphrase_file) e->set_passphrase_file(o.passphrase_file);
-  if (e->recipients.empty() && e->identities.empty()) return nullptr;
-  return e;
+  EncryptionKeys k;
+  k.recipients = list_field(o.recipients, o.recipients_count, "mevb_repo_opts.recipients");
+  k.recipients_file = str_or(o.recipients_file);
+  k.identity_files = list_field(o.identity_files, o.identity_files_count, "mevb_repo_opts.identity_files");
+  k.passphrase_file = str_or(o.passphrase_file);
+  return load_encryption(k, "mevb_repo_opts.recipients");
 }
 
 std::shared_ptr<const Signing> signing_options(const mevb_repo_opts& o) {
-  auto s = std::make_shared<Signing>();
-  if (o.signing_key_file) s->key = std::make_shared<SigningKey>(SigningKey::from_pem_file(o.signing_key_file));
-  if (o.verify_key_files_count) require(o.verify_key_files, "mevb_repo_opts.verify_key_files");
-  for (size_t i = 0; i < o.verify_key_files_count; ++i) {
-    std::string what = fmt::format("mevb_repo_opts.verify_key_files[{}]", i);
-    require(o.verify_key_files[i], what.c_str());
-    s->verify_keys.push_back(VerifyKey::from_pem_file(o.verify_key_files[i]));
-  }
-  if (!s->key && s->verify_keys.empty()) return nullptr;
-  return s;
+  return load_signing(str_or(o.signing_key_file), list_field(o.verify_key_files, o.verify_key_files_count, "mevb_repo_opts.verify_key_files"));
 }
 
-}  // namespace
+}  // namespace mevb_capi
 
 namespace {
 struct Registry {

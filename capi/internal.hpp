@@ -84,6 +84,7 @@ struct mevb_report {
   std::string json;
   std::string text;
   int status = 0;
+  std::vector<PlanStep> steps;  // plan reports (run, restore, drill)
   mevb_capi::Live<mevb_report> live_;
 };
 
@@ -96,6 +97,10 @@ namespace mevb_capi {
 
 // The storage fields of mevb_repo_opts (capi.cpp), for mevb_repo_open and mevb_storage_open.
 StorageOptions storage_options(const mevb_repo_opts& o);
+// The lock's timing, the keys and the signing of mevb_repo_opts, read and checked.
+LockOptions lock_options(const mevb_repo_opts& o);
+std::shared_ptr<const Encryption> encryption_options(const mevb_repo_opts& o);
+std::shared_ptr<const Signing> signing_options(const mevb_repo_opts& o);
 
 struct LastError {
   mevb_error e{0, "", 0};
@@ -218,6 +223,18 @@ inline std::vector<std::string> args_or(const char* const* args, size_t n, std::
   for (size_t i = 0; i < n; ++i) {
     if (!args[i]) throw invalid("NULL entry in an argument list");
     out.emplace_back(args[i]);
+  }
+  return out;
+}
+
+// A list of strings of an options struct: NULL with a count, or a NULL entry, is refused
+// naming the field ("mevb_repo_opts.recipients", "...[2]").
+inline std::vector<std::string> list_field(const char* const* v, size_t n, const std::string& what) {
+  if (n && !v) throw invalid(what + " is NULL but its count is " + std::to_string(n));
+  std::vector<std::string> out;
+  for (size_t i = 0; i < n; ++i) {
+    if (!v[i]) throw invalid(fmt::format("{}[{}] is NULL", what, i));
+    out.emplace_back(v[i]);
   }
   return out;
 }

@@ -40,6 +40,17 @@ struct Encryption {
   void set_passphrase_file(const std::string& path);
 };
 
+// The keys a repository is opened with, as files and public keys.
+struct EncryptionKeys {
+  std::vector<std::string> recipients;  // "age1..."
+  std::string recipients_file;
+  std::vector<std::string> identity_files;
+  std::string passphrase_file;
+};
+// Reads them into an Encryption; nullptr when none is named. `what` names the recipients
+// list in messages ("mevb_repo_opts.recipients" -> "mevb_repo_opts.recipients[2]").
+std::shared_ptr<const Encryption> load_encryption(const EncryptionKeys& keys, const std::string& what);
+
 // Reads a file holding secrets, at most 1 MiB. A regular file that group or others may
 // access is refused (Error(permission)); pipes (/dev/fd/N) are read as they are. `what`
 // names the file in messages ("identity file").

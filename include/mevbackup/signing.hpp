@@ -60,6 +60,10 @@ struct Signing {
   bool enforced() const { return !verify_keys.empty(); }
 };
 
+// The signing key file and verify key files a repository is opened with; nullptr when
+// none is named.
+std::shared_ptr<const Signing> load_signing(const std::string& key_file, const std::vector<std::string>& verify_key_files);
+
 enum class SignatureState { unchecked, good, bad, unsigned_ };
 const char* signature_state_name(SignatureState s);  // "unchecked", "good", "bad", "unsigned"
 

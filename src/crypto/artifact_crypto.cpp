@@ -174,6 +174,17 @@ void Encryption::add_identity_file(const std::string& path) {
   }
 }
 
+std::shared_ptr<const Encryption> load_encryption(const EncryptionKeys& keys, const std::string& what) {
+  auto e = std::make_shared<Encryption>();
+  for (size_t i = 0; i < keys.recipients.size(); ++i)
+    e->add_recipient(keys.recipients[i], fmt::format("{}[{}]", what, i));
+  if (!keys.recipients_file.empty()) e->add_recipients_file(keys.recipients_file);
+  for (auto& f : keys.identity_files) e->add_identity_file(f);
+  if (!keys.passphrase_file.empty()) e->set_passphrase_file(keys.passphrase_file);
+  if (e->recipients.empty() && e->identities.empty()) return nullptr;
+  return e;
+}
+
 void Encryption::set_passphrase_file(const std::string& path) {
   std::string text = read_private_file(path, "passphrase file");
   WipeString w{text};

@@ -212,6 +212,14 @@ void sign_manifest(nlohmann::json& manifest, const SigningKey& key) {
   manifest["signature"] = {{"algorithm", "ed25519"}, {"key_id", key.key_id()}, {"value", b64(sig)}};
 }
 
+std::shared_ptr<const Signing> load_signing(const std::string& key_file, const std::vector<std::string>& verify_key_files) {
+  auto s = std::make_shared<Signing>();
+  if (!key_file.empty()) s->key = std::make_shared<SigningKey>(SigningKey::from_pem_file(key_file));
+  for (auto& f : verify_key_files) s->verify_keys.push_back(VerifyKey::from_pem_file(f));
+  if (!s->key && s->verify_keys.empty()) return nullptr;
+  return s;
+}
+
 SignatureState check_manifest_signature(const nlohmann::json& manifest, const std::vector<VerifyKey>& keys,
                                         std::string* why) {
   auto say = [&](SignatureState s, const std::string& w) {
