@@ -65,6 +65,8 @@ const BackupKind& backup_kind(const std::string& name) {
   }
   if (name == "locks")
     throw Error(Code::invalid_argument, "backup kind \"locks\" would share the repository's lock directory");
+  if (name == "sets")
+    throw Error(Code::invalid_argument, "backup kind \"sets\" would share the directory of the plans' backup sets");
   // A user kind: the defaults, kept so that the reference stays valid.
   auto k = std::make_unique<BackupKind>();
   k->name = name;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "mevbackup/backup_set.hpp"
 #include "mevbackup/lock.hpp"
 #include "mevbackup/maintenance.hpp"
 #include "mevbackup/kinds.hpp"
@@ -75,6 +76,17 @@ PruneResult prune(Repository& repo, const PruneOptions& opts, TimePoint now, con
 
   PruneResult res;
   res.decisions = apply_retention(items, incomplete, opts.policy, now);
+  // A member of a backup set is the set's to keep or delete (a plan's retention prunes sets
+  // whole): deleting it alone would break the set.
+  std::set<std::string> in_sets;
+  for (auto& id : backups_in_sets(repo, gctx.log)) in_sets.insert(id);
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto& d = res.decisions[i];
+    if (!d.keep && in_sets.count(d.id)) {
+      d.keep = true;
+      d.reason = "kept: a member of a backup set (the plan's retention prunes sets whole)";
+    }
+  }
   for (auto& d : untrusted) {
     if (gctx.log) gctx.log(LogLevel::warning, fmt::format("{}: {}", d.id, d.reason));
     res.decisions.push_back(d);

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "mevbackup/digest.hpp"
+#include "mevbackup/backup_set.hpp"
 #include "mevbackup/lock.hpp"
 #include "mevbackup/kinds.hpp"
 #include "mevbackup/version.hpp"
@@ -269,6 +270,7 @@ Catalog Repository::catalog(const std::string& kind, const LogFn& log) {
     const std::string& k = obj.key;
     if (ends_with(k, vsuffix)) continue;
     if (k.rfind(kLockDir, 0) == 0) continue;  // repository locks (lock.hpp)
+    if (k.rfind(kSetDir, 0) == 0 && ends_with(k, kSetSuffix)) continue;  // backup sets (backup_set.hpp)
     bool skip = false;
     for (const BackupKind* bk : kinds) {
       for (auto& p : bk->private_prefixes) skip = skip || k.rfind(p, 0) == 0;  // e.g. the WAL archive
