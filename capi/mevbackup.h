@@ -942,6 +942,73 @@ MEVB_API int mevb_repo_put_artifact(mevb_repo *repo, mevb_source *source, const 
 MEVB_API int mevb_repo_get_artifact(mevb_repo *repo, const mevb_backup *backup, mevb_sink *sink,
                                     const mevb_run_opts *run);
 
+/* ---- a whole-service plan: backup sets, full restore (docs/plan.md) ----------------- */
+
+typedef struct mevb_plan mevb_plan;
+
+/* Reads and checks a plan file (TOML). MEVB_ERR_INVALID_ARGUMENT names the file, line,
+ * column and key of an unknown key, a wrong type, a missing key or a secret written into
+ * the plan; MEVB_ERR_NOT_FOUND when the file is missing. opts (may be NULL) are what every
+ * repository of the plan is opened with besides the plan's own storage options and keys:
+ * the log, stall timeout, lock timing, S3 credentials and retries, max_rate. The plan's
+ * key files are read by each operation, not here. */
+MEVB_API int mevb_plan_load(mevb_plan **out, const char *path, const mevb_repo_opts *opts);
+MEVB_API void mevb_plan_free(mevb_plan *plan);
+/* Asks the operation running on `plan` to stop (a hook running is killed); any thread. */
+MEVB_API void mevb_plan_cancel(mevb_plan *plan);
+MEVB_API const char *mevb_plan_name(const mevb_plan *plan); /* [plan] name, else the file's stem */
+
+typedef struct mevb_plan_run_opts {
+  uint32_t struct_size;
+  mevb_progress_cb progress; /* optional: each member's backup or restore */
+  void *progress_user;
+  const char *set;           /* restore: a set id, or NULL / "latest": the newest complete set */
+  int dry_run;               /* restore: check the set and list the steps, change nothing */
+  const char *from;          /* restore: read from this location (a copy's) instead of the repository */
+} mevb_plan_run_opts;
+#define MEVB_PLAN_RUN_OPTS_INIT {sizeof(mevb_plan_run_opts), NULL, NULL, NULL, 0, NULL}
+MEVB_API int mevb_plan_run_opts_init(mevb_plan_run_opts *opts, size_t size);
+
+/* One step of a plan's report: a hook, a source's backup or restore, a copy, retention. */
+typedef struct mevb_plan_step {
+  uint32_t struct_size;
+  const char *name;       /* "hook before_restore[1]", "postgres.main", "set", "copy[1] sync", "retention" */
+  const char *status;     /* "ok", "failed", "skipped", "planned" (dry run) */
+  const char *message;
+  const char *started_at; /* RFC 3339 UTC */
+  double seconds;
+} mevb_plan_step;
+#define MEVB_PLAN_STEP_INIT {sizeof(mevb_plan_step), NULL, NULL, NULL, NULL, 0}
+
+/* Backs up every source of the plan and writes a backup set (a manifest naming each
+ * member, written last), then syncs the copies and applies the plan's retention per set.
+ * Returns the first failure's status (a failed member: no set is written, the others'
+ * backups stay); *out (may be NULL) gets the report also then: mevb_report_json (fields:
+ * operation, plan, set, ok, status, message, seconds, steps), mevb_report_text (the
+ * one-line outcome), mevb_report_status (0 ok, 1 failed) and the steps. */
+MEVB_API int mevb_plan_run(mevb_plan *plan, const mevb_plan_run_opts *opts, mevb_report **out);
+/* Restores a backup set in order: before_restore hooks, PostgreSQL (replacing the
+ * database), Redis (live, flushed first), files (into their base, replacing those that
+ * differ), after_restore hooks. The set and its members are checked before anything is
+ * touched; the first failing step stops it, and the report's message says which sources
+ * were restored and which not. */
+MEVB_API int mevb_plan_restore(mevb_plan *plan, const mevb_plan_run_opts *opts, mevb_report **out);
+/* Opens a repository of the plan as a mevb_repo (free it with mevb_repo_free): 0 is
+ * [repository], 1..N the [[copy]] tables in order, each with its own storage options
+ * and keys and the mevb_repo_opts the plan was loaded with. MEVB_ERR_NOT_FOUND past the
+ * last copy. */
+MEVB_API int mevb_plan_open_repo(mevb_plan *plan, size_t index, mevb_repo **out);
+/* The backup sets in `repo` (of the plan named `plan_name`; NULL: every plan), oldest
+ * first, each checked against its members, as a report: JSON {"sets": [{"id", "plan",
+ * "started_at", "finished_at", "complete", "problem", "members": [{"source", "kind", "id",
+ * "path", "sha256", "source_name"}]}]}, text one line per set, status the number of
+ * incomplete sets. */
+MEVB_API int mevb_repo_list_sets(mevb_repo *repo, const char *plan_name, mevb_report **out);
+
+/* The steps of a plan's report (0 for other reports); step fields live as long as `r`. */
+MEVB_API size_t mevb_report_step_count(const mevb_report *r);
+MEVB_API int mevb_report_step(const mevb_report *r, size_t index, mevb_plan_step *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,20 +3,34 @@
 
 namespace cli {
 
+int list_sets(mevb_repo* repo, const std::string& plan_name, const OutputOptions& out);  // plan.cpp
+mevb_repo* open_plan_repo(const std::string& path, std::string* name);
+
+
 Action setup_list(CLI::App* app) {
   struct Opts {
     RepoOptions repo;
     OutputOptions out;
-    std::string kind;
+    std::string kind, plan;
+    bool sets = false;
   };
   auto o = std::make_shared<Opts>();
   add_repo_options(app, o->repo);
+  // With --plan the repository is the plan's.
+  app->get_option("--repo")->required(false);
+  app->add_option("--plan", o->plan, "the repository of this plan file (and with --sets, only its sets)")
+      ->type_name("FILE");
+  app->add_flag("--sets", o->sets, "list the backup sets (of `mevbackup run --plan`) instead, each checked");
   app->add_option("-k,--kind", o->kind, "only backups of this kind: postgres, redis, files, basebackup, or a kind of your own (an artifact put through the library, e.g. export)")
       ->type_name("KIND");
   add_output_options(app, o->out);
   return [o] {
     apply_output(o->out);
-    mevb_repo* repo = open_repo(o->repo);
+    if (o->plan.empty() && o->repo.repo.empty()) throw UsageError{"--repo is required (or --plan FILE)"};
+    if (!o->plan.empty() && !o->repo.repo.empty()) throw UsageError{"give --repo or --plan, not both"};
+    std::string plan_name;
+    mevb_repo* repo = o->plan.empty() ? open_repo(o->repo) : open_plan_repo(o->plan, &plan_name);
+    if (o->sets) return list_sets(repo, plan_name, o->out);
     mevb_backup_list* list = nullptr;
     if (mevb_repo_list(repo, o->kind.empty() ? nullptr : o->kind.c_str(), &list) != MEVB_OK) fail();
     size_t n = mevb_backup_list_count(list);

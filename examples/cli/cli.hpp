@@ -92,6 +92,9 @@ int on_progress(const mevb_progress* p, void*);
 // The JSON object a failure prints on stderr with --json.
 nlohmann::json error_json(const char* code_name, int status, int exit_status, const std::string& message);
 
+// What every repository is opened with: the log, and MEVBACKUP_STALL_TIMEOUT and the
+// lock variables of the environment.
+mevb_repo_opts base_repo_opts();
 mevb_repo* open_repo(const RepoOptions& r);
 // Opens `location` with the storage options of the command line.
 mevb_repo* open_repo_at(const StorageOptions& s, const std::string& location);

@@ -236,13 +236,18 @@ void lock_from_env(mevb_repo_opts& ro) {
 
 }  // namespace
 
-mevb_repo* try_open_repo_at(const StorageOptions& s, const std::string& location) {
+mevb_repo_opts base_repo_opts() {
   mevb_repo_opts ro = MEVB_REPO_OPTS_INIT;
   ro.log = on_log;
   // A stalled server or network must not hang a cron job forever.
   if (const char* v = std::getenv("MEVBACKUP_STALL_TIMEOUT"); v && *v)
     ro.stall_timeout_seconds = parse_duration("MEVBACKUP_STALL_TIMEOUT", v, true);
   lock_from_env(ro);
+  return ro;
+}
+
+mevb_repo* try_open_repo_at(const StorageOptions& s, const std::string& location) {
+  mevb_repo_opts ro = base_repo_opts();
   auto c = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
   ro.storage_class = c(s.storage_class);
   ro.endpoint_url = c(s.endpoint_url);

@@ -27,6 +27,8 @@ Action setup_backup_basebackup(CLI::App* app);
 Action setup_restore_pitr(CLI::App* app);
 Action setup_key_generate(CLI::App* app);
 Action setup_rekey(CLI::App* app);
+Action setup_run(CLI::App* app);
+Action setup_restore_plan(CLI::App* app);
 void print_man_page(const CLI::App& app, const char* footer);
 void print_bash_completion(const CLI::App& app);
 }  // namespace cli
@@ -70,6 +72,10 @@ const Command kCommands[] = {
     {"restore", "pitr", "restore a cluster to a point in time", cli::setup_restore_pitr},
     {"key", "generate", "generate an age identity and an Ed25519 signing key (files 0600)", cli::setup_key_generate},
     {"rekey", nullptr, "re-encrypt a backup to new recipients (rewrites its age headers only)", cli::setup_rekey},
+    // The whole service from one plan file
+    {"run", nullptr, "back up every source of a plan into a backup set, sync the copies, apply retention",
+     cli::setup_run},
+    {"restore", "plan", "restore a backup set of a plan in order (also: restore --plan FILE)", cli::setup_restore_plan},
 };
 
 const char* kFooter =
@@ -192,6 +198,8 @@ int main(int argc, char** argv) {
   }
 
   std::vector<std::string> args = join_raw_values(argc, argv);
+  // "restore --plan FILE ..." is "restore plan --plan FILE ...".
+  if (cmd == "restore" && (sub == "--plan" || sub.rfind("--plan=", 0) == 0)) args.insert(args.begin() + 1, "plan");
   std::reverse(args.begin(), args.end());  // CLI11 takes them last first
   try {
     app.parse(args);

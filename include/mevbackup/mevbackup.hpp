@@ -1,6 +1,7 @@
 // Umbrella header of the C++ core.
 #pragma once
 #include "mevbackup/age.hpp"
+#include "mevbackup/backup_set.hpp"
 #include "mevbackup/clock.hpp"
 #include "mevbackup/compress.hpp"
 #include "mevbackup/digest.hpp"
@@ -9,6 +10,7 @@
 #include "mevbackup/fs.hpp"
 #include "mevbackup/kinds.hpp"
 #include "mevbackup/maintenance.hpp"
+#include "mevbackup/plan.hpp"
 #include "mevbackup/manifest.hpp"
 #include "mevbackup/postgres.hpp"
 #include "mevbackup/redis.hpp"

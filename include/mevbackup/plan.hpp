@@ -10,7 +10,13 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "mevbackup/backup_set.hpp"
+#include "mevbackup/error.hpp"
+#include "mevbackup/repository.hpp"
 #include "mevbackup/retention.hpp"
+#include "mevbackup/storage.hpp"
 
 namespace mevbackup {
 
@@ -62,7 +68,8 @@ struct PlanFiles {  // [files.NAME]
 
 struct PlanHooks {  // shell commands (/bin/sh -c), run in order; one failing stops the run
   std::vector<std::string> before_backup, after_backup, before_restore, after_restore;
-  std::chrono::seconds timeout{600};
+  std::chrono::seconds timeout{600};  // a hook running longer is killed (its whole process group)
+  std::string workdir;                // where they run; empty: the plan file's directory
 };
 
 struct PlanDrill {
@@ -91,5 +98,63 @@ struct Plan {
 // (their backups would be taken for one another's); not_found when the file is missing.
 Plan load_plan(const std::string& path);
 Plan parse_plan(const std::string& text, const std::string& where);
+
+// ---- running a plan (plan_run.cpp)
+
+// What the caller sets besides the plan: the S3 defaults of every repository the plan
+// names (credentials, retries, log) and the run's context (cancel, progress, log, stall
+// timeout, lock, rate). The plan's own storage options and keys override these.
+struct PlanEnvironment {
+  StorageOptions storage;
+  RunContext ctx;
+};
+
+// Opens one of the plan's repositories ([repository] or a [[copy]]) with its own storage
+// options, keys and signing; `ctx` (may be null) gets env.ctx with its encryption. Errors
+// name the plan's table (file:line:column).
+Repository open_plan_repository(const PlanStorage& s, const PlanEnvironment& env, RunContext* ctx = nullptr);
+
+// One step of a run, restore or drill, as the report records it.
+struct PlanStep {
+  std::string name;    // "hook before_restore[1]", "postgres.main", "copy[1] sync", "retention"
+  std::string status;  // "ok", "failed", "skipped" (an earlier step failed), "planned" (dry run)
+  std::string message;
+  std::string started_at;  // RFC 3339
+  double seconds = 0;
+  nlohmann::json detail = nlohmann::json::object();
+};
+
+struct PlanReport {
+  std::string operation;  // "run", "restore", "drill"
+  std::string plan, set_id;
+  bool ok = false;
+  Code code = Code::ok;   // the first failure's
+  std::string message;    // one line: what was done, or what failed and what state it left
+  std::string started_at, finished_at;
+  double seconds = 0;
+  std::vector<PlanStep> steps;
+  nlohmann::json extra = nlohmann::json::object();
+  nlohmann::json to_json() const;
+};
+
+// `mevbackup run`: before_backup hooks, a backup of every source (a failed source does not
+// stop the others), the set manifest when all succeeded, after_backup hooks (also after a
+// failure, once the before hooks ran), then each copy synced and the plan's retention
+// applied per set. ok is false when anything failed; no set is written when a member failed.
+PlanReport run_plan(const Plan& plan, const PlanEnvironment& env);
+
+struct PlanRestoreOptions {
+  std::string set = "latest";  // a set id or "latest" (the newest complete set)
+  bool dry_run = false;        // check the set and list the steps; change nothing
+  std::string from;            // restore from this location (one of the copies, or another
+                               // repository holding the plan's sets); empty: the repository
+};
+// `mevbackup restore --plan`: the runbook's full recovery, in order: before_restore hooks,
+// PostgreSQL (clean), Redis (live, flushed), files (overwritten in their base), after_restore
+// hooks. The first failure stops it; the message says which sources were restored.
+PlanReport restore_plan(const Plan& plan, const PlanRestoreOptions& opts, const PlanEnvironment& env);
+
+// The sets of the plan in its repository, oldest first, each checked (backup_set.hpp).
+std::vector<BackupSetEntry> plan_sets(const Plan& plan, const PlanEnvironment& env);
 
 }  // namespace mevbackup

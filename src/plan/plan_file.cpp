@@ -310,6 +310,7 @@ Plan parse_plan(const std::string& text, const std::string& where) {
     plan.hooks.after_restore = r.strings("after_restore");
     plan.hooks.timeout = r.duration("timeout", plan.hooks.timeout);
     if (plan.hooks.timeout.count() == 0) bad(r.place(*r.get("timeout"), "timeout"), "must be more than 0");
+    plan.hooks.workdir = r.str("workdir").value_or("");
     r.finish();
   }
   if (const toml::node* n = top.get("drill")) {
