@@ -964,9 +964,10 @@ typedef struct mevb_plan_run_opts {
   void *progress_user;
   const char *set;           /* restore: a set id, or NULL / "latest": the newest complete set */
   int dry_run;               /* restore: check the set and list the steps, change nothing */
-  const char *from;          /* restore: read from this location (a copy's) instead of the repository */
+  const char *from;          /* restore, drill: read from this location (a copy's) instead of the repository */
+  const char *report_dir;    /* drill: write the report files there (NULL: none) */
 } mevb_plan_run_opts;
-#define MEVB_PLAN_RUN_OPTS_INIT {sizeof(mevb_plan_run_opts), NULL, NULL, NULL, 0, NULL}
+#define MEVB_PLAN_RUN_OPTS_INIT {sizeof(mevb_plan_run_opts), NULL, NULL, NULL, 0, NULL, NULL}
 MEVB_API int mevb_plan_run_opts_init(mevb_plan_run_opts *opts, size_t size);
 
 /* One step of a plan's report: a hook, a source's backup or restore, a copy, retention. */
@@ -993,6 +994,19 @@ MEVB_API int mevb_plan_run(mevb_plan *plan, const mevb_plan_run_opts *opts, mevb
  * touched; the first failing step stops it, and the report's message says which sources
  * were restored and which not. */
 MEVB_API int mevb_plan_restore(mevb_plan *plan, const mevb_plan_run_opts *opts, mevb_report **out);
+/* A disaster-recovery drill: the backup set (opts->set, default the newest complete one)
+ * restored into the plan's [drill] scratch targets (a database on the drill server, a
+ * throwaway redis-server on a free loopback port, a scratch directory) and checked there:
+ * table rows against the manifest and verify_queries, Redis key counts per database and
+ * a sample of types, TTLs and values against the RDB, every file's SHA-256. Scratch
+ * targets are removed at the end, and those a killed drill left are removed first.
+ * MEVB_OK only when every check passed, the drill took no longer than the plan's RTO and
+ * the set is no older than its RPO. The report (also on failure) adds to the JSON
+ * rto_seconds, rpo_seconds, set_started_at, set_age_seconds, rto_ok, rpo_ok, checks_ok
+ * and, with opts->report_dir, report_files {json, summary, prometheus, html}: that
+ * directory gets drill-<time>.json, latest.json, summary.txt, report.html and
+ * mevbackup_drill.prom (node_exporter's textfile collector). */
+MEVB_API int mevb_plan_drill(mevb_plan *plan, const mevb_plan_run_opts *opts, mevb_report **out);
 /* Opens a repository of the plan as a mevb_repo (free it with mevb_repo_free): 0 is
  * [repository], 1..N the [[copy]] tables in order, each with its own storage options
  * and keys and the mevb_repo_opts the plan was loaded with. MEVB_ERR_NOT_FOUND past the

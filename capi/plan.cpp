@@ -115,6 +115,21 @@ int mevb_plan_restore(mevb_plan* plan, const mevb_plan_run_opts* opts, mevb_repo
   });
 }
 
+int mevb_plan_drill(mevb_plan* plan, const mevb_plan_run_opts* opts, mevb_report** out) {
+  return guard([&] {
+    if (out) *out = nullptr;
+    require(plan, "plan");
+    mevb_plan_run_opts o = MEVB_PLAN_RUN_OPTS_INIT;
+    read_opts(opts, o, "mevb_plan_run_opts");
+    if (o.dry_run) throw invalid("mevb_plan_run_opts.dry_run: a drill has no dry run (it only touches scratch targets)");
+    PlanDrillOptions d;
+    d.set = str_or(o.set, "latest");
+    d.from = str_or(o.from);
+    d.report_dir = str_or(o.report_dir);
+    hand_out(drill_plan(plan->plan, d, run_environment(plan, o)), out);
+  });
+}
+
 int mevb_plan_open_repo(mevb_plan* plan, size_t index, mevb_repo** out) {
   return guard([&] {
     require(out, "out");

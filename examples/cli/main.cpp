@@ -29,6 +29,7 @@ Action setup_key_generate(CLI::App* app);
 Action setup_rekey(CLI::App* app);
 Action setup_run(CLI::App* app);
 Action setup_restore_plan(CLI::App* app);
+Action setup_drill(CLI::App* app);
 void print_man_page(const CLI::App& app, const char* footer);
 void print_bash_completion(const CLI::App& app);
 }  // namespace cli
@@ -76,6 +77,8 @@ const Command kCommands[] = {
     {"run", nullptr, "back up every source of a plan into a backup set, sync the copies, apply retention",
      cli::setup_run},
     {"restore", "plan", "restore a backup set of a plan in order (also: restore --plan FILE)", cli::setup_restore_plan},
+    {"drill", nullptr, "restore the newest backup set into scratch targets, check it, measure it against RTO and RPO",
+     cli::setup_drill},
 };
 
 const char* kFooter =

@@ -91,6 +91,36 @@ Action setup_restore_plan(CLI::App* app) {
   };
 }
 
+Action setup_drill(CLI::App* app) {
+  struct Opts {
+    OutputOptions out;
+    std::string plan, set = "latest", from, report;
+  };
+  auto o = std::make_shared<Opts>();
+  add_plan_option(app, o->plan);
+  app->add_option("--set", o->set, "the backup set: an id, or latest (default: the newest complete set)")
+      ->type_name("ID|latest");
+  app->add_option("--from", o->from, "drill from this location (an off-site copy) instead of the repository")
+      ->type_name("REPO");
+  app->add_option("--report", o->report,
+                  "write the report there: drill-<time>.json, latest.json, summary.txt, report.html, "
+                  "mevbackup_drill.prom")
+      ->type_name("DIR");
+  add_output_options(app, o->out);
+  return [o] {
+    apply_output(o->out);
+    mevb_plan* plan = open_plan(o->plan);
+    mevb_plan_run_opts ro = MEVB_PLAN_RUN_OPTS_INIT;
+    ro.progress = on_progress;
+    ro.set = o->set.c_str();
+    ro.from = o->from.empty() ? nullptr : o->from.c_str();
+    ro.report_dir = o->report.empty() ? nullptr : o->report.c_str();
+    mevb_report* rep = nullptr;
+    int rc = mevb_plan_drill(plan, &ro, &rep);
+    return finish(rc, rep, plan, o->out);
+  };
+}
+
 int list_sets(mevb_repo* repo, const std::string& plan_name, const OutputOptions& out) {
   mevb_report* rep = nullptr;
   if (mevb_repo_list_sets(repo, plan_name.empty() ? nullptr : plan_name.c_str(), &rep) != MEVB_OK) fail();

@@ -154,6 +154,22 @@ struct PlanRestoreOptions {
 // hooks. The first failure stops it; the message says which sources were restored.
 PlanReport restore_plan(const Plan& plan, const PlanRestoreOptions& opts, const PlanEnvironment& env);
 
+struct PlanDrillOptions {
+  std::string set = "latest";  // a set id or "latest" (the newest complete set)
+  std::string from;            // drill from this location (a copy) instead of the repository
+  std::string report_dir;      // write the report there (drill_report.hpp); empty: none
+};
+// `mevbackup drill`: removes what killed drills left, then restores the set into scratch
+// targets named mevb_drill_<host>_<pid> ([drill]: a database on the drill server, a
+// throwaway redis-server on a free loopback port or an empty scratch Redis, a scratch
+// directory) and checks them: each table's rows against the manifest and the
+// verify_queries; Redis key counts per database and a sample of keys' types, TTLs and
+// values against the RDB; every file's SHA-256. Every scratch target is removed at the
+// end. ok only when every step passed, the whole drill took no longer than the RTO and
+// the set is no older than the RPO; extra holds rto_seconds, rpo_seconds,
+// set_started_at, set_age_seconds, rto_ok, rpo_ok, checks_ok (and report_files).
+PlanReport drill_plan(const Plan& plan, const PlanDrillOptions& opts, const PlanEnvironment& env);
+
 // The sets of the plan in its repository, oldest first, each checked (backup_set.hpp).
 std::vector<BackupSetEntry> plan_sets(const Plan& plan, const PlanEnvironment& env);
 

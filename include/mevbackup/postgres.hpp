@@ -102,4 +102,9 @@ std::unique_ptr<Sink> pg_restore_sink(const PgRestoreSinkOptions& opts, const Ru
 nlohmann::json restore_test_postgres(Repository& repo, const Manifest& backup, const std::string& conninfo,
                                      const std::vector<std::string>& queries, const RunContext& ctx);
 
+// The checks of restore_test_postgres on a database `dbname` already restored from
+// `backup` on the server `conninfo` reaches (the drill's scratch database).
+nlohmann::json check_restored_postgres(const std::string& conninfo, const std::string& dbname, const Manifest& backup,
+                                       const std::vector<std::string>& queries);
+
 }  // namespace mevbackup

@@ -252,6 +252,16 @@ int Subprocess::wait() {
   return *status_;
 }
 
+bool Subprocess::exited() {
+  if (status_) return true;
+  int st = 0;
+  pid_t r = ::waitpid(pid_, &st, WNOHANG);
+  if (r != pid_) return false;
+  if (err_thread_.joinable()) err_thread_.join();
+  status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  return true;
+}
+
 void Subprocess::terminate() noexcept {
   if (!status_ && pid_ > 0) ::kill(-pid_, SIGTERM);
 }

@@ -50,6 +50,8 @@ class Subprocess {
   void close_stdin();
   // Waits for exit; returns the exit code, or 128+signal when killed by a signal.
   int wait();
+  // True once the child has exited (reaping it: wait() then returns its status at once).
+  bool exited();
   // Asks the child to stop (SIGTERM); safe from another thread.
   void terminate() noexcept;
   // Kills the child and its process group (SIGKILL), for one that ignored terminate().

@@ -9,6 +9,45 @@
 
 namespace mevbackup {
 
+nlohmann::json check_restored_postgres(const std::string& conninfo, const std::string& dbname, const Manifest& m,
+                                       const std::vector<std::string>& queries) {
+  nlohmann::json checks = nlohmann::json::array();
+  pg::Conn c = pg::Conn::connect(conninfo, dbname);
+  for (auto& t : m.source.value("tables", nlohmann::json::array())) {
+    std::string schema = t.value("schema", "public"), table = t.value("table", "");
+    long long want = t.value("rows", 0LL);
+    bool exact = t.value("exact", true);
+    std::string name = schema + "." + table;
+    long long got = -1;
+    std::string detail;
+    try {
+      got = std::stoll(c.value(fmt::format("SELECT count(*) FROM ONLY {}.{}", c.quote_ident(schema), c.quote_ident(table))));
+    } catch (const Error& e) {
+      detail = e.what();
+    }
+    bool ok;
+    if (got < 0) {
+      ok = false;
+    } else if (exact) {
+      ok = got == want;
+      detail = fmt::format("{} rows, {} at dump time", got, want);
+    } else {
+      ok = true;  // an estimate cannot fail the test; the numbers are recorded
+      detail = fmt::format("{} rows, about {} at dump time (estimate)", got, want);
+    }
+    checks.push_back({{"check", "rows " + name}, {"ok", ok}, {"detail", detail}});
+  }
+  for (auto& q : queries) {
+    try {
+      std::string value = c.value(q);
+      checks.push_back({{"check", "query"}, {"ok", true}, {"query", q}, {"detail", value}});
+    } catch (const Error& e) {
+      checks.push_back({{"check", "query"}, {"ok", false}, {"query", q}, {"detail", e.what()}});
+    }
+  }
+  return checks;
+}
+
 nlohmann::json restore_test_postgres(Repository& repo, const Manifest& m, const std::string& conninfo,
                                      const std::vector<std::string>& queries, const RunContext& ctx) {
   std::mt19937_64 rng{std::random_device{}()};
@@ -28,39 +67,7 @@ nlohmann::json restore_test_postgres(Repository& repo, const Manifest& m, const 
     }
   };
   try {
-    pg::Conn c = pg::Conn::connect(conninfo, scratch);
-    for (auto& t : m.source.value("tables", nlohmann::json::array())) {
-      std::string schema = t.value("schema", "public"), table = t.value("table", "");
-      long long want = t.value("rows", 0LL);
-      bool exact = t.value("exact", true);
-      std::string name = schema + "." + table;
-      long long got = -1;
-      std::string detail;
-      try {
-        got = std::stoll(c.value(fmt::format("SELECT count(*) FROM ONLY {}.{}", c.quote_ident(schema), c.quote_ident(table))));
-      } catch (const Error& e) {
-        detail = e.what();
-      }
-      bool ok;
-      if (got < 0) {
-        ok = false;
-      } else if (exact) {
-        ok = got == want;
-        detail = fmt::format("{} rows, {} at dump time", got, want);
-      } else {
-        ok = true;  // an estimate cannot fail the test; the numbers are recorded
-        detail = fmt::format("{} rows, about {} at dump time (estimate)", got, want);
-      }
-      checks.push_back({{"check", "rows " + name}, {"ok", ok}, {"detail", detail}});
-    }
-    for (auto& q : queries) {
-      try {
-        std::string value = c.value(q);
-        checks.push_back({{"check", "query"}, {"ok", true}, {"query", q}, {"detail", value}});
-      } catch (const Error& e) {
-        checks.push_back({{"check", "query"}, {"ok", false}, {"query", q}, {"detail", e.what()}});
-      }
-    }
+    for (auto& c : check_restored_postgres(conninfo, scratch, m, queries)) checks.push_back(c);
   } catch (...) {
     drop();
     throw;
