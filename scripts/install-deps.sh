@@ -42,6 +42,9 @@ packages+=(libinih-dev)
 packages+=(pigz zstd)
 # The whole-service plan file is TOML (src/plan).
 packages+=(libtomlplusplus-dev)
+# The drill's HTML report is rendered in headless Chromium and its screenshot read with
+# PIL (tests/python/test_drill_report.py).
+packages+=(chromium python3-pil)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -5,6 +5,7 @@
 #include "mevbackup/clock.hpp"
 #include "mevbackup/compress.hpp"
 #include "mevbackup/digest.hpp"
+#include "mevbackup/drill_report.hpp"
 #include "mevbackup/error.hpp"
 #include "mevbackup/files.hpp"
 #include "mevbackup/fs.hpp"

@@ -15,8 +15,11 @@
 #include <fmt/format.h>
 
 #include "mevbackup/maintenance.hpp"
+#include "report_format.hpp"
 
 namespace mevbackup {
+
+using report_format::prometheus_label;
 
 namespace {
 
@@ -36,16 +39,6 @@ std::string human(std::chrono::seconds s) {
   if (t < 3600) return fmt::format("{}m", t / 60);
   if (t < 86400) return fmt::format("{}h{:02}m", t / 3600, (t % 3600) / 60);
   return fmt::format("{}d{:02}h", t / 86400, (t % 86400) / 3600);
-}
-
-std::string label(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out += '\\', out += c;
-    else if (c == '\n') out += "\\n";
-    else out += c;
-  }
-  return out;
 }
 
 long long epoch(const std::string& rfc3339) {
@@ -153,7 +146,8 @@ CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, con
   long long oldest_age = -1;
   uint64_t oldest_size = 0;
   for (auto& [key, g] : groups) {
-    std::string lbl = fmt::format("{{kind=\"{}\",source=\"{}\"}}", label(key.first), label(key.second));
+    std::string lbl =
+        fmt::format("{{kind=\"{}\",source=\"{}\"}}", prometheus_label(key.first), prometheus_label(key.second));
     std::string name = key.first + "/" + key.second;
     nlohmann::json jg = {{"kind", key.first}, {"source", key.second}, {"backups", g.count},
                          {"max_age_seconds", opts.max_age.count()}, {"warning_seconds", warn.count()},
