@@ -2,19 +2,21 @@
 # Installs a build into a scratch prefix, then builds a consumer with find_package()
 # and another with pkg-config against it, and runs both; then builds the C++ compose
 # example with the installed C++ header (mevbackup.hpp) and pkg-config, and runs it on a
-# local repository.
+# local repository. With the CLI come the systemd units, which must run that CLI.
 #   check_install.sh cmake BUILD_DIR SOURCE_DIR
 #   check_install.sh meson BUILD_DIR SOURCE_DIR
 set -eu
 kind=$1 build=$2 src=$3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# root: what the installed files' own paths are relative to (meson's DESTDIR).
 if [ "$kind" = cmake ]; then
   cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
-  prefix=$tmp/prefix
+  prefix=$tmp/prefix root=
 else
   DESTDIR=$tmp/dest meson install -C "$build" --no-rebuild --quiet >/dev/null
   prefix=$(find "$tmp/dest" -name mevbackup.h -path '*/include/*' | sed 's|/include/mevbackup.h$||')
+  root=$tmp/dest
 fi
 lib=$(find "$prefix" -name 'libmevbackup.so.0' | head -n1)
 [ -n "$lib" ] || { echo "libmevbackup.so.0 not installed under $prefix"; exit 1; }
@@ -47,3 +49,26 @@ case $out in
   *) echo "the C++ compose example did not round-trip"; exit 1 ;;
 esac
 [ -f "$tmp/cpp-repo/compose/payload-cpp.bin.zst" ] || { echo "the C++ compose example stored nothing"; exit 1; }
+
+# The systemd units come with the CLI, and their ExecStart= runs the CLI as installed.
+cli=$(find "$prefix" -path '*/bin/mevbackup' -type f | head -n1)
+if [ -n "$cli" ]; then
+  run_unit=$(find "$prefix" -name 'mevbackup-run@.service' | head -n1)
+  [ -n "$run_unit" ] || { echo "the systemd units were not installed"; exit 1; }
+  units=$(dirname "$run_unit")
+  for u in run@.service run@.timer drill@.service drill@.timer failure@.service; do
+    [ -f "$units/mevbackup-$u" ] || { echo "mevbackup-$u not installed in $units"; exit 1; }
+  done
+  for u in run drill; do
+    runs=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$units/mevbackup-$u@.service")
+    [ "$root$runs" = "$cli" ] || { echo "mevbackup-$u@.service runs '$runs', not the installed $cli"; exit 1; }
+  done
+  # Installed in place (no DESTDIR), they verify as they are, the manual page included.
+  if [ -z "$root" ] && command -v systemd-analyze >/dev/null; then
+    man=$(find "$prefix" -path '*/man1/mevbackup.1' | head -n1)
+    out=$(cd "$units" && MANPATH=${man%/man1/mevbackup.1} systemd-analyze verify mevbackup-run@plan.service \
+      mevbackup-run@plan.timer mevbackup-drill@plan.service mevbackup-drill@plan.timer \
+      mevbackup-failure@mevbackup-run@plan.service.service 2>&1) || { echo "$out"; exit 1; }
+    case $out in *mevbackup*) echo "$out"; exit 1 ;; esac
+  fi
+fi
