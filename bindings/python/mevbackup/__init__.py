@@ -418,9 +418,8 @@ LogFn = Callable[[int, str], Any]
 class _Callbacks:
     """Keeps ctypes callbacks alive for a call and carries a Python exception across it."""
 
-    def __init__(self, repo: "Repository", progress: Optional[ProgressFn]):
+    def __init__(self, progress: Optional[ProgressFn]):
         self.error: Optional[BaseException] = None
-        self.repo = repo
 
         def on_progress(p: "ctypes._Pointer[_Progress]", _user: Optional[int]) -> int:
             if progress is None:
@@ -445,7 +444,7 @@ def _run(repo: "Repository", opts: ctypes.Structure, progress: Optional[Progress
          call: Callable[["_p"], Any]) -> None:
     """call(repo handle) with `opts.progress` calling `progress` (kept alive for the call);
     re-raises what the Python callback raised during it (it cancels the run)."""
-    cb = _Callbacks(repo, progress)
+    cb = _Callbacks(progress)
     opts.progress = cb.c_progress
     try:
         call(repo._handle())
@@ -476,6 +475,71 @@ def parse_rate(text: str) -> int:
     out = ctypes.c_uint64()
     _lib.mevb_parse_rate(_enc(text), ctypes.byref(out))
     return int(out.value)
+
+
+def _repo_opts(what: str, log: Optional[LogFn], stall_timeout_seconds: int = 0, *,
+               lock_ttl_seconds: Optional[int] = None, lock_refresh_seconds: Optional[int] = None,
+               lock_wait_seconds: Optional[int] = None, no_lock: Optional[bool] = None,
+               s3_retry_base_ms: Optional[int] = None, recipients: Sequence[str] = (),
+               recipients_file: Optional[Union[str, os.PathLike[str]]] = None,
+               identity_files: Sequence[Union[str, os.PathLike[str]]] = (),
+               passphrase_file: Optional[Union[str, os.PathLike[str]]] = None,
+               signing_key_file: Optional[Union[str, os.PathLike[str]]] = None,
+               verify_key_files: Sequence[Union[str, os.PathLike[str]]] = (),
+               max_rate: Union[int, str, None] = None, **storage: Any) -> Tuple[_RepoOpts, Tuple[Any, ...]]:
+    """mevb_repo_opts of Repository's arguments (described there), the MEVBACKUP_* defaults
+    applied, and what the struct points to: the caller keeps that as long as the handle
+    opened with it lives, since the handle calls the log callback. `what` names the
+    caller in a TypeError."""
+
+    def on_log(level: int, message: bytes, _user: Optional[int]) -> None:
+        if log is not None:
+            try:
+                log(level, message.decode("utf-8", "replace"))
+            except BaseException:  # logging must not break the operation
+                pass
+
+    c_log = _LOG_CB(on_log)
+    opts = _RepoOpts(ctypes.sizeof(_RepoOpts), c_log, None)
+    opts.stall_timeout_seconds = stall_timeout_seconds
+    opts.lock_ttl_seconds = _env_int("MEVBACKUP_LOCK_TTL", lock_ttl_seconds)
+    opts.lock_refresh_seconds = _env_int("MEVBACKUP_LOCK_REFRESH", lock_refresh_seconds)
+    opts.lock_wait_seconds = _env_int("MEVBACKUP_LOCK_WAIT", lock_wait_seconds)
+    if no_lock is None:
+        no_lock = os.environ.get("MEVBACKUP_NO_LOCK", "") not in ("", "0")
+    opts.no_lock = 1 if no_lock else 0
+    opts.s3_retry_base_ms = _env_int("MEVBACKUP_S3_RETRY_BASE_MS", s3_retry_base_ms)
+    for name, value in storage.items():
+        if name in Repository._S3_STR:
+            setattr(opts, name, _enc(None if value is None else str(value)))
+        elif name in Repository._S3_INT:
+            setattr(opts, name, int(value or 0))
+        else:
+            raise TypeError(f"{what} got an unexpected keyword argument {name!r}")
+    for name, seq in (("recipients", recipients), ("identity_files", identity_files),
+                      ("verify_key_files", verify_key_files)):
+        if isinstance(seq, (str, bytes, os.PathLike)):
+            raise TypeError(f"{name} is a sequence of strings, not one string")
+    rcpt = [_enc(str(r)) for r in recipients]
+    ids = [_enc(os.fspath(f)) for f in identity_files]
+    rcpt_arr = (ctypes.c_char_p * max(len(rcpt), 1))(*rcpt)
+    ids_arr = (ctypes.c_char_p * max(len(ids), 1))(*ids)
+    opts.recipients = ctypes.cast(rcpt_arr, ctypes.POINTER(ctypes.c_char_p))
+    opts.recipients_count = len(rcpt)
+    opts.identity_files = ctypes.cast(ids_arr, ctypes.POINTER(ctypes.c_char_p))
+    opts.identity_files_count = len(ids)
+    opts.recipients_file = _enc(None if recipients_file is None else os.fspath(recipients_file))
+    opts.passphrase_file = _enc(None if passphrase_file is None else os.fspath(passphrase_file))
+    vks = [_enc(os.fspath(f)) for f in verify_key_files]
+    vks_arr = (ctypes.c_char_p * max(len(vks), 1))(*vks)
+    opts.signing_key_file = _enc(None if signing_key_file is None else os.fspath(signing_key_file))
+    opts.verify_key_files = ctypes.cast(vks_arr, ctypes.POINTER(ctypes.c_char_p))
+    opts.verify_key_files_count = len(vks)
+    if max_rate is not None:
+        opts.max_rate = parse_rate(max_rate) if isinstance(max_rate, str) else int(max_rate)
+        if opts.max_rate <= 0:
+            raise ValueError("max_rate must be above 0 bytes per second")
+    return opts, (c_log, rcpt_arr, ids_arr, vks_arr)
 
 
 class Repository:
@@ -519,55 +583,12 @@ class Repository:
                  verify_key_files: Sequence[Union[str, os.PathLike[str]]] = (),
                  max_rate: Union[int, str, None] = None, **storage: Any):
         self._h = _p()
-        self._log_error: Optional[BaseException] = None
-
-        def on_log(level: int, message: bytes, _user: Optional[int]) -> None:
-            if log is not None:
-                try:
-                    log(level, message.decode("utf-8", "replace"))
-                except BaseException as e:  # logging must not break the operation
-                    self._log_error = e
-
-        self._c_log = _LOG_CB(on_log)
-        opts = _RepoOpts(ctypes.sizeof(_RepoOpts), self._c_log, None)
-        opts.stall_timeout_seconds = stall_timeout_seconds
-        opts.lock_ttl_seconds = _env_int("MEVBACKUP_LOCK_TTL", lock_ttl_seconds)
-        opts.lock_refresh_seconds = _env_int("MEVBACKUP_LOCK_REFRESH", lock_refresh_seconds)
-        opts.lock_wait_seconds = _env_int("MEVBACKUP_LOCK_WAIT", lock_wait_seconds)
-        if no_lock is None:
-            no_lock = os.environ.get("MEVBACKUP_NO_LOCK", "") not in ("", "0")
-        opts.no_lock = 1 if no_lock else 0
-        opts.s3_retry_base_ms = _env_int("MEVBACKUP_S3_RETRY_BASE_MS", s3_retry_base_ms)
-        for name, value in storage.items():
-            if name in self._S3_STR:
-                setattr(opts, name, _enc(None if value is None else str(value)))
-            elif name in self._S3_INT:
-                setattr(opts, name, int(value or 0))
-            else:
-                raise TypeError(f"Repository() got an unexpected keyword argument {name!r}")
-        for name, seq in (("recipients", recipients), ("identity_files", identity_files),
-                          ("verify_key_files", verify_key_files)):
-            if isinstance(seq, (str, bytes, os.PathLike)):
-                raise TypeError(f"{name} is a sequence of strings, not one string")
-        rcpt = [_enc(str(r)) for r in recipients]
-        ids = [_enc(os.fspath(f)) for f in identity_files]
-        rcpt_arr = (ctypes.c_char_p * max(len(rcpt), 1))(*rcpt)
-        ids_arr = (ctypes.c_char_p * max(len(ids), 1))(*ids)
-        opts.recipients = ctypes.cast(rcpt_arr, ctypes.POINTER(ctypes.c_char_p))
-        opts.recipients_count = len(rcpt)
-        opts.identity_files = ctypes.cast(ids_arr, ctypes.POINTER(ctypes.c_char_p))
-        opts.identity_files_count = len(ids)
-        opts.recipients_file = _enc(None if recipients_file is None else os.fspath(recipients_file))
-        opts.passphrase_file = _enc(None if passphrase_file is None else os.fspath(passphrase_file))
-        vks = [_enc(os.fspath(f)) for f in verify_key_files]
-        vks_arr = (ctypes.c_char_p * max(len(vks), 1))(*vks)
-        opts.signing_key_file = _enc(None if signing_key_file is None else os.fspath(signing_key_file))
-        opts.verify_key_files = ctypes.cast(vks_arr, ctypes.POINTER(ctypes.c_char_p))
-        opts.verify_key_files_count = len(vks)
-        if max_rate is not None:
-            opts.max_rate = parse_rate(max_rate) if isinstance(max_rate, str) else int(max_rate)
-            if opts.max_rate <= 0:
-                raise ValueError("max_rate must be above 0 bytes per second")
+        opts, self._keep = _repo_opts(
+            "Repository()", log, stall_timeout_seconds, lock_ttl_seconds=lock_ttl_seconds,
+            lock_refresh_seconds=lock_refresh_seconds, lock_wait_seconds=lock_wait_seconds, no_lock=no_lock,
+            s3_retry_base_ms=s3_retry_base_ms, recipients=recipients, recipients_file=recipients_file,
+            identity_files=identity_files, passphrase_file=passphrase_file, signing_key_file=signing_key_file,
+            verify_key_files=verify_key_files, max_rate=max_rate, **storage)
         _lib.mevb_repo_open(ctypes.byref(self._h), _enc(location), ctypes.byref(opts))
         self.location = os.fspath(location)
 
