@@ -30,6 +30,7 @@ __all__ = [
     "RetentionPolicy", "RetentionItem", "Decision",
     "Source", "Sink", "Filter", "Storage", "ObjectInfo", "pipeline_run",
     "age_generate",
+    "Plan", "PlanReport", "PlanStep", "BackupSet", "SetMember",
 ]
 
 # ---- errors --------------------------------------------------------------------------
@@ -39,6 +40,8 @@ class Error(Exception):
     """A failure reported by libmevbackup: `code` (mevb_status), `message`, `retriable`."""
 
     code = -1
+    # The whole report of the plan operation that failed (Plan.run, Plan.restore), if it made one.
+    report: Optional["PlanReport"] = None
 
     def __init__(self, message: str, code: Optional[int] = None, retriable: bool = False):
         super().__init__(message)
@@ -592,6 +595,14 @@ class Repository:
         _lib.mevb_repo_open(ctypes.byref(self._h), _enc(location), ctypes.byref(opts))
         self.location = os.fspath(location)
 
+    @classmethod
+    def _wrap(cls, h: _p, location: str, keep: Tuple[Any, ...]) -> "Repository":
+        """A Repository owning handle `h` that the library opened (Plan.repository); `keep`
+        is what its log callback needs alive."""
+        repo = cls.__new__(cls)
+        repo._h, repo._keep, repo.location = h, keep, location
+        return repo
+
     def close(self) -> None:
         if self._h:
             _lib.mevb_repo_free(self._h)
@@ -691,6 +702,13 @@ class Repository:
         """Stops the operation running on this repository (safe from another thread)."""
         if self._h:
             _lib.mevb_repo_cancel(self._h)
+
+    def backup_sets(self, plan: Optional[str] = None) -> List["BackupSet"]:
+        """The backup sets (of the plan named `plan`; None: of every plan), oldest first,
+        each checked against its members."""
+        h = _p()
+        _lib.mevb_repo_list_sets(self._handle(), _enc(plan), ctypes.byref(h))
+        return [BackupSet._from_json(j) for j in _take_report(h).data["sets"]]
 
     def list(self, kind: Optional[str] = None) -> List[Backup]:
         """Every backup (of `kind`), oldest first, read from the manifests."""
@@ -1771,3 +1789,237 @@ class Storage(_Handle):
 
     def remove(self, key: str) -> None:
         _lib.mevb_storage_remove(self._handle(), _enc(key))
+
+
+# ---- a whole-service plan: run, restore, backup sets ------------------------------------
+
+
+class _PlanRunOpts(ctypes.Structure):
+    # "from" is a Python keyword: set it with setattr(opts, "from", ...).
+    _fields_ = [("struct_size", ctypes.c_uint32), ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p),
+                ("set", ctypes.c_char_p), ("dry_run", ctypes.c_int), ("from", ctypes.c_char_p)]
+
+
+class _PlanStep(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("name", ctypes.c_char_p), ("status", ctypes.c_char_p),
+                ("message", ctypes.c_char_p), ("started_at", ctypes.c_char_p), ("seconds", ctypes.c_double)]
+
+
+_declare("mevb_plan_load", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p, ctypes.POINTER(_RepoOpts)], True)
+_declare("mevb_plan_free", None, [_p])
+_declare("mevb_plan_cancel", None, [_p])
+_declare("mevb_plan_name", ctypes.c_char_p, [_p])
+_declare("mevb_plan_run_opts_init", ctypes.c_int, [ctypes.POINTER(_PlanRunOpts), ctypes.c_size_t], True)
+_declare("mevb_plan_run", ctypes.c_int, [_p, ctypes.POINTER(_PlanRunOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_plan_restore", ctypes.c_int, [_p, ctypes.POINTER(_PlanRunOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_plan_open_repo", ctypes.c_int, [_p, ctypes.c_size_t, ctypes.POINTER(_p)], True)
+_declare("mevb_repo_list_sets", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_p)], True)
+_declare("mevb_report_step_count", ctypes.c_size_t, [_p])
+_declare("mevb_report_step", ctypes.c_int, [_p, ctypes.c_size_t, ctypes.POINTER(_PlanStep)], True)
+
+
+def _text(b: Optional[bytes]) -> str:
+    """A string the library hands out (NULL as ""); a hook's stderr need not be UTF-8."""
+    return b.decode("utf-8", "replace") if b else ""
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One step of a plan's report: a hook ("hook before_backup[1]"), a source's backup or
+    restore ("postgres.main"), the set ("set"), a copy ("copy[1] sync") or "retention"."""
+
+    name: str
+    status: str      # "ok", "failed", "skipped" (not run: an earlier step failed), "planned" (dry run)
+    message: str
+    started_at: str  # RFC 3339 UTC
+    seconds: float
+    # What the step did, as the JSON report has it: a member's id, path and sha256, a hook's exit, ...
+    detail: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """The report of Plan.run or Plan.restore. A returned one has ok True and code 0; the
+    report of a failure is the `report` of the exception raised, with ok False and code
+    the first failure's (the exception's code)."""
+
+    operation: str   # "run" or "restore"
+    plan: str
+    set_id: str      # the set written (run) or restored; "" when none
+    ok: bool
+    code: int        # 0, or the mevb_status of the first failure
+    message: str     # one line: what was done, or what failed and what state it left
+    seconds: float
+    steps: Tuple[PlanStep, ...]
+    data: Dict[str, Any] = field(repr=False, compare=False)  # the JSON report, parsed
+
+
+def _take_plan_report(h: "_p", code: int) -> PlanReport:
+    try:
+        data = json.loads(_lib.mevb_report_json(h).decode())
+        details = [s.get("detail", {}) for s in data.get("steps", [])]
+        steps = []
+        for i in range(_lib.mevb_report_step_count(h)):
+            s = _PlanStep(ctypes.sizeof(_PlanStep))
+            _lib.mevb_report_step(h, i, ctypes.byref(s))
+            steps.append(PlanStep(_text(s.name), _text(s.status), _text(s.message), _text(s.started_at),
+                                  float(s.seconds), details[i] if i < len(details) else {}))
+        return PlanReport(operation=str(data.get("operation", "")), plan=str(data.get("plan", "")),
+                          set_id=str(data.get("set", "")), ok=_lib.mevb_report_status(h) == 0, code=code,
+                          message=_text(_lib.mevb_report_text(h)), seconds=float(data.get("seconds", 0)),
+                          steps=tuple(steps), data=data)
+    finally:
+        _lib.mevb_report_free(h)
+
+
+@dataclass(frozen=True)
+class SetMember:
+    """One backup of a set: which source of the plan it is ("postgres.main") and the backup."""
+
+    source: str
+    kind: str
+    id: str
+    path: str
+    sha256: str
+    source_name: str
+
+
+@dataclass(frozen=True)
+class BackupSet:
+    """A backup set: what one run of a plan wrote, a manifest over its members. `complete`
+    when every member is there and matches its manifest; `problem` says what is wrong
+    otherwise."""
+
+    id: str
+    plan: str
+    started_at: str
+    finished_at: str
+    complete: bool
+    problem: str
+    members: Tuple[SetMember, ...]
+    data: Dict[str, Any] = field(repr=False, compare=False)  # as listed, objectives included
+
+    @classmethod
+    def _from_json(cls, j: Dict[str, Any]) -> "BackupSet":
+        members = tuple(SetMember(str(m["source"]), str(m["kind"]), str(m["id"]), str(m["path"]), str(m["sha256"]),
+                                  str(m.get("source_name", ""))) for m in j.get("members", []))
+        return cls(id=str(j["id"]), plan=str(j["plan"]), started_at=str(j["started_at"]),
+                   finished_at=str(j["finished_at"]), complete=bool(j["complete"]), problem=str(j.get("problem", "")),
+                   members=members, data=j)
+
+
+class Plan:
+    """A whole service in one plan file (TOML): its sources, repository and copies,
+    objectives, retention and hooks.
+
+        with mevbackup.Plan("/etc/mevbackup/plan.toml") as plan:
+            report = plan.run()
+            print(report.set_id, [(s.name, s.seconds) for s in report.steps])
+
+    The file is read and checked now: InvalidArgument names the file, line and key of a
+    mistake; NotFound when it is missing. The keyword arguments are Repository's (log,
+    stall_timeout_seconds, the lock, S3 credentials and retries, max_rate, ...): each
+    repository of the plan is opened with them besides the plan's own storage options and keys.
+
+    One rule for the plan's operations: they return their PlanReport when every step
+    succeeded, and otherwise raise the Error subclass of the first failure's code
+    (ConnectionFailed, DumpFailed, Cancelled, ...) whose `report` is the whole PlanReport
+    (ok False, the failed step's status "failed" with its message), or None when the
+    library failed before it began one (a repository that does not open).
+
+    cancel() is the one method safe from another thread.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike[str]], log: Optional[LogFn] = None,
+                 stall_timeout_seconds: int = 0, **options: Any):
+        self._h = _p()
+        opts, self._keep = _repo_opts("Plan()", log, stall_timeout_seconds, **options)
+        _lib.mevb_plan_load(ctypes.byref(self._h), _enc(path), ctypes.byref(opts))
+        self.path = os.fspath(path)
+
+    def close(self) -> None:
+        if self._h:
+            _lib.mevb_plan_free(self._h)
+            self._h = _p()
+
+    def __enter__(self) -> "Plan":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _handle(self) -> _p:
+        if not self._h:
+            raise InvalidArgument("plan is closed", 1)
+        return self._h
+
+    @property
+    def name(self) -> str:
+        """[plan] name, else the file's stem: what its sets are named after."""
+        return _text(_lib.mevb_plan_name(self._handle()))
+
+    def _report(self, fn: Callable[..., Any], opts: ctypes.Structure, progress: Optional[ProgressFn]) -> PlanReport:
+        """fn(plan, &opts, &report) with opts.progress calling `progress`: the report, or the
+        Error of the first failure carrying it. An exception raised by `progress` cancels the
+        operation and is raised after it (the Error with the report as its __context__)."""
+        cb = _Callbacks(progress)
+        opts.progress = cb.c_progress
+        h = _p()
+        try:
+            fn(self._handle(), ctypes.byref(opts), ctypes.byref(h))
+        except Error as e:
+            if h:
+                e.report = _take_plan_report(h, e.code)
+            cb.reraise()
+            raise
+        return _take_plan_report(h, 0)
+
+    def run(self, progress: Optional[ProgressFn] = None) -> PlanReport:
+        """Backs up every source, writes the backup set (only when all succeeded), runs the
+        hooks around them, then syncs the copies and applies the plan's retention per set.
+        `progress` is called during each member's backup."""
+        opts = _PlanRunOpts()
+        _lib.mevb_plan_run_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        return self._report(_lib.mevb_plan_run, opts, progress)
+
+    def restore(self, set: Union[str, BackupSet] = "latest", *, dry_run: bool = False,
+                from_: Union[str, os.PathLike[str], None] = None,
+                progress: Optional[ProgressFn] = None) -> PlanReport:
+        """Restores a backup set (an id, a BackupSet, or "latest": the newest complete one) in
+        order: before_restore hooks, PostgreSQL, Redis, files, after_restore hooks. The set is
+        checked before anything is touched. `dry_run`: check it and report each step as
+        "planned", changing nothing. `from_`: read from this location (a copy's) instead."""
+        opts = _PlanRunOpts()
+        _lib.mevb_plan_run_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        opts.set = _enc(set.id if isinstance(set, BackupSet) else set)
+        opts.dry_run = 1 if dry_run else 0
+        setattr(opts, "from", _enc(from_))
+        return self._report(_lib.mevb_plan_restore, opts, progress)
+
+    def cancel(self) -> None:
+        """Stops the operation running on this plan (a hook running is killed); safe from
+        another thread. Each operation starts uncancelled: a cancel() before it is lost."""
+        if self._h:
+            _lib.mevb_plan_cancel(self._h)
+
+    def repository(self, index: int = 0) -> Repository:
+        """A repository of the plan, opened with its storage options and keys: 0 is
+        [repository], 1..N the [[copy]] tables in order (NotFound past the last). Yours to
+        close; it outlives the plan. Its `location` is "" (the C API does not say it)."""
+        if index < 0:
+            raise NotFound(f"plan {self.name} has no repository {index}", NotFound.code)
+        h = _p()
+        _lib.mevb_plan_open_repo(self._handle(), index, ctypes.byref(h))
+        return Repository._wrap(h, "", self._keep)
+
+    def sets(self, index: int = 0) -> List[BackupSet]:
+        """This plan's backup sets in repository `index` (as for repository()), oldest first,
+        each checked against its members."""
+        with self.repository(index) as repo:
+            return repo.backup_sets(self.name)
