@@ -19,12 +19,6 @@ from mevbackup import Filter, Sink, Source, Storage, pipeline_run  # noqa: E402
 REDIS_PASSWORD = "endpoint-Redis-pw"
 
 
-@pytest.fixture
-def pgenv(pg, monkeypatch):
-    monkeypatch.setenv("PGPASSWORD", pg.password)
-    return pg
-
-
 def staging_databases(pg):
     return pg.psql("SELECT datname FROM pg_database WHERE datname LIKE '%mevb\\_restore\\_%' ORDER BY 1")
 

@@ -12,12 +12,6 @@ import pytest
 import mevbackup
 
 
-@pytest.fixture
-def pgenv(pg, monkeypatch):
-    monkeypatch.setenv("PGPASSWORD", pg.password)
-    return pg
-
-
 def q(pg, sql, db="postgres"):
     """psql with a UTF-8 client, whatever the database's encoding."""
     r = subprocess.run([f"{pg.bindir}/psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",

@@ -11,64 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-from redisserver import RedisServer, free_port, same_data  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def rds():
-    with RedisServer() as server:
-        server.fill_sample(50)
-        yield server
-
-
-@pytest.fixture
-def service(pg, rds, tmp_path, newdb):
-    """A database of its own, the shared Redis, config files, and a plan naming them."""
-    db = newdb("plan")
-    pg.create_sample(db, rows=300)
-    app = tmp_path / "app"
-    (app / "nginx").mkdir(parents=True)
-    (app / "docker-compose.yml").write_text("services:\n  mev-protection:\n    image: mev:1\n")
-    (app / "nginx" / "nginx.conf").write_text("events {}\nhttp { server { listen 80; } }\n")
-    (app / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
-    log = tmp_path / "hooks.log"
-
-    def plan(extra="", redis_url=None, hooks=None, name="plan.toml"):
-        hooks = hooks if hooks is not None else f'''
-[hooks]
-before_backup = ["echo before_backup >> {log}"]
-after_backup = ["echo after_backup >> {log}"]
-before_restore = ["echo before_restore >> {log}"]
-after_restore = ["echo after_restore >> {log}", "test -f docker-compose.yml && echo health >> {log}"]
-workdir = "{app}"
-'''
-        text = f'''
-[plan]
-name = "mev"
-[repository]
-location = "{tmp_path / 'backups'}"
-[objectives]
-rpo = "24h"
-rto = "4h"
-[postgres.main]
-dbname = "{pg.conninfo(db)}"
-verify_queries = ["SELECT COUNT(*) FROM mev_threats"]
-[redis.cache]
-url = "{redis_url or rds.url()}"
-[files.config]
-base = "{app}"
-paths = ["docker-compose.yml", "nginx/nginx.conf", "alembic.ini"]
-{hooks}
-{extra}
-'''
-        p = tmp_path / name
-        p.write_text(text)
-        return p
-
-    return {"db": db, "app": app, "log": log, "plan": plan, "repo": tmp_path / "backups"}
+from redisserver import free_port, same_data  # noqa: E402
 
 
 def sets(cli, plan):
@@ -120,16 +64,16 @@ def test_run_writes_a_complete_set_readable_by_stock_tools(cli, service, tmp_pat
     assert "incomplete" not in r.stdout.lower(), r.stdout
 
 
-def test_restore_plan_brings_back_table_keys_and_files_in_order(cli, pg, rds, service):
+def test_restore_plan_brings_back_table_keys_and_files_in_order(cli, pg, plan_redis, service):
     plan = service["plan"]()
     assert cli("run", "--plan", plan).returncode == 0
-    before_keys = rds.snapshot()
+    before_keys = plan_redis.snapshot()
     db = service["db"]
     counts = pg.row_counts(db)
 
     # The disaster: a dropped table, flushed Redis, a deleted and a changed config file.
     pg.psql("DROP TABLE transaction_protections", db)
-    rds.cli("FLUSHALL")
+    plan_redis.cli("FLUSHALL")
     (service["app"] / "nginx" / "nginx.conf").unlink()
     (service["app"] / "alembic.ini").write_text("broken\n")
     service["log"].write_text("")
@@ -139,7 +83,7 @@ def test_restore_plan_brings_back_table_keys_and_files_in_order(cli, pg, rds, se
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert [s["status"] for s in rep["steps"]][1:] == ["planned"] * 6
-    assert rds.dbsizes() == {} and not (service["app"] / "nginx" / "nginx.conf").exists()
+    assert plan_redis.dbsizes() == {} and not (service["app"] / "nginx" / "nginx.conf").exists()
     assert service["log"].read_text() == ""
 
     r = cli("restore", "--plan", plan, "--set", "latest", "--json")
@@ -150,7 +94,7 @@ def test_restore_plan_brings_back_table_keys_and_files_in_order(cli, pg, rds, se
         "set", "hook before_restore[1]", "postgres.main", "redis.cache", "files.config",
         "hook after_restore[1]", "hook after_restore[2]"]
     assert pg.row_counts(db) == counts
-    same_data(before_keys, rds.snapshot())
+    same_data(before_keys, plan_redis.snapshot())
     assert (service["app"] / "nginx" / "nginx.conf").read_text().startswith("events")
     assert (service["app"] / "alembic.ini").read_text().startswith("[alembic]")
     assert service["log"].read_text().split() == ["before_restore", "after_restore", "health"]

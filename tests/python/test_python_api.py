@@ -8,12 +8,6 @@ import pytest
 import mevbackup
 
 
-@pytest.fixture
-def pgenv(pg, monkeypatch):
-    monkeypatch.setenv("PGPASSWORD", pg.password)
-    return pg
-
-
 def test_version():
     assert mevbackup.__version__ == mevbackup.library_version()
     assert mevbackup.__version__.count(".") == 2

@@ -30,6 +30,7 @@ __all__ = [
     "RetentionPolicy", "RetentionItem", "Decision",
     "Source", "Sink", "Filter", "Storage", "ObjectInfo", "pipeline_run",
     "age_generate",
+    "Plan", "PlanReport", "PlanStep", "BackupSet", "SetMember",
 ]
 
 # ---- errors --------------------------------------------------------------------------
@@ -39,6 +40,8 @@ class Error(Exception):
     """A failure reported by libmevbackup: `code` (mevb_status), `message`, `retriable`."""
 
     code = -1
+    # The whole report of the plan operation that failed (Plan.run, Plan.restore), if it made one.
+    report: Optional["PlanReport"] = None
 
     def __init__(self, message: str, code: Optional[int] = None, retriable: bool = False):
         super().__init__(message)
@@ -418,9 +421,8 @@ LogFn = Callable[[int, str], Any]
 class _Callbacks:
     """Keeps ctypes callbacks alive for a call and carries a Python exception across it."""
 
-    def __init__(self, repo: "Repository", progress: Optional[ProgressFn]):
+    def __init__(self, progress: Optional[ProgressFn]):
         self.error: Optional[BaseException] = None
-        self.repo = repo
 
         def on_progress(p: "ctypes._Pointer[_Progress]", _user: Optional[int]) -> int:
             if progress is None:
@@ -445,7 +447,7 @@ def _run(repo: "Repository", opts: ctypes.Structure, progress: Optional[Progress
          call: Callable[["_p"], Any]) -> None:
     """call(repo handle) with `opts.progress` calling `progress` (kept alive for the call);
     re-raises what the Python callback raised during it (it cancels the run)."""
-    cb = _Callbacks(repo, progress)
+    cb = _Callbacks(progress)
     opts.progress = cb.c_progress
     try:
         call(repo._handle())
@@ -476,6 +478,71 @@ def parse_rate(text: str) -> int:
     out = ctypes.c_uint64()
     _lib.mevb_parse_rate(_enc(text), ctypes.byref(out))
     return int(out.value)
+
+
+def _repo_opts(what: str, log: Optional[LogFn], stall_timeout_seconds: int = 0, *,
+               lock_ttl_seconds: Optional[int] = None, lock_refresh_seconds: Optional[int] = None,
+               lock_wait_seconds: Optional[int] = None, no_lock: Optional[bool] = None,
+               s3_retry_base_ms: Optional[int] = None, recipients: Sequence[str] = (),
+               recipients_file: Optional[Union[str, os.PathLike[str]]] = None,
+               identity_files: Sequence[Union[str, os.PathLike[str]]] = (),
+               passphrase_file: Optional[Union[str, os.PathLike[str]]] = None,
+               signing_key_file: Optional[Union[str, os.PathLike[str]]] = None,
+               verify_key_files: Sequence[Union[str, os.PathLike[str]]] = (),
+               max_rate: Union[int, str, None] = None, **storage: Any) -> Tuple[_RepoOpts, Tuple[Any, ...]]:
+    """mevb_repo_opts of Repository's arguments (described there), the MEVBACKUP_* defaults
+    applied, and what the struct points to: the caller keeps that as long as the handle
+    opened with it lives, since the handle calls the log callback. `what` names the
+    caller in a TypeError."""
+
+    def on_log(level: int, message: bytes, _user: Optional[int]) -> None:
+        if log is not None:
+            try:
+                log(level, message.decode("utf-8", "replace"))
+            except BaseException:  # logging must not break the operation
+                pass
+
+    c_log = _LOG_CB(on_log)
+    opts = _RepoOpts(ctypes.sizeof(_RepoOpts), c_log, None)
+    opts.stall_timeout_seconds = stall_timeout_seconds
+    opts.lock_ttl_seconds = _env_int("MEVBACKUP_LOCK_TTL", lock_ttl_seconds)
+    opts.lock_refresh_seconds = _env_int("MEVBACKUP_LOCK_REFRESH", lock_refresh_seconds)
+    opts.lock_wait_seconds = _env_int("MEVBACKUP_LOCK_WAIT", lock_wait_seconds)
+    if no_lock is None:
+        no_lock = os.environ.get("MEVBACKUP_NO_LOCK", "") not in ("", "0")
+    opts.no_lock = 1 if no_lock else 0
+    opts.s3_retry_base_ms = _env_int("MEVBACKUP_S3_RETRY_BASE_MS", s3_retry_base_ms)
+    for name, value in storage.items():
+        if name in Repository._S3_STR:
+            setattr(opts, name, _enc(None if value is None else str(value)))
+        elif name in Repository._S3_INT:
+            setattr(opts, name, int(value or 0))
+        else:
+            raise TypeError(f"{what} got an unexpected keyword argument {name!r}")
+    for name, seq in (("recipients", recipients), ("identity_files", identity_files),
+                      ("verify_key_files", verify_key_files)):
+        if isinstance(seq, (str, bytes, os.PathLike)):
+            raise TypeError(f"{name} is a sequence of strings, not one string")
+    rcpt = [_enc(str(r)) for r in recipients]
+    ids = [_enc(os.fspath(f)) for f in identity_files]
+    rcpt_arr = (ctypes.c_char_p * max(len(rcpt), 1))(*rcpt)
+    ids_arr = (ctypes.c_char_p * max(len(ids), 1))(*ids)
+    opts.recipients = ctypes.cast(rcpt_arr, ctypes.POINTER(ctypes.c_char_p))
+    opts.recipients_count = len(rcpt)
+    opts.identity_files = ctypes.cast(ids_arr, ctypes.POINTER(ctypes.c_char_p))
+    opts.identity_files_count = len(ids)
+    opts.recipients_file = _enc(None if recipients_file is None else os.fspath(recipients_file))
+    opts.passphrase_file = _enc(None if passphrase_file is None else os.fspath(passphrase_file))
+    vks = [_enc(os.fspath(f)) for f in verify_key_files]
+    vks_arr = (ctypes.c_char_p * max(len(vks), 1))(*vks)
+    opts.signing_key_file = _enc(None if signing_key_file is None else os.fspath(signing_key_file))
+    opts.verify_key_files = ctypes.cast(vks_arr, ctypes.POINTER(ctypes.c_char_p))
+    opts.verify_key_files_count = len(vks)
+    if max_rate is not None:
+        opts.max_rate = parse_rate(max_rate) if isinstance(max_rate, str) else int(max_rate)
+        if opts.max_rate <= 0:
+            raise ValueError("max_rate must be above 0 bytes per second")
+    return opts, (c_log, rcpt_arr, ids_arr, vks_arr)
 
 
 class Repository:
@@ -519,57 +586,22 @@ class Repository:
                  verify_key_files: Sequence[Union[str, os.PathLike[str]]] = (),
                  max_rate: Union[int, str, None] = None, **storage: Any):
         self._h = _p()
-        self._log_error: Optional[BaseException] = None
-
-        def on_log(level: int, message: bytes, _user: Optional[int]) -> None:
-            if log is not None:
-                try:
-                    log(level, message.decode("utf-8", "replace"))
-                except BaseException as e:  # logging must not break the operation
-                    self._log_error = e
-
-        self._c_log = _LOG_CB(on_log)
-        opts = _RepoOpts(ctypes.sizeof(_RepoOpts), self._c_log, None)
-        opts.stall_timeout_seconds = stall_timeout_seconds
-        opts.lock_ttl_seconds = _env_int("MEVBACKUP_LOCK_TTL", lock_ttl_seconds)
-        opts.lock_refresh_seconds = _env_int("MEVBACKUP_LOCK_REFRESH", lock_refresh_seconds)
-        opts.lock_wait_seconds = _env_int("MEVBACKUP_LOCK_WAIT", lock_wait_seconds)
-        if no_lock is None:
-            no_lock = os.environ.get("MEVBACKUP_NO_LOCK", "") not in ("", "0")
-        opts.no_lock = 1 if no_lock else 0
-        opts.s3_retry_base_ms = _env_int("MEVBACKUP_S3_RETRY_BASE_MS", s3_retry_base_ms)
-        for name, value in storage.items():
-            if name in self._S3_STR:
-                setattr(opts, name, _enc(None if value is None else str(value)))
-            elif name in self._S3_INT:
-                setattr(opts, name, int(value or 0))
-            else:
-                raise TypeError(f"Repository() got an unexpected keyword argument {name!r}")
-        for name, seq in (("recipients", recipients), ("identity_files", identity_files),
-                          ("verify_key_files", verify_key_files)):
-            if isinstance(seq, (str, bytes, os.PathLike)):
-                raise TypeError(f"{name} is a sequence of strings, not one string")
-        rcpt = [_enc(str(r)) for r in recipients]
-        ids = [_enc(os.fspath(f)) for f in identity_files]
-        rcpt_arr = (ctypes.c_char_p * max(len(rcpt), 1))(*rcpt)
-        ids_arr = (ctypes.c_char_p * max(len(ids), 1))(*ids)
-        opts.recipients = ctypes.cast(rcpt_arr, ctypes.POINTER(ctypes.c_char_p))
-        opts.recipients_count = len(rcpt)
-        opts.identity_files = ctypes.cast(ids_arr, ctypes.POINTER(ctypes.c_char_p))
-        opts.identity_files_count = len(ids)
-        opts.recipients_file = _enc(None if recipients_file is None else os.fspath(recipients_file))
-        opts.passphrase_file = _enc(None if passphrase_file is None else os.fspath(passphrase_file))
-        vks = [_enc(os.fspath(f)) for f in verify_key_files]
-        vks_arr = (ctypes.c_char_p * max(len(vks), 1))(*vks)
-        opts.signing_key_file = _enc(None if signing_key_file is None else os.fspath(signing_key_file))
-        opts.verify_key_files = ctypes.cast(vks_arr, ctypes.POINTER(ctypes.c_char_p))
-        opts.verify_key_files_count = len(vks)
-        if max_rate is not None:
-            opts.max_rate = parse_rate(max_rate) if isinstance(max_rate, str) else int(max_rate)
-            if opts.max_rate <= 0:
-                raise ValueError("max_rate must be above 0 bytes per second")
+        opts, self._keep = _repo_opts(
+            "Repository()", log, stall_timeout_seconds, lock_ttl_seconds=lock_ttl_seconds,
+            lock_refresh_seconds=lock_refresh_seconds, lock_wait_seconds=lock_wait_seconds, no_lock=no_lock,
+            s3_retry_base_ms=s3_retry_base_ms, recipients=recipients, recipients_file=recipients_file,
+            identity_files=identity_files, passphrase_file=passphrase_file, signing_key_file=signing_key_file,
+            verify_key_files=verify_key_files, max_rate=max_rate, **storage)
         _lib.mevb_repo_open(ctypes.byref(self._h), _enc(location), ctypes.byref(opts))
         self.location = os.fspath(location)
+
+    @classmethod
+    def _wrap(cls, h: _p, location: str, keep: Tuple[Any, ...]) -> "Repository":
+        """A Repository owning handle `h` that the library opened (Plan.repository); `keep`
+        is what its log callback needs alive."""
+        repo = cls.__new__(cls)
+        repo._h, repo._keep, repo.location = h, keep, location
+        return repo
 
     def close(self) -> None:
         if self._h:
@@ -670,6 +702,13 @@ class Repository:
         """Stops the operation running on this repository (safe from another thread)."""
         if self._h:
             _lib.mevb_repo_cancel(self._h)
+
+    def backup_sets(self, plan: Optional[str] = None) -> List["BackupSet"]:
+        """The backup sets (of the plan named `plan`; None: of every plan), oldest first,
+        each checked against its members."""
+        h = _p()
+        _lib.mevb_repo_list_sets(self._handle(), _enc(plan), ctypes.byref(h))
+        return [BackupSet._from_json(j) for j in _take_report(h).data["sets"]]
 
     def list(self, kind: Optional[str] = None) -> List[Backup]:
         """Every backup (of `kind`), oldest first, read from the manifests."""
@@ -1750,3 +1789,237 @@ class Storage(_Handle):
 
     def remove(self, key: str) -> None:
         _lib.mevb_storage_remove(self._handle(), _enc(key))
+
+
+# ---- a whole-service plan: run, restore, backup sets ------------------------------------
+
+
+class _PlanRunOpts(ctypes.Structure):
+    # "from" is a Python keyword: set it with setattr(opts, "from", ...).
+    _fields_ = [("struct_size", ctypes.c_uint32), ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p),
+                ("set", ctypes.c_char_p), ("dry_run", ctypes.c_int), ("from", ctypes.c_char_p)]
+
+
+class _PlanStep(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("name", ctypes.c_char_p), ("status", ctypes.c_char_p),
+                ("message", ctypes.c_char_p), ("started_at", ctypes.c_char_p), ("seconds", ctypes.c_double)]
+
+
+_declare("mevb_plan_load", ctypes.c_int, [ctypes.POINTER(_p), ctypes.c_char_p, ctypes.POINTER(_RepoOpts)], True)
+_declare("mevb_plan_free", None, [_p])
+_declare("mevb_plan_cancel", None, [_p])
+_declare("mevb_plan_name", ctypes.c_char_p, [_p])
+_declare("mevb_plan_run_opts_init", ctypes.c_int, [ctypes.POINTER(_PlanRunOpts), ctypes.c_size_t], True)
+_declare("mevb_plan_run", ctypes.c_int, [_p, ctypes.POINTER(_PlanRunOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_plan_restore", ctypes.c_int, [_p, ctypes.POINTER(_PlanRunOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_plan_open_repo", ctypes.c_int, [_p, ctypes.c_size_t, ctypes.POINTER(_p)], True)
+_declare("mevb_repo_list_sets", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_p)], True)
+_declare("mevb_report_step_count", ctypes.c_size_t, [_p])
+_declare("mevb_report_step", ctypes.c_int, [_p, ctypes.c_size_t, ctypes.POINTER(_PlanStep)], True)
+
+
+def _text(b: Optional[bytes]) -> str:
+    """A string the library hands out (NULL as ""); a hook's stderr need not be UTF-8."""
+    return b.decode("utf-8", "replace") if b else ""
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One step of a plan's report: a hook ("hook before_backup[1]"), a source's backup or
+    restore ("postgres.main"), the set ("set"), a copy ("copy[1] sync") or "retention"."""
+
+    name: str
+    status: str      # "ok", "failed", "skipped" (not run: an earlier step failed), "planned" (dry run)
+    message: str
+    started_at: str  # RFC 3339 UTC
+    seconds: float
+    # What the step did, as the JSON report has it: a member's id, path and sha256, a hook's exit, ...
+    detail: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """The report of Plan.run or Plan.restore. A returned one has ok True and code 0; the
+    report of a failure is the `report` of the exception raised, with ok False and code
+    the first failure's (the exception's code)."""
+
+    operation: str   # "run" or "restore"
+    plan: str
+    set_id: str      # the set written (run) or restored; "" when none
+    ok: bool
+    code: int        # 0, or the mevb_status of the first failure
+    message: str     # one line: what was done, or what failed and what state it left
+    seconds: float
+    steps: Tuple[PlanStep, ...]
+    data: Dict[str, Any] = field(repr=False, compare=False)  # the JSON report, parsed
+
+
+def _take_plan_report(h: "_p", code: int) -> PlanReport:
+    try:
+        data = json.loads(_lib.mevb_report_json(h).decode())
+        details = [s.get("detail", {}) for s in data.get("steps", [])]
+        steps = []
+        for i in range(_lib.mevb_report_step_count(h)):
+            s = _PlanStep(ctypes.sizeof(_PlanStep))
+            _lib.mevb_report_step(h, i, ctypes.byref(s))
+            steps.append(PlanStep(_text(s.name), _text(s.status), _text(s.message), _text(s.started_at),
+                                  float(s.seconds), details[i] if i < len(details) else {}))
+        return PlanReport(operation=str(data.get("operation", "")), plan=str(data.get("plan", "")),
+                          set_id=str(data.get("set", "")), ok=_lib.mevb_report_status(h) == 0, code=code,
+                          message=_text(_lib.mevb_report_text(h)), seconds=float(data.get("seconds", 0)),
+                          steps=tuple(steps), data=data)
+    finally:
+        _lib.mevb_report_free(h)
+
+
+@dataclass(frozen=True)
+class SetMember:
+    """One backup of a set: which source of the plan it is ("postgres.main") and the backup."""
+
+    source: str
+    kind: str
+    id: str
+    path: str
+    sha256: str
+    source_name: str
+
+
+@dataclass(frozen=True)
+class BackupSet:
+    """A backup set: what one run of a plan wrote, a manifest over its members. `complete`
+    when every member is there and matches its manifest; `problem` says what is wrong
+    otherwise."""
+
+    id: str
+    plan: str
+    started_at: str
+    finished_at: str
+    complete: bool
+    problem: str
+    members: Tuple[SetMember, ...]
+    data: Dict[str, Any] = field(repr=False, compare=False)  # as listed, objectives included
+
+    @classmethod
+    def _from_json(cls, j: Dict[str, Any]) -> "BackupSet":
+        members = tuple(SetMember(str(m["source"]), str(m["kind"]), str(m["id"]), str(m["path"]), str(m["sha256"]),
+                                  str(m.get("source_name", ""))) for m in j.get("members", []))
+        return cls(id=str(j["id"]), plan=str(j["plan"]), started_at=str(j["started_at"]),
+                   finished_at=str(j["finished_at"]), complete=bool(j["complete"]), problem=str(j.get("problem", "")),
+                   members=members, data=j)
+
+
+class Plan:
+    """A whole service in one plan file (TOML): its sources, repository and copies,
+    objectives, retention and hooks.
+
+        with mevbackup.Plan("/etc/mevbackup/plan.toml") as plan:
+            report = plan.run()
+            print(report.set_id, [(s.name, s.seconds) for s in report.steps])
+
+    The file is read and checked now: InvalidArgument names the file, line and key of a
+    mistake; NotFound when it is missing. The keyword arguments are Repository's (log,
+    stall_timeout_seconds, the lock, S3 credentials and retries, max_rate, ...): each
+    repository of the plan is opened with them besides the plan's own storage options and keys.
+
+    One rule for the plan's operations: they return their PlanReport when every step
+    succeeded, and otherwise raise the Error subclass of the first failure's code
+    (ConnectionFailed, DumpFailed, Cancelled, ...) whose `report` is the whole PlanReport
+    (ok False, the failed step's status "failed" with its message), or None when the
+    library failed before it began one (a repository that does not open).
+
+    cancel() is the one method safe from another thread.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike[str]], log: Optional[LogFn] = None,
+                 stall_timeout_seconds: int = 0, **options: Any):
+        self._h = _p()
+        opts, self._keep = _repo_opts("Plan()", log, stall_timeout_seconds, **options)
+        _lib.mevb_plan_load(ctypes.byref(self._h), _enc(path), ctypes.byref(opts))
+        self.path = os.fspath(path)
+
+    def close(self) -> None:
+        if self._h:
+            _lib.mevb_plan_free(self._h)
+            self._h = _p()
+
+    def __enter__(self) -> "Plan":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _handle(self) -> _p:
+        if not self._h:
+            raise InvalidArgument("plan is closed", 1)
+        return self._h
+
+    @property
+    def name(self) -> str:
+        """[plan] name, else the file's stem: what its sets are named after."""
+        return _text(_lib.mevb_plan_name(self._handle()))
+
+    def _report(self, fn: Callable[..., Any], opts: ctypes.Structure, progress: Optional[ProgressFn]) -> PlanReport:
+        """fn(plan, &opts, &report) with opts.progress calling `progress`: the report, or the
+        Error of the first failure carrying it. An exception raised by `progress` cancels the
+        operation and is raised after it (the Error with the report as its __context__)."""
+        cb = _Callbacks(progress)
+        opts.progress = cb.c_progress
+        h = _p()
+        try:
+            fn(self._handle(), ctypes.byref(opts), ctypes.byref(h))
+        except Error as e:
+            if h:
+                e.report = _take_plan_report(h, e.code)
+            cb.reraise()
+            raise
+        return _take_plan_report(h, 0)
+
+    def run(self, progress: Optional[ProgressFn] = None) -> PlanReport:
+        """Backs up every source, writes the backup set (only when all succeeded), runs the
+        hooks around them, then syncs the copies and applies the plan's retention per set.
+        `progress` is called during each member's backup."""
+        opts = _PlanRunOpts()
+        _lib.mevb_plan_run_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        return self._report(_lib.mevb_plan_run, opts, progress)
+
+    def restore(self, set: Union[str, BackupSet] = "latest", *, dry_run: bool = False,
+                from_: Union[str, os.PathLike[str], None] = None,
+                progress: Optional[ProgressFn] = None) -> PlanReport:
+        """Restores a backup set (an id, a BackupSet, or "latest": the newest complete one) in
+        order: before_restore hooks, PostgreSQL, Redis, files, after_restore hooks. The set is
+        checked before anything is touched. `dry_run`: check it and report each step as
+        "planned", changing nothing. `from_`: read from this location (a copy's) instead."""
+        opts = _PlanRunOpts()
+        _lib.mevb_plan_run_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        opts.set = _enc(set.id if isinstance(set, BackupSet) else set)
+        opts.dry_run = 1 if dry_run else 0
+        setattr(opts, "from", _enc(from_))
+        return self._report(_lib.mevb_plan_restore, opts, progress)
+
+    def cancel(self) -> None:
+        """Stops the operation running on this plan (a hook running is killed); safe from
+        another thread. Each operation starts uncancelled: a cancel() before it is lost."""
+        if self._h:
+            _lib.mevb_plan_cancel(self._h)
+
+    def repository(self, index: int = 0) -> Repository:
+        """A repository of the plan, opened with its storage options and keys: 0 is
+        [repository], 1..N the [[copy]] tables in order (NotFound past the last). Yours to
+        close; it outlives the plan. Its `location` is "" (the C API does not say it)."""
+        if index < 0:
+            raise NotFound(f"plan {self.name} has no repository {index}", NotFound.code)
+        h = _p()
+        _lib.mevb_plan_open_repo(self._handle(), index, ctypes.byref(h))
+        return Repository._wrap(h, "", self._keep)
+
+    def sets(self, index: int = 0) -> List[BackupSet]:
+        """This plan's backup sets in repository `index` (as for repository()), oldest first,
+        each checked against its members."""
+        with self.repository(index) as repo:
+            return repo.backup_sets(self.name)
