@@ -352,7 +352,12 @@ nlohmann::json check_redis(redis::Conn& c, const RdbFacts& f, int64_t restore_st
     }
     // The value: the RDB's own encoding restored beside it, and the two compared as Redis
     // sees them (DEBUG DIGEST-VALUE, whatever the encodings), else byte for byte (DUMP).
-    c.command({"RESTORE", probe, "0", redis::dump_payload(e.type, e.value, f.version), "REPLACE"});
+    // With the key's expiry too: DIGEST-VALUE tells a value with an expiry from one without.
+    if (e.expire_ms >= 0)
+      c.command({"RESTORE", probe, std::to_string(e.expire_ms), redis::dump_payload(e.type, e.value, f.version),
+                 "REPLACE", "ABSTTL"});
+    else
+      c.command({"RESTORE", probe, "0", redis::dump_payload(e.type, e.value, f.version), "REPLACE"});
     bool same;
     if (digest) {
       redis::Reply a = c.command_raw({"DEBUG", "DIGEST-VALUE", e.key, probe});
@@ -529,6 +534,7 @@ PlanReport drill_plan(const Plan& plan, const PlanDrillOptions& opts, const Plan
         PgRestoreOptions o;
         o.conninfo = plan.drill.postgres;
         o.dbname = scratch;
+        { pg::Conn reach = pg::Conn::connect(plan.drill.postgres, "postgres"); }  // a server down made nothing
         pg_made = true;
         restore_postgres(repo, m, o, ctx);
         s.message = fmt::format("{} restored into scratch database {}", m.id, scratch);

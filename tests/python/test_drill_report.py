@@ -102,6 +102,7 @@ def test_the_page_is_self_contained(drills):
 
 
 def _screenshot(html_path: str, tmp_path) -> str:
+    assert CHROMIUM, "chromium is not installed: scripts/install-deps.sh installs it"
     out = tmp_path / "report.png"
     profile = tmp_path / "chromium-profile"
     cmd = [
@@ -125,7 +126,6 @@ def _near(pixel, color, tolerance=24):
     return all(abs(p - c) <= tolerance for p, c in zip(pixel, color))
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/install-deps.sh)")
 def test_chromium_renders_the_page_with_its_bars(drills, tmp_path):
     from PIL import Image
 

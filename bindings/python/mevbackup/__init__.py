@@ -1797,7 +1797,8 @@ class Storage(_Handle):
 class _PlanRunOpts(ctypes.Structure):
     # "from" is a Python keyword: set it with setattr(opts, "from", ...).
     _fields_ = [("struct_size", ctypes.c_uint32), ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p),
-                ("set", ctypes.c_char_p), ("dry_run", ctypes.c_int), ("from", ctypes.c_char_p)]
+                ("set", ctypes.c_char_p), ("dry_run", ctypes.c_int), ("from", ctypes.c_char_p),
+                ("report_dir", ctypes.c_char_p)]
 
 
 class _PlanStep(ctypes.Structure):
@@ -1812,6 +1813,7 @@ _declare("mevb_plan_name", ctypes.c_char_p, [_p])
 _declare("mevb_plan_run_opts_init", ctypes.c_int, [ctypes.POINTER(_PlanRunOpts), ctypes.c_size_t], True)
 _declare("mevb_plan_run", ctypes.c_int, [_p, ctypes.POINTER(_PlanRunOpts), ctypes.POINTER(_p)], True)
 _declare("mevb_plan_restore", ctypes.c_int, [_p, ctypes.POINTER(_PlanRunOpts), ctypes.POINTER(_p)], True)
+_declare("mevb_plan_drill", ctypes.c_int, [_p, ctypes.POINTER(_PlanRunOpts), ctypes.POINTER(_p)], True)
 _declare("mevb_plan_open_repo", ctypes.c_int, [_p, ctypes.c_size_t, ctypes.POINTER(_p)], True)
 _declare("mevb_repo_list_sets", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.POINTER(_p)], True)
 _declare("mevb_report_step_count", ctypes.c_size_t, [_p])
@@ -2001,6 +2003,23 @@ class Plan:
         opts.dry_run = 1 if dry_run else 0
         setattr(opts, "from", _enc(from_))
         return self._report(_lib.mevb_plan_restore, opts, progress)
+
+    def drill(self, set: Union[str, BackupSet] = "latest", *, report_dir: Union[str, os.PathLike[str], None] = None,
+              from_: Union[str, os.PathLike[str], None] = None,
+              progress: Optional[ProgressFn] = None) -> PlanReport:
+        """A disaster-recovery drill: the set (default the newest complete one) restored into
+        the plan's [drill] scratch targets and checked there, each step timed; every scratch
+        target removed afterwards (and those a killed drill left, first). Returns the report
+        when every check passed, the drill took no longer than the RTO and the set is no older
+        than the RPO; else raises with it as Error.report. report.data holds rto_seconds,
+        rpo_seconds, set_age_seconds, rto_ok, rpo_ok, checks_ok and, with `report_dir` (where
+        the JSON, summary, HTML page and Prometheus textfile go), report_files."""
+        opts = _PlanRunOpts()
+        _lib.mevb_plan_run_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        opts.set = _enc(set.id if isinstance(set, BackupSet) else set)
+        opts.report_dir = _enc(report_dir)
+        setattr(opts, "from", _enc(from_))
+        return self._report(_lib.mevb_plan_drill, opts, progress)
 
     def cancel(self) -> None:
         """Stops the operation running on this plan (a hook running is killed); safe from
