@@ -84,10 +84,20 @@ void stop_scratch_redis(const fs::path& dir, const LogFn& log) {
   std::string argv0;
   std::getline(cmd, argv0, '\0');
   if (argv0.find("redis-server") == std::string::npos) return;
+  // Gone, or a zombie its new parent has not reaped yet: it holds no port and no file.
+  auto ended = [pid] {
+    if (process_gone(pid)) return true;
+    std::ifstream st(fmt::format("/proc/{}/stat", pid));
+    std::string line;
+    std::getline(st, line);
+    auto close = line.rfind(')');
+    return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+  };
+  if (ended()) return;
   if (log) log(LogLevel::info, fmt::format("stopping redis-server {} left running by a killed drill", pid));
   ::kill(static_cast<pid_t>(pid), SIGTERM);
-  for (int i = 0; i < 50 && !process_gone(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  if (!process_gone(pid)) ::kill(static_cast<pid_t>(pid), SIGKILL);
+  for (int i = 0; i < 50 && !ended(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (!ended()) ::kill(static_cast<pid_t>(pid), SIGKILL);
 }
 
 // ---- a throwaway redis-server on a free loopback port

@@ -31,6 +31,15 @@ def scratch_databases(pg) -> list:
     return [line for line in out.split() if line]
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
 def processes(text: str) -> list:
     found = []
     for d in Path("/proc").iterdir():
@@ -148,26 +157,28 @@ def test_the_next_drill_removes_what_a_killed_drill_left(cli, pg, service, tools
     scratch = tmp_path / "scratch"
     plan = service["plan"](extra=drill_section(pg, scratch))
     assert cli("run", "--plan", plan).returncode == 0
-    # Killed with SIGKILL once its scratch Redis answers: the scratch database (restored
-    # before it), the directory and the running redis-server are left behind.
+    # Stopped (SIGSTOP, so nothing changes while we look) as soon as its scratch Redis has
+    # written its pid file, then killed with SIGKILL: the scratch database (restored
+    # before Redis), the directory and the running redis-server are left behind.
     p = subprocess.Popen([tools["cli"], "drill", "--plan", str(plan)], env=pg.env(),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     left = None
     while time.monotonic() < deadline and p.poll() is None:
-        dirs = list(scratch.glob("mevb_drill_*/redis/redis.pid"))
-        if dirs and dirs[0].read_text().strip():
-            left = dirs[0].parent.parent
+        pids = list(scratch.glob("mevb_drill_*/redis/redis.pid"))
+        if pids and pids[0].read_text().strip():
+            os.kill(p.pid, signal.SIGSTOP)
+            left = pids[0].parent.parent
             break
-        time.sleep(0.02)
+        time.sleep(0.01)
     assert left is not None, "the drill finished before its scratch Redis was seen"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    assert left.name == f"{left.name.rsplit('_', 1)[0]}_{p.pid}"
+    assert left.is_dir() and left.name.endswith(f"_{p.pid}")
     assert scratch_databases(pg) == [left.name]
     # redis-server rewrites its process title (no path in it): its pid file names it.
     rpid = int((left / "redis" / "redis.pid").read_text())
-    assert Path(f"/proc/{rpid}/comm").read_text().startswith("redis-server")
+    assert running(rpid) and Path(f"/proc/{rpid}/comm").read_text().startswith("redis-server")
 
     r = cli("drill", "--plan", plan, "--json")
     assert r.returncode == 0, r.stderr
@@ -176,7 +187,7 @@ def test_the_next_drill_removes_what_a_killed_drill_left(cli, pg, service, tools
     assert f"database {left.name}" in cleanup["detail"]["removed"]
     assert f"directory {left}" in cleanup["detail"]["removed"]
     assert scratch_databases(pg) == [] and list(scratch.iterdir()) == []
-    assert not Path(f"/proc/{rpid}").exists() or "redis-server" not in Path(f"/proc/{rpid}/comm").read_text()
+    assert not running(rpid)
 
 
 def test_a_drill_without_a_complete_set_or_scratch_server_says_so(cli, pg, service, tmp_path):
