@@ -115,15 +115,32 @@ void write_backup_set(Repository& repo, BackupSet& s, const LogFn& log) {
   if (log) log(LogLevel::info, fmt::format("backup set {} written ({} members)", s.id, s.members.size()));
 }
 
+namespace {
+
+// The objects under sets/ named <id>.set.json.
+std::vector<ObjectInfo> set_objects(Repository& repo) {
+  std::vector<ObjectInfo> out;
+  const std::string suffix = kSetSuffix;
+  for (auto& o : repo.storage().list(kSetDir))
+    if (o.key.size() > suffix.size() && o.key.compare(o.key.size() - suffix.size(), suffix.size(), suffix) == 0)
+      out.push_back(o);
+  return out;
+}
+
+// One set manifest's JSON, read (at most 4 MiB) and parsed; corrupt when it is not JSON.
+nlohmann::json read_set_json(Repository& repo, const std::string& key) {
+  nlohmann::json j = nlohmann::json::parse(repo.storage().read_small(key, 4 << 20), nullptr, false);
+  if (j.is_discarded()) throw Error(Code::corrupt, fmt::format("{} is not valid JSON", key));
+  return j;
+}
+
+}  // namespace
+
 std::vector<BackupSetEntry> list_backup_sets(Repository& repo, const std::string& plan, const LogFn& log) {
   std::vector<BackupSetEntry> out;
-  const std::string suffix = kSetSuffix;
-  for (auto& o : repo.storage().list(kSetDir)) {
-    if (o.key.size() <= suffix.size() || o.key.compare(o.key.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
+  for (auto& o : set_objects(repo)) {
     try {
-      nlohmann::json j = nlohmann::json::parse(repo.storage().read_small(o.key, 4 << 20), nullptr, false);
-      if (j.is_discarded()) throw Error(Code::corrupt, fmt::format("{} is not valid JSON", o.key));
+      nlohmann::json j = read_set_json(repo, o.key);
       BackupSetEntry e{BackupSet::from_json(j, o.key), false, ""};
       if (e.set.key() != o.key) throw Error(Code::corrupt, fmt::format("{} names another set ({})", o.key, e.set.id));
       if (!plan.empty() && e.set.plan != plan) continue;
@@ -178,14 +195,9 @@ BackupSetEntry find_backup_set(Repository& repo, const std::string& plan, const 
 
 std::vector<std::string> backups_in_sets(Repository& repo, const LogFn& log) {
   std::vector<std::string> ids;
-  const std::string suffix = kSetSuffix;
-  for (auto& o : repo.storage().list(kSetDir)) {
-    if (o.key.size() <= suffix.size() || o.key.compare(o.key.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
+  for (auto& o : set_objects(repo)) {
     try {
-      nlohmann::json j = nlohmann::json::parse(repo.storage().read_small(o.key, 4 << 20), nullptr, false);
-      if (j.is_discarded()) throw Error(Code::corrupt, fmt::format("{} is not valid JSON", o.key));
-      for (auto& m : BackupSet::from_json(j, o.key).members) ids.push_back(m.id);
+      for (auto& m : BackupSet::from_json(read_set_json(repo, o.key), o.key).members) ids.push_back(m.id);
     } catch (const Error& e) {
       if (log) log(LogLevel::warning, fmt::format("skipping {}: {}", o.key, e.what()));
     }

@@ -252,6 +252,20 @@ int Subprocess::wait() {
   return *status_;
 }
 
+ProgramOutput run_for_output(const std::vector<std::string>& argv, size_t limit) {
+  SpawnOptions so;
+  so.argv = argv;
+  so.pipe_stdout = true;
+  Subprocess p(so);
+  ProgramOutput r;
+  std::byte buf[4096];
+  for (size_t n; (n = p.read_stdout(MutBytes(buf, sizeof buf))) > 0;)
+    if (r.out.size() < limit) r.out.append(reinterpret_cast<const char*>(buf), std::min(n, limit - r.out.size()));
+  r.status = p.wait();
+  r.err = p.stderr_text();
+  return r;
+}
+
 bool Subprocess::exited() {
   if (status_) return true;
   int st = 0;

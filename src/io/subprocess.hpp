@@ -71,6 +71,14 @@ class Subprocess {
   std::optional<int> status_;
 };
 
+// Runs `argv` (no stdin, the base environment) to its end: its exit status, the first
+// `limit` bytes of its stdout and its stderr folded into one line. For `prog --version`.
+struct ProgramOutput {
+  int status = 0;
+  std::string out, err;
+};
+ProgramOutput run_for_output(const std::vector<std::string>& argv, size_t limit = 64 * 1024);
+
 // One line of text naming how the child ended, e.g. "exited with status 1".
 std::string describe_exit(int code);
 

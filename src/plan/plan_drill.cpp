@@ -137,9 +137,10 @@ class ScratchRedis {
     fs::permissions(dir_, fs::perms::owner_all);
     password_ = random_hex(24);
     std::string err;
+    const std::string extra = debug_option(*bin);
     for (int attempt = 0; attempt < 5; ++attempt) {
       port_ = free_loopback_port();
-      write_config(*bin);
+      write_config(extra);
       SpawnOptions so;
       so.argv = {*bin, (dir_ / "redis.conf").string()};
       so.cwd = dir_.string();
@@ -168,23 +169,18 @@ class ScratchRedis {
   int port() const { return port_; }
 
  private:
-  void write_config(const std::string& bin) {
+  // DEBUG is disabled by default from Redis 7 on (and the option unknown before).
+  static std::string debug_option(const std::string& bin) {
+    ProgramOutput v = run_for_output({bin, "--version"});
+    auto at = v.out.find("v=");
+    return at != std::string::npos && std::atoi(v.out.c_str() + at + 2) >= 7 ? "enable-debug-command yes\n" : "";
+  }
+
+  void write_config(const std::string& extra) {
     std::string conf = fmt::format(
         "bind 127.0.0.1\nport {}\nprotected-mode yes\ndir {}\ndbfilename dump.rdb\nsave \"\"\nappendonly no\n"
         "pidfile {}\ndaemonize no\nlogfile {}\nrequirepass {}\n",
-        port_, dir_.string(), (dir_ / "redis.pid").string(), (dir_ / "redis.log").string(), password_);
-    // DEBUG is disabled by default from Redis 7 on (and the option unknown before).
-    SpawnOptions vo;
-    vo.argv = {bin, "--version"};
-    vo.pipe_stdout = true;
-    Subprocess v(vo);
-    std::string out;
-    char buf[256];
-    for (size_t n; (n = v.read_stdout(MutBytes(reinterpret_cast<std::byte*>(buf), sizeof buf))) > 0;)
-      out.append(buf, n);
-    v.wait();
-    auto at = out.find("v=");
-    if (at != std::string::npos && std::atoi(out.c_str() + at + 2) >= 7) conf += "enable-debug-command yes\n";
+        port_, dir_.string(), (dir_ / "redis.pid").string(), (dir_ / "redis.log").string(), password_) + extra;
     std::string path = (dir_ / "redis.conf").string();
     ::unlink(path.c_str());
     write_new_file(path, conf, 0600);
@@ -397,14 +393,13 @@ nlohmann::json check_redis(redis::Conn& c, const RdbFacts& f, int64_t restore_st
 
 nlohmann::json check_files(const fs::path& root, const nlohmann::json& members) {
   nlohmann::json checks = nlohmann::json::array();
-  size_t files = 0, ok_n = 0;
+  size_t ok_n = 0;
   std::vector<std::string> bad;
   for (auto& m : members) {
     std::string name = m.value("name", ""), type = m.value("type", "");
     fs::path p = root / name;
     std::error_code ec;
     if (type == "file") {
-      ++files;
       std::ifstream in(p, std::ios::binary);
       if (!in) {
         bad.push_back(name + ": missing");
@@ -436,7 +431,6 @@ nlohmann::json check_files(const fs::path& root, const nlohmann::json& members) 
                     {"detail", bad.empty() ? fmt::format("{} files, every SHA-256 as in the backup", ok_n)
                                            : fmt::format("{} of {} entries differ: {}", bad.size(), members.size(),
                                                          fmt::join(bad.begin(), bad.begin() + std::min<size_t>(bad.size(), 5), "; "))}});
-  (void)files;
   return checks;
 }
 

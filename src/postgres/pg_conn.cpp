@@ -231,23 +231,12 @@ std::string conninfo_dbname(const std::string& conninfo) {
 }
 
 int tool_major(const std::string& path) {
-  SpawnOptions so;
-  so.argv = {path, "--version"};
-  so.pipe_stdout = true;
-  Subprocess p(so);
-  std::string out;
-  char buf[512];
-  for (;;) {
-    size_t n = p.read_stdout(MutBytes(reinterpret_cast<std::byte*>(buf), sizeof buf));
-    if (!n) break;
-    out.append(buf, n);
-  }
-  int rc = p.wait();
+  ProgramOutput v = run_for_output({path, "--version"});
   // "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
-  auto pos = out.find(") ");
-  if (rc != 0 || pos == std::string::npos)
-    throw Error(Code::not_found, fmt::format("cannot tell the version of {}: {}", path, trim(out + p.stderr_text())));
-  return std::atoi(out.c_str() + pos + 2);
+  auto pos = v.out.find(") ");
+  if (v.status != 0 || pos == std::string::npos)
+    throw Error(Code::not_found, fmt::format("cannot tell the version of {}: {}", path, trim(v.out + v.err)));
+  return std::atoi(v.out.c_str() + pos + 2);
 }
 
 std::string find_tool(const std::string& tool, int min_major) {

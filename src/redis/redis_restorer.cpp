@@ -95,16 +95,10 @@ void run_hook(const char* which, const std::vector<std::string>& argv, const Run
 int local_redis_rdb_version() {
   auto path = find_in_path("redis-server");
   if (!path) return 0;
-  SpawnOptions so;
-  so.argv = {*path, "--version"};
-  so.pipe_stdout = true;
-  Subprocess p(so);
-  std::string out;
-  std::byte buf[512];
-  for (size_t n; (n = p.read_stdout(MutBytes(buf, sizeof buf))) > 0;) out.append(reinterpret_cast<char*>(buf), n);
-  if (p.wait() != 0) return 0;
-  auto v = out.find("v=");
-  return v == std::string::npos ? 0 : rdb_version_for_redis(out.substr(v + 2));
+  ProgramOutput r = run_for_output({*path, "--version"});
+  if (r.status != 0) return 0;
+  auto v = r.out.find("v=");
+  return v == std::string::npos ? 0 : rdb_version_for_redis(r.out.substr(v + 2));
 }
 
 // The RDB checked as it arrives, then published into the data directory by the library's
