@@ -44,81 +44,62 @@ int finish(int rc, mevb_report* rep, mevb_plan* plan, const OutputOptions& out) 
 
 }  // namespace
 
-Action setup_run(CLI::App* app) {
-  struct Opts {
-    OutputOptions out;
-    std::string plan;
-  };
-  auto o = std::make_shared<Opts>();
-  add_plan_option(app, o->plan);
-  add_output_options(app, o->out);
-  return [o] {
-    apply_output(o->out);
-    mevb_plan* plan = open_plan(o->plan);
+// The options of run, restore --plan and drill; each command adds those it takes.
+struct PlanCommand {
+  OutputOptions out;
+  std::string plan, set = "latest", from, report;
+  bool dry_run = false;
+
+  void add_set_and_from(CLI::App* app, const char* verb) {
+    app->add_option("--set", set, "the backup set: an id, or latest (default: the newest complete set)")
+        ->type_name("ID|latest");
+    app->add_option("--from", from,
+                    std::string(verb) + " from this location (an off-site copy) instead of the repository")
+        ->type_name("REPO");
+  }
+
+  // Loads the plan, runs `op` with the options set, prints its report, returns the exit status.
+  int perform(int (*op)(mevb_plan*, const mevb_plan_run_opts*, mevb_report**)) const {
+    apply_output(out);
+    mevb_plan* p = open_plan(plan);
     mevb_plan_run_opts ro = MEVB_PLAN_RUN_OPTS_INIT;
     ro.progress = on_progress;
+    ro.set = set.c_str();
+    ro.dry_run = dry_run ? 1 : 0;
+    ro.from = from.empty() ? nullptr : from.c_str();
+    ro.report_dir = report.empty() ? nullptr : report.c_str();
     mevb_report* rep = nullptr;
-    int rc = mevb_plan_run(plan, &ro, &rep);
-    return finish(rc, rep, plan, o->out);
-  };
+    int rc = op(p, &ro, &rep);
+    return finish(rc, rep, p, out);
+  }
+};
+
+Action setup_run(CLI::App* app) {
+  auto o = std::make_shared<PlanCommand>();
+  add_plan_option(app, o->plan);
+  add_output_options(app, o->out);
+  return [o] { return o->perform(mevb_plan_run); };
 }
 
 Action setup_restore_plan(CLI::App* app) {
-  struct Opts {
-    OutputOptions out;
-    std::string plan, set = "latest", from;
-    bool dry_run = false;
-  };
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<PlanCommand>();
   add_plan_option(app, o->plan);
-  app->add_option("--set", o->set, "the backup set: an id, or latest (default: the newest complete set)")
-      ->type_name("ID|latest");
+  o->add_set_and_from(app, "restore");
   app->add_flag("-n,--dry-run", o->dry_run, "check the set and print each step; change nothing");
-  app->add_option("--from", o->from, "restore from this location (an off-site copy) instead of the repository")
-      ->type_name("REPO");
   add_output_options(app, o->out);
-  return [o] {
-    apply_output(o->out);
-    mevb_plan* plan = open_plan(o->plan);
-    mevb_plan_run_opts ro = MEVB_PLAN_RUN_OPTS_INIT;
-    ro.progress = on_progress;
-    ro.set = o->set.c_str();
-    ro.dry_run = o->dry_run ? 1 : 0;
-    ro.from = o->from.empty() ? nullptr : o->from.c_str();
-    mevb_report* rep = nullptr;
-    int rc = mevb_plan_restore(plan, &ro, &rep);
-    return finish(rc, rep, plan, o->out);
-  };
+  return [o] { return o->perform(mevb_plan_restore); };
 }
 
 Action setup_drill(CLI::App* app) {
-  struct Opts {
-    OutputOptions out;
-    std::string plan, set = "latest", from, report;
-  };
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<PlanCommand>();
   add_plan_option(app, o->plan);
-  app->add_option("--set", o->set, "the backup set: an id, or latest (default: the newest complete set)")
-      ->type_name("ID|latest");
-  app->add_option("--from", o->from, "drill from this location (an off-site copy) instead of the repository")
-      ->type_name("REPO");
+  o->add_set_and_from(app, "drill");
   app->add_option("--report", o->report,
                   "write the report there: drill-<time>.json, latest.json, summary.txt, report.html, "
                   "mevbackup_drill.prom")
       ->type_name("DIR");
   add_output_options(app, o->out);
-  return [o] {
-    apply_output(o->out);
-    mevb_plan* plan = open_plan(o->plan);
-    mevb_plan_run_opts ro = MEVB_PLAN_RUN_OPTS_INIT;
-    ro.progress = on_progress;
-    ro.set = o->set.c_str();
-    ro.from = o->from.empty() ? nullptr : o->from.c_str();
-    ro.report_dir = o->report.empty() ? nullptr : o->report.c_str();
-    mevb_report* rep = nullptr;
-    int rc = mevb_plan_drill(plan, &ro, &rep);
-    return finish(rc, rep, plan, o->out);
-  };
+  return [o] { return o->perform(mevb_plan_drill); };
 }
 
 int list_sets(mevb_repo* repo, const std::string& plan_name, const OutputOptions& out) {
