@@ -68,6 +68,9 @@ class Storage {
   virtual std::vector<RemoveFailure> remove_many(const std::vector<std::string>& keys);
   // Where this storage is, for messages (never contains credentials).
   virtual std::string describe() const = 0;
+  // True when reading an object again costs no download (a local directory): a restore
+  // may then read an artifact once per session (PgRestoreOptions::jobs).
+  virtual bool local() const { return false; }
 
   // Small objects (manifests): whole reads and writes. read_small refuses objects
   // larger than max_size.

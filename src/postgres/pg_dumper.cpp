@@ -60,7 +60,7 @@ void check_dump_args(const std::vector<std::string>& args) {
 
 nlohmann::json count_rows(pg::Conn& conn, uint64_t exact_max, const LogFn& log) {
   auto tables = conn.exec(
-      "SELECT n.nspname, c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid) "
+      "SELECT n.nspname, c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid), c.oid "
       "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
       "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
       "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' "
@@ -71,7 +71,9 @@ nlohmann::json count_rows(pg::Conn& conn, uint64_t exact_max, const LogFn& log) 
     std::string schema = PQgetvalue(tables.get(), i, 0), name = PQgetvalue(tables.get(), i, 1);
     long long estimate = std::atoll(PQgetvalue(tables.get(), i, 2));
     unsigned long long bytes = std::strtoull(PQgetvalue(tables.get(), i, 3), nullptr, 10);
-    nlohmann::json t = {{"schema", schema}, {"table", name}, {"bytes", bytes}};
+    // The oid names the table in the dump's table of contents (a parallel restore's balance).
+    uint64_t oid = std::strtoull(PQgetvalue(tables.get(), i, 4), nullptr, 10);
+    nlohmann::json t = {{"schema", schema}, {"table", name}, {"bytes", bytes}, {"oid", oid}};
     if (bytes <= exact_max) {
       std::string n = conn.value(fmt::format("SELECT count(*) FROM ONLY {}.{}", conn.quote_ident(schema), conn.quote_ident(name)));
       t["rows"] = std::stoll(n);

@@ -188,6 +188,7 @@ class LocalStorage final : public Storage {
   }
 
   std::string describe() const override { return root_; }
+  bool local() const override { return true; }
 
   // Only a root that is not there at all; one that cannot be read is for list() to report.
   bool exists() override {
