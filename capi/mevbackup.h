@@ -257,12 +257,18 @@ typedef struct mevb_pg_restore_opts {
   size_t pg_restore_args_count;
   mevb_progress_cb progress;
   void *progress_user;
-  int jobs;                         /* > 1: pg_restore --jobs, staging the dump in a temporary file */
-  const char *staging_dir;          /* where that file goes; NULL: $TMPDIR or /tmp */
+  int jobs;                         /* sessions loading the data: 0 (default) one per core, at most 4
+                                       (one for an artifact over 1 GiB in S3); 1: one pg_restore reading
+                                       the stream; N: N sessions, each streaming the artifact into a
+                                       pg_restore of its share of the tables (no copy of the dump) */
+  const char *staging_dir;          /* where the table of contents (and, with stage, the dump) is kept
+                                       while restoring; NULL: $TMPDIR or /tmp */
   int allow_property_loss;          /* non-zero: warn, not fail, when the target server cannot give the
                                        database the source's encoding, locale, settings or comment */
+  int stage;                        /* non-zero: stage the decompressed dump in a temporary file for
+                                       pg_restore --jobs instead (the artifact is read once) */
 } mevb_pg_restore_opts;
-#define MEVB_PG_RESTORE_OPTS_INIT {sizeof(mevb_pg_restore_opts), NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, 1, NULL, 0}
+#define MEVB_PG_RESTORE_OPTS_INIT {sizeof(mevb_pg_restore_opts), NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0}
 MEVB_API int mevb_pg_restore_opts_init(mevb_pg_restore_opts *opts, size_t size);
 
 /* Restores backup `id_or_latest` into the database opts->conninfo names. */

@@ -48,8 +48,9 @@ int mevb_repo_restore_postgres(mevb_repo* repo, const char* id_or_latest, const 
     ro.clean = o.clean != 0;
     ro.pg_restore_path = str_or(o.pg_restore_path);
     ro.pg_restore_args = args_or(o.pg_restore_args, o.pg_restore_args_count, ro.pg_restore_args);
-    if (o.jobs < 1 || o.jobs > 64) throw invalid("mevb_pg_restore_opts.jobs must be 1..64");
+    if (o.jobs < 0 || o.jobs > 64) throw invalid("mevb_pg_restore_opts.jobs must be 0 (one per core) .. 64");
     ro.jobs = o.jobs;
+    ro.stage = o.stage != 0;
     ro.staging_dir = str_or(o.staging_dir);
     ro.allow_property_loss = o.allow_property_loss != 0;
     RunContext ctx = make_context(repo, o.progress, o.progress_user);

@@ -53,8 +53,8 @@ Action setup_restore_postgres(CLI::App* app) {
     OutputOptions out;
     std::string dbname, backup = "latest", source, pg_restore, staging_dir;
     std::vector<std::string> pg_restore_args;
-    int jobs = 1;
-    bool clean = false, allow_property_loss = false;
+    int jobs = 0;
+    bool clean = false, allow_property_loss = false, stage = false;
   };
   auto o = std::make_shared<Opts>();
   add_repo_options(app, o->repo);
@@ -66,9 +66,13 @@ Action setup_restore_postgres(CLI::App* app) {
   app->add_flag("--allow-property-loss", o->allow_property_loss,
                 "go on (with a warning) when the target server cannot honour a property of the source "
                 "database (encoding, collation, locale provider, a setting)");
-  app->add_option("-j,--jobs", o->jobs, "parallel pg_restore jobs (stages the dump in a file)")
-      ->type_name("N")->check(CLI::Range(1, 64));
-  app->add_option("--staging-dir", o->staging_dir, "where --jobs stages the dump (default $TMPDIR or /tmp)")
+  app->add_option("-j,--jobs", o->jobs,
+                  "sessions loading the data, each reading the artifact once (default 0: one per core, at most 4)")
+      ->type_name("N")->check(CLI::Range(0, 64));
+  app->add_flag("--stage", o->stage,
+                "stage the decompressed dump in a temporary file for pg_restore --jobs instead (reads it once)");
+  app->add_option("--staging-dir", o->staging_dir,
+                  "where the table of contents, and with --stage the dump, is kept (default $TMPDIR or /tmp)")
       ->type_name("DIR");
   app->add_option("--pg-restore", o->pg_restore, "pg_restore to run")->type_name("PATH");
   app->add_option("--pg-restore-arg", o->pg_restore_args, "argument for pg_restore (repeatable)")
@@ -86,6 +90,7 @@ Action setup_restore_postgres(CLI::App* app) {
     po.pg_restore_path = c(o->pg_restore);
     po.staging_dir = c(o->staging_dir);
     po.jobs = o->jobs;
+    po.stage = o->stage ? 1 : 0;
     std::vector<const char*> extra;
     for (auto& s : o->pg_restore_args) extra.push_back(s.c_str());
     if (!extra.empty()) {

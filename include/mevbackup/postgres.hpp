@@ -60,10 +60,18 @@ struct PgRestoreOptions {
   bool clean = false;          // replace a non-empty target
   std::string pg_restore_path; // empty: the newest installed pg_restore
   std::vector<std::string> pg_restore_args = {"--no-owner", "--no-acl"};
-  // > 1: pg_restore --jobs, which needs a seekable file: the decompressed dump is staged
-  // in a private temporary file in staging_dir (default $TMPDIR or /tmp) and removed
-  // afterwards. 1: streamed, no temporary copy.
-  int jobs = 1;
+  // Sessions loading the data. 0: one per core, at most 4 (but one for an artifact over
+  // 1 GiB in remote storage, which every session would download again). 1: one pg_restore
+  // reads the stream, in one transaction. N > 1: N sessions, each reading the artifact in
+  // its own streamed pass into a pg_restore --section=data -L <its share of the tables>
+  // (balanced by the table sizes the manifest records); the table of contents (kilobytes)
+  // is kept in a private file in staging_dir for the pre-data and post-data sections, the
+  // latter run by pg_restore --jobs N. No copy of the dump is made.
+  int jobs = 0;
+  // Instead: stage the decompressed dump in a private temporary file in staging_dir (default
+  // $TMPDIR or /tmp), removed afterwards, for pg_restore --jobs (jobs, or one per core):
+  // the artifact is read once, at the cost of a copy of the dump on disk.
+  bool stage = false;
   std::string staging_dir;
   // The restored database gets the source's encoding, collation, ctype, locale provider
   // and ICU locale, its ALTER DATABASE ... SET settings and its comment (as the backup's
@@ -82,6 +90,8 @@ void restore_postgres(Repository& repo, const Manifest& backup, const PgRestoreO
 // The database `conninfo` names (dbname=..., or PGDATABASE); empty when neither does.
 std::string pg_conninfo_dbname(const std::string& conninfo);
 
+// As a Sink (pg_restore_sink) the stream comes once: jobs 0 or 1 restore it as one stream,
+// jobs > 1 (or stage) stage it in a file for pg_restore --jobs.
 struct PgRestoreSinkOptions : PgRestoreOptions {
   // The backup whose payload the sink receives, when there is one: its database properties,
   // pg_dump version (to choose pg_restore) and id. None: the server's defaults, with a warning.

@@ -216,7 +216,8 @@ def test_the_check_reports_each_kind_of_drift(c_side):
     by_name, _ = twins(package_structs())
     real = by_name["mevb_pg_restore_opts"]._fields_  # type: ignore[attr-defined]
 
-    missing_last = drift(fields, layout, _replace(by_name, "mevb_pg_restore_opts", real[:-1]))
+    # The last two: the last alone may sit in what was padding, and leave sizeof as it was.
+    missing_last = drift(fields, layout, _replace(by_name, "mevb_pg_restore_opts", real[:-2]))
     assert any(f"misses the C field {real[-1][0]}" in p for p in missing_last), missing_last
     assert any("sizeof is" in p for p in missing_last), missing_last
 

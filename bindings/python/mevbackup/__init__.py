@@ -133,7 +133,7 @@ class _PgRestoreOpts(ctypes.Structure):
                 ("source_name", ctypes.c_char_p), ("pg_restore_path", ctypes.c_char_p),
                 ("pg_restore_args", ctypes.POINTER(ctypes.c_char_p)), ("pg_restore_args_count", ctypes.c_size_t),
                 ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p), ("jobs", ctypes.c_int),
-                ("staging_dir", ctypes.c_char_p), ("allow_property_loss", ctypes.c_int)]
+                ("staging_dir", ctypes.c_char_p), ("allow_property_loss", ctypes.c_int), ("stage", ctypes.c_int)]
 
 
 class _PruneOpts(ctypes.Structure):
@@ -748,10 +748,13 @@ class Repository:
 
     def restore_postgres(self, backup: Union[str, Backup] = "latest", *, dbname: str, clean: bool = False,
                          source: Optional[str] = None, pg_restore: Optional[str] = None,
-                         pg_restore_args: Optional[Sequence[str]] = None, jobs: int = 1,
+                         pg_restore_args: Optional[Sequence[str]] = None, jobs: int = 0,
                          staging_dir: Optional[str] = None, progress: Optional[ProgressFn] = None,
-                         allow_property_loss: bool = False) -> None:
+                         allow_property_loss: bool = False, stage: bool = False) -> None:
         """Restores `backup` (an id, a Backup or "latest") into the database `dbname` names.
+
+        `jobs` sessions load the data (0: one per core, at most 4), each reading the artifact in
+        its own streamed pass; `stage` stages the dump in a file in `staging_dir` instead.
 
         The database gets the source's encoding, locale, settings and comment; when the target
         server cannot honour one, the restore fails unless `allow_property_loss` (then it warns)."""
@@ -766,6 +769,7 @@ class Repository:
         o.jobs = jobs
         o.staging_dir = _enc(staging_dir)
         o.allow_property_loss = 1 if allow_property_loss else 0
+        o.stage = 1 if stage else 0
         _run_restore(self, _lib.mevb_repo_restore_postgres, ident, o, progress)
         del keep
 
