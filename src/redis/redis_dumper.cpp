@@ -248,6 +248,24 @@ class RedisRdbSource final : public Source {
   std::unique_ptr<Source> inner_;  // after conn_: goes first
 };
 
+// A server with repl-diskless-sync waits repl-diskless-sync-delay seconds before it starts
+// a diskless transfer, so that more replicas can share it: the backup waits as long, and
+// says so (it is the server's setting, not ours). Users without CONFIG rights get no note.
+void warn_of_sync_delay(Conn& conn, const RunContext& ctx) {
+  if (!ctx.log) return;
+  try {
+    if (conn.config_get("repl-diskless-sync") != "yes") return;
+    std::string delay = conn.config_get("repl-diskless-sync-delay");
+    if (delay.empty() || delay == "0") return;
+    ctx.log(LogLevel::warning,
+            fmt::format("Redis at {} waits repl-diskless-sync-delay ({} s) before it starts a diskless transfer, so "
+                        "that other replicas can join it: this backup waits as long (set it to 0 on the server, or "
+                        "use the bgsave mode where the server's RDB is readable here)",
+                        conn.name(), delay));
+  } catch (const Error&) {
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Source> redis_rdb_source(const RedisRdbSourceOptions& opts, const RunContext& ctx, RedisRdbInfo* info) {
@@ -300,6 +318,7 @@ std::unique_ptr<Source> redis_rdb_source(const RedisRdbSourceOptions& opts, cons
                   fmt::format("Redis at {} refused REPLCONF (the user needs the right to replicate): {}", conn.name(), msg));
     }
     conn.command_raw({"REPLCONF", "rdb-only", "1"});  // Redis 7+: no command stream after the RDB; older ignore it
+    warn_of_sync_delay(conn, ctx);
     if (ctx.log) ctx.log(LogLevel::info, fmt::format("syncing as a replica of Redis {} at {}", version, conn.name()));
     auto rs = std::make_unique<redis::ReplicationSource>(conn.fd(), conn.name(), opts.save_timeout_s, std::max(60, opts.connect_timeout_s), ctx.cancel);
     rs->start();

@@ -76,6 +76,23 @@ def test_backup_modes_make_valid_rdbs(rds, rcli, repo, tmp_path, mode, diskless)
     assert PASSWORD not in r.stdout + r.stderr
 
 
+def test_replication_mode_says_it_waits_for_the_servers_sync_delay(rds, rcli, repo):
+    rds.cli("CONFIG", "SET", "repl-diskless-sync", "yes")
+    rds.cli("CONFIG", "SET", "repl-diskless-sync-delay", "1")
+    try:
+        r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), "--mode", "replication",
+                 env=rds.env())
+        assert r.returncode == 0, r.stderr
+        assert "repl-diskless-sync-delay (1 s)" in r.stderr, r.stderr
+        # Without the delay (or with a disk-based sync) there is nothing to say.
+        rds.cli("CONFIG", "SET", "repl-diskless-sync-delay", "0")
+        r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), "--mode", "replication",
+                 env=rds.env())
+        assert r.returncode == 0 and "repl-diskless-sync-delay" not in r.stderr, r.stderr
+    finally:
+        rds.cli("CONFIG", "SET", "repl-diskless-sync-delay", "0")
+
+
 def test_offline_restore_reproduces_every_key(rds, rcli, repo, tmp_path):
     r = rcli("backup", "redis", "--repo", repo, "--redis-url", rds.url(), "--mode", "replication", env=rds.env())
     assert r.returncode == 0, r.stderr
