@@ -235,8 +235,11 @@ def main():
         art = next(p for p in (work / "r-gz").rglob("*.dump.gz"))
         stock_cmd = (f"set -o pipefail; gunzip -c {art} | {bindir}/pg_restore --no-owner --no-acl "
                      f"--single-transaction -d '{{}}'")
-        rtimes = {"gunzip -c | pg_restore": [], "createdb + gunzip | pg_restore": [], "mevb restore": []}
-        rrss = []
+        # "mevb restore" is the default (sessions, one per core, at most 4, each streaming the
+        # artifact); "mevb restore --jobs 1" is one stream in one session, as the stock one.
+        rtimes = {"gunzip -c | pg_restore": [], "createdb + gunzip | pg_restore": [], "mevb restore": [],
+                  "mevb restore --jobs 1": []}
+        rrss = {"mevb restore": [], "mevb restore --jobs 1": []}
         names = list(rtimes)
         for run in range(args.restore_runs):
             # Each contender goes first in turn, and starts with the server's dirty buffers
@@ -255,8 +258,8 @@ def main():
                                                        + stock_cmd.format(pg.conninfo(db))], env)
                 else:
                     secs, peak = run_timed([args.cli, "restore", "postgres", "--quiet", "--repo", str(work / "r-gz"),
-                                            "--dbname", pg.conninfo(db)], env)
-                    rrss.append(peak)
+                                            "--dbname", pg.conninfo(db)] + name.split()[2:], env)
+                    rrss[name].append(peak)
                 rtimes[name].append(secs)
                 pg.psql(f'DROP DATABASE "{db}"')
                 print(f"  restore run {run + 1} {name:<32} {secs:7.2f} s", flush=True)
@@ -269,7 +272,8 @@ def main():
             results["restore"][name] = {"median_s": m, "runs_s": ts, "x_stock": m / stock,
                                         "x_createdb_stock": m / stock_c}
             print(f"{name:<34}{m:9.2f}{m / stock:9.2f}{m / stock_c:18.2f}")
-        results["restore"]["mevb restore"]["peak_rss_mib"] = max(rrss) / 1024 if rrss else None
+        for name, peaks in rrss.items():
+            results["restore"][name]["peak_rss_mib"] = max(peaks) / 1024 if peaks else None
         if s3:
             s3.stop()
     shutil.rmtree(work, ignore_errors=True)
