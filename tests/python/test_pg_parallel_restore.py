@@ -75,8 +75,9 @@ def backup(cli, pg, repo, db):
     return repo / re.search(r"database/\S+\.dump\.gz", r.stdout).group(0)
 
 
-def no_staging_left(pg):
-    return pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%mevb_restore%'") == "0"
+def no_staging_left(pg, target):
+    """No staging database of this target's restore is left (other tests may leave theirs)."""
+    return pg.psql(f"SELECT count(*) FROM pg_database WHERE datname LIKE '{target[:30]}_mevb_restore_%'") == "0"
 
 
 @pytest.mark.parametrize("jobs", ["3", "1", None])
@@ -103,7 +104,7 @@ def test_restore_in_sessions_brings_back_the_source_exactly(pg, cli, repo, newdb
     assert matview_state(pg, target) == matview_state(pg, many)
     assert pg.psql("SELECT last_value, is_called FROM counter", target) == "128|t"
     assert pg.psql("SELECT count(*) FROM pg_largeobject_metadata WHERE oid IN (424242, 424243)", target) == "2"
-    assert no_staging_left(pg)
+    assert no_staging_left(pg, target)
 
 
 def test_a_failing_session_leaves_the_target_untouched(pg, cli, repo, newdb, many):
@@ -118,7 +119,7 @@ def test_a_failing_session_leaves_the_target_untouched(pg, cli, repo, newdb, man
     assert r.returncode == 1
     assert re.search(r"corrupt|SHA-256|does not match|pg_restore", r.stderr), r.stderr
     assert pg.psql("SELECT x FROM keep", target) == "7"
-    assert no_staging_left(pg)
+    assert no_staging_left(pg, target)
 
 
 def test_pg_restore_args_that_choose_items_make_it_one_stream(pg, cli, repo, newdb, many):

@@ -362,6 +362,21 @@ def test_cancel_mid_upload_aborts_it(pg, s3, prefix, aws, tmp_path, monkeypatch)
     assert not [k for k in s3.proxy.pending_uploads(BUCKET) if k.startswith(prefix + "/")]
 
 
+def test_restore_in_sessions_reads_the_artifact_once_per_session(cli, pg, s3, prefix, s3env, newdb):
+    repo = f"s3://{BUCKET}/{prefix}"
+    m = json.loads(cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--json",
+                       env=s3env, check=True).stdout)
+    artifact = f"/{BUCKET}/{prefix}/{m['path']}"
+    target = newdb("s3par")
+    r = cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--jobs", "2", "--verbose",
+            env=s3env, check=True)
+    assert "in 2 sessions" in r.stderr, r.stderr
+    assert pg.row_counts(target) == pg.row_counts("mev_protection")
+    # The start (table of contents, pre-data), then one whole read per session.
+    gets = [c["status"] for c in s3.proxy.calls("GET") if c["path"] == artifact]
+    assert len(gets) == 3, gets
+
+
 def test_restore_survives_a_connection_dropped_mid_download(cli, pg, s3, prefix, s3env, newdb):
     repo = f"s3://{BUCKET}/{prefix}"
     m = json.loads(cli("backup", "postgres", "--repo", repo, "--dbname", pg.conninfo("mev_protection"), "--json",
@@ -369,7 +384,8 @@ def test_restore_survives_a_connection_dropped_mid_download(cli, pg, s3, prefix,
     artifact = f"/{BUCKET}/{prefix}/{m['path']}"
     s3.proxy.faults = [Fault(lambda meth, p, q: meth == "GET" and p == artifact, "drop-response")]
     target = newdb("s3drop")
-    cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), env=s3env, check=True)
+    # One stream: the resumed download is the only read of the artifact.
+    cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--jobs", "1", env=s3env, check=True)
     assert pg.row_counts(target) == pg.row_counts("mev_protection")
     gets = [c["status"] for c in s3.proxy.calls("GET") if c["path"] == artifact]
     assert gets == ["dropped-response", 206]
