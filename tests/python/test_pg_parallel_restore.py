@@ -45,6 +45,8 @@ def many(pg):
         CREATE TABLE gen (a int, b int GENERATED ALWAYS AS (a * 2) STORED);
         INSERT INTO gen (a) SELECT generate_series(1, 100);
         CREATE TABLE empty_one (x int);
+        COMMENT ON TABLE child IS 'child rows; comments come back too';
+        COMMENT ON COLUMN "Odd Schema"."order items"."qty;" IS 'a column comment';
         CREATE MATERIALIZED VIEW child_totals AS SELECT parent_id, sum(amount) AS total FROM child GROUP BY 1;
         CREATE UNIQUE INDEX ON child_totals (parent_id);
         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.v := NEW.v; RETURN NEW; END$$;
@@ -58,7 +60,7 @@ def many(pg):
 
 def dump(pg, db):
     """The database as plain SQL, with pg_dump's per-run lines taken out."""
-    r = subprocess.run([f"{pg.bindir}/pg_dump", "--no-comments", "-d", pg.conninfo(db)],
+    r = subprocess.run([f"{pg.bindir}/pg_dump", "-d", pg.conninfo(db)],
                        capture_output=True, text=True, env=pg.env(), check=True)
     return "\n".join(line for line in r.stdout.splitlines()
                      if not line.startswith(("--", "\\restrict", "\\unrestrict")))
@@ -165,3 +167,17 @@ def test_python_restore_in_sessions(pgenv, repo, newdb, many):
         assert dump(pgenv, target) == dump(pgenv, many)
         with pytest.raises(mevbackup.Error):
             r.restore_postgres(b, dbname=pgenv.conninfo(newdb("par_py_bad")), jobs=-1)
+
+
+@pytest.mark.parametrize("schema", ["", "CREATE TABLE only_schema (x int PRIMARY KEY);"])
+def test_a_database_without_data_restores_in_sessions(pg, cli, repo, newdb, schema):
+    source = newdb("par_nodata_src")
+    pg.psql(f'CREATE DATABASE "{source}"')
+    if schema:
+        pg.psql(schema, source)
+    backup(cli, pg, repo, source)
+    target = newdb("par_nodata")
+    r = cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--jobs", "3")
+    assert r.returncode == 0, r.stderr
+    assert dump(pg, target) == dump(pg, source)
+    assert no_staging_left(pg, target)
