@@ -41,12 +41,16 @@ std::unique_ptr<Sink> make_file_sink(const std::string& path, const FileSinkOpti
 std::unique_ptr<Sink> make_file_sink(const std::string& path, const std::string& tmp, int fd, const FileSinkOptions& o,
                                      Fs& fs = posix_fs());
 
-// A private temporary file (mkstemp, 0600) in `dir`, or in TMPDIR (else /tmp) when `dir`
-// is empty, for a consumer that needs a seekable file (pg_restore --jobs). commit() closes
-// it; the file is removed when the sink is destroyed, committed or not.
+// A private temporary file in `dir`, or in TMPDIR (else /tmp) when `dir` is empty, for a
+// consumer that needs a seekable file (pg_restore --jobs). It has no name: it is unlinked
+// as soon as it is made (mkstemp, 0600), so nothing is left behind whatever ends the
+// process, and its space is freed when fd() is closed, with the sink. A child reads it
+// through its own copy of fd() (the library's children get it as /dev/fd/3). commit()
+// ends the writing; the file stays readable until the sink is destroyed.
 class StagingFile : public Sink {
  public:
-  virtual const std::string& path() const = 0;
+  virtual int fd() const = 0;
+  virtual const std::string& dir() const = 0;  // where its blocks are, for messages
 };
 std::unique_ptr<StagingFile> make_staging_file(const std::string& dir);
 

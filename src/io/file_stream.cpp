@@ -159,29 +159,30 @@ class StagingFileImpl final : public StagingFile {
   explicit StagingFileImpl(const std::string& dir) {
     // No directory given: TMPDIR, as mkstemp's callers do (a documented provider: mevbackup.h).
     const char* tmpdir = std::getenv("TMPDIR");
-    path_ = (dir.empty() ? std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") : dir) + "/mevbackup-staging-XXXXXX";
-    fd_ = ::mkstemp(path_.data());  // 0600, O_EXCL
-    if (fd_ < 0) throw sys_error(errno, fmt::format("cannot create a staging file in {}", path_));
+    dir_ = dir.empty() ? std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") : dir;
+    std::string path = dir_ + "/mevbackup-staging-XXXXXX";
+    fd_ = ::mkostemp(path.data(), O_CLOEXEC);  // 0600, O_EXCL
+    if (fd_ < 0) throw sys_error(errno, fmt::format("cannot create a staging file in {}", dir_));
+    if (::unlink(path.c_str()) != 0) {
+      int e = errno;
+      ::close(fd_);
+      throw sys_error(e, fmt::format("cannot unlink the staging file {}", path));
+    }
   }
-  ~StagingFileImpl() override {
-    if (fd_ >= 0) ::close(fd_);
-    ::unlink(path_.c_str());
-  }
+  ~StagingFileImpl() override { ::close(fd_); }
   void write(Bytes data) override {
-    if (fd_ < 0) throw Error(Code::internal, fmt::format("write to staging file {} after it was closed", path_));
-    write_all(posix_fs(), fd_, data, "staging file " + path_);
+    if (done_) throw Error(Code::internal, fmt::format("write to a staging file in {} after it was committed", dir_));
+    write_all(posix_fs(), fd_, data, "staging file in " + dir_);
   }
-  void commit() override {
-    int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) throw sys_error(errno, fmt::format("cannot write staging file {}", path_));
-  }
-  void abort() noexcept override {}
-  const std::string& path() const override { return path_; }
+  void commit() override { done_ = true; }
+  void abort() noexcept override { done_ = true; }
+  int fd() const override { return fd_; }
+  const std::string& dir() const override { return dir_; }
 
  private:
-  std::string path_;
+  std::string dir_;
   int fd_ = -1;
+  bool done_ = false;
 };
 
 class NullSink final : public Sink {

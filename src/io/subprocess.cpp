@@ -149,6 +149,11 @@ Subprocess::Subprocess(const SpawnOptions& opts) : err_limit_(opts.stderr_limit)
   else posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, err.w, 2);
   if (!opts.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, opts.cwd.c_str());
+  // dup2 clears close-on-exec on the copy (glibc does so even when the numbers are equal).
+  if (opts.pass_fd >= 0) posix_spawn_file_actions_adddup2(&fa, opts.pass_fd, 3);
+  // Nothing else of this process reaches the child: not the embedding program's own files
+  // opened without close-on-exec either.
+  posix_spawn_file_actions_addclosefrom_np(&fa, opts.pass_fd >= 0 ? 4 : 3);
   // The child starts with default SIGPIPE handling and an empty signal mask.
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);

@@ -25,7 +25,11 @@ struct SpawnOptions {
   bool pipe_stdout = false;
   size_t stderr_limit = 16 * 1024;                      // bytes of stderr kept for messages
   std::string cwd;                                       // the child's working directory; empty: ours
+  int pass_fd = -1;  // >= 0: this open file is the child's fd 3 (it reads it as kPassedFdPath)
 };
+
+// The path under which a child reads the file given as SpawnOptions::pass_fd.
+inline constexpr const char* kPassedFdPath = "/dev/fd/3";
 
 // What every child inherits: PATH, HOME, LANG, LC_*, TZ, TMPDIR. Nothing secret.
 extern const std::vector<std::string> kBaseEnv;

@@ -246,7 +246,8 @@ class StagingDatabase {
   const std::string& name() const { return staging_; }
   const std::string& target() const { return target_; }
   // pg_restore with `args`, the caller's pg_restore_args, connected to the staging database.
-  SpawnOptions pg_restore(const std::vector<std::string>& args, const std::string& input = "") const {
+  // pg_restore with `args`; `input`, when given, is its archive file (as /dev/fd/3).
+  SpawnOptions pg_restore(const std::vector<std::string>& args, const StagingFile* input = nullptr) const {
     SpawnOptions so;
     so.env = env_;
     so.env["PGDATABASE"] = staging_;
@@ -255,11 +256,14 @@ class StagingDatabase {
     so.argv.insert(so.argv.end(), args.begin(), args.end());
     so.argv.insert(so.argv.end(), {"-d", staging_});
     so.argv.insert(so.argv.end(), opts_.pg_restore_args.begin(), opts_.pg_restore_args.end());
-    if (!input.empty()) so.argv.push_back(input);
+    if (input) {
+      so.argv.push_back(kPassedFdPath);
+      so.pass_fd = input->fd();
+    }
     return so;
   }
   // Runs pg_restore on a file to its end; throws restore_failed with its stderr.
-  void run_pg_restore(const std::vector<std::string>& args, const std::string& input) const;
+  void run_pg_restore(const std::vector<std::string>& args, const StagingFile& input) const;
   const std::string& pg_restore_path() const { return pg_restore_; }
   // The database's settings, then the swap: drops the old target (when there is one) and
   // renames the staging database into its name; then the comment.
@@ -396,8 +400,8 @@ void StagingDatabase::drop() noexcept {
   }
 }
 
-void StagingDatabase::run_pg_restore(const std::vector<std::string>& args, const std::string& input) const {
-  Subprocess proc(pg_restore(args, input));
+void StagingDatabase::run_pg_restore(const std::vector<std::string>& args, const StagingFile& input) const {
+  Subprocess proc(pg_restore(args, &input));
   int rc = proc.wait();
   if (rc != 0) {
     std::string err = proc.stderr_text();
@@ -487,9 +491,10 @@ class PgRestoreTargetSink final : public Sink {
         file_ = make_staging_file(opts.staging_dir);
         if (ctx.log)
           ctx.log(LogLevel::info,
-                  fmt::format("pg_restore --jobs {} needs a seekable file: staging the dump{} in {}, removed afterwards",
+                  fmt::format("pg_restore --jobs {} needs a seekable file: staging the dump{} in an unnamed file "
+                              "in {}, gone afterwards",
                               jobs_, opts.backup ? fmt::format(" ({} bytes)", opts.backup->payload_size) : std::string(),
-                              file_->path()));
+                              file_->dir()));
         load_ = file_.get();
       }
     });
@@ -508,7 +513,7 @@ class PgRestoreTargetSink final : public Sink {
         stdin_->commit();
       } else {
         file_->commit();
-        db_.run_pg_restore({"--exit-on-error", fmt::format("--jobs={}", jobs_)}, file_->path());
+        db_.run_pg_restore({"--exit-on-error", fmt::format("--jobs={}", jobs_)}, *file_);
       }
       db_.swap_into_place();
     });
@@ -700,8 +705,8 @@ void restore_in_passes(Repository& repo, const Manifest& backup, const PgRestore
     }
     if (ctx.cancel) ctx.cancel->check();
     // 2. The data section, balanced over the sessions.
-    SpawnOptions list = db.pg_restore({"--list", "--section=data"});
-    list.argv = {db.pg_restore_path(), "--list", "--section=data", head->path()};
+    SpawnOptions list = db.pg_restore({"--list", "--section=data"}, head.get());
+    list.argv = {db.pg_restore_path(), "--list", "--section=data", kPassedFdPath};
     std::vector<TocEntry> entries = parse_toc_list(read_all_stdout(list, "listing the archive's data"));
     weigh(entries, backup);
     int passes = std::max(1, std::min<int>(jobs, static_cast<int>(entries.size())));
@@ -721,7 +726,8 @@ void restore_in_passes(Repository& repo, const Manifest& backup, const PgRestore
     for (size_t i = 0; i < lists.size(); ++i) {
       threads.emplace_back([&, i] {
         try {
-          SpawnOptions load = db.pg_restore({"--section=data", "--exit-on-error", "-L", lists[i]->path()});
+          SpawnOptions load = db.pg_restore({"--section=data", "--exit-on-error", "-L", kPassedFdPath});
+          load.pass_fd = lists[i]->fd();
           load.pipe_stdin = true;
           PgRestoreSink sink(load, db.target(), PgRestoreSink::Input::may_stop_early);
           RunContext pass = ctx;
@@ -740,7 +746,7 @@ void restore_in_passes(Repository& repo, const Manifest& backup, const PgRestore
     if (first_error) std::rethrow_exception(first_error);
     if (ctx.cancel) ctx.cancel->check();
     // 3. The post-data section (indexes, constraints, triggers) from the table of contents.
-    db.run_pg_restore({"--section=post-data", "--exit-on-error", fmt::format("--jobs={}", jobs)}, head->path());
+    db.run_pg_restore({"--section=post-data", "--exit-on-error", fmt::format("--jobs={}", jobs)}, *head);
     db.swap_into_place();
   });
 }

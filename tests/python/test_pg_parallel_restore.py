@@ -3,8 +3,11 @@ streamed pass, no staged copy of the dump. What comes back must be the source ex
 tables and their rows, sequences, large objects, materialized views, constraints and
 indexes, names that need quoting; and a failed pass must leave the target untouched."""
 
+import os
 import re
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -181,3 +184,39 @@ def test_a_database_without_data_restores_in_sessions(pg, cli, repo, newdb, sche
     assert r.returncode == 0, r.stderr
     assert dump(pg, target) == dump(pg, source)
     assert no_staging_left(pg, target)
+
+
+def test_a_killed_restore_in_sessions_leaves_no_file_and_its_staging_database_goes_next_time(
+        pg, tools, repo, newdb, many, tmp_path, cli):
+    """Killed while its sessions load: the table of contents and the lists had no names, so
+    nothing is left in the staging dir; the next restore drops the staging database."""
+    backup(cli, pg, repo, many)
+    target = newdb("par_killed")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    marker = tmp_path / "loading"
+    slow = tmp_path / "pg_restore_slow"
+    slow.write_text(f"""#!/bin/bash
+case " $* " in
+  *" --section=data "*) touch {marker}; sleep 60 & wait ;;
+  *) exec {pg.bindir}/pg_restore "$@" ;;
+esac
+""")
+    slow.chmod(0o755)
+    p = subprocess.Popen([tools["cli"], "restore", "postgres", "--repo", str(repo), "--dbname", pg.conninfo(target),
+                          "--jobs", "2", "--staging-dir", str(staging), "--pg-restore", str(slow)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pg.env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), p.communicate(timeout=30)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate(timeout=30)
+    assert list(staging.iterdir()) == []
+    assert not no_staging_left(pg, target)  # the killed run's staging database is still there
+    r = cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--staging-dir", staging)
+    assert r.returncode == 0, r.stderr
+    assert no_staging_left(pg, target)
+    assert dump(pg, target) == dump(pg, many)

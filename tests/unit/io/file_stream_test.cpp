@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -154,26 +155,27 @@ TEST_CASE("a file sink's hooks: on_open sees the temporary file, a throwing befo
   CHECK(files_under(dir.path()).size() == 1);
 }
 
-TEST_CASE("a staging file is private and gone when its sink is, committed or not; the null sink keeps nothing") {
+TEST_CASE("a staging file has no name, is readable through its fd until its sink is gone; the null sink keeps nothing") {
   TempDir dir;
-  std::string staged;
   {
     auto f = make_staging_file(dir.path());
-    staged = f->path();
-    CHECK(staged.rfind(dir.path() + "/", 0) == 0);
-    CHECK(testutil::mode_of(staged) == 0600);
+    CHECK(f->dir() == dir.path());
+    CHECK(files_under(dir.path()).empty());  // unlinked at once: nothing to leave behind
+    CHECK((::fcntl(f->fd(), F_GETFD) & FD_CLOEXEC) != 0);
+    struct stat st {};
+    REQUIRE(::fstat(f->fd(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    CHECK(st.st_nlink == 0);
     f->write(as_bytes("dump bytes"));
     f->commit();
-    CHECK(slurp(staged) == "dump bytes");
+    // What a child given the fd reads: the whole file, from its start.
+    CHECK(slurp("/proc/self/fd/" + std::to_string(f->fd())) == "dump bytes");
     CHECK_THROWS_AS(f->write(as_bytes("late")), Error);
   }
-  CHECK(::access(staged.c_str(), F_OK) != 0);
   {
     auto f = make_staging_file(dir.path());
-    staged = f->path();
     f->write(as_bytes("partial"));
   }
-  CHECK(::access(staged.c_str(), F_OK) != 0);
   CHECK(files_under(dir.path()).empty());
   CHECK_THROWS_AS(make_staging_file(dir / "missing"), Error);
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "io/subprocess.hpp"
+#include "mevbackup/file_stream.hpp"
 
 using namespace mevbackup;
 
@@ -65,4 +66,23 @@ TEST_CASE("subprocess: env_allowed matches names and prefixes exactly") {
   CHECK(env_allowed("LC_ALL", kBaseEnv));
   CHECK_FALSE(env_allowed("PATHX", kBaseEnv));
   CHECK_FALSE(env_allowed("HOMEDIR", kBaseEnv));
+}
+
+TEST_CASE("subprocess: a passed file is the child's fd 3, read from its start, and no other fd of ours is") {
+  auto staged = make_staging_file("");
+  staged->write(Bytes(reinterpret_cast<const std::byte*>("staged bytes"), 12));
+  staged->commit();
+  SpawnOptions so;
+  so.argv = {"sh", "-c", std::string("cat ") + kPassedFdPath + "; ls /proc/self/fd | sort -n | tr '\\n' ' '"};
+  so.pass_fd = staged->fd();
+  so.pipe_stdout = true;
+  Subprocess p(so);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = p.read_stdout(MutBytes(reinterpret_cast<std::byte*>(buf), sizeof buf))) > 0;) out.append(buf, n);
+  REQUIRE(p.wait() == 0);
+  // cat read it; then ls saw 0-2, 3 (the passed file) and its own directory fd only: none
+  // of this process's other files (the test runner's among them).
+  CHECK(out.rfind("staged bytes", 0) == 0);
+  CHECK(out.substr(12) == "0 1 2 3 4 ");
 }
