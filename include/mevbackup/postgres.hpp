@@ -65,11 +65,11 @@ struct PgRestoreOptions {
   // reads the stream, in one transaction. N > 1: N sessions, each reading the artifact in
   // its own streamed pass into a pg_restore --section=data -L <its share of the tables>
   // (balanced by the table sizes the manifest records); the table of contents (kilobytes)
-  // is kept in a private file in staging_dir for the pre-data and post-data sections, the
+  // is kept in an unnamed private file in staging_dir for the pre-data and post-data sections, the
   // latter run by pg_restore --jobs N. No copy of the dump is made.
   int jobs = 0;
   // Instead: stage the decompressed dump in a private temporary file in staging_dir (default
-  // $TMPDIR or /tmp), removed afterwards, for pg_restore --jobs (jobs, or one per core):
+  // $TMPDIR or /tmp), unnamed so that nothing outlives the process, for pg_restore --jobs (jobs, or one per core):
   // the artifact is read once, at the cost of a copy of the dump on disk.
   bool stage = false;
   std::string staging_dir;
