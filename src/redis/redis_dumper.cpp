@@ -275,6 +275,7 @@ std::unique_ptr<Source> redis_rdb_source(const RedisRdbSourceOptions& opts, cons
   std::string version = server["redis_version"];
 
   RedisBackupMode mode = opts.mode;
+  const bool chosen = mode == RedisBackupMode::auto_select;
   std::string dir, file;
   if (mode != RedisBackupMode::replication) {
     try {
@@ -308,9 +309,25 @@ std::unique_ptr<Source> redis_rdb_source(const RedisRdbSourceOptions& opts, cons
       throw sys_error(errno, fmt::format("opening {} saved by Redis at {} (use --mode replication when the server's "
                                          "files are not readable here)",
                                          rdb_path, conn.name()));
-    source = make_fd_source(fd, true, rdb_path);
-    described = rdb_path;
-  } else {
+    // The file must be the one this save wrote: a server in a container shows its own dir,
+    // and a path of that name here may hold something else (an old RDB, another server's).
+    struct stat st {};
+    int64_t saved = info_int(conn.info("persistence"), "rdb_last_save_time");
+    if (::fstat(fd, &st) != 0 || st.st_mtime + 2 < saved) {
+      ::close(fd);
+      std::string why = fmt::format("{} here was last written before the save Redis at {} just finished: it is not "
+                                    "that server's RDB (a server in a container or on another host?)",
+                                    rdb_path, conn.name());
+      if (!chosen) throw Error(Code::dump_failed, why + "; use --mode replication");
+      if (ctx.log) ctx.log(LogLevel::info, why + ": using replication");
+      mode = RedisBackupMode::replication;
+      rdb_path.clear();
+    } else {
+      source = make_fd_source(fd, true, rdb_path);
+      described = rdb_path;
+    }
+  }
+  if (mode == RedisBackupMode::replication) {
     redis::Reply capa = conn.command_raw({"REPLCONF", "capa", "eof"});
     if (capa->type == REDIS_REPLY_ERROR) {
       std::string msg = redis::to_string(capa.get());

@@ -76,6 +76,31 @@ def test_backup_modes_make_valid_rdbs(rds, rcli, repo, tmp_path, mode, diskless)
     assert PASSWORD not in r.stdout + r.stderr
 
 
+def test_an_rdb_path_here_that_the_server_did_not_write_is_not_backed_up(rcli, repo, tmp_path):
+    """The container case: the server's dir, as it sees it, is another directory than the
+    path of that name here (a private tmpfs over it, in its own mount namespace). What lies
+    here is an old file: auto must not take it for the server's RDB, and bgsave refuses."""
+    wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs tmpfs "$MEVB_HIDE" && exec "$@"', "sh"]
+    server = RedisServer(wrap=wrap)
+    stale = Path(server.dir) / "dump.rdb"
+    stale.write_bytes(b"REDIS0011 an old file, not what the server saves")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    os.environ["MEVB_HIDE"] = server.dir
+    try:
+        with server:
+            server.cli("SET", "k", "v")
+            r = rcli("backup", "redis", "--repo", repo, "--redis-url", server.url(), "--mode", "bgsave")
+            assert r.returncode == 1 and "not that server's RDB" in r.stderr and "replication" in r.stderr, r.stderr
+            r = rcli("backup", "redis", "--repo", repo, "--redis-url", server.url(), "--json", "--verbose")
+            assert r.returncode == 0, r.stderr
+            m = json.loads(r.stdout)
+            assert m["source"]["mode"] == "replication" and m["source"]["rdb"]["keys"] == {"0": 1}, r.stderr
+            assert stale.read_bytes().startswith(b"REDIS0011 an old file")  # the server never saw it
+    finally:
+        del os.environ["MEVB_HIDE"]
+
+
 def test_replication_mode_says_it_waits_for_the_servers_sync_delay(rds, rcli, repo):
     rds.cli("CONFIG", "SET", "repl-diskless-sync", "yes")
     rds.cli("CONFIG", "SET", "repl-diskless-sync-delay", "1")

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 class RedisServer:
     def __init__(self, password: Optional[str] = None, acl_user: Optional[str] = None,
-                 extra: Optional[List[str]] = None) -> None:
+                 extra: Optional[List[str]] = None, wrap: Optional[List[str]] = None) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server not found: install redis-server (scripts/install-deps.sh does)")
         self.root = tempfile.mkdtemp(prefix="mevb-redis-")
@@ -36,6 +36,7 @@ class RedisServer:
         self.acl_user = acl_user
         self.acl_password = secrets.token_hex(8) if acl_user else None
         self.extra = extra or []
+        self.wrap = wrap or []  # a command the server runs under (it gets redis-server and its args)
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> "RedisServer":
@@ -52,7 +53,7 @@ class RedisServer:
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write("\n".join(x for x in lines if x) + "\n")
-        self.proc = subprocess.Popen(["redis-server", conf, *self.extra], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([*self.wrap, "redis-server", conf, *self.extra], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
