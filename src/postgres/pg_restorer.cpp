@@ -245,8 +245,8 @@ class StagingDatabase {
 
   const std::string& name() const { return staging_; }
   const std::string& target() const { return target_; }
-  // pg_restore with `args`, the caller's pg_restore_args, connected to the staging database.
-  // pg_restore with `args`; `input`, when given, is its archive file (as /dev/fd/3).
+  // pg_restore with `args` and the caller's pg_restore_args, connected to the staging
+  // database; `input`, when given, is its archive file (as /dev/fd/3).
   SpawnOptions pg_restore(const std::vector<std::string>& args, const StagingFile* input = nullptr) const {
     SpawnOptions so;
     so.env = env_;
