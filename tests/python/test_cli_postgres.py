@@ -292,20 +292,6 @@ def test_capi_test_in_c_with_server(pg, tools, repo, newdb):
     assert "with round trip" in r.stdout
 
 
-def test_restore_with_stage_stages_a_private_file_and_removes_it(pg, cli, repo, newdb, tmp_path):
-    backup(cli, pg, repo)
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    target = newdb("jobs")
-    r = cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--stage", "--jobs", "2",
-            "--staging-dir", staging, "--verbose")
-    assert r.returncode == 0, r.stderr
-    assert "needs a seekable file" in r.stderr and str(staging) in r.stderr
-    assert list(staging.iterdir()) == []
-    assert pg.row_counts(target) == pg.row_counts("mev_protection")
-    assert cli("restore", "postgres", "--repo", repo, "--dbname", pg.conninfo(target), "--jobs", "-1").returncode == 2
-
-
 def test_zstd_backup_round_trip_and_stock_zstd_reads_it(pg, cli, repo, newdb):
     r = backup(cli, pg, repo, "mev_protection", "--compress", "zstd")
     path = repo / re.search(r"database/\S+\.dump\.zst", r.stdout).group(0)

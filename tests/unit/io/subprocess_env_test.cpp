@@ -11,16 +11,21 @@ using namespace mevbackup;
 
 namespace {
 
-std::string child_env(const SpawnOptions& base) {
-  SpawnOptions so = base;
-  so.argv = {"env"};
+// What the child writes to stdout, once it exited 0.
+std::string child_output(SpawnOptions so) {
   so.pipe_stdout = true;
   Subprocess p(so);
   std::string out;
   char buf[4096];
   for (size_t n; (n = p.read_stdout(MutBytes(reinterpret_cast<std::byte*>(buf), sizeof buf))) > 0;) out.append(buf, n);
   REQUIRE(p.wait() == 0);
-  return "\n" + out;
+  return out;
+}
+
+std::string child_env(const SpawnOptions& base) {
+  SpawnOptions so = base;
+  so.argv = {"env"};
+  return "\n" + child_output(so);
 }
 
 bool has(const std::string& env, const std::string& line) { return env.find("\n" + line + "\n") != std::string::npos; }
@@ -75,12 +80,7 @@ TEST_CASE("subprocess: a passed file is the child's fd 3, read from its start, a
   SpawnOptions so;
   so.argv = {"sh", "-c", std::string("cat ") + kPassedFdPath + "; ls /proc/self/fd | sort -n | tr '\\n' ' '"};
   so.pass_fd = staged->fd();
-  so.pipe_stdout = true;
-  Subprocess p(so);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = p.read_stdout(MutBytes(reinterpret_cast<std::byte*>(buf), sizeof buf))) > 0;) out.append(buf, n);
-  REQUIRE(p.wait() == 0);
+  std::string out = child_output(so);
   // cat read it; then ls saw 0-2, 3 (the passed file) and its own directory fd only: none
   // of this process's other files (the test runner's among them).
   CHECK(out.rfind("staged bytes", 0) == 0);
