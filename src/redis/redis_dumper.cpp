@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <thread>
 
 #include <fmt/format.h>
@@ -303,6 +304,7 @@ std::unique_ptr<Source> redis_rdb_source(const RedisRdbSourceOptions& opts, cons
       throw Error(Code::dump_failed, fmt::format("Redis at {} has an unusable dbfilename \"{}\"", conn.name(), file));
     rdb_path = dir + "/" + file;
     if (ctx.log) ctx.log(LogLevel::info, fmt::format("BGSAVE on Redis {} at {}", version, conn.name()));
+    const std::time_t asked = std::time(nullptr);
     run_bgsave(conn, ctx, opts.save_timeout_s);
     int fd = ::open(rdb_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -311,12 +313,18 @@ std::unique_ptr<Source> redis_rdb_source(const RedisRdbSourceOptions& opts, cons
                                          rdb_path, conn.name()));
     // The file must be the one this save wrote: a server in a container shows its own dir,
     // and a path of that name here may hold something else (an old RDB, another server's).
+    // Written after the save was asked for, then (2 s for coarse file times); however long
+    // the save's own writes and fsync took.
     struct stat st {};
-    int64_t saved = info_int(conn.info("persistence"), "rdb_last_save_time");
-    if (::fstat(fd, &st) != 0 || st.st_mtime + 2 < saved) {
+    if (::fstat(fd, &st) != 0) {
+      int e = errno;
       ::close(fd);
-      std::string why = fmt::format("{} here was last written before the save Redis at {} just finished: it is not "
-                                    "that server's RDB (a server in a container or on another host?)",
+      throw sys_error(e, fmt::format("reading {} saved by Redis at {}", rdb_path, conn.name()));
+    }
+    if (st.st_mtime + 2 < asked) {
+      ::close(fd);
+      std::string why = fmt::format("{} here was last written before Redis at {} was asked to save: it is not that "
+                                    "server's RDB (a server in a container or on another host?)",
                                     rdb_path, conn.name());
       if (!chosen) throw Error(Code::dump_failed, why + "; use --mode replication");
       if (ctx.log) ctx.log(LogLevel::info, why + ": using replication");
