@@ -4,6 +4,7 @@
 #include "stream_internal.hpp"
 
 #include "mevbackup/files.hpp"
+#include "mevbackup/pitr.hpp"
 #include "mevbackup/postgres.hpp"
 #include "mevbackup/redis.hpp"
 
@@ -40,6 +41,32 @@ int mevb_source_new_pg_dump(mevb_source** out, const mevb_pg_source_opts* opts) 
     auto s = std::make_unique<mevb_source>();
     s->src = pg_dump_source(so, endpoint_context(), &info);
     s->label = fmt::format("source (pg_dump {})", info.database);
+    *out = s.release();
+  });
+}
+
+int mevb_basebackup_source_opts_init(mevb_basebackup_source_opts* opts, size_t size) {
+  return opts_init(opts, size, mevb_basebackup_source_opts MEVB_BASEBACKUP_SOURCE_OPTS_INIT);
+}
+
+int mevb_source_new_basebackup(mevb_source** out, const mevb_basebackup_source_opts* opts) {
+  return guard([&] {
+    require(out, "out");
+    *out = nullptr;
+    require(opts, "opts");
+    mevb_basebackup_source_opts o = MEVB_BASEBACKUP_SOURCE_OPTS_INIT;
+    read_opts(opts, o, "mevb_basebackup_source_opts");
+    if (!o.conninfo) throw invalid("mevb_basebackup_source_opts.conninfo must be set");
+    pitr::BaseBackupSourceOptions bo;
+    bo.conninfo = o.conninfo;
+    bo.fast_checkpoint = o.fast_checkpoint != 0;
+    bo.max_rate_kbps = o.max_rate_kbps;
+    bo.include_wal = o.include_wal != 0;
+    auto info = std::make_shared<pitr::BaseBackupSourceInfo>();
+    auto s = std::make_unique<mevb_source>();
+    s->src = pitr::basebackup_source(bo, info.get());
+    s->label = fmt::format("source (base backup of {})", info->server);
+    s->keep = info;
     *out = s.release();
   });
 }

@@ -787,6 +787,27 @@ MEVB_API int mevb_pg_source_opts_init(mevb_pg_source_opts *opts, size_t size);
  * pg_dump does; it ends only after pg_dump exited 0. */
 MEVB_API int mevb_source_new_pg_dump(mevb_source **out, const mevb_pg_source_opts *opts);
 
+typedef struct mevb_basebackup_source_opts {
+  uint32_t struct_size;
+  const char *conninfo;            /* libpq conninfo or URI (required); the role needs REPLICATION */
+  int fast_checkpoint;             /* non-zero (default): CHECKPOINT 'fast'; 0: 'spread' */
+  uint32_t max_rate_kbps;          /* 0: unlimited; else the server's MAX_RATE, 32..1048576 */
+  int include_wal;                 /* non-zero (default): the backup's WAL in pg_wal/ of the tar */
+} mevb_basebackup_source_opts;
+#define MEVB_BASEBACKUP_SOURCE_OPTS_INIT {sizeof(mevb_basebackup_source_opts), NULL, 1, 0, 1}
+MEVB_API int mevb_basebackup_source_opts_init(mevb_basebackup_source_opts *opts, size_t size);
+/* A base backup over the replication protocol (PostgreSQL 15+, no pg_basebackup) as one
+ * uncompressed tar of the data directory, as `pg_basebackup -D - -Ft -X fetch` writes it:
+ * the server's backup_manifest is its last member (pg_verifybackup checks the extracted
+ * directory) and, with include_wal, the WAL from start to end is in pg_wal/, so the
+ * extracted directory starts a consistent server on its own. Connects and starts the
+ * backup now (after its checkpoint); MEVB_ERR_UNSUPPORTED for an older server, one with
+ * tablespaces beyond the main one (mevb_repo_backup_basebackup stores those), or, without
+ * include_wal, one whose archive_mode is off. The stream fails with MEVB_ERR_DUMP_FAILED
+ * when the server ends the backup with an error; it ends only after the server confirmed
+ * the backup's end. Label "source (base backup of host:port)". */
+MEVB_API int mevb_source_new_basebackup(mevb_source **out, const mevb_basebackup_source_opts *opts);
+
 typedef struct mevb_pg_sink_opts {
   uint32_t struct_size;
   const char *conninfo;               /* names the target database (required) */

@@ -87,6 +87,33 @@ struct BaseBackupOptions {
 // connection drops. On failure every part already stored is removed again.
 Manifest backup_base(Repository& repo, const BaseBackupOptions& opts, const RunContext& ctx);
 
+// The base backup Dumper as one Source: the data directory as a single tar, as
+// `pg_basebackup -D - -Ft -X fetch` writes it to standard output. The server's own
+// backup_manifest is the tar's last member, so `pg_verifybackup` checks the extracted
+// directory; with include_wal the WAL from the backup's start to its end is in pg_wal/,
+// and the tar alone starts a consistent server (no archive needed).
+struct BaseBackupSourceOptions {
+  std::string conninfo;          // libpq conninfo; the role needs REPLICATION
+  bool fast_checkpoint = true;   // CHECKPOINT 'fast' (else 'spread')
+  uint32_t max_rate_kbps = 0;    // MAX_RATE; 0: unlimited, else 32..1048576
+  bool include_wal = true;       // BASE_BACKUP WAL (the segments in the tar), WAIT false
+};
+// What the server said; the stop fields are set once the stream has ended.
+struct BaseBackupSourceInfo {
+  std::string server;            // host:port, never a password
+  std::string server_version, system_identifier, start_lsn, stop_lsn;
+  long long start_timeline = 0, stop_timeline = 0;
+  uint64_t wal_segment_size = 0;
+};
+// Connects and starts the backup now (the checkpoint is taken before this returns).
+// Throws connection/auth as backup_base, unsupported for a server older than 15, for one
+// with tablespaces beyond the main one (one tar cannot hold them: backup_base stores one
+// archive per tablespace), or without include_wal for one whose archive_mode is off.
+// The stream fails with dump_failed when the server ends the backup with an error, and
+// ends only after the server confirmed the backup's end. `info` (optional) must outlive
+// the source.
+std::unique_ptr<Source> basebackup_source(const BaseBackupSourceOptions& opts, BaseBackupSourceInfo* info = nullptr);
+
 // One stored part of a base backup, described as a Manifest (path, size, sha256,
 // payload...), so it can be re-read with Repository::restore_stream.
 struct BaseBackupPart {

@@ -52,6 +52,7 @@ static void test_null_arguments(void) {
   mevb_redis_source_opts rso = MEVB_REDIS_SOURCE_OPTS_INIT;
   mevb_redis_offline_sink_opts roo = MEVB_REDIS_OFFLINE_SINK_OPTS_INIT;
   mevb_redis_live_sink_opts rlo = MEVB_REDIS_LIVE_SINK_OPTS_INIT;
+  mevb_basebackup_source_opts bso;
 
   CHECK(mevb_source_new_pg_dump(NULL, &pso) == MEVB_ERR_INVALID_ARGUMENT);
   MSG_HAS("out must not be NULL");
@@ -68,6 +69,18 @@ static void test_null_arguments(void) {
   pko.jobs = 0;
   CHECK(mevb_sink_new_pg_restore(&sink, &pko) == MEVB_ERR_INVALID_ARGUMENT);
   MSG_HAS("mevb_pg_sink_opts.jobs must be 1..64");
+
+  CHECK(mevb_basebackup_source_opts_init(&bso, sizeof bso) == MEVB_OK);
+  CHECK(bso.fast_checkpoint == 1 && bso.include_wal == 1 && bso.max_rate_kbps == 0 && bso.conninfo == NULL);
+  CHECK(mevb_source_new_basebackup(&src, NULL) == MEVB_ERR_INVALID_ARGUMENT);
+  CHECK(mevb_source_new_basebackup(&src, &bso) == MEVB_ERR_INVALID_ARGUMENT);
+  MSG_HAS("mevb_basebackup_source_opts.conninfo must be set");
+  bso.conninfo = "host=127.0.0.1 port=1";
+  bso.max_rate_kbps = 16;
+  CHECK(mevb_source_new_basebackup(&src, &bso) == MEVB_ERR_INVALID_ARGUMENT);
+  MSG_HAS("max rate 16 kB/s is outside 32..1048576");
+  bso.struct_size = 3;
+  CHECK(mevb_source_new_basebackup(&src, &bso) == MEVB_ERR_INVALID_ARGUMENT);
 
   CHECK(mevb_source_new_files_tar(&src, &fso) == MEVB_ERR_INVALID_ARGUMENT);
   MSG_HAS("mevb_files_source_opts.paths must name at least one path");

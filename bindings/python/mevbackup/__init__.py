@@ -1221,6 +1221,12 @@ class _PgSourceOpts(ctypes.Structure):
                 ("pg_dump_args", ctypes.POINTER(ctypes.c_char_p)), ("pg_dump_args_count", ctypes.c_size_t)]
 
 
+class _BaseBackupSourceOpts(ctypes.Structure):
+    _c_name_ = "mevb_basebackup_source_opts"
+    _fields_ = [("struct_size", ctypes.c_uint32), ("conninfo", ctypes.c_char_p), ("fast_checkpoint", ctypes.c_int),
+                ("max_rate_kbps", ctypes.c_uint32), ("include_wal", ctypes.c_int)]
+
+
 class _PgSinkOpts(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("conninfo", ctypes.c_char_p), ("dbname", ctypes.c_char_p),
                 ("clean", ctypes.c_int), ("pg_restore_path", ctypes.c_char_p),
@@ -1300,6 +1306,10 @@ _declare("mevb_repo_get_artifact", ctypes.c_int, [_p, _p, _p, ctypes.POINTER(_Ru
 
 _declare("mevb_pg_source_opts_init", ctypes.c_int, [ctypes.POINTER(_PgSourceOpts), ctypes.c_size_t], True)
 _declare("mevb_source_new_pg_dump", ctypes.c_int, [ctypes.POINTER(_p), ctypes.POINTER(_PgSourceOpts)], True)
+_declare("mevb_basebackup_source_opts_init", ctypes.c_int,
+         [ctypes.POINTER(_BaseBackupSourceOpts), ctypes.c_size_t], True)
+_declare("mevb_source_new_basebackup", ctypes.c_int, [ctypes.POINTER(_p), ctypes.POINTER(_BaseBackupSourceOpts)],
+         True)
 _declare("mevb_pg_sink_opts_init", ctypes.c_int, [ctypes.POINTER(_PgSinkOpts), ctypes.c_size_t], True)
 _declare("mevb_sink_new_pg_restore", ctypes.c_int, [ctypes.POINTER(_p), ctypes.POINTER(_PgSinkOpts)], True)
 _declare("mevb_files_source_opts_init", ctypes.c_int, [ctypes.POINTER(_FilesSourceOpts), ctypes.c_size_t], True)
@@ -1429,6 +1439,23 @@ class Source(_Handle):
         src = cls()
         _lib.mevb_source_new_pg_dump(ctypes.byref(src._h), ctypes.byref(o))
         del keep
+        return src
+
+    @classmethod
+    def basebackup(cls, conninfo: str, *, fast_checkpoint: bool = True, max_rate_kbps: int = 0,
+                   include_wal: bool = True) -> "Source":
+        """A base backup over the replication protocol (PostgreSQL 15+) as one tar of the
+        data directory, as `pg_basebackup -D - -Ft -X fetch` writes it: backup_manifest last
+        and, with `include_wal`, the backup's WAL in pg_wal/. Starts the backup now; raises
+        Unsupported for a server with tablespaces beyond the main one."""
+        o = _BaseBackupSourceOpts()
+        _lib.mevb_basebackup_source_opts_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.conninfo = _enc(conninfo)
+        o.fast_checkpoint = 1 if fast_checkpoint else 0
+        o.max_rate_kbps = int(max_rate_kbps)
+        o.include_wal = 1 if include_wal else 0
+        src = cls()
+        _lib.mevb_source_new_basebackup(ctypes.byref(src._h), ctypes.byref(o))
         return src
 
     @classmethod
