@@ -170,6 +170,12 @@ class Repository {
 // without taking the repository lock: for the parts of a backup read while its caller
 // holds the lock, or with the caller's own guard.
 void read_artifact(Storage& storage, const Manifest& m, Sink& sink, const RunContext& ctx);
+// The same read pulled, for readers that pull (libarchive, an RDB parser): the payload of
+// `m`, with every check read_artifact makes. The stored bytes' size and SHA-256 are
+// checked when they end, before read() returns 0 (corrupt otherwise), so a reader that
+// stops early (a tar's end blocks) reads the source to its end before trusting it.
+// ctx.cancel is checked at every read; the repository lock is the caller's.
+std::unique_ptr<Source> artifact_source(Storage& storage, const Manifest& m, const RunContext& ctx);
 
 // Directory of a kind in the repository ("postgres" -> "database").
 std::string kind_directory(const std::string& kind);

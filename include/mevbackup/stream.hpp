@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <span>
@@ -201,6 +202,24 @@ class FilterSource final : public Source {
   std::vector<std::byte> buf_;
   InBuf in_;
   bool eof_ = false, done_ = false;
+};
+
+// A pull-side observer: the bytes of `inner` unchanged, seen by `observers` (finished at
+// its end). `at_end` (optional) runs once when `inner` has ended, before read() returns 0,
+// so a check that throws (sizes and checksums against a manifest) fails the stream there
+// and on every later read.
+class TapSource final : public Source {
+ public:
+  TapSource(std::unique_ptr<Source> inner, std::vector<Observer*> observers, std::function<void()> at_end = {});
+  size_t read(MutBytes buf) override;
+  void abort() noexcept override { inner_->abort(); }
+
+ private:
+  std::unique_ptr<Source> inner_;
+  std::vector<Observer*> observers_;
+  std::function<void()> at_end_;
+  bool ended_ = false;
+  std::exception_ptr end_error_;
 };
 
 // A bandwidth limit: passes bytes through unchanged at most `bytes_per_second` on

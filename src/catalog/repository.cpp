@@ -191,46 +191,105 @@ void Repository::restore_stream(const Manifest& m, Sink& sink, const RunContext&
   read_artifact(*storage_, m, sink, lock.guard(ctx));  // cancelled if the lock is lost
 }
 
-void read_artifact(Storage& storage, const Manifest& m, Sink& sink, const RunContext& gctx) {
-  auto info = storage.stat(m.path);
-  if (!info)
-    throw Error(Code::not_found, fmt::format("artifact {} of backup {} is missing from {}", m.path, m.id, storage.describe()));
-  if (info->size != m.size)
-    throw Error(Code::corrupt, fmt::format("artifact {} has {} bytes, its manifest says {}; refusing to restore it",
-                                           m.path, info->size, m.size));
-  auto src = storage.get(m.path);
-  Sha256 sha;
-  ByteCounter n;
-  Compression comp = parse_compression(m.compression);
-  auto dec = make_decompressor(comp);
-  MagicCheck magic(comp, m.path);
-  auto decrypt = artifact_decryptor(m, gctx.encryption.get());  // throws when no identity is given
-  PlaintextCheck plain(m.path);
-  // Bounded by the manifest before anything reaches the sink: a restorer or verify
-  // never writes more than the backup declared (a decompression bomb fails early).
-  ByteLimit stored_limit(m.size, fmt::format("artifact {}", m.path));
-  ByteLimit payload_limit(m.payload_size, fmt::format("the payload of {}", m.path));
-  auto throttle = gctx.max_rate ? make_throttle(gctx.max_rate, gctx.cancel) : nullptr;
-  Pipeline p(*src);
-  if (throttle) p.then(*throttle);
-  p.observe(sha).observe(n).observe(stored_limit);
-  if (decrypt)
-    p.then(*decrypt);
-  else
-    p.observe(plain);
-  p.observe(magic);
-  if (dec) p.then(*dec);
-  p.observe(payload_limit);
-  p.before_commit([&] {
+namespace {
+
+// The stages of one read of a stored artifact, in the order its bytes meet them:
+// throttle; size, SHA-256 and a bound on the stored bytes; decryption (or the check that
+// plaintext is what the manifest says); the codec's magic; decompression; a bound on the
+// payload. Joined into a Pipeline by read_artifact and into a pull chain by
+// artifact_source, so both make the same checks.
+struct ArtifactRead {
+  ArtifactRead(Storage& storage, const Manifest& manifest, const RunContext& ctx)
+      : m(manifest),
+        compression(parse_compression(m.compression)),
+        magic(compression, m.path),
+        plain(m.path),
+        stored_limit(m.size, fmt::format("artifact {}", m.path)),
+        payload_limit(m.payload_size, fmt::format("the payload of {}", m.path)) {
+    auto info = storage.stat(m.path);
+    if (!info)
+      throw Error(Code::not_found, fmt::format("artifact {} of backup {} is missing from {}", m.path, m.id, storage.describe()));
+    if (info->size != m.size)
+      throw Error(Code::corrupt, fmt::format("artifact {} has {} bytes, its manifest says {}; refusing to restore it",
+                                             m.path, info->size, m.size));
+    decrypt = artifact_decryptor(m, ctx.encryption.get());  // throws when no identity is given
+    dec = make_decompressor(compression);
+    if (ctx.max_rate) throttle = make_throttle(ctx.max_rate, ctx.cancel);
+    raw = storage.get(m.path);
+  }
+
+  // At the end of the stored bytes (sha finished).
+  void check_stored() const {
     if (n.count() != m.size)
       throw Error(Code::corrupt, fmt::format("artifact {}: read {} bytes, manifest says {}", m.path, n.count(), m.size));
     if (sha.hex() != m.sha256)
       throw Error(Code::corrupt, fmt::format("artifact {}: SHA-256 {} does not match the manifest's {}", m.path,
                                              sha.hex(), m.sha256));
-  });
+  }
+
+  const Manifest m;
+  const Compression compression;
+  Sha256 sha;
+  ByteCounter n;
+  MagicCheck magic;
+  PlaintextCheck plain;
+  // Bounded by the manifest before anything reaches the reader: a restorer or verify
+  // never gets more than the backup declared (a decompression bomb fails early).
+  ByteLimit stored_limit, payload_limit;
+  std::unique_ptr<Filter> throttle, decrypt, dec;
+  std::unique_ptr<Source> raw;
+};
+
+// The pull chain: each stage a Source over the one before.
+class ArtifactSource final : public Source {
+ public:
+  ArtifactSource(Storage& storage, const Manifest& m, const RunContext& ctx) : r_(storage, m, ctx), cancel_(ctx.cancel) {
+    std::unique_ptr<Source> s = std::move(r_.raw);
+    if (r_.throttle) s = std::make_unique<FilterSource>(std::move(s), std::move(r_.throttle));
+    s = std::make_unique<TapSource>(std::move(s), std::vector<Observer*>{&r_.sha, &r_.n, &r_.stored_limit},
+                                    [this] { r_.check_stored(); });
+    if (r_.decrypt)
+      s = std::make_unique<FilterSource>(std::move(s), std::move(r_.decrypt));
+    else
+      s = std::make_unique<TapSource>(std::move(s), std::vector<Observer*>{&r_.plain});
+    s = std::make_unique<TapSource>(std::move(s), std::vector<Observer*>{&r_.magic});
+    if (r_.dec) s = std::make_unique<FilterSource>(std::move(s), std::move(r_.dec));
+    chain_ = std::make_unique<TapSource>(std::move(s), std::vector<Observer*>{&r_.payload_limit});
+  }
+  size_t read(MutBytes buf) override {
+    if (cancel_) cancel_->check();
+    return chain_->read(buf);
+  }
+  void abort() noexcept override { chain_->abort(); }
+
+ private:
+  ArtifactRead r_;
+  CancelToken* cancel_;
+  std::unique_ptr<Source> chain_;  // refers to r_'s observers
+};
+
+}  // namespace
+
+void read_artifact(Storage& storage, const Manifest& m, Sink& sink, const RunContext& gctx) {
+  ArtifactRead r(storage, m, gctx);
+  Pipeline p(*r.raw);
+  if (r.throttle) p.then(*r.throttle);
+  p.observe(r.sha).observe(r.n).observe(r.stored_limit);
+  if (r.decrypt)
+    p.then(*r.decrypt);
+  else
+    p.observe(r.plain);
+  p.observe(r.magic);
+  if (r.dec) p.then(*r.dec);
+  p.observe(r.payload_limit);
+  p.before_commit([&] { r.check_stored(); });
   PipelineOptions po = gctx.pipeline;
   if (!*po.stage_name) po.stage_name = "restore";
   p.run(sink, gctx.cancel, gctx.progress, po);
+}
+
+std::unique_ptr<Source> artifact_source(Storage& storage, const Manifest& m, const RunContext& ctx) {
+  return std::make_unique<ArtifactSource>(storage, m, ctx);
 }
 
 nlohmann::json Verification::to_json() const {

@@ -1,4 +1,4 @@
-// Pull-side streams: PeekSource and FilterSource (stream.hpp).
+// Pull-side streams: PeekSource, FilterSource and TapSource (stream.hpp).
 #include <algorithm>
 #include <cstring>
 
@@ -75,6 +75,28 @@ size_t FilterSource::read(MutBytes out) {
       if (again.pos) return again.pos;
       if (!done_) throw Error(Code::corrupt, fmt::format("{}: the stream ended before its end", filter_->name()));
     }
+  }
+  return 0;
+}
+
+TapSource::TapSource(std::unique_ptr<Source> inner, std::vector<Observer*> observers, std::function<void()> at_end)
+    : inner_(std::move(inner)), observers_(std::move(observers)), at_end_(std::move(at_end)) {}
+
+size_t TapSource::read(MutBytes buf) {
+  if (end_error_) std::rethrow_exception(end_error_);
+  if (ended_ || buf.empty()) return 0;
+  size_t n = inner_->read(buf);
+  if (n) {
+    for (Observer* o : observers_) o->update(Bytes(buf.data(), n));
+    return n;
+  }
+  ended_ = true;
+  try {
+    for (Observer* o : observers_) o->finish();
+    if (at_end_) at_end_();
+  } catch (...) {
+    end_error_ = std::current_exception();
+    throw;
   }
   return 0;
 }

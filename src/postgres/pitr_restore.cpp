@@ -130,109 +130,6 @@ std::string read_text(const std::string& path, size_t max_tail = 256 * 1024) {
   return s;
 }
 
-// A stored part pulled by libarchive: storage -> (hash) -> decompress -> (hash) -> tar.
-class PartReader {
- public:
-  PartReader(Storage& st, const Manifest& part, const RunContext& ctx)
-      : part_(part), dec_(make_decompressor(parse_compression(part.compression))), cancel_(ctx.cancel),
-        in_buf_(256 * 1024), out_buf_(256 * 1024) {
-    tap_.r = this;
-    auto raw = st.get(part.path);
-    // An encrypted part: the stored bytes are hashed as they come, then decrypted.
-    if (auto decrypt = artifact_decryptor(part, ctx.encryption.get())) {
-      src_ = std::make_unique<FilterSource>(std::move(raw), std::move(decrypt), std::vector<Observer*>{&tap_});
-      tapped_ = true;
-    } else {
-      src_ = std::move(raw);
-    }
-  }
-
-  static la_ssize_t on_read(archive* a, void* self, const void** buff) {
-    auto* r = static_cast<PartReader*>(self);
-    try {
-      return static_cast<la_ssize_t>(r->fill(buff));
-    } catch (...) {
-      r->error_ = std::current_exception();
-      archive_set_error(a, EIO, "reading the stored archive failed");
-      return ARCHIVE_FATAL;
-    }
-  }
-  void rethrow() {
-    if (error_) std::rethrow_exception(error_);
-  }
-  // After the tar's end: read what is left (padding) and check the whole stream.
-  void finish() {
-    const void* b = nullptr;
-    while (fill(&b)) {
-    }
-    stored_sha_.finish();
-    payload_sha_.finish();
-    if (stored_n_ != part_.size || stored_sha_.hex() != part_.sha256)
-      throw Error(Code::corrupt, fmt::format("{}: stored bytes ({} bytes, sha256 {}) do not match the manifest ({} bytes, "
-                                             "sha256 {}); the restore was undone",
-                                             part_.path, stored_n_, stored_sha_.hex(), part_.size, part_.sha256));
-    if (payload_n_ != part_.payload_size || payload_sha_.hex() != part_.payload_sha256)
-      throw Error(Code::corrupt, fmt::format("{}: the unpacked archive does not match the manifest; the restore was undone",
-                                             part_.path));
-  }
-
- private:
-  size_t fill(const void** out) {
-    for (;;) {
-      if (cancel_) cancel_->check();
-      if (in_.pos == in_.n && !eof_) {
-        size_t n = src_->read(MutBytes(in_buf_.data(), in_buf_.size()));
-        if (n == 0) eof_ = true;
-        Bytes got(in_buf_.data(), n);
-        if (!tapped_) tap_.update(got);
-        in_ = InBuf{in_buf_.data(), n, 0};
-      }
-      if (!dec_) {
-        if (in_.left() == 0) {
-          if (eof_) return 0;
-          continue;
-        }
-        *out = in_.p + in_.pos;
-        size_t n = in_.left();
-        payload_sha_.update(Bytes(in_.p + in_.pos, n));
-        payload_n_ += n;
-        in_.pos = in_.n;
-        return n;
-      }
-      if (done_) return 0;
-      OutBuf ob{out_buf_.data(), out_buf_.size(), 0};
-      done_ = dec_->process(in_, ob, eof_ && in_.left() == 0);
-      if (ob.pos) {
-        payload_sha_.update(Bytes(out_buf_.data(), ob.pos));
-        payload_n_ += ob.pos;
-        *out = out_buf_.data();
-        return ob.pos;
-      }
-      if (done_) return 0;
-    }
-  }
-
-  const Manifest& part_;
-  std::unique_ptr<Source> src_;
-  std::unique_ptr<Filter> dec_;
-  CancelToken* cancel_;
-  std::vector<std::byte> in_buf_, out_buf_;
-  InBuf in_;
-  bool eof_ = false, done_ = false;
-  Sha256 stored_sha_, payload_sha_;
-  uint64_t stored_n_ = 0, payload_n_ = 0;
-  // Counts and hashes the stored bytes (before decryption, when the part is encrypted).
-  struct StoredTap final : Observer {
-    PartReader* r = nullptr;
-    void update(Bytes d) override {
-      r->stored_sha_.update(d);
-      r->stored_n_ += d.size();
-    }
-  } tap_;
-  bool tapped_ = false;
-  std::exception_ptr error_;
-};
-
 bool all_digits(const std::string& s) {
   return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
 }
@@ -312,7 +209,9 @@ namespace {
 // unpack_parts makes them from the caller's tablespace map.
 void extract_part(Storage& st, const BaseBackupPart& part, const std::string& root, const Owner& owner,
                   const RunContext& ctx) {
-  PartReader reader(st, part.stored, ctx);
+  // Pulled by libarchive, with every check of a restore (artifact_source).
+  auto stored = artifact_source(st, part.stored, ctx);
+  files::ArchiveSourceClient reader(*stored);
   files::ArchiveRead r(archive_read_new());
   files::ArchiveWrite w(archive_write_disk_new());
   if (!r || !w) throw std::bad_alloc();
@@ -326,7 +225,7 @@ void extract_part(Storage& st, const BaseBackupPart& part, const std::string& ro
     reader.rethrow();
     throw Error(Code::corrupt, fmt::format("{}: {}: {}", part.stored.path, what, archive_message(r.get())));
   };
-  check_read(archive_read_open(r.get(), &reader, nullptr, &PartReader::on_read, nullptr), "not a tar archive");
+  check_read(reader.open(r.get()), "not a tar archive");
   for (;;) {
     archive_entry* e = nullptr;
     int rc = archive_read_next_header(r.get(), &e);
@@ -365,7 +264,7 @@ void extract_part(Storage& st, const BaseBackupPart& part, const std::string& ro
   }
   if (archive_write_close(w.get()) < ARCHIVE_WARN)
     throw Error(Code::restore_failed, fmt::format("finishing the restore into {}: {}", root, archive_message(w.get())));
-  reader.finish();
+  reader.drain();  // the stored bytes' checks come at their end
 }
 
 void write_owned(const std::string& path, const std::string& text, bool append, const Owner& o) {

@@ -20,6 +20,7 @@
 #include "mevbackup/maintenance.hpp"
 #include "mevbackup/redis.hpp"
 #include "mevbackup/version.hpp"
+#include "../files/files_common.hpp"
 #include "../io/subprocess.hpp"
 #include "../postgres/pg_conn.hpp"
 
@@ -59,53 +60,33 @@ std::string runbook_patterns() {
 
 // Stored bytes in, gunzipped payload out, pulled (for libarchive and the RDB reader),
 // with size and SHA-256 of both sides; memory stays at two buffers whatever the size.
-class InflatingReader final : public Source {
+class Inflating {
  public:
-  InflatingReader(Source& src, CancelToken* cancel)
-      : src_(src), dec_(make_decompressor(Compression::gzip)), cancel_(cancel), in_buf_(256 * 1024) {}
-
-  size_t read(MutBytes buf) override {
-    while (!done_) {
-      if (in_.left() == 0 && !eof_) {
-        if (cancel_) cancel_->check();
-        size_t n = src_.read(MutBytes(in_buf_.data(), in_buf_.size()));
-        eof_ = n == 0;
-        Bytes got(in_buf_.data(), n);
-        stored_sha.update(got);
-        stored_n.update(got);
-        in_ = InBuf{in_buf_.data(), n, 0};
-      }
-      OutBuf out{buf.data(), buf.size(), 0};
-      if (dec_->process(in_, out, eof_) && eof_ && in_.left() == 0) done_ = true;
-      if (out.pos) {
-        Bytes made(buf.data(), out.pos);
-        payload_sha.update(made);
-        payload_n.update(made);
-        return out.pos;
-      }
-    }
-    return 0;
+  Inflating(std::unique_ptr<Source> stored, CancelToken* cancel) : cancel_(cancel) {
+    auto s = std::make_unique<TapSource>(std::move(stored), std::vector<Observer*>{&cancel_, &stored_sha, &stored_n});
+    auto gunzipped = std::make_unique<FilterSource>(std::move(s), make_decompressor(Compression::gzip));
+    payload_ = std::make_unique<TapSource>(std::move(gunzipped), std::vector<Observer*>{&payload_sha, &payload_n});
   }
-
+  Source& payload() { return *payload_; }
   // Reads what the check left, so that the digests cover the whole object.
   void drain() {
     std::vector<std::byte> b(256 * 1024);
-    while (read(MutBytes(b.data(), b.size())) > 0) {
+    while (payload_->read(MutBytes(b.data(), b.size())) > 0) {
     }
-    stored_sha.finish();
-    payload_sha.finish();
   }
 
   Sha256 stored_sha, payload_sha;
   ByteCounter stored_n, payload_n;
 
  private:
-  Source& src_;
-  std::unique_ptr<Filter> dec_;
-  CancelToken* cancel_;
-  std::vector<std::byte> in_buf_;
-  InBuf in_;
-  bool eof_ = false, done_ = false;
+  struct CancelCheck final : Observer {
+    explicit CancelCheck(CancelToken* c) : cancel(c) {}
+    CancelToken* cancel;
+    void update(Bytes) override {
+      if (cancel) cancel->check();
+    }
+  } cancel_;
+  std::unique_ptr<Source> payload_;  // last: refers to the observers above
 };
 
 // Reads up to `want` bytes (fewer only at the end of the stream).
@@ -123,7 +104,7 @@ size_t read_some(Source& in, std::vector<std::byte>& buf, size_t want) {
 
 // pg_dump's custom format, read by pg_restore -l as `pg_restore` itself would start a
 // restore: the header and the whole table of contents must parse.
-std::string check_pg_dump(InflatingReader& in, const std::string& pg_restore) {
+std::string check_pg_dump(Source& in, const std::string& pg_restore) {
   std::vector<std::byte> head;
   read_some(in, head, 5);
   if (head.size() < 5 || std::memcmp(head.data(), "PGDMP", 5) != 0)
@@ -146,7 +127,7 @@ std::string check_pg_dump(InflatingReader& in, const std::string& pg_restore) {
 }
 
 // The RDB header, every key and the CRC-64 footer, as redis-check-rdb would.
-std::string check_rdb(InflatingReader& in, const Manifest& m, const RunContext& ctx) {
+std::string check_rdb(Source& in, const Manifest& m, const RunContext& ctx) {
   RdbPayloadCheck rdb(m);
   std::vector<std::byte> buf(256 * 1024);
   for (size_t n; (n = in.read(MutBytes(buf.data(), buf.size()))) > 0;) rdb.update(Bytes(buf.data(), n));
@@ -161,36 +142,17 @@ std::string check_rdb(InflatingReader& in, const Manifest& m, const RunContext& 
   return "gunzip complete, RDB header, keys and CRC-64 checked";
 }
 
-struct ArchiveFree {
-  void operator()(archive* a) const noexcept { archive_read_free(a); }
-};
-
 // A tar archive libarchive reads member by member to its end.
-std::string check_tar(InflatingReader& in) {
-  struct Client {
-    InflatingReader& in;
-    std::vector<std::byte> buf;
-    std::exception_ptr error;
-    static la_ssize_t on_read(archive*, void* self, const void** out) {
-      auto* c = static_cast<Client*>(self);
-      try {
-        *out = c->buf.data();
-        return static_cast<la_ssize_t>(c->in.read(MutBytes(c->buf.data(), c->buf.size())));
-      } catch (...) {
-        c->error = std::current_exception();
-        return -1;
-      }
-    }
-  } client{in, std::vector<std::byte>(256 * 1024), nullptr};
-  std::unique_ptr<archive, ArchiveFree> a(archive_read_new());
+std::string check_tar(Source& in) {
+  files::ArchiveSourceClient client(in);
+  files::ArchiveRead a(archive_read_new());
   if (!a) throw std::bad_alloc();
   archive_read_support_format_tar(a.get());
   auto fail = [&](const char* what) {
-    if (client.error) std::rethrow_exception(client.error);
-    const char* why = archive_error_string(a.get());
-    throw Error(Code::corrupt, fmt::format("{}: {}", what, why && *why ? why : "unknown libarchive error"));
+    client.rethrow();
+    throw Error(Code::corrupt, fmt::format("{}: {}", what, files::archive_message(a.get())));
   };
-  if (archive_read_open(a.get(), &client, nullptr, &Client::on_read, nullptr) != ARCHIVE_OK)
+  if (client.open(a.get()) != ARCHIVE_OK)
     fail("not a tar archive after gunzip");
   size_t members = 0;
   for (;;) {
@@ -201,7 +163,7 @@ std::string check_tar(InflatingReader& in) {
     if (archive_read_data_skip(a.get()) < ARCHIVE_WARN) fail("bad tar archive");
     ++members;
   }
-  if (client.error) std::rethrow_exception(client.error);
+  client.rethrow();
   return fmt::format("gunzip complete, tar archive of {} member(s) read to its end", members);
 }
 
@@ -237,14 +199,13 @@ Manifest inspect(Repository& repo, const ObjectInfo& o, const RunbookName& rn, c
     when = std::chrono::system_clock::from_time_t(static_cast<std::time_t>(o.mtime));
   }
   m.started_at = m.finished_at = format_rfc3339(when);
-  auto src = repo.storage().get(o.key);
-  InflatingReader in(*src, ctx.cancel);
+  Inflating in(repo.storage().get(o.key), ctx.cancel);
   if (m.kind == "postgres")
-    checked = check_pg_dump(in, opts.pg_restore_path.empty() ? pg::find_tool("pg_restore", 0) : opts.pg_restore_path);
+    checked = check_pg_dump(in.payload(), opts.pg_restore_path.empty() ? pg::find_tool("pg_restore", 0) : opts.pg_restore_path);
   else if (m.kind == "redis")
-    checked = check_rdb(in, m, ctx);
+    checked = check_rdb(in.payload(), m, ctx);
   else
-    checked = check_tar(in);
+    checked = check_tar(in.payload());
   in.drain();
   m.size = in.stored_n.count();
   m.sha256 = in.stored_sha.hex();

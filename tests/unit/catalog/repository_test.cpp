@@ -189,3 +189,81 @@ TEST_CASE("the catalog keeps summaries of large manifests; find and load read th
   CHECK(repo.load(cat.backups[0].manifest).source["tables"].size() == tables);
   CHECK(repo.list().back().source.contains("tables") == false);
 }
+
+namespace {
+
+std::vector<std::byte> pull_all(Source& s, size_t chunk) {
+  std::vector<std::byte> out, buf(chunk);
+  for (size_t n; (n = s.read(MutBytes(buf.data(), buf.size()))) > 0;) out.insert(out.end(), buf.begin(), buf.begin() + n);
+  return out;
+}
+
+void flip_byte(const std::string& path, long at) {
+  FILE* f = fopen(path.c_str(), "r+b");
+  REQUIRE(f);
+  fseek(f, at, SEEK_SET);
+  int c = fgetc(f);
+  fseek(f, at, SEEK_SET);
+  fputc(c ^ 1, f);
+  fclose(f);
+}
+
+}  // namespace
+
+TEST_CASE("artifact_source pulls the payload with the checks of restore_stream") {
+  TempDir dir;
+  FixedClock clock("2026-11-27T02:00:00Z");
+  Repository repo(make_local_storage(dir.path()), clock);
+  auto payload = random_bytes(300000, 5, false);
+  MemorySource src(payload);
+  Manifest m = repo.publish(src, pg_spec(), {}, {});
+
+  SUBCASE("a sound artifact, any read size") {
+    for (size_t chunk : {size_t{1} << 20, size_t{4096}, size_t{7}}) {
+      auto s = artifact_source(repo.storage(), m, {});
+      CHECK(pull_all(*s, chunk) == payload);
+      CHECK(s->read(MutBytes()) == 0);
+    }
+  }
+  SUBCASE("one byte changed in place: corrupt at the end, and on every later read") {
+    // Byte 5 is in the gzip header's mtime field: decompression itself stays sound, only
+    // the manifest's checksum can tell.
+    flip_byte(dir / m.path, 5);
+    auto s = artifact_source(repo.storage(), m, {});
+    try {
+      pull_all(*s, 65536);
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::corrupt);
+      CHECK(std::string(e.what()).find("does not match the manifest") != std::string::npos);
+    }
+    std::byte b[16];
+    CHECK_THROWS_AS(s->read(MutBytes(b, sizeof b)), Error);
+  }
+  SUBCASE("a manifest that claims less payload stops the read early") {
+    Manifest small = m;
+    small.payload_size = 1000;
+    auto s = artifact_source(repo.storage(), small, {});
+    CHECK_THROWS_WITH_AS(pull_all(*s, 65536), doctest::Contains("larger than the 1000 bytes"), Error);
+  }
+  SUBCASE("a missing artifact is not_found before any read") {
+    Manifest gone = m;
+    gone.path = "database/nothing.dump.gz";
+    try {
+      artifact_source(repo.storage(), gone, {});
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::not_found);
+    }
+  }
+  SUBCASE("a cancelled run stops at the next read") {
+    CancelToken cancel;
+    RunContext ctx;
+    ctx.cancel = &cancel;
+    auto s = artifact_source(repo.storage(), m, ctx);
+    std::byte b[4096];
+    CHECK(s->read(MutBytes(b, sizeof b)) > 0);
+    cancel.cancel();
+    CHECK_THROWS_AS(s->read(MutBytes(b, sizeof b)), Error);
+  }
+}
