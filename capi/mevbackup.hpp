@@ -184,6 +184,7 @@ class Source {
   // The Dumpers: a service's backup stream. The options are the C structs, started from
   // their *_INIT macros (MEVB_PG_SOURCE_OPTS_INIT, ...); see mevbackup.h for each field.
   static Source pg_dump(const mevb_pg_source_opts& o) { return made(mevb_source_new_pg_dump, o); }
+  static Source basebackup(const mevb_basebackup_source_opts& o) { return made(mevb_source_new_basebackup, o); }
   static Source redis_rdb(const mevb_redis_source_opts& o) { return made(mevb_source_new_redis_rdb, o); }
   static Source files_tar(const mevb_files_source_opts& o) { return made(mevb_source_new_files_tar, o); }
   // `read(buf, cap)` fills up to cap bytes of buf and returns how many; 0 ends the stream.

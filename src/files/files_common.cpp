@@ -2,7 +2,9 @@
 
 #include <fnmatch.h>
 
+#include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -88,6 +90,31 @@ std::string symlink_escape(const std::string& name, const std::string& target) {
 
 std::string mode_string(unsigned mode) { return fmt::format("{:04o}", mode & 07777); }
 
+
+std::string real_dir(const std::string& p) {
+  std::error_code ec;
+  auto c = std::filesystem::canonical(p, ec);
+  if (ec) throw sys_error(ec.value(), fmt::format("cannot resolve {}", p));
+  return c.string();
+}
+
+void remove_tree(const std::string& p) noexcept {
+  if (p.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(p, ec);
+}
+
+la_ssize_t ArchiveSourceClient::on_read(archive* a, void* self, const void** out) {
+  auto* c = static_cast<ArchiveSourceClient*>(self);
+  try {
+    *out = c->buf_.data();
+    return static_cast<la_ssize_t>(c->source_.read(MutBytes(c->buf_.data(), c->buf_.size())));
+  } catch (...) {
+    c->error_ = std::current_exception();
+    archive_set_error(a, EIO, "reading the archive's stream failed");
+    return ARCHIVE_FATAL;
+  }
+}
 
 namespace {
 

@@ -3,6 +3,7 @@
 
 #include <archive.h>
 
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,11 @@ std::string symlink_escape(const std::string& name, const std::string& target);
 // "0644"
 std::string mode_string(unsigned mode);
 
+// The real path of directory `p` (sys_error naming it when it cannot be resolved).
+std::string real_dir(const std::string& p);
+// Removes `p` and everything below it, if it exists; never throws ("" does nothing).
+void remove_tree(const std::string& p) noexcept;
+
 struct ArchiveReadFree {
   void operator()(archive* a) const noexcept { archive_read_free(a); }
 };
@@ -45,6 +51,33 @@ inline std::string archive_message(archive* a) {
   const char* s = archive_error_string(a);
   return s && *s ? s : "unknown libarchive error";
 }
+
+// libarchive's reader fed by a Source (archive_read_open with this as client data): one
+// reader of pulled bytes for every tar read here (the files restore, base backup parts,
+// adopt's check). An exception the source throws is kept: rethrow() after a failed
+// libarchive call raises it instead of libarchive's "read error".
+class ArchiveSourceClient {
+ public:
+  explicit ArchiveSourceClient(Source& source, size_t buffer = 256 * 1024) : source_(source), buf_(buffer) {}
+  // archive_read_open(a, ...); libarchive's status.
+  int open(archive* a) { return archive_read_open(a, this, nullptr, &ArchiveSourceClient::on_read, nullptr); }
+  void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+  // Reads what libarchive left (the blocks after a tar's end), so the source reaches its
+  // end and makes its end-of-stream checks.
+  void drain() {
+    rethrow();
+    while (source_.read(MutBytes(buf_.data(), buf_.size())) > 0) {
+    }
+  }
+
+ private:
+  static la_ssize_t on_read(archive* a, void* self, const void** out);
+  Source& source_;
+  std::vector<std::byte> buf_;
+  std::exception_ptr error_;
+};
 
 // A files backup's member list (name, type, size, mode, owner, SHA-256 of every member)
 // is its own object beside the artifact, "<path>.members.json.gz" (a gzip'd JSON array,

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "../helpers.hpp"
+#include "io/chunk_queue.hpp"
 
 using namespace mevbackup;
 using testutil::random_bytes;
@@ -246,4 +247,55 @@ TEST_CASE("a stalled source fails the run after the stall timeout, as a retriabl
   CHECK(waited >= std::chrono::milliseconds(300));
   CHECK(waited < std::chrono::seconds(5));
   CHECK(sink.aborted);
+}
+
+TEST_CASE("TapSource passes bytes unchanged to its observers and checks at the end") {
+  auto data = random_bytes(100000, 9, false);
+  Sha256 sha;
+  ByteCounter n;
+  int ends = 0;
+  TapSource tap(std::make_unique<MemorySource>(data, 333), {&sha, &n}, [&] {
+    ++ends;
+    CHECK(n.count() == data.size());
+  });
+  std::vector<std::byte> out(data.size() + 10);
+  size_t got = 0;
+  for (size_t r; (r = tap.read(MutBytes(out.data() + got, out.size() - got))) > 0;) got += r;
+  CHECK(got == data.size());
+  CHECK(tap.read(MutBytes(out.data(), 1)) == 0);
+  CHECK(ends == 1);
+  Sha256 whole;
+  whole.update(Bytes(data.data(), data.size()));
+  whole.finish();
+  CHECK(sha.hex() == whole.hex());
+
+  TapSource failing(std::make_unique<MemorySource>(data), {}, [] { throw Error(Code::corrupt, "checksum differs"); });
+  std::byte b[200000];
+  CHECK(failing.read(MutBytes(b, sizeof b)) == data.size());
+  CHECK_THROWS_WITH_AS(failing.read(MutBytes(b, sizeof b)), "checksum differs", Error);
+  CHECK_THROWS_WITH_AS(failing.read(MutBytes(b, sizeof b)), "checksum differs", Error);
+}
+
+TEST_CASE("ChunkQueue hands pushed bytes to a reader on another thread, bounded, and stops both sides on fail") {
+  auto data = random_bytes(1 << 20, 4, false);
+  ChunkQueue q(2);
+  std::vector<std::byte> got;
+  std::thread reader([&] {
+    std::byte b[1000];
+    for (size_t n; (n = q.read(MutBytes(b, sizeof b))) > 0;) got.insert(got.end(), b, b + n);
+  });
+  for (size_t pos = 0; pos < data.size(); pos += 4096) CHECK(q.push(Bytes(data.data() + pos, 4096)));
+  q.close();
+  reader.join();
+  CHECK(got == data);
+
+  ChunkQueue stopped(1);
+  CHECK(stopped.push(Bytes(data.data(), 10)));
+  std::thread failer([&] { stopped.fail(); });
+  // The second push waits for room until fail() wakes it.
+  bool pushed = stopped.push(Bytes(data.data(), 10)) && stopped.push(Bytes(data.data(), 10));
+  failer.join();
+  CHECK_FALSE(pushed);
+  std::byte b[10];
+  CHECK_THROWS_WITH_AS(stopped.read(MutBytes(b, sizeof b)), "the stream was stopped", Error);
 }
