@@ -117,7 +117,9 @@ void write_file_atomically(const std::string& path, const std::string& text);
 // (signed when the repository has a signing key). The rekeyed backup gets a new id
 // (<id>_1, ...; started_at unchanged, source.rekeyed_from names the old one) and is
 // complete before the old backup is removed, so a failure leaves the old one intact.
-// Base backups and the WAL archive are unsupported.
+// A base backup moves with all its parts to basebackup/<id>_N/. The WAL archive is not
+// rekeyed: its segments keep their recipients (PostgreSQL fetches them by name, so they
+// cannot get a new one), and old identities keep opening them.
 struct RekeyResult {
   std::string old_id, new_id;
   std::vector<std::string> before, after;  // recipients

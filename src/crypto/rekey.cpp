@@ -7,6 +7,7 @@
 #include "mevbackup/digest.hpp"
 #include "mevbackup/lock.hpp"
 #include "mevbackup/maintenance.hpp"
+#include "mevbackup/pitr.hpp"
 
 namespace mevbackup {
 
@@ -110,6 +111,80 @@ Written rekey_object(Storage& st, const std::string& from, uint64_t size, const 
   return w;
 }
 
+// A backup of one artifact (and the parts a kind keeps beside it, a member list): the
+// new id is the first free <id>_N of its directory, as publish names a second backup of
+// the same second (the storage settles a race for it).
+void rekey_artifact(Storage& st, const Manifest& old, Manifest& m, std::vector<std::string>& written,
+                    const Encryption& keys, const RunContext& ctx) {
+  auto slash = old.path.rfind('/');
+  std::string dir = old.path.substr(0, slash);
+  std::string stem = dir + "/" + old.id;
+  if (slash == std::string::npos || old.path.rfind(stem, 0) != 0)
+    throw Error(Code::unsupported, fmt::format("backup {}: its path {} is not <dir>/<id><ext>", old.id, old.path));
+  std::string ext = old.path.substr(stem.size());
+  std::vector<Manifest::Part> parts = old.extra_parts();
+  for (auto& p : parts)
+    if (p.path.rfind(old.path, 0) != 0)
+      throw Error(Code::unsupported, fmt::format("backup {}: part {} is not named after its artifact", old.id, p.path));
+  int first = 1;
+  while (st.stat(fmt::format("{}_{}{}", stem, first, ext)) ||
+         st.stat(fmt::format("{}_{}{}{}", stem, first, ext, Manifest::kManifestSuffix)))
+    if (++first > 1000) throw Error(Code::exists, fmt::format("no free id for the rekeyed {}", old.id));
+  auto sink = st.put_first_free([&](int i) { return fmt::format("{}_{}{}", stem, first + i, ext); }, 1000);
+  Written w = rekey_object(st, old.path, old.size, old.sha256, *sink, keys, ctx);
+  m.path = sink->key();
+  written.push_back(m.path);
+  m.id = m.path.substr(dir.size() + 1, m.path.size() - dir.size() - 1 - ext.size());
+  m.size = w.size;
+  m.sha256 = w.sha256;
+  for (auto& p : parts) {
+    std::string to = m.path + p.path.substr(old.path.size());
+    auto ps = st.put(to);
+    Written pw = rekey_object(st, p.path, p.size, p.sha256, *ps, keys, ctx);
+    written.push_back(to);
+    if (m.source.contains("member_list") && p.path == old.path + Manifest::kMemberListSuffix) {
+      m.source["member_list"]["size"] = pw.size;
+      m.source["member_list"]["sha256"] = pw.sha256;
+    } else {
+      throw Error(Code::unsupported, fmt::format("backup {}: no rekey for part {}", old.id, p.path));
+    }
+  }
+}
+
+// A base backup: every part of basebackup/<id>/ (base.tar, the tablespaces' tars, the
+// server's backup_manifest) into basebackup/<id>_N/, the first such directory that is
+// empty. The tars inside are the same bytes, so the backup_label PostgreSQL wrote (with
+// the old id in its label) still matches the manifest's source.label.
+void rekey_base_backup(Storage& st, const Manifest& old, Manifest& m, std::vector<std::string>& written,
+                       const Encryption& keys, const RunContext& ctx) {
+  pitr::basebackup_parts(old);  // throws corrupt unless every part lies at its own path in basebackup/<id>/
+  std::string new_dir;
+  for (int i = 1;; ++i) {
+    if (i > 1000) throw Error(Code::exists, fmt::format("no free id for the rekeyed {}", old.id));
+    m.id = fmt::format("{}_{}", old.id, i);
+    new_dir = "basebackup/" + m.id;
+    if (st.list(new_dir + "/").empty()) break;
+  }
+  nlohmann::json& files = m.source["files"];
+  for (auto& f : files) {
+    std::string from = f.at("path").get<std::string>();
+    std::string to = new_dir + from.substr(from.rfind('/'));
+    auto sink = st.put(to);
+    Written w = rekey_object(st, from, f.at("size").get<uint64_t>(), f.at("sha256").get<std::string>(), *sink, keys, ctx);
+    written.push_back(to);
+    if (from == old.path) {
+      m.path = to;
+      m.size = w.size;
+      m.sha256 = w.sha256;
+    }
+    f["path"] = to;
+    f["size"] = w.size;
+    f["sha256"] = w.sha256;
+  }
+  if (m.path == old.path)
+    throw Error(Code::corrupt, fmt::format("base backup {}: its parts do not name its main archive", old.id));
+}
+
 }  // namespace
 
 RekeyResult rekey(Repository& repo, const std::string& which, const std::string& kind, const std::string& source,
@@ -132,22 +207,6 @@ RekeyResult rekey(Repository& repo, const std::string& which, const std::string&
                                                     old.id));
   if (old.encryption != "age")
     throw Error(Code::unsupported, fmt::format("backup {} is encrypted as \"{}\"", old.id, old.encryption));
-  if (old.kind == "basebackup")
-    throw Error(Code::unsupported, fmt::format("backup {} is a base backup: rekey of base backups (and of the WAL "
-                                               "archive) is not built yet",
-                                               old.id));
-  // Its objects: the artifact and the parts a kind keeps beside it (a member list).
-  auto slash = old.path.rfind('/');
-  std::string dir = old.path.substr(0, slash);
-  std::string stem = dir + "/" + old.id;
-  if (slash == std::string::npos || old.path.rfind(stem, 0) != 0)
-    throw Error(Code::unsupported, fmt::format("backup {}: its path {} is not <dir>/<id><ext>", old.id, old.path));
-  std::string ext = old.path.substr(stem.size());
-  std::vector<Manifest::Part> parts = old.extra_parts();
-  for (auto& p : parts)
-    if (p.path.rfind(old.path, 0) != 0)
-      throw Error(Code::unsupported, fmt::format("backup {}: part {} is not named after its artifact", old.id, p.path));
-
   // The rekeyed backup is written whole under a new id before the old one is removed: a
   // failure at any point leaves the old backup as it was (and at worst both).
   Manifest m = old;
@@ -161,31 +220,10 @@ RekeyResult rekey(Repository& repo, const std::string& which, const std::string&
     }
   };
   try {
-    // As publish names a second backup of the same second: the first free <id>_N (the
-    // storage settles a race for it).
-    int first = 1;
-    while (st.stat(fmt::format("{}_{}{}", stem, first, ext)) ||
-           st.stat(fmt::format("{}_{}{}{}", stem, first, ext, Manifest::kManifestSuffix)))
-      if (++first > 1000) throw Error(Code::exists, fmt::format("no free id for the rekeyed {}", old.id));
-    auto sink = st.put_first_free([&](int i) { return fmt::format("{}_{}{}", stem, first + i, ext); }, 1000);
-    Written w = rekey_object(st, old.path, old.size, old.sha256, *sink, *keys, gctx);
-    m.path = sink->key();
-    written.push_back(m.path);
-    m.id = m.path.substr(dir.size() + 1, m.path.size() - dir.size() - 1 - ext.size());
-    m.size = w.size;
-    m.sha256 = w.sha256;
-    for (auto& p : parts) {
-      std::string to = m.path + p.path.substr(old.path.size());
-      auto ps = st.put(to);
-      Written pw = rekey_object(st, p.path, p.size, p.sha256, *ps, *keys, gctx);
-      written.push_back(to);
-      if (m.source.contains("member_list") && p.path == old.path + Manifest::kMemberListSuffix) {
-        m.source["member_list"]["size"] = pw.size;
-        m.source["member_list"]["sha256"] = pw.sha256;
-      } else {
-        throw Error(Code::unsupported, fmt::format("backup {}: no rekey for part {}", old.id, p.path));
-      }
-    }
+    if (old.kind == "basebackup")
+      rekey_base_backup(st, old, m, written, *keys, gctx);
+    else
+      rekey_artifact(st, old, m, written, *keys, gctx);
     m.listed_parts.reset();
     m.recipients = keys->recipient_names;
     m.source["rekeyed_from"] = {{"id", old.id}, {"at", format_rfc3339(repo.clock().now())}, {"recipients", old.recipients}};

@@ -107,15 +107,15 @@ CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, con
   // that may no longer be kept, and a plaintext newest backup means encryption was lost.
   std::set<std::string> current;
   if (ctx.encryption)
-    for (auto& r : ctx.encryption->recipient_names) current.insert(r);
+    for (auto& rec : ctx.encryption->recipient_names) current.insert(rec);
   const TimePoint horizon = now + opts.future_skew;
   std::map<std::pair<std::string, std::string>, Group> groups;
   for (auto& e : cat.backups) {
     Group& g = groups[{e.manifest.kind, e.manifest.source_name}];
     ++g.count;
     if (!current.empty() && !e.manifest.encryption.empty())
-      for (auto& r : e.manifest.recipients)
-        if (!current.count(r)) {
+      for (auto& rec : e.manifest.recipients)
+        if (!current.count(rec)) {
           g.stale_keys.push_back(&e);
           break;
         }
@@ -190,10 +190,10 @@ CheckResult check(Repository& repo, const CheckOptions& opts, TimePoint now, con
     if (!g.stale_keys.empty()) {
       std::set<std::string> others;
       for (auto* e : g.stale_keys)
-        for (auto& r : e->manifest.recipients)
-          if (!current.count(r)) others.insert(r);
+        for (auto& rec : e->manifest.recipients)
+          if (!current.count(rec)) others.insert(rec);
       std::string list;
-      for (auto& r : others) list += (list.empty() ? "" : ", ") + r;
+      for (auto& rec : others) list += (list.empty() ? "" : ", ") + rec;
       if (s == CheckStatus::ok) s = CheckStatus::warning;
       part += fmt::format("; {} backup(s) encrypted to recipients not in the current set ({}): keep their "
                           "identities while they are kept",

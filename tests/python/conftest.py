@@ -111,7 +111,7 @@ def service(pg, plan_redis, tmp_path, newdb):
     (app / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
     log = tmp_path / "hooks.log"
 
-    def plan(extra="", redis_url=None, hooks=None, name="plan.toml"):
+    def plan(extra="", redis_url=None, hooks=None, name="plan.toml", repository=""):
         hooks = hooks if hooks is not None else f'''
 [hooks]
 before_backup = ["echo before_backup >> {log}"]
@@ -125,6 +125,7 @@ workdir = "{app}"
 name = "mev"
 [repository]
 location = "{tmp_path / 'backups'}"
+{repository}
 [objectives]
 rpo = "24h"
 rto = "4h"

@@ -3,6 +3,7 @@ test servers (a database on the drill server, a throwaway redis-server on loopba
 directory), proved there, timed against the RTO and the set's age against the RPO; every
 scratch target removed, also those a killed drill left behind."""
 
+import gzip
 import json
 import os
 import signal
@@ -210,4 +211,43 @@ def test_a_drill_without_a_complete_set_or_scratch_server_says_so(cli, pg, servi
     assert st["cleanup"] == "failed" and st["postgres.main restore"] == "failed"
     assert st["postgres.main checks"] == "skipped" and st["redis.cache checks"] == "ok"
     assert st["files.config checks"] == "ok" and st["scratch cleanup"] == "ok"
+    assert list(scratch.iterdir()) == []
+
+
+def test_drill_of_an_encrypted_set_proves_the_plan_identity_decrypts_it(cli, pg, service, tmp_path):
+    """The plan's recipients encrypt every member of the set; the drill restores it with the
+    plan's identity, and a plan whose identity is another key fails the drill, naming it,
+    with nothing of it left."""
+    from test_encryption import keygen
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    recipient = keygen(keys / "backup.key")
+    keygen(keys / "other.key")
+    scratch = tmp_path / "scratch"
+    repo_keys = f'recipients = ["{recipient}"]\nidentity = ["{keys / "backup.key"}"]'
+    plan = service["plan"](extra=drill_section(pg, scratch), repository=repo_keys)
+    r = cli("run", "--plan", plan, "--json")
+    assert r.returncode == 0, r.stderr
+    set_id = json.loads(r.stdout)["set"]
+    members = json.loads((service["repo"] / "sets" / (set_id + ".set.json")).read_text())["members"]
+    assert len(members) == 3
+    for m in members:
+        stored = service["repo"] / m["path"]
+        assert stored.name.endswith(".age") and stored.read_bytes().startswith(b"age-encryption.org/v1\n"), m
+    # The dump opens with stock age and gunzip.
+    dump = [service["repo"] / m["path"] for m in members if m["kind"] == "postgres"][0]
+    plain = subprocess.run(["age", "-d", "-i", str(keys / "backup.key"), str(dump)], capture_output=True)
+    assert plain.returncode == 0 and gzip.decompress(plain.stdout).startswith(b"PGDMP")
+
+    r = cli("drill", "--plan", plan, "--json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert json.loads(r.stdout)["ok"]
+
+    wrong = service["plan"](extra=drill_section(pg, scratch), name="wrong.toml",
+                            repository=f'identity = ["{keys / "other.key"}"]')
+    r = cli("drill", "--plan", wrong, "--json")
+    assert r.returncode != 0
+    assert "no identity matches" in r.stdout + r.stderr
+    assert scratch_databases(pg) == []
     assert list(scratch.iterdir()) == []

@@ -347,6 +347,31 @@ def test_pitr_with_encrypted_base_backup_and_wal(tools):
         assert wal.startswith(b"age-encryption.org/v1\n")  # no WAL in clear text
         assert len(gzip.decompress(age_decrypt(stored, ident))) == 16 * 1024 * 1024
 
+        # Rotation: the base backup is rekeyed to a new identity (every part moves to a new
+        # id); the WAL keeps the old recipient, so the restore takes both identities.
+        ident2 = Path(work) / "new.key"
+        recipient2 = keygen(ident2)
+        if os.geteuid() == 0:
+            shutil.chown(ident2, "postgres", "postgres")
+        r = _run(cli, "rekey", "--repo", repo, "--backup", m["id"], "--identity", ident, "--recipient", recipient2,
+                 "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        rk = json.loads(r.stdout)
+        assert rk["id"] == m["id"] + "_1" and rk["kind"] == "basebackup"
+        assert rk["encryption"]["recipients"] == [recipient2]
+        old_dir = os.path.join(repo, "basebackup", m["id"])
+        assert not os.path.exists(old_dir) or os.listdir(old_dir) == []  # every old part is gone
+        assert [os.path.basename(f["path"]) for f in rk["source"]["files"]] == \
+            [os.path.basename(f["path"]) for f in m["source"]["files"]]
+        for f in rk["source"]["files"]:
+            assert f["path"].startswith(f"basebackup/{rk['id']}/")
+            assert hashlib.sha256(Path(repo, f["path"]).read_bytes()).hexdigest() == f["sha256"]
+            assert subprocess.run(["age", "-d", "-i", str(ident), str(Path(repo, f["path"]))],
+                                  capture_output=True).returncode != 0  # the old identity no longer opens it
+        assert age_decrypt(Path(repo, rk["path"]), ident2) == base  # the same tar inside
+        r = _run(cli, "verify", "--repo", repo, "--backup", rk["id"], "--identity", ident2, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+
         # Without the identity the restore refuses before it writes a data directory.
         os.mkdir(data, 0o700)
         if os.geteuid() == 0:
@@ -357,12 +382,12 @@ def test_pitr_with_encrypted_base_backup_and_wal(tools):
         r = _run(cli, *common, env=env)
         assert r.returncode != 0 and "identity" in r.stderr, r.stderr
         assert os.listdir(data) == []
-        r = _run(cli, *common, "--identity", ident, "--start", "--timeout", "120", env=env)
+        r = _run(cli, *common, "--identity", ident2, "--identity", ident, "--start", "--timeout", "120", env=env)
         log = os.path.join(data, "pitr_recovery.log")
         assert r.returncode == 0, r.stdout + r.stderr + (open(log).read() if os.path.exists(log) else "")
         conf = open(os.path.join(data, "postgresql.auto.conf")).read()
         line = [x for x in conf.splitlines() if x.startswith("restore_command")][0]
-        assert "--identity" in line and str(ident) in line and "AGE-SECRET-KEY" not in conf
+        assert "--identity" in line and str(ident) in line and str(ident2) in line and "AGE-SECRET-KEY" not in conf
         second = PgServer()
         second.port = port
         second.password = pg.password
