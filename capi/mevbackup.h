@@ -993,8 +993,12 @@ typedef struct mevb_plan_run_opts {
   int dry_run;               /* restore: check the set and list the steps, change nothing */
   const char *from;          /* restore, drill: read from this location (a copy's) instead of the repository */
   const char *report_dir;    /* drill: write the report files there (NULL: none) */
+  const char *target_time;   /* restore: PostgreSQL to this moment through each [pitr] source's base
+                              * backup and WAL ("2026-11-27 07:50:00+00"), the other members from the
+                              * newest set that finished at or before it; NULL: no point in time */
+  const char *mevbackup_path; /* restore: the program restore_command runs (wal-fetch); NULL: "mevbackup" */
 } mevb_plan_run_opts;
-#define MEVB_PLAN_RUN_OPTS_INIT {sizeof(mevb_plan_run_opts), NULL, NULL, NULL, 0, NULL, NULL}
+#define MEVB_PLAN_RUN_OPTS_INIT {sizeof(mevb_plan_run_opts), NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL}
 MEVB_API int mevb_plan_run_opts_init(mevb_plan_run_opts *opts, size_t size);
 
 /* One step of a plan's report: a hook, a source's backup or restore, a copy, retention. */

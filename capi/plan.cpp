@@ -111,6 +111,8 @@ int mevb_plan_restore(mevb_plan* plan, const mevb_plan_run_opts* opts, mevb_repo
     ro.set = str_or(o.set, "latest");
     ro.dry_run = o.dry_run != 0;
     ro.from = str_or(o.from);
+    ro.target_time = str_or(o.target_time);
+    if (o.mevbackup_path) ro.mevbackup_path = o.mevbackup_path;
     hand_out(restore_plan(plan->plan, ro, run_environment(plan, o)), out);
   });
 }

@@ -74,6 +74,9 @@ void apply_output(const OutputOptions& o);
 // One duration syntax everywhere: plain seconds ("90") or numbers with units s, m, h, d, w
 // ("90s", "30m", "25h", "2d", "1w", "1d12h"). Throws UsageError naming `what`.
 long long parse_duration(const std::string& what, const std::string& value, bool allow_zero = false);
+// This program's absolute path (/proc/self/exe), for commands it writes for others to run
+// (a restore_command's wal-fetch); "mevbackup" when it cannot be read.
+std::string self_path();
 // A CLI11 validator accepting exactly what parse_duration accepts.
 CLI::Validator duration_validator(bool allow_zero = false);
 

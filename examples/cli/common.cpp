@@ -1,5 +1,8 @@
 // The option groups, callbacks and reports every mevbackup command shares.
+#include <unistd.h>
+
 #include <cctype>
+#include <climits>
 
 #include "cli.hpp"
 
@@ -52,6 +55,12 @@ std::vector<std::string> StorageOptions::as_args() const {
   if (!passphrase_file.empty() && passphrase_file.rfind("/dev/fd/", 0) != 0)
     add("--passphrase-file", absolute(passphrase_file));
   return out;
+}
+
+std::string self_path() {
+  char self[PATH_MAX];
+  ssize_t len = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  return len > 0 ? std::string(self, static_cast<size_t>(len)) : "mevbackup";
 }
 
 void add_storage_options(CLI::App* app, StorageOptions& s) {

@@ -140,9 +140,7 @@ Action setup_restore_pitr(CLI::App* app) {
   return [o] {
     apply_output(o->out);
     // restore_command runs this very program, by its absolute path.
-    char self[PATH_MAX];
-    ssize_t len = ::readlink("/proc/self/exe", self, sizeof self - 1);
-    std::string exe = len > 0 ? std::string(self, static_cast<size_t>(len)) : "mevbackup";
+    std::string exe = self_path();
     // S3 options that are not secrets travel into restore_command; credentials must come
     // from the server's environment (AWS_ACCESS_KEY_ID, ...), never from its configuration.
     std::vector<std::string> fetch_args = o->repo.storage.as_args();

@@ -47,7 +47,7 @@ int finish(int rc, mevb_report* rep, mevb_plan* plan, const OutputOptions& out) 
 // The options of run, restore --plan and drill; each command adds those it takes.
 struct PlanCommand {
   OutputOptions out;
-  std::string plan, set = "latest", from, report;
+  std::string plan, set = "latest", from, report, target_time;
   bool dry_run = false;
 
   void add_set_and_from(CLI::App* app, const char* verb) {
@@ -68,6 +68,9 @@ struct PlanCommand {
     ro.dry_run = dry_run ? 1 : 0;
     ro.from = from.empty() ? nullptr : from.c_str();
     ro.report_dir = report.empty() ? nullptr : report.c_str();
+    ro.target_time = target_time.empty() ? nullptr : target_time.c_str();
+    std::string exe = self_path();  // restore_command (wal-fetch) runs this very program
+    ro.mevbackup_path = exe.c_str();
     mevb_report* rep = nullptr;
     int rc = op(p, &ro, &rep);
     return finish(rc, rep, p, out);
@@ -86,6 +89,10 @@ Action setup_restore_plan(CLI::App* app) {
   add_plan_option(app, o->plan);
   o->add_set_and_from(app, "restore");
   app->add_flag("-n,--dry-run", o->dry_run, "check the set and print each step; change nothing");
+  app->add_option("--target-time", o->target_time,
+                  "PostgreSQL to this moment through the plan's [pitr] base backups and WAL, the other sources "
+                  "from the newest set that finished before it (\"2026-11-27 07:50:00+00\")")
+      ->type_name("TIME");
   add_output_options(app, o->out);
   return [o] { return o->perform(mevb_plan_restore); };
 }

@@ -48,6 +48,21 @@ struct PlanPostgres {  // [postgres.NAME]
   PlanPlace place;
 };
 
+// [pitr.NAME]: base backups of a server that archives its WAL into the plan's repository
+// (archive_command = 'mevbackup wal-push --repo <location> %p'), so `restore --plan
+// --target-time T` can bring PostgreSQL back to any moment the WAL covers.
+struct PlanPitr {
+  std::string name;
+  std::string conninfo;      // "dbname" in the file: a role with REPLICATION
+  std::string data_dir;      // where a restore unpacks it: absent or empty then
+  std::string owner;         // the files' owner; empty: data_dir's, else its parent's
+  bool start = true;         // start the server and wait until recovery reached the target
+  std::vector<std::pair<std::string, std::string>> settings;  // "name=value" items: more postgresql.auto.conf lines
+  std::chrono::seconds timeout{3600};  // how long recovery may take
+  std::string name_prefix = "basebackup";
+  PlanPlace place;
+};
+
 struct PlanRedis {  // [redis.NAME]
   std::string name;
   std::string url;
@@ -85,6 +100,7 @@ struct Plan {
   std::vector<PlanStorage> copies;
   std::chrono::seconds rpo{0}, rto{0};  // 0: no objective
   std::vector<PlanPostgres> postgres;
+  std::vector<PlanPitr> pitr;
   std::vector<PlanRedis> redis;
   std::vector<PlanFiles> files;
   std::optional<RetentionPolicy> retention;
@@ -144,14 +160,22 @@ struct PlanReport {
 PlanReport run_plan(const Plan& plan, const PlanEnvironment& env);
 
 struct PlanRestoreOptions {
-  std::string set = "latest";  // a set id or "latest" (the newest complete set)
+  std::string set = "latest";  // a set id or "latest" (the newest complete set; with
+                               // target_time, the newest that finished at or before it)
   bool dry_run = false;        // check the set and list the steps; change nothing
   std::string from;            // restore from this location (one of the copies, or another
                                // repository holding the plan's sets); empty: the repository
+  // Point in time (pitr::parse_target_time): PostgreSQL comes back through each [pitr]
+  // source's base backup and the archived WAL to this moment, the other members from the
+  // set; [postgres] dumps are then not restored (they would replace what the WAL replayed).
+  // Empty: [pitr] sources are restored to the end of the archived WAL when the plan has no
+  // [postgres] source, else left alone.
+  std::string target_time;
+  std::string mevbackup_path = "mevbackup";  // the program restore_command runs (wal-fetch)
 };
 // `mevbackup restore --plan`: the runbook's full recovery, in order: before_restore hooks,
-// PostgreSQL (clean), Redis (live, flushed), files (overwritten in their base), after_restore
-// hooks. The first failure stops it; the message says which sources were restored.
+// PostgreSQL (clean; or to a point in time, target_time), Redis (live, flushed), files
+// (overwritten in their base), after_restore hooks. The first failure stops it; the message says which sources were restored.
 PlanReport restore_plan(const Plan& plan, const PlanRestoreOptions& opts, const PlanEnvironment& env);
 
 struct PlanDrillOptions {

@@ -257,6 +257,28 @@ Plan parse_plan(const std::string& text, const std::string& where) {
     r.refuse_secret("password", "a libpq passfile (PGPASSFILE) or PGPASSWORD in the environment");
     plan.postgres.push_back(std::move(s));
   });
+  each_named(top, "pitr", [&](const std::string& name, const PlanPlace& place, TableReader& r) {
+    PlanPitr s;
+    s.name = name;
+    s.place = place;
+    s.conninfo = r.required_str("dbname");
+    s.data_dir = r.required_str("data_dir");
+    if (s.data_dir.empty() || s.data_dir[0] != '/')
+      bad(r.place(*r.get("data_dir"), "data_dir"), "must be an absolute path");
+    s.owner = r.str("owner").value_or("");
+    s.start = r.boolean("start").value_or(true);
+    for (const std::string& kv : r.strings("settings")) {
+      auto eq = kv.find('=');
+      if (eq == 0 || eq == std::string::npos)
+        bad(r.place(*r.get("settings"), "settings"), "each item must be \"name=value\", not \"" + kv + "\"");
+      s.settings.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    }
+    s.timeout = r.duration("timeout", s.timeout);
+    if (s.timeout.count() == 0) bad(r.place(*r.get("timeout"), "timeout"), "must be more than 0");
+    s.name_prefix = r.str("name_prefix").value_or("basebackup");
+    r.refuse_secret("password", "a libpq passfile (PGPASSFILE) or PGPASSWORD in the environment");
+    plan.pitr.push_back(std::move(s));
+  });
   each_named(top, "redis", [&](const std::string& name, const PlanPlace& place, TableReader& r) {
     PlanRedis s;
     s.name = name;
@@ -283,8 +305,8 @@ Plan parse_plan(const std::string& text, const std::string& where) {
     s.name_prefix = r.str("name_prefix").value_or("config");
     plan.files.push_back(std::move(s));
   });
-  if (plan.postgres.empty() && plan.redis.empty() && plan.files.empty())
-    bad(top.self(), "names no source: add a [postgres.NAME], [redis.NAME] or [files.NAME] table");
+  if (plan.postgres.empty() && plan.pitr.empty() && plan.redis.empty() && plan.files.empty())
+    bad(top.self(), "names no source: add a [postgres.NAME], [pitr.NAME], [redis.NAME] or [files.NAME] table");
   if (const toml::node* n = top.get("retention")) {
     TableReader r(where, table_at(top, *n, "retention"), "retention");
     RetentionPolicy p;
@@ -334,6 +356,7 @@ Plan parse_plan(const std::string& text, const std::string& where) {
                   "; give one of them another name_prefix");
   };
   for (const auto& s : plan.postgres) claim("database", s.name_prefix, s.place);
+  for (const auto& s : plan.pitr) claim("basebackup", s.name_prefix, s.place);
   for (const auto& s : plan.redis) claim("redis", s.name_prefix, s.place);
   for (const auto& s : plan.files) claim("config", s.name_prefix, s.place);
   return plan;

@@ -18,6 +18,7 @@
 #include "mevbackup/lock.hpp"
 #include "mevbackup/maintenance.hpp"
 #include "mevbackup/plan.hpp"
+#include "mevbackup/pitr.hpp"
 #include "mevbackup/postgres.hpp"
 #include "mevbackup/redis.hpp"
 #include "mevbackup/signing.hpp"
@@ -304,6 +305,32 @@ nlohmann::json apply_plan_retention(Repository& repo, const Plan& plan, const Ru
   return out;
 }
 
+// The newest complete set of the plan that finished at or before `t`: its members all
+// describe the service before that moment.
+BackupSetEntry newest_set_before(Repository& repo, const Plan& plan, TimePoint t, const LogFn& log) {
+  std::optional<BackupSetEntry> best;
+  for (auto& e : list_backup_sets(repo, plan.name, log))
+    if (e.complete && parse_rfc3339(e.set.finished_at) <= t) best = e;  // oldest first
+  if (!best)
+    throw Error(Code::not_found, fmt::format("plan {} has no complete backup set that finished at or before {} in {}",
+                                             plan.name, format_rfc3339(t), repo.storage().describe()));
+  return *best;
+}
+
+// What restore_command's wal-fetch needs to open the repository: its storage options and
+// key files (paths, never a secret).
+std::vector<std::string> wal_fetch_args(const PlanStorage& s) {
+  std::vector<std::string> a;
+  auto add = [&](const char* opt, const std::string& v) {
+    if (!v.empty()) a.insert(a.end(), {opt, v});
+  };
+  add("--region", s.region);
+  add("--endpoint-url", s.endpoint_url);
+  add("--profile", s.profile);
+  for (auto& f : s.identity_files) add("--identity", std::filesystem::absolute(f).string());
+  return a;
+}
+
 }  // namespace
 
 std::vector<BackupSetEntry> plan_sets(const Plan& plan, const PlanEnvironment& env) {
@@ -350,6 +377,13 @@ PlanReport run_plan(const Plan& plan, const PlanEnvironment& env) {
         if (!p.pg_dump_args.empty()) o.pg_dump_args = p.pg_dump_args;
         o.name_prefix = p.name_prefix;
         return backup_postgres(repo, o, g);
+      });
+    for (auto& p : plan.pitr)
+      member("pitr." + p.name, [&] {
+        pitr::BaseBackupOptions o;
+        o.conninfo = p.conninfo;
+        o.name_prefix = p.name_prefix;
+        return pitr::backup_base(repo, o, g);
       });
     for (auto& rd : plan.redis)
       member("redis." + rd.name, [&] {
@@ -448,10 +482,23 @@ PlanReport restore_plan(const Plan& plan, const PlanRestoreOptions& opts, const 
   const RunContext& ctx = opened->ctx;
   Steps steps(r, ctx);
 
+  const bool point_in_time = !opts.target_time.empty();
+  TimePoint target{};
+  if (point_in_time) {
+    if (plan.pitr.empty())
+      throw Error(Code::invalid_argument,
+                  fmt::format("plan {}: --target-time needs a [pitr.NAME] source (base backups and archived WAL); "
+                              "the plan has none",
+                              plan.path));
+    target = pitr::parse_target_time(opts.target_time);
+    r.extra["target_time"] = opts.target_time;
+  }
+
   // The set and every member are checked before anything is stopped or touched.
   BackupSetEntry e;
   if (!steps.run("set", [&](PlanStep& s) {
-        e = find_backup_set(repo, plan.name, opts.set, ctx.log);
+        e = opts.target_time.empty() || opts.set != "latest" ? find_backup_set(repo, plan.name, opts.set, ctx.log)
+                                                             : newest_set_before(repo, plan, target, ctx.log);
         auto need = [&](const std::string& source) {
           if (!e.set.member(source))
             throw Error(Code::not_found,
@@ -459,7 +506,9 @@ PlanReport restore_plan(const Plan& plan, const PlanRestoreOptions& opts, const 
                                     "another version of the plan)",
                                     e.set.id, source));
         };
-        for (auto& p : plan.postgres) need("postgres." + p.name);
+        if (!point_in_time)
+          for (auto& p : plan.postgres) need("postgres." + p.name);
+        for (auto& p : plan.pitr) need("pitr." + p.name);
         for (auto& rd : plan.redis) need("redis." + rd.name);
         for (auto& f : plan.files) need("files." + f.name);
         r.set_id = e.set.id;
@@ -482,12 +531,19 @@ PlanReport restore_plan(const Plan& plan, const PlanRestoreOptions& opts, const 
     std::function<void(PlanStep&)> fn;
   };
   std::vector<Action> actions;
+  std::vector<std::pair<std::string, std::string>> skipped;  // sources the restore leaves alone, and why
   for (auto& c : plan.hooks.before_restore)
     actions.push_back({fmt::format("hook before_restore[{}]", &c - plan.hooks.before_restore.data() + 1),
                        "run: " + c,
                        [&, c](PlanStep& s) { run_hook(plan, c, plan.hooks.timeout, Code::restore_failed, ctx, s); }});
   for (auto& p : plan.postgres) {
     std::string src = "postgres." + p.name;
+    if (point_in_time) {
+      skipped.push_back({src, fmt::format("not restored: PostgreSQL comes back to {} through the WAL "
+                                          "(a dump would replace what it replayed)",
+                                          opts.target_time)});
+      continue;
+    }
     actions.push_back({src, fmt::format("restore {} into {} (replacing it)", e.set.member(src)->id,
                                         pg_conninfo_dbname(p.conninfo)),
                        [&, src](PlanStep& s) {
@@ -498,6 +554,35 @@ PlanReport restore_plan(const Plan& plan, const PlanRestoreOptions& opts, const 
                          restore_postgres(repo, m, o, ctx);
                          s.message = fmt::format("{} restored into {}", m.id, pg_conninfo_dbname(p.conninfo));
                          s.detail = {{"id", m.id}, {"size", m.size}};
+                       }});
+  }
+  for (auto& p : plan.pitr) {
+    std::string src = "pitr." + p.name;
+    if (!point_in_time && !plan.postgres.empty()) {
+      skipped.push_back({src, "not restored: the plan's [postgres] dumps restore the database; give --target-time "
+                              "to restore it through its base backup and WAL"});
+      continue;
+    }
+    std::string to = point_in_time ? opts.target_time : std::string("the end of the archived WAL");
+    actions.push_back({src, fmt::format("restore base backup {} into {} and recover to {}{}", e.set.member(src)->id,
+                                        p.data_dir, to, p.start ? " (the server is started)" : ""),
+                       [&, src, to](PlanStep& s) {
+                         pitr::PitrRestoreOptions o;
+                         o.data_dir = p.data_dir;
+                         o.target_time = opts.target_time;
+                         o.backup_id = e.set.member(src)->id;
+                         o.repo_url = from->location;
+                         o.mevbackup_path = opts.mevbackup_path;
+                         o.wal_fetch_args = wal_fetch_args(*from);
+                         o.owner = p.owner;
+                         o.settings = p.settings;
+                         o.start = p.start;
+                         o.timeout_seconds = static_cast<int>(p.timeout.count());
+                         pitr::PitrRestoreResult res = pitr::restore_pitr(repo, o, ctx);
+                         s.message = fmt::format("base backup {} restored into {}, recovered to {}{}", res.backup.id,
+                                                 p.data_dir, to,
+                                                 res.started ? " and started" : "; start it with: " + res.start_command);
+                         s.detail = res.to_json();
                        }});
   }
   for (auto& rd : plan.redis) {
@@ -536,6 +621,7 @@ PlanReport restore_plan(const Plan& plan, const PlanRestoreOptions& opts, const 
     actions.push_back({fmt::format("hook after_restore[{}]", &c - plan.hooks.after_restore.data() + 1), "run: " + c,
                        [&, c](PlanStep& s) { run_hook(plan, c, plan.hooks.timeout, Code::restore_failed, ctx, s); }});
 
+  for (auto& [name, why] : skipped) steps.note(name, "skipped", why);
   if (opts.dry_run) {
     for (auto& a : actions) steps.note(a.name, "planned", a.what);
     steps.finish(fmt::format("dry run: would restore backup set {} in {} steps; nothing was changed", e.set.id,

@@ -1829,7 +1829,8 @@ class _PlanRunOpts(ctypes.Structure):
     # "from" is a Python keyword: set it with setattr(opts, "from", ...).
     _fields_ = [("struct_size", ctypes.c_uint32), ("progress", _PROGRESS_CB), ("progress_user", ctypes.c_void_p),
                 ("set", ctypes.c_char_p), ("dry_run", ctypes.c_int), ("from", ctypes.c_char_p),
-                ("report_dir", ctypes.c_char_p)]
+                ("report_dir", ctypes.c_char_p), ("target_time", ctypes.c_char_p),
+                ("mevbackup_path", ctypes.c_char_p)]
 
 
 class _PlanStep(ctypes.Structure):
@@ -2022,17 +2023,22 @@ class Plan:
         return self._report(_lib.mevb_plan_run, opts, progress)
 
     def restore(self, set: Union[str, BackupSet] = "latest", *, dry_run: bool = False,
-                from_: Union[str, os.PathLike[str], None] = None,
-                progress: Optional[ProgressFn] = None) -> PlanReport:
+                from_: Union[str, os.PathLike[str], None] = None, target_time: Optional[str] = None,
+                mevbackup_path: Optional[str] = None, progress: Optional[ProgressFn] = None) -> PlanReport:
         """Restores a backup set (an id, a BackupSet, or "latest": the newest complete one) in
         order: before_restore hooks, PostgreSQL, Redis, files, after_restore hooks. The set is
         checked before anything is touched. `dry_run`: check it and report each step as
-        "planned", changing nothing. `from_`: read from this location (a copy's) instead."""
+        "planned", changing nothing. `from_`: read from this location (a copy's) instead.
+        `target_time`: PostgreSQL to that moment through each [pitr] source's base backup and
+        WAL (restore_command runs `mevbackup_path wal-fetch`, default "mevbackup" on PATH), the
+        other members from the newest set that finished at or before it."""
         opts = _PlanRunOpts()
         _lib.mevb_plan_run_opts_init(ctypes.byref(opts), ctypes.sizeof(opts))
         opts.set = _enc(set.id if isinstance(set, BackupSet) else set)
         opts.dry_run = 1 if dry_run else 0
         setattr(opts, "from", _enc(from_))
+        opts.target_time = _enc(target_time)
+        opts.mevbackup_path = _enc(mevbackup_path)
         return self._report(_lib.mevb_plan_restore, opts, progress)
 
     def drill(self, set: Union[str, BackupSet] = "latest", *, report_dir: Union[str, os.PathLike[str], None] = None,

@@ -129,3 +129,28 @@ TEST_CASE("a missing plan file is not_found, naming it") {
     CHECK(has(e.what(), "/nonexistent/plan.toml"));
   }
 }
+
+TEST_CASE("a [pitr] source: its base backups and where a point-in-time restore puts them") {
+  Plan p = parse_plan(kRepo + "[pitr.main]\ndbname = 'host=db user=replicator'\ndata_dir = '/srv/pg/restored'\n"
+                              "settings = ['port=5433', 'restore_command_timeout=']\nstart = false\ntimeout = '2h'\n",
+                      "p.toml");
+  REQUIRE(p.pitr.size() == 1);
+  CHECK(p.pitr[0].conninfo == "host=db user=replicator");
+  CHECK(p.pitr[0].data_dir == "/srv/pg/restored");
+  CHECK(p.pitr[0].name_prefix == "basebackup");
+  CHECK_FALSE(p.pitr[0].start);
+  CHECK(p.pitr[0].timeout == std::chrono::hours(2));
+  REQUIRE(p.pitr[0].settings.size() == 2);
+  CHECK(p.pitr[0].settings[0] == std::make_pair(std::string("port"), std::string("5433")));
+  CHECK(p.pitr[0].settings[1].second.empty());
+
+  CHECK(has(refusal(kRepo + "[pitr.main]\ndbname = 'x'\n"), "pitr.main.data_dir"));
+  CHECK(has(refusal(kRepo + "[pitr.main]\ndbname = 'x'\ndata_dir = 'rel/dir'\n"),
+            "pitr.main.data_dir: must be an absolute path"));
+  CHECK(has(refusal(kRepo + "[pitr.main]\ndbname = 'x'\ndata_dir = '/d'\nsettings = ['port']\n"),
+            "pitr.main.settings: each item must be \"name=value\", not \"port\""));
+  CHECK(has(refusal(kRepo + "[pitr.a]\ndbname = 'x'\ndata_dir = '/d'\n[pitr.b]\ndbname = 'y'\ndata_dir = '/e'\n"),
+            "pitr.b: writes under the same name prefix \"basebackup\" as pitr.a"));
+  CHECK(has(refusal(kRepo + "[pitr.m]\ndbname = 'x'\ndata_dir = '/d'\npassword = 'p'\n"),
+            "pitr.m.password: secrets do not belong in a plan"));
+}
