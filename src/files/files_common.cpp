@@ -91,6 +91,16 @@ std::string symlink_escape(const std::string& name, const std::string& target) {
 std::string mode_string(unsigned mode) { return fmt::format("{:04o}", mode & 07777); }
 
 
+void throw_disk_write_failure(archive* w, const std::string& what) {
+  int e = archive_errno(w);
+  std::string msg = fmt::format("{}: {}", what, archive_message(w));
+  if (e > 0) {
+    std::string sys = std::strerror(e);
+    if (msg.find(sys) == std::string::npos) msg += ": " + sys;
+  }
+  throw Error(e == ENOSPC || e == EDQUOT ? Code::no_space : Code::restore_failed, msg);
+}
+
 std::string real_dir(const std::string& p) {
   std::error_code ec;
   auto c = std::filesystem::canonical(p, ec);

@@ -33,6 +33,11 @@ std::string symlink_escape(const std::string& name, const std::string& target);
 // "0644"
 std::string mode_string(unsigned mode);
 
+// A failed write of libarchive's disk writer `w` while `what` ("writing \"a.conf\""):
+// no_space for a full disk or quota, else restore_failed; the message has libarchive's
+// words and the system's ("Write failed: No space left on device").
+[[noreturn]] void throw_disk_write_failure(archive* w, const std::string& what);
+
 // The real path of directory `p` (sys_error naming it when it cannot be resolved).
 std::string real_dir(const std::string& p);
 // Removes `p` and everything below it, if it exists; never throws ("" does nothing).

@@ -94,21 +94,24 @@ std::vector<Entry> extract_members(Source& in, files::MemberChecks& checks, arch
         if (offset != expected) files::refuse_member(name, "sparse members are not restored");
         sha.update(Bytes(static_cast<const std::byte*>(buf), size));
         expected = offset + static_cast<la_int64_t>(size);
-        if (write && archive_write_data_block(w, buf, size, offset) < ARCHIVE_WARN)
-          throw Error(Code::restore_failed, fmt::format("writing \"{}\": {}", name, archive_message(w)));
+        // libarchive reports a failed write(2) (a full disk) as ARCHIVE_WARN, and would then
+        // extend the file to its size with a hole at finish: anything but OK is a failure.
+        if (write && archive_write_data_block(w, buf, size, offset) != ARCHIVE_OK)
+          files::throw_disk_write_failure(w, fmt::format("writing \"{}\"", name));
       }
       sha.finish();
       en.sha256 = sha.hex();
     } else {
       archive_read_data_skip(r.get());
     }
-    if (write && archive_write_finish_entry(w) < ARCHIVE_WARN) files::refuse_member(name, archive_message(w));
+    // A warning here is metadata not restored (a mode, an owner, a time): a failure too.
+    if (write && archive_write_finish_entry(w) != ARCHIVE_OK)
+      files::throw_disk_write_failure(w, fmt::format("restoring \"{}\"", name));
     checks.content(en, want);
     if (want) wanted_entries.push_back(std::move(en));
   }
   client.drain();  // the blocks after the tar's end, so the writer never waits
-  if (w && archive_write_close(w) < ARCHIVE_WARN)
-    throw Error(Code::restore_failed, "finishing the extraction: " + archive_message(w));
+  if (w && archive_write_close(w) != ARCHIVE_OK) files::throw_disk_write_failure(w, "finishing the extraction");
   checks.finish();
   return wanted_entries;
 }

@@ -255,15 +255,15 @@ void extract_part(Storage& st, const BaseBackupPart& part, const std::string& ro
         if (offset != written)
           throw Error(Code::corrupt, fmt::format("{}: unexpected sparse member \"{}\"", part.stored.path, name));
         written += static_cast<la_int64_t>(size);
-        if (archive_write_data_block(w.get(), buf, size, offset) < ARCHIVE_WARN)
-          throw Error(Code::restore_failed, fmt::format("writing {}: {}", full, archive_message(w.get())));
+        // A failed write(2) (a full disk) is only ARCHIVE_WARN to libarchive.
+        if (archive_write_data_block(w.get(), buf, size, offset) != ARCHIVE_OK)
+          files::throw_disk_write_failure(w.get(), "writing " + full);
       }
     }
-    if (archive_write_finish_entry(w.get()) < ARCHIVE_WARN)
-      throw Error(Code::restore_failed, fmt::format("finishing {}: {}", full, archive_message(w.get())));
+    if (archive_write_finish_entry(w.get()) != ARCHIVE_OK) files::throw_disk_write_failure(w.get(), "finishing " + full);
   }
-  if (archive_write_close(w.get()) < ARCHIVE_WARN)
-    throw Error(Code::restore_failed, fmt::format("finishing the restore into {}: {}", root, archive_message(w.get())));
+  if (archive_write_close(w.get()) != ARCHIVE_OK)
+    files::throw_disk_write_failure(w.get(), "finishing the restore into " + root);
   reader.drain();  // the stored bytes' checks come at their end
 }
 

@@ -251,3 +251,61 @@ def test_drill_of_an_encrypted_set_proves_the_plan_identity_decrypts_it(cli, pg,
     assert "no identity matches" in r.stdout + r.stderr
     assert scratch_databases(pg) == []
     assert list(scratch.iterdir()) == []
+
+
+def test_restore_and_drill_from_the_off_site_copy_alone(cli, pg, service, tmp_path):
+    """A new host with only the copy: the set and its members were synced there by `run`;
+    with the repository gone, `restore --plan --from` brings back a dropped table and the
+    drill passes reading the copy."""
+    copy = tmp_path / "offsite"
+    scratch = tmp_path / "scratch"
+    plan = service["plan"](extra=f'[[copy]]\nlocation = "{copy}"\n' + drill_section(pg, scratch))
+    r = cli("run", "--plan", plan, "--json")
+    assert r.returncode == 0, r.stderr
+    set_id = json.loads(r.stdout)["set"]
+    assert (copy / "sets" / (set_id + ".set.json")).read_bytes() == \
+        (service["repo"] / "sets" / (set_id + ".set.json")).read_bytes()
+    # The primary repository is lost.
+    gone = tmp_path / "primary-was-here"
+    service["repo"].rename(gone)
+    pg.psql("DROP TABLE transaction_protections", service["db"])
+    r = cli("restore", "--plan", plan, "--from", copy, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["set"] == set_id
+    assert pg.psql("SELECT count(*) FROM transaction_protections", service["db"]) == "150"
+    r = cli("drill", "--plan", plan, "--from", copy, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["ok"] and rep["set"] == set_id
+    assert not service["repo"].exists()  # nothing read or wrote the missing repository
+    assert scratch_databases(pg) == []
+
+
+def test_a_full_scratch_directory_fails_the_drill_with_no_space_and_leaves_nothing(cli, pg, service, tools,
+                                                                                   tmp_path):
+    """The drill's scratch space is full (a 1 MiB tmpfs in a private mount namespace): the
+    files step fails naming the lack of space, the other steps' scratch targets are removed
+    and the set is untouched."""
+    scratch = tmp_path / "tiny"
+    scratch.mkdir()
+    plan = service["plan"](extra=drill_section(pg, scratch))
+    # Large enough that the files cannot fit in the scratch space.
+    (service["app"] / "nginx" / "nginx.conf").write_bytes(os.urandom(3 << 20))
+    assert cli("run", "--plan", plan).returncode == 0
+    before = sorted(p.name for p in (service["repo"] / "sets").iterdir())
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount -t tmpfs -o size=1m tmpfs "{scratch}" && exec "$0" "$@"', tools["cli"],
+            "drill", "--plan", str(plan), "--json"]
+    r = subprocess.run(argv, capture_output=True, text=True, env=pg.env(), timeout=300)
+    assert r.returncode != 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout)
+    steps = {s["name"]: s for s in rep["steps"]}
+    assert steps["files.config restore"]["status"] == "failed"
+    # Not a restore that looks complete: libarchive's failed write is the step's failure.
+    assert "No space left on device" in steps["files.config restore"]["message"], steps["files.config restore"]
+    assert steps["files.config checks"]["status"] == "skipped"
+    assert steps["postgres.main restore"]["status"] == "ok"
+    assert steps["scratch cleanup"]["status"] == "ok"
+    assert scratch_databases(pg) == []
+    assert list(scratch.iterdir()) == []  # the tmpfs was private: here the directory stayed empty
+    assert sorted(p.name for p in (service["repo"] / "sets").iterdir()) == before

@@ -522,3 +522,31 @@ def test_a_damaged_or_missing_member_list_fails_restore_and_verify(fcli, tmp_pat
     lst.write_bytes(good)
     r = fcli("restore", "files", "--repo", repo, "--backup", "latest", "--target", out)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_full_disk_fails_the_restore_and_leaves_the_target_as_it_was(fcli, tools, tmp_path):
+    """The target's filesystem fills up mid-restore (a 1 MiB tmpfs, in a mount namespace of
+    its own): libarchive only warns about the failed write, and would leave a file of the
+    right size with a hole; the restore must fail with no_space, naming the file, and leave
+    the target as it was, with no staging directory beside it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small.conf").write_text("a = 1\n")
+    (src / "big.bin").write_bytes(os.urandom(3 << 20))  # random: gzip cannot shrink it
+    repo = tmp_path / "repo"
+    r = fcli("backup", "files", "--repo", repo, "--base", src, ".")
+    assert r.returncode == 0, r.stderr
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (f'mount -t tmpfs -o size=1m tmpfs "{disk}" && mkdir "{disk}/t" && echo keep > "{disk}/t/old.txt" && '
+              f'"$0" restore files --repo "{repo}" --target "{disk}/t" --overwrite; echo "rc=$?"; '
+              f'echo "entries:"; ls -A "{disk}"; echo "target:"; ls -A "{disk}/t"; cat "{disk}/t/old.txt"')
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, tools["cli"]],
+                       capture_output=True, text=True, timeout=120)
+    out = r.stdout.split("\n")
+    assert "rc=0" not in out, r.stdout + r.stderr
+    assert "No space left on device" in r.stderr and "big.bin" in r.stderr, r.stderr
+    entries = out[out.index("entries:") + 1:out.index("target:")]
+    assert entries == ["t"], r.stdout  # no staging directory left beside the target
+    target = out[out.index("target:") + 1:]
+    assert target[:2] == ["old.txt", "keep"], r.stdout

@@ -204,6 +204,24 @@ def test_restore_refuses_non_empty_data_dir(scenario):
     assert open(os.path.join(data, "PG_VERSION")).read() == "precious\n"
 
 
+def test_a_full_disk_fails_the_unpack_and_leaves_the_data_directory_empty(scenario):
+    """The data directory's filesystem fills up while the base backup unpacks (an 8 MiB
+    tmpfs in a mount namespace of its own): libarchive only warns about the failed write;
+    the restore must fail naming the file and the lack of space, and empty what it wrote."""
+    s = scenario
+    disk = os.path.join(s.work, "smalldisk")
+    os.mkdir(disk)
+    data = os.path.join(disk, "data")
+    script = (f'mount -t tmpfs -o size=8m,mode=0755 tmpfs "{disk}" && mkdir -m 700 "{data}" && '
+              f'"$0" restore pitr --repo "{s.repo}" --data-dir "{data}"; echo "rc=$?"; echo "left:"; ls -A "{data}"')
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, s.cli],
+                       capture_output=True, text=True, env=s.env, timeout=180)
+    out = r.stdout.split("\n")
+    assert "rc=0" not in out, r.stdout + r.stderr
+    assert "No space left on device" in r.stderr, r.stderr
+    assert [x for x in out[out.index("left:") + 1:] if x] == [], r.stdout
+
+
 def test_missing_wal_segment_fails_naming_it(scenario):
     s = scenario
     src = json.load(open(os.path.join(s.repo_copy, s.backup["path"] + ".manifest.json")))["source"]
